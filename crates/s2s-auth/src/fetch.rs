@@ -1,0 +1,202 @@
+//! HTTP fetching shared by the key-set cache, discovery and the token client: the endpoint
+//! policy (https, except loopback or an explicit opt-out), a client whose redirects obey the same
+//! policy, bounded bodies and safe excerpts of error pages.
+
+use std::{net::IpAddr, time::Duration};
+
+use bytes::{Bytes, BytesMut};
+use url::Url;
+
+use crate::error::Error;
+
+/// Default timeout of every remote fetch (connect + whole response).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default limit on the size of a fetched body (JWKS, metadata, token response).
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// How the crate talks to remote endpoints (authorization servers, JWKS hosts).
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    /// Allow `http://` to hosts that are not loopback. Off by default: a token or key set fetched
+    /// over plain HTTP can be replaced by anyone on the path.
+    pub allow_insecure_http: bool,
+    /// Timeout of each fetch, from connect to the last byte.
+    pub timeout: Duration,
+    /// Largest body accepted; a larger one fails the fetch.
+    pub max_body: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            allow_insecure_http: false,
+            timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+        }
+    }
+}
+
+impl HttpOptions {
+    /// A `reqwest::Client` that applies these options: rustls, the timeout, and redirects
+    /// (at most 5) that must themselves pass [`check_endpoint`].
+    pub fn client(&self) -> Result<reqwest::Client, Error> {
+        let allow_insecure = self.allow_insecure_http;
+        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+            if attempt.previous().len() >= 5 {
+                attempt.error("too many redirects")
+            } else if let Err(e) = check_endpoint(attempt.url(), allow_insecure) {
+                attempt.error(e)
+            } else {
+                attempt.follow()
+            }
+        });
+        reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.timeout)
+            .redirect(redirect)
+            .user_agent(concat!("s2s-auth/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::config("could not build the HTTP client").with_source(e))
+    }
+}
+
+/// Parses `url` and checks it against the endpoint policy.
+pub(crate) fn parse_endpoint(url: &str, allow_insecure_http: bool) -> Result<Url, Error> {
+    let parsed = Url::parse(url)
+        .map_err(|e| Error::config(format!("`{url}` is not a valid URL")).with_source(e))?;
+    check_endpoint(&parsed, allow_insecure_http)?;
+    Ok(parsed)
+}
+
+/// Refuses anything but `https://`, or `http://` to a loopback host, unless `allow_insecure_http`.
+pub fn check_endpoint(url: &Url, allow_insecure_http: bool) -> Result<(), Error> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(url) => Ok(()),
+        "http" => Err(Error::config(format!(
+            "refusing plain http to `{}`: use https, or allow insecure http explicitly \
+             (only loopback hosts are allowed without it)",
+            url.host_str().unwrap_or_default()
+        ))),
+        other => Err(Error::config(format!(
+            "unsupported URL scheme `{other}`: use https"
+        ))),
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+/// Reads a response body, failing as soon as it grows past `max` bytes (the `Content-Length`
+/// is checked first, then every chunk), so a huge body costs at most `max` bytes of memory.
+pub(crate) async fn read_body(mut response: reqwest::Response, max: usize) -> Result<Bytes, Error> {
+    let host = response.url().host_str().unwrap_or_default().to_owned();
+    let too_large = || {
+        Error::transient(format!(
+            "response from `{host}` is larger than the {max} byte limit"
+        ))
+    };
+    if response
+        .content_length()
+        .is_some_and(|len| len > max as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| request_error(e, "reading the response body"))?
+    {
+        if body.len() + chunk.len() > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Maps a transport error to a transient [`Error`] that says what was being done.
+pub(crate) fn request_error(e: reqwest::Error, doing: &str) -> Error {
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_redirect() {
+        "refused a redirect"
+    } else {
+        "failed"
+    };
+    // reqwest's Display includes the URL, never headers or bodies.
+    Error::transient(format!("{doing} {what}")).with_source(e.without_url())
+}
+
+/// A short excerpt of a body for an error message: at most 120 characters, control characters
+/// and markup collapsed, so that an HTML error page gives a readable hint and nothing else.
+pub(crate) fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&body[..body.len().min(2048)]);
+    let mut out = String::new();
+    let mut in_tag = false;
+    let mut last_space = true;
+    for c in text.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                continue;
+            }
+            _ => {}
+        }
+        if in_tag {
+            continue;
+        }
+        let c = if c.is_control() || c.is_whitespace() {
+            ' '
+        } else {
+            c
+        };
+        if c == ' ' && last_space {
+            continue;
+        }
+        last_space = c == ' ';
+        out.push(c);
+        if out.chars().count() >= 120 {
+            out.push('…');
+            break;
+        }
+    }
+    out.trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_policy() {
+        assert!(parse_endpoint("https://auth.example.com/token", false).is_ok());
+        assert!(parse_endpoint("http://127.0.0.1:8080/token", false).is_ok());
+        assert!(parse_endpoint("http://[::1]:8080/token", false).is_ok());
+        assert!(parse_endpoint("http://localhost/token", false).is_ok());
+        let err = parse_endpoint("http://auth.example.com/token", false).unwrap_err();
+        assert!(err.message().contains("https"), "{err}");
+        assert!(parse_endpoint("http://auth.example.com/token", true).is_ok());
+        assert!(parse_endpoint("ftp://auth.example.com/", true).is_err());
+        assert!(parse_endpoint("not a url", false).is_err());
+    }
+
+    #[test]
+    fn excerpt_strips_markup_and_bounds_length() {
+        let page = b"<html><head><title>502 Bad Gateway</title></head>\n<body><h1>Bad   Gateway</h1></body></html>";
+        assert_eq!(excerpt(page), "502 Bad Gateway Bad Gateway");
+        let long = vec![b'a'; 10_000];
+        assert!(excerpt(&long).chars().count() <= 121);
+    }
+}

@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+pub mod discovery;
+pub mod error;
+pub mod fetch;
+
+pub use error::{Code, Error, ErrorKind};
