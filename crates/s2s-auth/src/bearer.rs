@@ -1,0 +1,96 @@
+//! [`BearerToken`]: the raw token of a request, kept for propagation.
+
+use std::fmt;
+
+use http::HeaderValue;
+
+/// The raw bearer token a request carried, as `VerifyLayer` found it in `Authorization`.
+///
+/// It is stored in request extensions next to the verified claims so that a service can send the
+/// caller's own token on an outbound call made on its behalf. Holding the header value (a
+/// reference-counted buffer) makes the copy free; `Debug` never shows the token.
+#[derive(Clone)]
+pub struct BearerToken {
+    header: HeaderValue,
+    start: usize,
+}
+
+impl BearerToken {
+    /// Parses `Authorization: Bearer <token>` (scheme case-insensitive, one space or more).
+    ///
+    /// Returns `None` when the value is not a Bearer credential with a non-empty token made of
+    /// the RFC 6750 `b64token` characters.
+    pub fn from_header(header: &HeaderValue) -> Option<Self> {
+        let bytes = header.as_bytes();
+        if bytes.len() < 7 || !bytes[..6].eq_ignore_ascii_case(b"bearer") || bytes[6] != b' ' {
+            return None;
+        }
+        let start = 7 + bytes[7..].iter().take_while(|b| **b == b' ').count();
+        let token = &bytes[start..];
+        let is_b64token = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(b);
+        let body_len = token.iter().position(|b| *b == b'=').unwrap_or(token.len());
+        if body_len == 0
+            || !token[..body_len].iter().all(is_b64token)
+            || !token[body_len..].iter().all(|b| *b == b'=')
+        {
+            return None;
+        }
+        Some(BearerToken {
+            header: header.clone(),
+            start,
+        })
+    }
+
+    /// The token itself, without the `Bearer ` prefix. Treat it as a secret.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII was accepted in `from_header`.
+        std::str::from_utf8(&self.header.as_bytes()[self.start..]).unwrap_or_default()
+    }
+
+    /// The whole `Authorization` header value (`Bearer <token>`), marked sensitive, to put on an
+    /// outbound request.
+    pub fn header_value(&self) -> HeaderValue {
+        let mut value = self.header.clone();
+        value.set_sensitive(true);
+        value
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken([redacted])")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Option<String> {
+        BearerToken::from_header(&HeaderValue::from_str(s).unwrap()).map(|t| t.as_str().to_owned())
+    }
+
+    #[test]
+    fn parses_bearer_credentials() {
+        assert_eq!(
+            parse("Bearer abc.def-_.x~+/=="),
+            Some("abc.def-_.x~+/==".into())
+        );
+        assert_eq!(parse("bearer abc"), Some("abc".into()));
+        assert_eq!(parse("BEARER   abc"), Some("abc".into()));
+        assert_eq!(parse("Bearer "), None);
+        assert_eq!(parse("Bearer"), None);
+        assert_eq!(parse("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(parse("Bearer a b"), None);
+        assert_eq!(parse("Bearer\tabc"), None);
+        assert_eq!(parse("Bearer a=b"), None);
+        assert_eq!(parse("Bearerabc"), None);
+    }
+
+    #[test]
+    fn debug_redacts() {
+        let t = BearerToken::from_header(&HeaderValue::from_static("Bearer secret")).unwrap();
+        assert_eq!(format!("{t:?}"), "BearerToken([redacted])");
+        assert!(t.header_value().is_sensitive());
+    }
+}
