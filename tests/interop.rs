@@ -115,3 +115,72 @@ async fn peer_harness_starts_issues_and_rotates() {
     assert_eq!(peer.count("discovery"), 1);
     assert_eq!(peer.stderr(), "", "the peer must run without warnings");
 }
+
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("a JWS has a payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+/// The tokens and errors of the peer that the library tests below rely on: an RS256 token with
+/// an `aud` array, a token without `scope`, and the OAuth error answers for a bad secret and a
+/// scope the client may not request.
+#[tokio::test(flavor = "multi_thread")]
+async fn peer_token_shapes_and_error_answers() {
+    require_node!();
+    let peer = Peer::start();
+    let http = reqwest::Client::new();
+
+    let response = token_response(
+        &http,
+        &peer,
+        "client_secret_post",
+        &[
+            ("scope", "billing:read"),
+            ("resource", "https://billing.interop.test"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(
+        jsonwebtoken::decode_header(token).unwrap().alg,
+        jsonwebtoken::Algorithm::RS256
+    );
+    let claims = claims_of(token);
+    assert_eq!(
+        claims["aud"],
+        serde_json::json!(["https://billing.interop.test", "https://audit.interop.test"])
+    );
+    assert_eq!(claims["scope"], "billing:read");
+    assert_eq!(claims["iss"], peer.issuer());
+
+    let response = token_response(&http, &peer, "client_secret_basic", &[]).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    let claims = claims_of(body["access_token"].as_str().unwrap());
+    assert!(claims.get("scope").is_none(), "{claims}");
+    assert_eq!(claims["aud"], peer.config().default_resource);
+
+    let client = peer.config().client("client_secret_basic");
+    let response = http
+        .post(format!("{}/token", peer.issuer()))
+        .basic_auth(&client.client_id, Some("wrong-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
+
+    let response = token_response(&http, &peer, "client_secret_post", &[("scope", "admin")]).await;
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_scope");
+    assert_eq!(peer.stderr(), "");
+}
