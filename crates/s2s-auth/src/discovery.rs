@@ -6,6 +6,7 @@
 //! answers for another issuer could hand out keys or token endpoints of its choosing.
 
 use serde::Deserialize;
+use tracing::Instrument as _;
 use url::Url;
 
 use crate::{
@@ -94,11 +95,11 @@ pub async fn discover(
     let issuer_url = fetch::parse_endpoint(issuer, options.allow_insecure_http)?;
     let mut last_error = None;
     for url in metadata_urls(&issuer_url) {
-        let _span = tracing::debug_span!("s2s_auth.discovery", %url).entered();
         let response = client
             .get(url.clone())
             .header(http::header::ACCEPT, "application/json")
             .send()
+            .instrument(tracing::debug_span!("s2s_auth.discovery", %url))
             .await
             .map_err(|e| fetch::request_error(e, "fetching authorization server metadata"))?;
         let status = response.status();

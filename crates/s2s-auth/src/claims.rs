@@ -1,0 +1,300 @@
+//! The claims of a verified access token: [`StandardClaims`] and [`Scopes`].
+//!
+//! Custom claims are read with any `T: DeserializeOwned` through [`Verified::claims`] (or the
+//! axum `Claims<T>` extractor); the standard ones are parsed once, during verification.
+
+use std::{fmt, sync::Arc};
+
+use jsonwebtoken::Algorithm;
+use serde::{
+    Deserialize, Deserializer, Serialize,
+    de::{self, DeserializeOwned},
+};
+
+/// The registered claims (RFC 7519 §4.1) and the OAuth claims (RFC 9068, RFC 8693) that a
+/// service-to-service access token carries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "WireClaims")]
+#[non_exhaustive]
+pub struct StandardClaims {
+    /// Issuer.
+    pub iss: String,
+    /// Subject: for a client-credentials token, the calling service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Audiences (a single string or an array on the wire).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aud: Vec<String>,
+    /// Expiry, seconds since the epoch.
+    pub exp: Option<u64>,
+    /// Not before, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issued at, seconds since the epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Token identifier.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// The OAuth client the token was issued to (RFC 9068 §2.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// Granted scopes: `scope` (space-delimited, RFC 9068) and `scp` (array or string, as Entra ID
+    /// and Okta send it), merged. Serialized as `scope`.
+    #[serde(rename = "scope", skip_serializing_if = "Scopes::is_empty")]
+    pub scopes: Scopes,
+}
+
+/// The wire form: `scope` and `scp` are read apart and merged into [`Scopes`].
+#[derive(Deserialize)]
+struct WireClaims {
+    iss: String,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    aud: Vec<String>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    exp: Option<u64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    nbf: Option<u64>,
+    #[serde(default, deserialize_with = "numeric_date")]
+    iat: Option<u64>,
+    #[serde(default)]
+    jti: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default, deserialize_with = "one_or_many")]
+    scp: Vec<String>,
+}
+
+impl From<WireClaims> for StandardClaims {
+    fn from(w: WireClaims) -> Self {
+        let mut scopes: Vec<Box<str>> = Vec::new();
+        let from_scope = w.scope.iter().flat_map(|s| s.split(' '));
+        let from_scp = w.scp.iter().flat_map(|s| s.split(' '));
+        for s in from_scope.chain(from_scp).filter(|s| !s.is_empty()) {
+            if !scopes.iter().any(|x| &**x == s) {
+                scopes.push(s.into());
+            }
+        }
+        StandardClaims {
+            iss: w.iss,
+            sub: w.sub,
+            aud: w.aud,
+            exp: w.exp,
+            nbf: w.nbf,
+            iat: w.iat,
+            jti: w.jti,
+            client_id: w.client_id,
+            scopes: Scopes(scopes.into()),
+        }
+    }
+}
+
+/// The scopes granted to a token.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Scopes(Arc<[Box<str>]>);
+
+impl Scopes {
+    /// Scopes from a list of names.
+    pub fn new<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        Scopes(scopes.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether `scope` was granted.
+    pub fn contains(&self, scope: &str) -> bool {
+        self.0.iter().any(|s| &**s == scope)
+    }
+
+    /// Whether every scope of `required` was granted.
+    pub fn contains_all<S: AsRef<str>>(&self, required: &[S]) -> bool {
+        required.iter().all(|s| self.contains(s.as_ref()))
+    }
+
+    /// Whether at least one scope of `required` was granted.
+    pub fn contains_any<S: AsRef<str>>(&self, required: &[S]) -> bool {
+        required.iter().any(|s| self.contains(s.as_ref()))
+    }
+
+    /// The granted scopes, in the order the token lists them.
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|s| &**s)
+    }
+
+    /// How many scopes were granted.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no scope was granted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Scopes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Scopes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!(
+            "{}",
+            self.iter().collect::<Vec<_>>().join(" ")
+        ))
+    }
+}
+
+/// A string or an array of strings.
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(deserializer)? {
+        None => Vec::new(),
+        Some(OneOrMany::One(s)) => vec![s],
+        Some(OneOrMany::Many(v)) => v,
+    })
+}
+
+/// A NumericDate (RFC 7519 §2): a JSON number of seconds, fractions allowed and truncated.
+/// Strings, negative numbers and numbers beyond the year 9999 are refused.
+fn numeric_date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u64>, D::Error> {
+    const MAX: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    struct Visitor;
+    impl de::Visitor<'_> for Visitor {
+        type Value = Option<u64>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a NumericDate (seconds since 1970 as a JSON number)")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            if v > MAX {
+                return Err(E::custom("NumericDate beyond the year 9999"));
+            }
+            Ok(Some(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            u64::try_from(v)
+                .map_err(|_| E::custom("negative NumericDate"))
+                .and_then(|v| self.visit_u64(v))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+            if !(v.is_finite() && v >= 0.0 && v <= MAX as f64) {
+                return Err(E::custom("NumericDate out of range"));
+            }
+            Ok(Some(v as u64))
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}
+
+/// A token that passed verification: its standard claims, the raw payload for custom claims,
+/// and which key signed it. Cheap to clone (one reference count).
+#[derive(Clone)]
+pub struct Verified(pub(crate) Arc<VerifiedInner>);
+
+pub(crate) struct VerifiedInner {
+    pub(crate) claims: StandardClaims,
+    pub(crate) payload: Box<[u8]>,
+    pub(crate) kid: Option<Box<str>>,
+    pub(crate) alg: Algorithm,
+}
+
+impl Verified {
+    /// The standard claims.
+    pub fn standard(&self) -> &StandardClaims {
+        &self.0.claims
+    }
+
+    /// The granted scopes.
+    pub fn scopes(&self) -> &Scopes {
+        &self.0.claims.scopes
+    }
+
+    /// The claims as any deserializable type, for custom claims.
+    pub fn claims<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.0.payload)
+    }
+
+    /// The `kid` of the key that verified the signature.
+    pub fn kid(&self) -> Option<&str> {
+        self.0.kid.as_deref()
+    }
+
+    /// The algorithm of the signature.
+    pub fn algorithm(&self) -> Algorithm {
+        self.0.alg
+    }
+}
+
+impl fmt::Debug for Verified {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Claims are not secret (they are what the handler sees); the token itself is never kept.
+        f.debug_struct("Verified")
+            .field("claims", &self.0.claims)
+            .field("kid", &self.0.kid)
+            .field("alg", &self.0.alg)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<StandardClaims, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn audience_and_scopes_in_every_shape() {
+        let c = parse(r#"{"iss":"i","aud":"a","exp":10,"scope":"x y  x"}"#).unwrap();
+        assert_eq!(c.aud, ["a"]);
+        assert_eq!(c.scopes.iter().collect::<Vec<_>>(), ["x", "y"]);
+        let c =
+            parse(r#"{"iss":"i","aud":["a","b"],"exp":10,"scp":["z","x"],"scope":"x"}"#).unwrap();
+        assert_eq!(c.aud, ["a", "b"]);
+        assert!(c.scopes.contains_all(&["x", "z"]));
+        assert!(!c.scopes.contains_any(&["q"]));
+        let c = parse(r#"{"iss":"i","exp":10}"#).unwrap();
+        assert!(c.aud.is_empty() && c.scopes.is_empty());
+    }
+
+    #[test]
+    fn numeric_dates() {
+        assert_eq!(parse(r#"{"iss":"i","exp":10.9}"#).unwrap().exp, Some(10));
+        assert_eq!(parse(r#"{"iss":"i"}"#).unwrap().exp, None);
+        for bad in [r#""10""#, "-1", "1e30", "99999999999999999999", "true"] {
+            assert!(
+                parse(&format!(r#"{{"iss":"i","exp":{bad}}}"#)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_claims_are_refused() {
+        assert!(parse(r#"{"iss":"i","iss":"j","exp":1}"#).is_err());
+    }
+
+    #[test]
+    fn scopes_serialize_as_scope() {
+        let c = parse(r#"{"iss":"i","exp":10,"scp":"a b"}"#).unwrap();
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["scope"], "a b");
+    }
+}

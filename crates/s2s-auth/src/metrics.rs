@@ -1,0 +1,63 @@
+//! Counters a service can read and export: verified tokens, rejections by reason, key-set
+//! fetches. Relaxed atomics: each counter is exact, a [`MetricsSnapshot`] is not a transaction.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::rejection::Reason;
+
+/// The live counters of a [`Verifier`](crate::Verifier).
+#[derive(Default, Debug)]
+pub(crate) struct Metrics {
+    pub(crate) verified: AtomicU64,
+    pub(crate) rejected: [AtomicU64; Reason::COUNT],
+    pub(crate) jwks_fetches: AtomicU64,
+    pub(crate) jwks_fetch_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub(crate) fn reject(&self, reason: Reason) {
+        self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> MetricsSnapshot {
+        MetricsSnapshot {
+            verified: self.verified.load(Ordering::Relaxed),
+            rejected: Reason::ALL
+                .iter()
+                .map(|r| (*r, self.rejected[*r as usize].load(Ordering::Relaxed)))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            jwks_fetches: self.jwks_fetches.load(Ordering::Relaxed),
+            jwks_fetch_failures: self.jwks_fetch_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A reading of the counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MetricsSnapshot {
+    /// Tokens that passed verification.
+    pub verified: u64,
+    /// Rejections, by reason (reasons never seen are left out).
+    pub rejected: Vec<(Reason, u64)>,
+    /// Key-set fetches attempted (discovery included in the same attempt).
+    pub jwks_fetches: u64,
+    /// Key-set fetches that failed.
+    pub jwks_fetch_failures: u64,
+}
+
+impl MetricsSnapshot {
+    /// Rejections for `reason`.
+    pub fn rejected(&self, reason: Reason) -> u64 {
+        self.rejected
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// All rejections.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.iter().map(|(_, n)| n).sum()
+    }
+}

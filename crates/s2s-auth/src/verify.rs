@@ -1,0 +1,723 @@
+//! [`Verifier`]: the check of one access token against its issuer's keys and the claims rules.
+//!
+//! ```
+//! # async fn run() -> Result<(), s2s_auth::Error> {
+//! use s2s_auth::{Issuer, Verifier};
+//!
+//! let verifier = Verifier::builder()
+//!     // Keys found through the issuer's discovery metadata, cached and refreshed.
+//!     .issuer(Issuer::discover("https://auth.example.com"))
+//!     .audience("orders-api")
+//!     .build()?;
+//! match verifier.verify("eyJ...").await {
+//!     Ok(verified) => println!("caller {:?}", verified.standard().sub),
+//!     Err(rejection) => println!("refused: {rejection}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Once the keys are loaded, verifying is pure computation: no I/O and no lock. The algorithm
+//! must be allowed by the verifier *and* by the key the `kid` names (an RSA key verifies only
+//! RS*/PS*, a P-256 key only ES256, and so on), so RS256 and ES256 issuers can be accepted side
+//! by side without ever checking an HMAC or `none` "signature". `jku`, `x5u`, `jwk` and `x5c`
+//! headers are never followed: keys come only from the configured sources.
+
+use std::{
+    borrow::Cow,
+    fmt,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
+use serde::Deserialize;
+use url::Url;
+
+use crate::{
+    claims::{StandardClaims, Verified, VerifiedInner},
+    error::Error,
+    fetch::{self, HttpOptions},
+    jwks::{AlgSet, FetchReason, KeyCache, KeyCacheOptions, KeySet, Remote, SUPPORTED_ALGORITHMS},
+    metrics::{Metrics, MetricsSnapshot},
+    rejection::{Reason, Rejection, sanitize},
+};
+
+/// Default limit on the length of a token, checked before any parsing.
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Default clock-skew allowance for `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+
+/// An accepted issuer and where its keys come from.
+#[derive(Clone, Debug)]
+pub struct Issuer {
+    issuer: String,
+    keys: IssuerKeys,
+}
+
+#[derive(Clone, Debug)]
+enum IssuerKeys {
+    Discover,
+    Jwks(String),
+    Static(KeySet),
+}
+
+impl Issuer {
+    /// An issuer whose keys are found through its metadata
+    /// (`/.well-known/openid-configuration`, then `/.well-known/oauth-authorization-server`).
+    /// The metadata must name exactly this issuer.
+    pub fn discover(issuer: impl Into<String>) -> Self {
+        Issuer {
+            issuer: issuer.into(),
+            keys: IssuerKeys::Discover,
+        }
+    }
+
+    /// An issuer whose keys are published at `jwks_url`.
+    pub fn jwks(issuer: impl Into<String>, jwks_url: impl Into<String>) -> Self {
+        Issuer {
+            issuer: issuer.into(),
+            keys: IssuerKeys::Jwks(jwks_url.into()),
+        }
+    }
+
+    /// An issuer with fixed keys (tests, offline use).
+    pub fn keys(issuer: impl Into<String>, keys: KeySet) -> Self {
+        Issuer {
+            issuer: issuer.into(),
+            keys: IssuerKeys::Static(keys),
+        }
+    }
+
+    /// The issuer identifier tokens must carry in `iss`.
+    pub fn id(&self) -> &str {
+        &self.issuer
+    }
+}
+
+/// Builds a [`Verifier`].
+#[must_use]
+pub struct VerifierBuilder {
+    issuers: Vec<Issuer>,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: Duration,
+    require_at_jwt: bool,
+    required_claims: Vec<String>,
+    max_token_bytes: usize,
+    key_cache: KeyCacheOptions,
+    clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
+}
+
+impl fmt::Debug for VerifierBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifierBuilder")
+            .field("issuers", &self.issuers)
+            .field("audiences", &self.audiences)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VerifierBuilder {
+    /// Accepts tokens of `issuer` (call again for several issuers, each with its own keys).
+    pub fn issuer(mut self, issuer: Issuer) -> Self {
+        self.issuers.push(issuer);
+        self
+    }
+
+    /// Accepts tokens whose `aud` names `audience` (call again to accept any of several).
+    /// At least one is required: a token meant for another service must not be accepted here.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// The algorithms accepted (default: all of [`SUPPORTED_ALGORITHMS`]). Each key further
+    /// limits them to those of its type.
+    pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        self.algorithms = algorithms.to_vec();
+        self
+    }
+
+    /// Clock-skew allowance for `exp` and `nbf` (default [`DEFAULT_LEEWAY`]).
+    pub fn leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
+    }
+
+    /// Requires the RFC 9068 header `typ: at+jwt` (or `application/at+jwt`), so that an ID
+    /// token or another JWT of the same issuer is not taken for an access token.
+    pub fn require_at_jwt(mut self, require: bool) -> Self {
+        self.require_at_jwt = require;
+        self
+    }
+
+    /// Requires `claim` to be present (`exp` always is).
+    pub fn required_claim(mut self, claim: impl Into<String>) -> Self {
+        self.required_claims.push(claim.into());
+        self
+    }
+
+    /// Limit on the token length, checked before any parsing (default
+    /// [`DEFAULT_MAX_TOKEN_BYTES`]).
+    pub fn max_token_bytes(mut self, max: usize) -> Self {
+        self.max_token_bytes = max;
+        self
+    }
+
+    /// How remote key sets are fetched and cached.
+    pub fn key_cache(mut self, options: KeyCacheOptions) -> Self {
+        self.key_cache = options;
+        self
+    }
+
+    /// Shortcut for the HTTP options of [`VerifierBuilder::key_cache`].
+    pub fn http(mut self, http: HttpOptions) -> Self {
+        self.key_cache.http = http;
+        self
+    }
+
+    /// The clock `exp` and `nbf` are checked against (default: the system clock).
+    pub fn clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Checks the configuration and builds the verifier. Fails on a missing issuer or audience,
+    /// an unsupported algorithm, or a key URL that breaks the https policy.
+    pub fn build(self) -> Result<Verifier, Error> {
+        if self.issuers.is_empty() {
+            return Err(Error::config(
+                "no issuer configured: add one with `.issuer(Issuer::discover(url))`",
+            ));
+        }
+        if self.audiences.is_empty() {
+            return Err(Error::config(
+                "no audience configured: add this service's identifier with `.audience(...)` \
+                 so that tokens meant for other services are refused",
+            ));
+        }
+        if let Some(bad) = self
+            .algorithms
+            .iter()
+            .find(|a| !SUPPORTED_ALGORITHMS.contains(a))
+        {
+            return Err(Error::config(format!(
+                "{bad:?} cannot be allowed: only the asymmetric algorithms \
+                 {SUPPORTED_ALGORITHMS:?} are verified"
+            )));
+        }
+        let algorithms = AlgSet::from_slice(&self.algorithms);
+        if algorithms.is_empty() {
+            return Err(Error::config("no algorithm allowed"));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let allow_insecure = self.key_cache.http.allow_insecure_http;
+        let mut issuers = Vec::with_capacity(self.issuers.len());
+        for issuer in self.issuers {
+            if issuers
+                .iter()
+                .any(|i: &IssuerState| i.issuer == issuer.issuer)
+            {
+                return Err(Error::config(format!(
+                    "issuer `{}` is configured twice",
+                    issuer.issuer
+                )));
+            }
+            let keys = match issuer.keys {
+                IssuerKeys::Static(set) => Keys::Static(set),
+                IssuerKeys::Discover => {
+                    fetch::parse_endpoint(&issuer.issuer, allow_insecure)?;
+                    Keys::Remote(KeyCache::new(
+                        Remote::Discovery {
+                            issuer: issuer.issuer.clone(),
+                        },
+                        self.key_cache.clone(),
+                        metrics.clone(),
+                    )?)
+                }
+                IssuerKeys::Jwks(url) => {
+                    let url: Url = fetch::parse_endpoint(&url, allow_insecure)?;
+                    Keys::Remote(KeyCache::new(
+                        Remote::Jwks(url),
+                        self.key_cache.clone(),
+                        metrics.clone(),
+                    )?)
+                }
+            };
+            issuers.push(IssuerState {
+                issuer: issuer.issuer,
+                keys,
+            });
+        }
+        let required_claims = self
+            .required_claims
+            .into_iter()
+            .filter(|c| c != "exp")
+            .collect();
+        Ok(Verifier {
+            inner: Arc::new(Inner {
+                issuers,
+                audiences: self.audiences,
+                algorithms,
+                leeway: self.leeway.as_secs(),
+                require_at_jwt: self.require_at_jwt,
+                required_claims,
+                max_token_bytes: self.max_token_bytes,
+                clock: self.clock,
+                metrics,
+            }),
+        })
+    }
+}
+
+/// Verifies access tokens. Cheap to clone (one reference count); clones share keys, caches and
+/// counters.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    issuers: Vec<IssuerState>,
+    audiences: Vec<String>,
+    algorithms: AlgSet,
+    leeway: u64,
+    require_at_jwt: bool,
+    required_claims: Vec<String>,
+    max_token_bytes: usize,
+    clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
+    metrics: Arc<Metrics>,
+}
+
+struct IssuerState {
+    issuer: String,
+    keys: Keys,
+}
+
+enum Keys {
+    Static(KeySet),
+    Remote(KeyCache),
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field(
+                "issuers",
+                &self
+                    .inner
+                    .issuers
+                    .iter()
+                    .map(|i| &i.issuer)
+                    .collect::<Vec<_>>(),
+            )
+            .field("audiences", &self.inner.audiences)
+            .field("algorithms", &self.inner.algorithms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JOSE header members this verifier reads. Duplicate members are refused by serde.
+#[derive(Deserialize)]
+struct JoseHeader<'a> {
+    #[serde(borrow)]
+    alg: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kid: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    typ: Option<Cow<'a, str>>,
+    #[serde(default)]
+    crit: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    enc: Option<serde::de::IgnoredAny>,
+}
+
+/// Why [`Verifier::verify_now`] could not decide.
+pub(crate) enum Pending {
+    Rejected(Rejection),
+    /// The issuer's keys must be fetched first.
+    NeedKeys {
+        issuer: usize,
+        generation: u64,
+        reason: FetchReason,
+    },
+}
+
+impl From<Rejection> for Pending {
+    fn from(r: Rejection) -> Self {
+        Pending::Rejected(r)
+    }
+}
+
+fn reject(reason: Reason, description: impl Into<Cow<'static, str>>) -> Pending {
+    Pending::Rejected(Rejection::new(reason, description))
+}
+
+impl Verifier {
+    /// Starts building a verifier.
+    pub fn builder() -> VerifierBuilder {
+        VerifierBuilder {
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            algorithms: SUPPORTED_ALGORITHMS.to_vec(),
+            leeway: DEFAULT_LEEWAY,
+            require_at_jwt: false,
+            required_claims: Vec::new(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            key_cache: KeyCacheOptions::default(),
+            clock: None,
+        }
+    }
+
+    /// Verifies `token`, fetching the issuer's keys first when they are not loaded yet or the
+    /// token names a `kid` not seen before (subject to the key cache's cooldown).
+    pub async fn verify(&self, token: &str) -> Result<Verified, Rejection> {
+        let mut fetched = false;
+        loop {
+            match self.verify_now(token) {
+                Ok(v) => return Ok(v),
+                Err(Pending::Rejected(r)) => return Err(r),
+                Err(Pending::NeedKeys {
+                    issuer,
+                    generation,
+                    reason,
+                }) => {
+                    // At most one fetch per verification, whatever the token says.
+                    if fetched {
+                        return Err(self.reject_after_fetch(issuer, reason, Ok(())));
+                    }
+                    if let Err(e) = self.fetch_keys(issuer, generation, reason).await {
+                        return Err(self.reject_after_fetch(issuer, reason, Err(e)));
+                    }
+                    fetched = true;
+                }
+            }
+        }
+    }
+
+    /// Verifies with the keys held now; `Err(Pending::NeedKeys)` when a fetch could decide.
+    pub(crate) fn verify_now(&self, token: &str) -> Result<Verified, Pending> {
+        let result = self.check(token);
+        match &result {
+            Ok(_) => {
+                self.inner.metrics.verified.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(Pending::Rejected(r)) => self.record(r),
+            Err(Pending::NeedKeys { .. }) => {}
+        }
+        result
+    }
+
+    pub(crate) async fn fetch_keys(
+        &self,
+        issuer: usize,
+        generation: u64,
+        reason: FetchReason,
+    ) -> Result<(), Error> {
+        match &self.inner.issuers[issuer].keys {
+            Keys::Remote(cache) => cache.fetch(generation, reason).await,
+            Keys::Static(_) => Ok(()),
+        }
+    }
+
+    /// The rejection when the keys needed are still missing after a fetch (or its back-off).
+    pub(crate) fn reject_after_fetch(
+        &self,
+        issuer: usize,
+        reason: FetchReason,
+        result: Result<(), Error>,
+    ) -> Rejection {
+        let iss = &self.inner.issuers[issuer].issuer;
+        let rejection = match (reason, result) {
+            (FetchReason::UnknownKid, _) => Rejection::new(
+                Reason::UnknownKey,
+                format!("no key of issuer `{iss}` has the token's kid"),
+            ),
+            (_, Err(e)) => Rejection::new(
+                Reason::KeysUnavailable,
+                format!("the signing keys of `{iss}` are not available yet; retry later ({e})"),
+            )
+            .with_retry_after(e.retry_after().unwrap_or(Duration::from_secs(1))),
+            (_, Ok(())) => Rejection::new(
+                Reason::KeysUnavailable,
+                format!("the signing keys of `{iss}` are not available yet; retry later"),
+            )
+            .with_retry_after(Duration::from_secs(1)),
+        };
+        self.record(&rejection);
+        rejection
+    }
+
+    fn record(&self, r: &Rejection) {
+        self.inner.metrics.reject(r.reason());
+        tracing::debug!(
+            target: "s2s_auth::verify",
+            reason = %r.reason(),
+            description = r.description(),
+            "token rejected"
+        );
+    }
+
+    fn now(&self) -> u64 {
+        let now = match &self.inner.clock {
+            Some(clock) => clock(),
+            None => SystemTime::now(),
+        };
+        now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    }
+
+    fn check(&self, token: &str) -> Result<Verified, Pending> {
+        let inner = &*self.inner;
+        if token.len() > inner.max_token_bytes {
+            return Err(reject(
+                Reason::TooLarge,
+                format!(
+                    "the token is {} bytes; at most {} are accepted",
+                    token.len(),
+                    inner.max_token_bytes
+                ),
+            ));
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(reject(
+                Reason::Malformed,
+                "not a JWT: expected three base64url segments separated by dots",
+            ));
+        };
+        match parts.count() {
+            0 => {}
+            2 => {
+                return Err(reject(
+                    Reason::Encrypted,
+                    "encrypted tokens (JWE) are not accepted: send a signed JWT",
+                ));
+            }
+            _ => {
+                return Err(reject(
+                    Reason::Malformed,
+                    "not a JWT: expected three base64url segments separated by dots",
+                ));
+            }
+        }
+        let header_json = decode_segment(header_b64, "header")?;
+        let header: JoseHeader<'_> = serde_json::from_slice(&header_json).map_err(|e| {
+            reject(
+                Reason::Malformed,
+                format!("the JWT header is not a valid JOSE header: {e}"),
+            )
+        })?;
+        if header.enc.is_some() {
+            return Err(reject(
+                Reason::Encrypted,
+                "encrypted tokens (JWE) are not accepted: send a signed JWT",
+            ));
+        }
+        if header.crit.is_some() {
+            return Err(reject(
+                Reason::CriticalHeader,
+                "the token has a `crit` header naming extensions this service does not support",
+            ));
+        }
+        let alg: Algorithm = match header.alg.parse() {
+            Ok(alg) if inner.algorithms.contains(alg) => alg,
+            _ => {
+                return Err(reject(
+                    Reason::UnsupportedAlgorithm,
+                    format!(
+                        "alg `{}` is not accepted; accepted: {:?}",
+                        sanitize(&header.alg, 20),
+                        inner.algorithms
+                    ),
+                ));
+            }
+        };
+        if inner.require_at_jwt
+            && !header.typ.as_deref().is_some_and(|t| {
+                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
+            })
+        {
+            return Err(reject(
+                Reason::WrongType,
+                "the token's typ is not `at+jwt`: send an OAuth access token (RFC 9068)",
+            ));
+        }
+        let payload = decode_segment(payload_b64, "payload")?;
+        let claims: StandardClaims = serde_json::from_slice(&payload).map_err(|e| {
+            reject(
+                Reason::Malformed,
+                format!("the JWT claims are not valid: {e}"),
+            )
+        })?;
+        let Some(issuer_index) = inner.issuers.iter().position(|i| i.issuer == claims.iss) else {
+            return Err(reject(
+                Reason::UnknownIssuer,
+                format!("issuer `{}` is not accepted", sanitize(&claims.iss, 100)),
+            ));
+        };
+        let issuer = &inner.issuers[issuer_index];
+        let kid = header.kid.as_deref();
+        let key = match &issuer.keys {
+            Keys::Static(set) => set.find(kid, alg).cloned(),
+            Keys::Remote(cache) => {
+                let snapshot = cache.snapshot();
+                match snapshot.keys.find(kid, alg) {
+                    Some(key) => Some(key.clone()),
+                    None => {
+                        return Err(Pending::NeedKeys {
+                            issuer: issuer_index,
+                            generation: snapshot.generation,
+                            reason: if snapshot.generation == 0 {
+                                FetchReason::Cold
+                            } else {
+                                FetchReason::UnknownKid
+                            },
+                        });
+                    }
+                }
+            }
+        };
+        let Some(key) = key else {
+            return Err(reject(
+                Reason::UnknownKey,
+                match kid {
+                    Some(kid) => format!(
+                        "no key of issuer `{}` has kid `{}`",
+                        issuer.issuer,
+                        sanitize(kid, 64)
+                    ),
+                    None => "the token has no kid and no single key of its issuer fits it".into(),
+                },
+            ));
+        };
+        if !key.algs.contains(alg) {
+            return Err(reject(
+                Reason::AlgorithmMismatch,
+                format!("alg {alg:?} does not fit the key the token names"),
+            ));
+        }
+        let signing_input_len = header_b64.len() + 1 + payload_b64.len();
+        let valid = jsonwebtoken::crypto::verify(
+            signature_b64,
+            &token.as_bytes()[..signing_input_len],
+            &key.decoding,
+            alg,
+        )
+        .unwrap_or(false);
+        if !valid {
+            return Err(reject(
+                Reason::BadSignature,
+                "the token's signature does not verify",
+            ));
+        }
+        self.check_claims(&claims, &payload)?;
+        Ok(Verified(Arc::new(VerifiedInner {
+            claims,
+            payload: payload.into_boxed_slice(),
+            kid: key.kid.clone(),
+            alg,
+        })))
+    }
+
+    fn check_claims(&self, claims: &StandardClaims, payload: &[u8]) -> Result<(), Pending> {
+        let inner = &*self.inner;
+        let now = self.now();
+        let Some(exp) = claims.exp else {
+            return Err(reject(
+                Reason::MissingClaim,
+                "the token has no `exp` claim: tokens without expiry are not accepted",
+            ));
+        };
+        if now >= exp.saturating_add(inner.leeway) {
+            return Err(reject(
+                Reason::Expired,
+                format!("the token expired {} s ago", now - exp),
+            ));
+        }
+        if let Some(nbf) = claims.nbf {
+            if nbf > exp {
+                return Err(reject(
+                    Reason::Malformed,
+                    "the token's `nbf` is after its `exp`",
+                ));
+            }
+            if nbf > now.saturating_add(inner.leeway) {
+                return Err(reject(
+                    Reason::NotYetValid,
+                    format!("the token is not valid for another {} s", nbf - now),
+                ));
+            }
+        }
+        if !claims
+            .aud
+            .iter()
+            .any(|a| inner.audiences.iter().any(|b| a == b))
+        {
+            return Err(reject(
+                Reason::WrongAudience,
+                format!(
+                    "the token is not meant for this service: its aud must include one of {:?}",
+                    inner.audiences
+                ),
+            ));
+        }
+        if !inner.required_claims.is_empty() {
+            let present: std::collections::HashMap<Cow<'_, str>, serde::de::IgnoredAny> =
+                serde_json::from_slice(payload).map_err(|e| {
+                    reject(
+                        Reason::Malformed,
+                        format!("the JWT claims are not valid: {e}"),
+                    )
+                })?;
+            if let Some(missing) = inner
+                .required_claims
+                .iter()
+                .find(|c| !present.contains_key(c.as_str()))
+            {
+                return Err(reject(
+                    Reason::MissingClaim,
+                    format!("the token has no `{missing}` claim, which this service requires"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the key sets of every issuer that has none yet (e.g. at start-up, for readiness).
+    pub async fn load_keys(&self) -> Result<(), Error> {
+        for (i, issuer) in self.inner.issuers.iter().enumerate() {
+            if let Keys::Remote(cache) = &issuer.keys
+                && !cache.is_loaded()
+            {
+                self.fetch_keys(i, 0, FetchReason::Cold).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every issuer has keys to verify with.
+    pub fn is_ready(&self) -> bool {
+        self.inner.issuers.iter().all(|i| match &i.keys {
+            Keys::Static(_) => true,
+            Keys::Remote(cache) => cache.is_loaded(),
+        })
+    }
+
+    /// The counters: verified, rejected by reason, key-set fetches.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+}
+
+fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, Pending> {
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| {
+        reject(
+            Reason::Malformed,
+            format!("the JWT {what} is not unpadded base64url"),
+        )
+    })
+}
