@@ -2,7 +2,9 @@
 
 use std::fmt;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+
+use crate::rejection::{Reason, Rejection};
 
 /// The raw bearer token a request carried, as `VerifyLayer` found it in `Authorization`.
 ///
@@ -38,6 +40,39 @@ impl BearerToken {
         Some(BearerToken {
             header: header.clone(),
             start,
+        })
+    }
+
+    /// The bearer token of a request.
+    ///
+    /// `Ok(None)` when there is no `Authorization` header or it uses another scheme (such as
+    /// `Basic`); an error when there are several `Authorization` headers, or a `Bearer` one that
+    /// is not `Bearer <token>` (an empty token, a tab, a space inside the token).
+    pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, Rejection> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let Some(value) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(Rejection::new(
+                Reason::MalformedHeader,
+                "the request has several Authorization headers: send exactly one",
+            ));
+        }
+        let bytes = value.as_bytes();
+        let scheme_end = bytes
+            .iter()
+            .position(|b| *b == b' ' || *b == b'\t')
+            .unwrap_or(bytes.len());
+        if !bytes[..scheme_end].eq_ignore_ascii_case(b"bearer") {
+            return Ok(None);
+        }
+        Self::from_header(value).map(Some).ok_or_else(|| {
+            Rejection::new(
+                Reason::MalformedHeader,
+                "the Authorization header must be `Bearer <token>`: the scheme, spaces, then one \
+                 token of base64url characters",
+            )
         })
     }
 
@@ -85,6 +120,32 @@ mod tests {
         assert_eq!(parse("Bearer\tabc"), None);
         assert_eq!(parse("Bearer a=b"), None);
         assert_eq!(parse("Bearerabc"), None);
+    }
+
+    #[test]
+    fn one_bearer_header_or_none() {
+        let mut headers = HeaderMap::new();
+        assert!(BearerToken::from_headers(&headers).unwrap().is_none());
+        headers.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        assert!(BearerToken::from_headers(&headers).unwrap().is_none());
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer\tabc"));
+        assert!(BearerToken::from_headers(&headers).is_err());
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(BearerToken::from_headers(&headers).is_err());
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("bearer abc"));
+        assert_eq!(
+            BearerToken::from_headers(&headers)
+                .unwrap()
+                .unwrap()
+                .as_str(),
+            "abc"
+        );
+        headers.append(AUTHORIZATION, HeaderValue::from_static("Bearer def"));
+        let err = BearerToken::from_headers(&headers).unwrap_err();
+        assert_eq!(err.reason(), Reason::MalformedHeader);
     }
 
     #[test]

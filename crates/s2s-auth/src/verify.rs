@@ -450,7 +450,7 @@ impl Verifier {
         rejection
     }
 
-    fn record(&self, r: &Rejection) {
+    pub(crate) fn record(&self, r: &Rejection) {
         self.inner.metrics.reject(r.reason());
         tracing::debug!(
             target: "s2s_auth::verify",

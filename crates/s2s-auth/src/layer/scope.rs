@@ -1,0 +1,187 @@
+//! [`RequireScope`]: per-route scope checks behind [`VerifyLayer`](super::VerifyLayer).
+//!
+//! ```
+//! use axum::{Router, routing::{get, post}};
+//! use s2s_auth::RequireScope;
+//!
+//! let app: Router = Router::new()
+//!     .route("/orders", get(|| async { "list" }))
+//!     .route_layer(RequireScope::any(["orders:read", "orders:admin"]))
+//!     .merge(
+//!         Router::new()
+//!             .route("/orders", post(|| async { "created" }))
+//!             .route_layer(RequireScope::all(["orders:write"])),
+//!     );
+//! // ... then `.layer(VerifyLayer::new(verifier))` on the whole router.
+//! ```
+//!
+//! A request whose token lacks the scopes is answered 403 with
+//! `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` and code `AUTH_102`; a
+//! request with no verified token at all (an optional `VerifyLayer`, or none) is answered 401.
+
+use std::{
+    fmt,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{ReadyOrRejected, ResponseBody};
+use crate::{
+    claims::{Scopes, Verified},
+    rejection::{Reason, Rejection, Responder},
+};
+
+/// Whether all of the scopes are needed, or any one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// Every scope is required.
+    All,
+    /// One of the scopes is enough.
+    Any,
+}
+
+/// A set of required scopes: the layer for a route, and the check the extractors share.
+#[derive(Clone)]
+pub struct RequireScope {
+    inner: Arc<Requirement>,
+}
+
+/// The alias tower naming conventions lead people to look for.
+pub type RequireScopeLayer = RequireScope;
+
+struct Requirement {
+    scopes: Box<[Box<str>]>,
+    joined: Arc<str>,
+    mode: Match,
+    responder: Responder,
+}
+
+impl fmt::Debug for RequireScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequireScope")
+            .field("scopes", &self.inner.scopes)
+            .field("mode", &self.inner.mode)
+            .finish()
+    }
+}
+
+impl RequireScope {
+    /// Requires every scope of `scopes`.
+    pub fn all<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        Self::new(scopes, Match::All, Responder::default())
+    }
+
+    /// Requires at least one scope of `scopes`.
+    pub fn any<I, S>(scopes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        Self::new(scopes, Match::Any, Responder::default())
+    }
+
+    fn new<I, S>(scopes: I, mode: Match, responder: Responder) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        let scopes: Box<[Box<str>]> = scopes.into_iter().map(Into::into).collect();
+        let joined = scopes.join(" ").into();
+        RequireScope {
+            inner: Arc::new(Requirement {
+                scopes,
+                joined,
+                mode,
+                responder,
+            }),
+        }
+    }
+
+    /// Answers refusals with `responder` (realm, custom handler).
+    pub fn responder(self, responder: Responder) -> Self {
+        let r = &self.inner;
+        Self::new(r.scopes.iter().cloned(), r.mode, responder)
+    }
+
+    /// Checks `scopes` against the requirement.
+    pub fn check(&self, scopes: &Scopes) -> Result<(), Rejection> {
+        let r = &self.inner;
+        let ok = match r.mode {
+            Match::All => scopes.contains_all(&r.scopes),
+            Match::Any => scopes.contains_any(&r.scopes),
+        };
+        if ok {
+            return Ok(());
+        }
+        let description = match r.mode {
+            Match::All => format!("this endpoint requires the scopes `{}`", r.joined),
+            Match::Any => format!("this endpoint requires one of the scopes `{}`", r.joined),
+        };
+        tracing::debug!(
+            target: "s2s_auth::verify",
+            required = &*r.joined,
+            granted = ?scopes,
+            "insufficient scope"
+        );
+        Err(Rejection::insufficient_scope(r.joined.clone(), description))
+    }
+
+    /// Checks the verified token of a request (401 when there is none).
+    pub fn check_request<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
+        match request.extensions().get::<Verified>() {
+            Some(verified) => self.check(verified.scopes()),
+            None => Err(Rejection::new(
+                Reason::MissingToken,
+                "this endpoint requires a bearer token: send `Authorization: Bearer <token>`",
+            )),
+        }
+    }
+}
+
+impl<S> Layer<S> for RequireScope {
+    type Service = RequireScopeService<S>;
+
+    fn layer(&self, inner: S) -> RequireScopeService<S> {
+        RequireScopeService {
+            inner,
+            requirement: self.clone(),
+        }
+    }
+}
+
+/// The service of [`RequireScope`].
+#[derive(Clone, Debug)]
+pub struct RequireScopeService<S> {
+    inner: S,
+    requirement: RequireScope,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopeService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ReadyOrRejected<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        match self.requirement.check_request(&request) {
+            Ok(()) => ReadyOrRejected::inner(self.inner.call(request)),
+            Err(rejection) => {
+                ReadyOrRejected::rejected(self.requirement.inner.responder.respond(&rejection))
+            }
+        }
+    }
+}

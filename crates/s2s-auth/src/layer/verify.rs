@@ -1,0 +1,324 @@
+//! [`VerifyLayer`]: verify the bearer token of every request.
+//!
+//! ```
+//! use axum::{Router, routing::get, body::Body};
+//! use http::{Request, StatusCode};
+//! use s2s_auth::{Issuer, KeySet, Verified, Verifier, VerifyLayer};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let jwks = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1",
+//! #   "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+//! let verifier = Verifier::builder()
+//!     .issuer(Issuer::keys("https://auth.example.com", KeySet::from_jwks(jwks)?))
+//!     .audience("orders-api")
+//!     .build()?;
+//! let app = Router::new()
+//!     .route("/orders", get(|v: axum::Extension<Verified>| async move {
+//!         format!("hello {:?}", v.standard().sub)
+//!     }))
+//!     .layer(VerifyLayer::new(verifier).realm("orders"));
+//!
+//! let response = app
+//!     .oneshot(Request::get("/orders").body(Body::empty())?)
+//!     .await?;
+//! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+//! assert_eq!(response.headers()["www-authenticate"], r#"Bearer realm="orders""#);
+//! # Ok(()) }
+//! ```
+//!
+//! A request passes when it carries exactly one `Authorization: Bearer <token>` header (the
+//! scheme in any case) whose token the [`Verifier`] accepts; the layer then puts the
+//! [`Verified`] claims and the raw [`BearerToken`] into the request extensions. Otherwise it is
+//! answered, without reaching the inner service: 401 for a missing or invalid token, 503 with
+//! `Retry-After` while the issuer's keys cannot be loaded.
+//!
+//! With the keys in memory, the layer does no I/O, takes no lock and boxes nothing. Only a
+//! request that needs a key fetch (the first one, or a new `kid`) waits on a boxed future.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{ReadyOrRejected, ResponseBody};
+use crate::{
+    bearer::BearerToken,
+    claims::Verified,
+    rejection::{Reason, Rejection, Responder},
+    verify::{Pending, Verifier},
+};
+
+/// A tower layer that verifies bearer tokens with a [`Verifier`]. See the [module docs](self).
+#[derive(Clone)]
+pub struct VerifyLayer {
+    config: Arc<Config>,
+}
+
+struct Config {
+    verifier: Verifier,
+    responder: Responder,
+    optional: bool,
+}
+
+/// Marks a request that passed an optional [`VerifyLayer`] without a token, so that extractors
+/// can tell "no token" (401) from "no layer" (a server bug).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PassedWithoutToken;
+
+impl fmt::Debug for VerifyLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyLayer")
+            .field("verifier", &self.config.verifier)
+            .field("responder", &self.config.responder)
+            .field("optional", &self.config.optional)
+            .finish()
+    }
+}
+
+impl VerifyLayer {
+    /// Verifies every request's token with `verifier`.
+    pub fn new(verifier: Verifier) -> Self {
+        VerifyLayer {
+            config: Arc::new(Config {
+                verifier,
+                responder: Responder::default(),
+                optional: false,
+            }),
+        }
+    }
+
+    fn with(self, f: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Arc::try_unwrap(self.config).unwrap_or_else(|shared| Config {
+            verifier: shared.verifier.clone(),
+            responder: shared.responder.clone(),
+            optional: shared.optional,
+        });
+        f(&mut config);
+        VerifyLayer {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Lets requests without a bearer token through, with no claims in their extensions. A
+    /// token that is present must still be valid.
+    pub fn optional(self) -> Self {
+        self.with(|c| c.optional = true)
+    }
+
+    /// The `realm` of the `WWW-Authenticate` challenge (default `"api"`).
+    pub fn realm(self, realm: &str) -> Self {
+        self.with(|c| c.responder = c.responder.clone().realm(realm))
+    }
+
+    /// Answers rejections with `handler` instead of the RFC 6750 default.
+    pub fn on_rejection(
+        self,
+        handler: impl Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.with(|c| c.responder = c.responder.clone().handler(handler))
+    }
+
+    /// Answers rejections with `responder`.
+    pub fn responder(self, responder: Responder) -> Self {
+        self.with(|c| c.responder = responder)
+    }
+}
+
+impl<S> Layer<S> for VerifyLayer {
+    type Service = Verify<S>;
+
+    fn layer(&self, inner: S) -> Verify<S> {
+        Verify {
+            inner,
+            config: self.config.clone(),
+        }
+    }
+}
+
+/// The service of [`VerifyLayer`].
+#[derive(Clone)]
+pub struct Verify<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: fmt::Debug> fmt::Debug for Verify<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verify")
+            .field("inner", &self.inner)
+            .field("verifier", &self.config.verifier)
+            .finish()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Verify<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let config = &self.config;
+        let token = match BearerToken::from_headers(request.headers()) {
+            Ok(Some(token)) => token,
+            Ok(None) if config.optional => {
+                request.extensions_mut().insert(PassedWithoutToken);
+                return ResponseFuture::ready(self.inner.call(request));
+            }
+            Ok(None) => {
+                let rejection = Rejection::new(
+                    Reason::MissingToken,
+                    "this endpoint requires a bearer token: send `Authorization: Bearer <token>`",
+                );
+                return ResponseFuture::ready_rejected(self.reject(&rejection));
+            }
+            Err(rejection) => return ResponseFuture::ready_rejected(self.reject(&rejection)),
+        };
+        match config.verifier.verify_now(token.as_str()) {
+            Ok(verified) => {
+                insert(&mut request, verified, token);
+                ResponseFuture::ready(self.inner.call(request))
+            }
+            Err(Pending::Rejected(rejection)) => {
+                ResponseFuture::ready_rejected(config.responder.respond(&rejection))
+            }
+            Err(Pending::NeedKeys { .. }) => {
+                // The rare path: the keys must be fetched. Take the service that was polled
+                // ready and leave a clone in its place (tower's documented pattern).
+                let clone = self.inner.clone();
+                let service = std::mem::replace(&mut self.inner, clone);
+                let verifier = config.verifier.clone();
+                let verification = Box::pin(async move {
+                    let verified = verifier.verify(token.as_str()).await?;
+                    Ok((verified, token))
+                });
+                ResponseFuture {
+                    state: State::Fetching {
+                        verification,
+                        service: Some(service),
+                        request: Some(request),
+                        config: self.config.clone(),
+                    },
+                }
+            }
+        }
+    }
+}
+
+impl<S> Verify<S> {
+    fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
+        self.config.verifier.record(rejection);
+        self.config.responder.respond(rejection)
+    }
+}
+
+fn insert<B>(request: &mut Request<B>, verified: Verified, token: BearerToken) {
+    let extensions = request.extensions_mut();
+    extensions.insert(verified);
+    extensions.insert(token);
+}
+
+type Verification =
+    Pin<Box<dyn Future<Output = Result<(Verified, BearerToken), Rejection>> + Send>>;
+
+pin_project! {
+    /// The future of [`Verify`].
+    pub struct ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        #[pin]
+        state: State<S, ReqBody>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        Ready { #[pin] future: ReadyOrRejected<S::Future> },
+        Fetching {
+            verification: Verification,
+            service: Option<S>,
+            request: Option<Request<ReqBody>>,
+            config: Arc<Config>,
+        },
+    }
+}
+
+impl<S, ReqBody> ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>>,
+{
+    fn ready(future: S::Future) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                future: ReadyOrRejected::inner(future),
+            },
+        }
+    }
+
+    fn ready_rejected(response: Response<Bytes>) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                future: ReadyOrRejected::rejected(response),
+            },
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Output = Result<Response<ResponseBody<ResBody>>, S::Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Ready { future } => return future.poll(cx),
+                StateProj::Fetching {
+                    verification,
+                    service,
+                    request,
+                    config,
+                } => {
+                    let result = ready!(verification.as_mut().poll(cx));
+                    match result {
+                        Ok((verified, token)) => {
+                            let mut request = request.take().expect("polled after completion");
+                            insert(&mut request, verified, token);
+                            let mut service = service.take().expect("polled after completion");
+                            ReadyOrRejected::inner(service.call(request))
+                        }
+                        Err(rejection) => {
+                            ReadyOrRejected::rejected(config.responder.respond(&rejection))
+                        }
+                    }
+                }
+            };
+            this.state.set(State::Ready { future: next });
+        }
+    }
+}
