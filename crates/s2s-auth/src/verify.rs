@@ -660,8 +660,8 @@ impl Verifier {
             return Err(reject(
                 Reason::WrongAudience,
                 format!(
-                    "the token is not meant for this service: its aud must include one of {:?}",
-                    inner.audiences
+                    "the token is not meant for this service: its aud must include `{}`",
+                    inner.audiences.join("` or `")
                 ),
             ));
         }
