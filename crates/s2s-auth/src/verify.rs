@@ -397,6 +397,18 @@ impl Verifier {
         }
     }
 
+    /// Verifies with the keys held now, never fetching: a token whose key is not held is
+    /// refused ([`Reason::KeysUnavailable`] before the first fetch, else [`Reason::UnknownKey`]).
+    /// For synchronous contexts and benchmarks; [`Verifier::verify`] is the usual entry point.
+    pub fn verify_with_held_keys(&self, token: &str) -> Result<Verified, Rejection> {
+        self.verify_now(token).map_err(|pending| match pending {
+            Pending::Rejected(r) => r,
+            Pending::NeedKeys { issuer, reason, .. } => {
+                self.reject_after_fetch(issuer, reason, Ok(()))
+            }
+        })
+    }
+
     /// Verifies with the keys held now; `Err(Pending::NeedKeys)` when a fetch could decide.
     pub(crate) fn verify_now(&self, token: &str) -> Result<Verified, Pending> {
         let result = self.check(token);

@@ -1,0 +1,143 @@
+//! Cold verification per algorithm, side by side with a bare `jsonwebtoken::decode` of the same
+//! token in the same run (goal: within 5% of it), and the cost of a rejection.
+//!
+//! `cargo bench -p s2s-auth --bench verify`
+
+use std::hint::black_box;
+
+use aws_lc_rs::{
+    rand::SystemRandom,
+    rsa::KeySize,
+    signature::{
+        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
+        Ed25519KeyPair,
+    },
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::Jwk};
+use s2s_auth::{Issuer, KeySet, Verifier};
+use serde_json::json;
+
+const ISSUER: &str = "https://auth.example.com/realms/services";
+const AUDIENCE: &str = "https://orders.internal.example.com";
+
+fn signing_key(alg: Algorithm) -> EncodingKey {
+    let rng = SystemRandom::new();
+    match alg {
+        Algorithm::RS256 | Algorithm::PS256 => {
+            use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+            use base64::Engine as _;
+            let pair = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("RSA key");
+            let der = AsDer::<Pkcs8V1Der>::as_der(&pair).expect("PKCS#8");
+            let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+            let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
+            EncodingKey::from_rsa_pem(pem.as_bytes()).expect("RSA PEM")
+        }
+        Algorithm::ES256 => EncodingKey::from_ec_der(
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+                .expect("P-256 key")
+                .as_ref(),
+        ),
+        Algorithm::ES384 => EncodingKey::from_ec_der(
+            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
+                .expect("P-384 key")
+                .as_ref(),
+        ),
+        Algorithm::EdDSA => {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("Ed25519 key");
+            EncodingKey::from_ed_der(pkcs8.as_ref())
+        }
+        other => panic!("no benchmark key for {other:?}"),
+    }
+}
+
+/// A token shaped like those of real authorization servers (about 800 bytes for ES256).
+fn token(alg: Algorithm, key: &EncodingKey) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut header = Header::new(alg);
+    header.kid = Some("2024-rotation-key-7f3c9a1e".into());
+    header.typ = Some("at+jwt".into());
+    let claims = json!({
+        "iss": ISSUER, "sub": "service-account-billing-worker",
+        "aud": [AUDIENCE, "https://audit.internal.example.com"],
+        "exp": now + 3600, "nbf": now, "iat": now,
+        "jti": "5f1c2d4e-9a8b-4c3d-8e7f-6a5b4c3d2e1f",
+        "client_id": "billing-worker", "azp": "billing-worker",
+        "scope": "orders:read orders:write invoices:read customers:read audit:write",
+        "tenant": "eu-central-1", "environment": "production",
+        "acr": "1", "typ": "Bearer", "session_state": "b5c7f0e2-4d3a-4b1c-9e8f-7a6b5c4d3e2f",
+        "resource_access": { "orders": { "roles": ["reader", "writer"] } },
+    });
+    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+}
+
+fn cold_verify(c: &mut Criterion) {
+    for alg in [
+        Algorithm::RS256,
+        Algorithm::PS256,
+        Algorithm::ES256,
+        Algorithm::ES384,
+        Algorithm::EdDSA,
+    ] {
+        let key = signing_key(alg);
+        let mut jwk = Jwk::from_encoding_key(&key, alg).expect("JWK");
+        jwk.common.key_id = Some("2024-rotation-key-7f3c9a1e".into());
+        let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).expect("JSON");
+        let verifier = Verifier::builder()
+            .issuer(Issuer::keys(
+                ISSUER,
+                KeySet::from_jwks(&jwks).expect("keys"),
+            ))
+            .audience(AUDIENCE)
+            .build()
+            .expect("verifier");
+        let token = token(alg, &key);
+        let decoding = DecodingKey::from_jwk(&jwk).expect("decoding key");
+        let mut validation = Validation::new(alg);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_issuer(&[ISSUER]);
+        assert!(verifier.verify_with_held_keys(&token).is_ok());
+        assert!(jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &validation).is_ok());
+
+        let mut group = c.benchmark_group(format!("cold_verify/{alg:?}/{}B", token.len()));
+        group.bench_function("jsonwebtoken::decode", |b| {
+            b.iter(|| {
+                jsonwebtoken::decode::<serde_json::Value>(black_box(&token), &decoding, &validation)
+            })
+        });
+        group.bench_function("Verifier", |b| {
+            b.iter(|| verifier.verify_with_held_keys(black_box(&token)))
+        });
+        group.finish();
+    }
+}
+
+fn rejections(c: &mut Criterion) {
+    let key = signing_key(Algorithm::ES256);
+    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("JWK");
+    jwk.common.key_id = Some("2024-rotation-key-7f3c9a1e".into());
+    let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).expect("JSON");
+    let verifier = Verifier::builder()
+        .issuer(Issuer::keys(
+            ISSUER,
+            KeySet::from_jwks(&jwks).expect("keys"),
+        ))
+        .audience(AUDIENCE)
+        .build()
+        .expect("verifier");
+    let good = token(Algorithm::ES256, &key);
+    let garbage = "x".repeat(good.len());
+    let mut tampered = good.clone();
+    tampered.replace_range(good.len() - 8.., "AAAAAAAA");
+    let mut group = c.benchmark_group("reject");
+    group.bench_function("not_a_jwt", |b| {
+        b.iter(|| verifier.verify_with_held_keys(black_box(&garbage)))
+    });
+    group.bench_function("bad_signature_es256", |b| {
+        b.iter(|| verifier.verify_with_held_keys(black_box(&tampered)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, cold_verify, rejections);
+criterion_main!(benches);
