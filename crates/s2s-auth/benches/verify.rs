@@ -10,9 +10,10 @@ use aws_lc_rs::{
     rsa::KeySize,
     signature::{
         ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-        Ed25519KeyPair,
+        Ed25519KeyPair, KeyPair as _,
     },
 };
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::Jwk};
 use s2s_auth::{Issuer, KeySet, Verifier};
@@ -20,13 +21,14 @@ use serde_json::json;
 
 const ISSUER: &str = "https://auth.example.com/realms/services";
 const AUDIENCE: &str = "https://orders.internal.example.com";
+const KID: &str = "2024-rotation-key-7f3c9a1e";
 
-fn signing_key(alg: Algorithm) -> EncodingKey {
+/// A fresh signing key and its public JWK.
+fn signing_key(alg: Algorithm) -> (EncodingKey, serde_json::Value) {
     let rng = SystemRandom::new();
-    match alg {
+    let key = match alg {
         Algorithm::RS256 | Algorithm::PS256 => {
             use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-            use base64::Engine as _;
             let pair = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("RSA key");
             let der = AsDer::<Pkcs8V1Der>::as_der(&pair).expect("PKCS#8");
             let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
@@ -44,18 +46,25 @@ fn signing_key(alg: Algorithm) -> EncodingKey {
                 .as_ref(),
         ),
         Algorithm::EdDSA => {
+            // jsonwebtoken derives no JWK from an Ed25519 PKCS#8 v2 key: build it from the pair.
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("Ed25519 key");
-            EncodingKey::from_ed_der(pkcs8.as_ref())
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("Ed25519 pair");
+            let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
+            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": KID, "alg": "EdDSA"});
+            return (EncodingKey::from_ed_der(pkcs8.as_ref()), jwk);
         }
         other => panic!("no benchmark key for {other:?}"),
-    }
+    };
+    let mut jwk = Jwk::from_encoding_key(&key, alg).expect("JWK");
+    jwk.common.key_id = Some(KID.into());
+    (key, serde_json::to_value(jwk).expect("JSON"))
 }
 
 /// A token shaped like those of real authorization servers (about 800 bytes for ES256).
 fn token(alg: Algorithm, key: &EncodingKey) -> String {
     let now = jsonwebtoken::get_current_timestamp();
     let mut header = Header::new(alg);
-    header.kid = Some("2024-rotation-key-7f3c9a1e".into());
+    header.kid = Some(KID.into());
     header.typ = Some("at+jwt".into());
     let claims = json!({
         "iss": ISSUER, "sub": "service-account-billing-worker",
@@ -71,6 +80,18 @@ fn token(alg: Algorithm, key: &EncodingKey) -> String {
     jsonwebtoken::encode(&header, &claims, key).expect("sign")
 }
 
+fn verifier(jwk: &serde_json::Value) -> Verifier {
+    let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).expect("JSON");
+    Verifier::builder()
+        .issuer(Issuer::keys(
+            ISSUER,
+            KeySet::from_jwks(&jwks).expect("keys"),
+        ))
+        .audience(AUDIENCE)
+        .build()
+        .expect("verifier")
+}
+
 fn cold_verify(c: &mut Criterion) {
     for alg in [
         Algorithm::RS256,
@@ -79,19 +100,10 @@ fn cold_verify(c: &mut Criterion) {
         Algorithm::ES384,
         Algorithm::EdDSA,
     ] {
-        let key = signing_key(alg);
-        let mut jwk = Jwk::from_encoding_key(&key, alg).expect("JWK");
-        jwk.common.key_id = Some("2024-rotation-key-7f3c9a1e".into());
-        let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).expect("JSON");
-        let verifier = Verifier::builder()
-            .issuer(Issuer::keys(
-                ISSUER,
-                KeySet::from_jwks(&jwks).expect("keys"),
-            ))
-            .audience(AUDIENCE)
-            .build()
-            .expect("verifier");
+        let (key, jwk) = signing_key(alg);
+        let verifier = verifier(&jwk);
         let token = token(alg, &key);
+        let jwk: Jwk = serde_json::from_value(jwk).expect("JWK");
         let decoding = DecodingKey::from_jwk(&jwk).expect("decoding key");
         let mut validation = Validation::new(alg);
         validation.set_audience(&[AUDIENCE]);
@@ -113,18 +125,8 @@ fn cold_verify(c: &mut Criterion) {
 }
 
 fn rejections(c: &mut Criterion) {
-    let key = signing_key(Algorithm::ES256);
-    let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("JWK");
-    jwk.common.key_id = Some("2024-rotation-key-7f3c9a1e".into());
-    let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).expect("JSON");
-    let verifier = Verifier::builder()
-        .issuer(Issuer::keys(
-            ISSUER,
-            KeySet::from_jwks(&jwks).expect("keys"),
-        ))
-        .audience(AUDIENCE)
-        .build()
-        .expect("verifier");
+    let (key, jwk) = signing_key(Algorithm::ES256);
+    let verifier = verifier(&jwk);
     let good = token(Algorithm::ES256, &key);
     let garbage = "x".repeat(good.len());
     let mut tampered = good.clone();
