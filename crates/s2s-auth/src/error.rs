@@ -168,6 +168,27 @@ impl Error {
         self
     }
 
+    /// A copy for another receiver of the same outcome (a shared fetch): everything but the
+    /// source, whose text is appended to the message.
+    pub(crate) fn duplicate(&self) -> Error {
+        let i = &self.inner;
+        let message = match &i.source {
+            Some(source) => format!("{}: {source}", i.message).into(),
+            None => i.message.clone(),
+        };
+        Error {
+            inner: Box::new(Inner {
+                kind: i.kind,
+                message,
+                code: i.code,
+                oauth_error: i.oauth_error.clone(),
+                status: i.status,
+                retry_after: i.retry_after,
+                source: None,
+            }),
+        }
+    }
+
     /// What the receiver can do about this error.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind

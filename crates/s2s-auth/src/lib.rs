@@ -14,13 +14,16 @@ pub mod jwks;
 pub mod layer;
 mod metrics;
 pub mod rejection;
+#[cfg(feature = "reqwest")]
+pub mod reqwest;
+pub mod token;
 pub mod verify;
 
 pub use bearer::BearerToken;
 pub use claims::{Scopes, StandardClaims, Verified};
 pub use error::{Code, Error, ErrorKind};
 pub use jwks::{KeyCache, KeyCacheOptions, KeySet};
-pub use layer::{RequireScope, VerifyLayer};
+pub use layer::{AuthorizeLayer, RequireScope, VerifyLayer};
 pub use metrics::MetricsSnapshot;
 pub use rejection::{Reason, Rejection, Responder};
 pub use verify::{Issuer, Verifier, VerifierBuilder};

@@ -1,5 +1,5 @@
-//! The tower middleware: [`VerifyLayer`] checks the bearer token of each request,
-//! [`RequireScope`] checks the scopes a route needs. Both answer refusals per RFC 6750 through a
+//! The tower middleware. Inbound, [`VerifyLayer`] checks the bearer token of each request and
+//! [`RequireScope`] the scopes a route needs; outbound, [`AuthorizeLayer`] attaches tokens. Both answer refusals per RFC 6750 through a
 //! [`Responder`](crate::Responder), with a [`ResponseBody`] that is either the inner service's
 //! body or the rejection's JSON.
 
@@ -13,10 +13,12 @@ use bytes::Bytes;
 use http::Response;
 use pin_project_lite::pin_project;
 
+pub mod authorize;
 mod body;
 pub mod scope;
 pub mod verify;
 
+pub use authorize::{Authorize, AuthorizeLayer};
 pub use body::ResponseBody;
 pub use scope::{Match, RequireScope, RequireScopeLayer, RequireScopeService};
 pub use verify::{Verify, VerifyLayer};

@@ -1,0 +1,594 @@
+//! [`ClientCredentials`]: the OAuth 2.0 client credentials grant (RFC 6749 §4.4).
+
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::sync::OnceCell;
+use url::Url;
+
+use crate::{
+    discovery,
+    error::{Code, Error, ErrorKind},
+    fetch::{self, HttpOptions},
+};
+
+/// Where the token endpoint is.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    Url(String),
+    Discover(String),
+}
+
+/// How the client proves its identity to the token endpoint.
+#[derive(Clone)]
+pub enum ClientAuth {
+    /// `client_secret_basic` (the default of RFC 6749 §2.3.1): HTTP Basic with the id and
+    /// secret each form-urlencoded first.
+    SecretBasic(SecretString),
+    /// `client_secret_post`: id and secret in the form body.
+    SecretPost(SecretString),
+    /// `private_key_jwt` (RFC 7523, OIDC Core §9): a short-lived JWT signed with the client's
+    /// private key (`iss` = `sub` = client id, `aud` = token endpoint, unique `jti`).
+    PrivateKeyJwt {
+        /// The private key.
+        key: Arc<EncodingKey>,
+        /// Its algorithm (ES256, RS256, EdDSA, ...).
+        alg: Algorithm,
+        /// The `kid` the server knows the key by, if any.
+        kid: Option<String>,
+    },
+}
+
+impl fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientAuth::SecretBasic(_) => f.write_str("SecretBasic([redacted])"),
+            ClientAuth::SecretPost(_) => f.write_str("SecretPost([redacted])"),
+            ClientAuth::PrivateKeyJwt { alg, kid, .. } => f
+                .debug_struct("PrivateKeyJwt")
+                .field("key", &"[redacted]")
+                .field("alg", alg)
+                .field("kid", kid)
+                .finish(),
+        }
+    }
+}
+
+impl ClientAuth {
+    /// `private_key_jwt` with a PEM private key (PKCS#8, or PKCS#1 for RSA, SEC1 for EC).
+    pub fn private_key_pem(alg: Algorithm, pem: &[u8], kid: Option<String>) -> Result<Self, Error> {
+        let bad = |e: jsonwebtoken::errors::Error| {
+            Error::config(format!(
+                "the {alg:?} private key cannot be read from its PEM"
+            ))
+            .with_source(e)
+        };
+        let key = match alg {
+            Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem).map_err(bad)?,
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem).map_err(bad)?,
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem).map_err(bad)?,
+            other => {
+                return Err(Error::config(format!(
+                    "{other:?} cannot sign a client assertion: use an asymmetric algorithm"
+                )));
+            }
+        };
+        Ok(ClientAuth::PrivateKeyJwt {
+            key: Arc::new(key),
+            alg,
+            kid,
+        })
+    }
+}
+
+/// The client credentials grant against one token endpoint, for one client, scope set and
+/// audience. [`TokenManager`](super::TokenManager) caches what it returns.
+///
+/// ```
+/// use s2s_auth::token::{ClientAuth, ClientCredentials};
+///
+/// let grant = ClientCredentials::new("https://auth.example.com/oauth/token", "billing-service")
+///     .auth(ClientAuth::SecretBasic("s3cret".into()))
+///     .scope("orders:read")
+///     .audience("https://orders.example.com");
+/// assert!(!format!("{grant:?}").contains("s3cret"));
+/// ```
+#[derive(Clone)]
+pub struct ClientCredentials {
+    endpoint: Endpoint,
+    client_id: String,
+    auth: ClientAuth,
+    scopes: Vec<String>,
+    audience: Option<String>,
+    resources: Vec<String>,
+    params: Vec<(String, String)>,
+    http: HttpOptions,
+    resolved: Arc<OnceCell<(Url, reqwest::Client)>>,
+}
+
+impl fmt::Debug for ClientCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCredentials")
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field("auth", &self.auth)
+            .field("scopes", &self.scopes)
+            .field("audience", &self.audience)
+            .field("resources", &self.resources)
+            .field(
+                "params",
+                &self.params.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// What a token endpoint answered (RFC 6749 §5.1).
+#[derive(Clone)]
+pub struct TokenResponse {
+    /// The access token. Treat it as a secret.
+    pub access_token: SecretString,
+    /// How long the token lives, from `expires_in`, else the JWT's `exp`, else `None`.
+    pub expires_in: Option<Duration>,
+    /// The scopes granted, when the server says (`scope`).
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("access_token", &"[redacted]")
+            .field("expires_in", &self.expires_in)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct WireResponse {
+    access_token: String,
+    token_type: String,
+    #[serde(default, deserialize_with = "seconds")]
+    expires_in: Option<u64>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WireError {
+    error: String,
+    #[serde(default)]
+    error_description: Option<String>,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// `expires_in` as a number, or as a string of digits (some servers send that).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Number(f64),
+        Text(String),
+    }
+    Ok(match Option::<Wire>::deserialize(d)? {
+        Some(Wire::Number(n)) if n.is_finite() && n >= 0.0 => Some(n as u64),
+        Some(Wire::Text(s)) => s.trim().parse().ok(),
+        _ => None,
+    })
+}
+
+impl ClientCredentials {
+    /// The grant against the token endpoint `token_url`, for `client_id`. Without
+    /// [`ClientCredentials::auth`] the client authenticates with nothing; set it.
+    pub fn new(token_url: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self::with_endpoint(Endpoint::Url(token_url.into()), client_id.into())
+    }
+
+    /// The grant against the token endpoint named by `issuer`'s discovery metadata.
+    pub fn discover(issuer: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self::with_endpoint(Endpoint::Discover(issuer.into()), client_id.into())
+    }
+
+    fn with_endpoint(endpoint: Endpoint, client_id: String) -> Self {
+        ClientCredentials {
+            endpoint,
+            client_id,
+            auth: ClientAuth::SecretBasic(SecretString::default()),
+            scopes: Vec::new(),
+            audience: None,
+            resources: Vec::new(),
+            params: Vec::new(),
+            http: HttpOptions::default(),
+            resolved: Arc::default(),
+        }
+    }
+
+    /// How the client authenticates (default: `client_secret_basic` with an empty secret).
+    pub fn auth(mut self, auth: ClientAuth) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Asks for `scope` (call again for several).
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Sends `audience` (as Auth0 and others expect).
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
+        self
+    }
+
+    /// Sends `resource` (RFC 8707; call again for several).
+    pub fn resource(mut self, resource: impl Into<String>) -> Self {
+        self.resources.push(resource.into());
+        self
+    }
+
+    /// Sends another form parameter.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Timeouts, body limit and https policy.
+    pub fn http(mut self, http: HttpOptions) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// What identifies the cached token: endpoint, client, sorted scopes, audience, resources.
+    pub(crate) fn cache_key(&self) -> String {
+        let mut scopes = self.scopes.clone();
+        scopes.sort();
+        scopes.dedup();
+        format!(
+            "{:?}|{}|{}|{:?}|{:?}",
+            self.endpoint,
+            self.client_id,
+            scopes.join(" "),
+            self.audience,
+            self.resources
+        )
+    }
+
+    /// Checks the configuration without any I/O (URL policy).
+    pub(crate) fn validate(&self) -> Result<(), Error> {
+        let url = match &self.endpoint {
+            Endpoint::Url(u) | Endpoint::Discover(u) => u,
+        };
+        fetch::parse_endpoint(url, self.http.allow_insecure_http)?;
+        if self.client_id.is_empty() {
+            return Err(Error::config("the client id is empty"));
+        }
+        Ok(())
+    }
+
+    async fn resolve(&self) -> Result<&(Url, reqwest::Client), Error> {
+        self.resolved
+            .get_or_try_init(|| async {
+                let client = self.http.client()?;
+                let url = match &self.endpoint {
+                    Endpoint::Url(u) => fetch::parse_endpoint(u, self.http.allow_insecure_http)?,
+                    Endpoint::Discover(issuer) => discovery::discover(&client, issuer, &self.http)
+                        .await?
+                        .token_endpoint(self.http.allow_insecure_http)?,
+                };
+                Ok((url, client))
+            })
+            .await
+    }
+
+    /// Asks the token endpoint for a token, once.
+    pub async fn fetch(&self) -> Result<TokenResponse, Error> {
+        let (url, client) = self.resolve().await?;
+        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        let scope = self.scopes.join(" ");
+        if !scope.is_empty() {
+            form.push(("scope", &scope));
+        }
+        if let Some(audience) = &self.audience {
+            form.push(("audience", audience));
+        }
+        for resource in &self.resources {
+            form.push(("resource", resource));
+        }
+        for (k, v) in &self.params {
+            form.push((k, v));
+        }
+        let mut request = client.post(url.clone());
+        let assertion;
+        match &self.auth {
+            ClientAuth::SecretBasic(secret) => {
+                request = request.header(
+                    http::header::AUTHORIZATION,
+                    basic_credentials(&self.client_id, secret.expose_secret()),
+                );
+            }
+            ClientAuth::SecretPost(secret) => {
+                form.push(("client_id", &self.client_id));
+                form.push(("client_secret", secret.expose_secret()));
+            }
+            ClientAuth::PrivateKeyJwt { key, alg, kid } => {
+                assertion = self.client_assertion(url, key, *alg, kid.clone())?;
+                form.push(("client_id", &self.client_id));
+                form.push((
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ));
+                form.push(("client_assertion", &assertion));
+            }
+        }
+        let response = request
+            .header(http::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| fetch::request_error(e, "requesting a token"))?;
+        let status = response.status();
+        let retry_after = retry_after(response.headers());
+        let body = fetch::read_body(response, self.http.max_body).await?;
+        if status.is_success() {
+            parse_success(&body)
+        } else {
+            Err(parse_error(status, &body, retry_after, &self.client_id))
+        }
+    }
+
+    fn client_assertion(
+        &self,
+        audience: &Url,
+        key: &EncodingKey,
+        alg: Algorithm,
+        kid: Option<String>,
+    ) -> Result<String, Error> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut header = Header::new(alg);
+        header.kid = kid;
+        let jti: [u8; 16] = rand::random();
+        let claims = serde_json::json!({
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": audience.as_str(),
+            "jti": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti),
+            "iat": now,
+            "exp": now + 60,
+        });
+        jsonwebtoken::encode(&header, &claims, key).map_err(|e| {
+            Error::config(format!(
+                "could not sign the client assertion with the {alg:?} key"
+            ))
+            .with_source(e)
+        })
+    }
+}
+
+/// `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1), marked sensitive.
+fn basic_credentials(client_id: &str, secret: &str) -> http::HeaderValue {
+    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let credentials = STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret)));
+    let mut value = http::HeaderValue::try_from(format!("Basic {credentials}"))
+        .expect("base64 is a valid header value");
+    value.set_sensitive(true);
+    value
+}
+
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+fn parse_success(body: &[u8]) -> Result<TokenResponse, Error> {
+    let wire: WireResponse = serde_json::from_slice(body).map_err(|e| {
+        Error::transient(format!(
+            "the token endpoint answered 2xx without a token response ({e}): `{}`",
+            if body.first() == Some(&b'{') {
+                "(JSON withheld: it may hold secrets)".into()
+            } else {
+                fetch::excerpt(body)
+            }
+        ))
+    })?;
+    if !wire.token_type.eq_ignore_ascii_case("bearer") {
+        return Err(Error::config(format!(
+            "the token endpoint issued a `{}` token; only Bearer tokens are supported",
+            crate::rejection::sanitize(&wire.token_type, 40)
+        )));
+    }
+    if wire.access_token.is_empty() {
+        return Err(Error::transient(
+            "the token endpoint returned an empty access_token",
+        ));
+    }
+    let expires_in = wire
+        .expires_in
+        .map(Duration::from_secs)
+        .or_else(|| jwt_lifetime(&wire.access_token));
+    Ok(TokenResponse {
+        access_token: wire.access_token.into(),
+        expires_in,
+        scope: wire.scope,
+    })
+}
+
+/// The remaining lifetime of a JWT access token, from its `exp` (not verified: only used to
+/// schedule the refresh of the token it came with).
+fn jwt_lifetime(token: &str) -> Option<Duration> {
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: u64,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+    Some(Duration::from_secs(exp.saturating_sub(now)))
+}
+
+fn parse_error(
+    status: http::StatusCode,
+    body: &[u8],
+    retry_after: Option<Duration>,
+    client_id: &str,
+) -> Error {
+    let Ok(wire) = serde_json::from_slice::<WireError>(body) else {
+        let mut err = Error::transient(format!(
+            "the token endpoint answered {status} without an OAuth error: `{}`",
+            fetch::excerpt(body)
+        ))
+        .with_status(status);
+        if !(status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS) {
+            err = Error::config(err.message().to_owned()).with_status(status);
+        }
+        if let Some(after) = retry_after {
+            err = err.with_retry_after(after);
+        }
+        return err;
+    };
+    let description = wire
+        .error_description
+        .as_deref()
+        .map(|d| format!(": {}", crate::rejection::sanitize(d, 200)))
+        .unwrap_or_default();
+    let (kind, fix) = match wire.error.as_str() {
+        "invalid_client" => (
+            ErrorKind::Config,
+            format!("check the client id `{client_id}`, its secret or key, and the auth method"),
+        ),
+        "invalid_scope" => (
+            ErrorKind::Config,
+            "ask only for scopes this client is allowed".into(),
+        ),
+        "unauthorized_client" => (
+            ErrorKind::Config,
+            "the client may not use the client credentials grant (disabled, or not allowed from here)".into(),
+        ),
+        "unsupported_grant_type" | "invalid_grant" | "invalid_request" | "invalid_target" => (
+            ErrorKind::Config,
+            "the server refused the request as configured".into(),
+        ),
+        _ if status.is_server_error()
+            || status == http::StatusCode::TOO_MANY_REQUESTS
+            || wire.error == "temporarily_unavailable" =>
+        {
+            (ErrorKind::Transient, "retrying".into())
+        }
+        _ => (ErrorKind::Config, "the server refused the request".into()),
+    };
+    let code = wire
+        .code
+        .as_deref()
+        .and_then(Code::from_code_str)
+        .or(match wire.error.as_str() {
+            "invalid_client" => Some(Code::InvalidClient),
+            "invalid_scope" => Some(Code::InsufficientScope),
+            _ if status == http::StatusCode::TOO_MANY_REQUESTS => Some(Code::RateLimited),
+            _ => None,
+        });
+    let mut err = Error::new(
+        kind,
+        format!(
+            "the token endpoint answered {status} `{}`{description}; {fix}",
+            crate::rejection::sanitize(&wire.error, 60)
+        ),
+    )
+    .with_status(status)
+    .with_oauth_error(crate::rejection::sanitize(&wire.error, 60));
+    if let Some(code) = code {
+        err = err.with_code(code);
+    }
+    if let Some(after) = retry_after {
+        err = err.with_retry_after(after);
+    }
+    err
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn basic_credentials_are_form_encoded_first() {
+        let value = basic_credentials("my client", "p:a%s+s é");
+        let b64 = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
+        let decoded = String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
+        assert_eq!(decoded, "my+client:p%3Aa%25s%2Bs+%C3%A9");
+        assert!(value.is_sensitive());
+    }
+
+    #[test]
+    fn token_responses() {
+        let ok = parse_success(
+            br#"{"access_token":"abc","token_type":"bearer","expires_in":"3600","scope":"a b"}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.expires_in, Some(Duration::from_secs(3600)));
+        assert_eq!(ok.scope.as_deref(), Some("a b"));
+        assert!(!format!("{ok:?}").contains("abc"));
+        let err = parse_success(br#"{"access_token":"abc","token_type":"DPoP","expires_in":1}"#)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let err = parse_success(br#"{"access_token":"secret-token"}"#).unwrap_err();
+        assert!(!err.to_string().contains("secret-token"), "{err}");
+    }
+
+    #[test]
+    fn error_responses_are_classified() {
+        let err = parse_error(
+            http::StatusCode::UNAUTHORIZED,
+            br#"{"error":"invalid_client","error_description":"bad secret"}"#,
+            None,
+            "svc",
+        );
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert_eq!(err.code(), Some(Code::InvalidClient));
+        assert_eq!(err.oauth_error(), Some("invalid_client"));
+        let err = parse_error(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            b"<html><body><h1>503 Service Unavailable</h1></body></html>",
+            Some(Duration::from_secs(5)),
+            "svc",
+        );
+        assert!(err.is_transient());
+        assert!(err.message().contains("503 Service Unavailable"), "{err}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
+        let err = parse_error(
+            http::StatusCode::FORBIDDEN,
+            br#"{"error":"unauthorized_client","code":"AUTH_104"}"#,
+            None,
+            "svc",
+        );
+        assert_eq!(err.code(), Some(Code::IpNotAllowed));
+        assert_eq!(err.kind(), ErrorKind::Config);
+    }
+}

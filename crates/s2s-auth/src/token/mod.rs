@@ -1,0 +1,99 @@
+//! The calling side: get access tokens with the client credentials grant, cache them, refresh
+//! them ahead of expiry.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), s2s_auth::Error> {
+//! use s2s_auth::token::{ClientAuth, ClientCredentials, TokenManager, TokenSource};
+//!
+//! let tokens = TokenManager::new(
+//!     ClientCredentials::discover("https://auth.example.com", "billing-service")
+//!         .auth(ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET").unwrap().into()))
+//!         .scope("orders:read"),
+//! )?;
+//! let token = tokens.token().await?; // fetched once, then served from memory
+//! # let _ = token; Ok(()) }
+//! ```
+//!
+//! Send tokens with [`AuthorizeLayer`](crate::layer::AuthorizeLayer) (tower, hyper) or the
+//! reqwest middleware (feature `reqwest`).
+
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
+
+use http::HeaderValue;
+
+use crate::error::Error;
+
+mod cache;
+mod client_credentials;
+
+pub use cache::{RefreshPolicy, TokenManager, TokenMetrics};
+pub use client_credentials::{ClientAuth, ClientCredentials, TokenResponse};
+
+/// An access token ready to send: the `Authorization` header value is built once.
+///
+/// Cheap to clone. `Debug` never shows the token.
+#[derive(Clone)]
+pub struct AccessToken(Arc<HeaderValue>);
+
+impl AccessToken {
+    /// An access token from its text. Fails when it cannot be a header value.
+    pub fn new(token: &str) -> Result<Self, Error> {
+        let mut value = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Error::config("the access token has characters a header cannot carry"))?;
+        value.set_sensitive(true);
+        Ok(AccessToken(Arc::new(value)))
+    }
+
+    /// The `Authorization` header value (`Bearer …`), marked sensitive.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+
+    /// The token itself. Treat it as a secret.
+    pub fn secret(&self) -> &str {
+        let value = self.0.to_str().unwrap_or_default();
+        value.strip_prefix("Bearer ").unwrap_or(value)
+    }
+
+    /// Whether both are the very same token instance (not merely equal text).
+    pub fn same_as(&self, other: &AccessToken) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AccessToken([redacted])")
+    }
+}
+
+/// A future returned by [`TokenSource::token`].
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send + 'a>>;
+
+/// Where outbound requests get their bearer tokens.
+pub trait TokenSource: Send + Sync + 'static {
+    /// A token that is valid now, without waiting, when one is held (the warm path: no lock,
+    /// no I/O).
+    fn current(&self) -> Option<AccessToken>;
+
+    /// A valid token, fetched when none is held.
+    fn token(&self) -> TokenFuture<'_>;
+
+    /// Tells the source that a callee refused `rejected` (401 `invalid_token`): the next
+    /// [`TokenSource::token`] fetches a new one, unless `rejected` was replaced already.
+    fn invalidate(&self, rejected: &AccessToken);
+}
+
+impl<T: TokenSource> TokenSource for Arc<T> {
+    fn current(&self) -> Option<AccessToken> {
+        (**self).current()
+    }
+
+    fn token(&self) -> TokenFuture<'_> {
+        (**self).token()
+    }
+
+    fn invalidate(&self, rejected: &AccessToken) {
+        (**self).invalidate(rejected)
+    }
+}
