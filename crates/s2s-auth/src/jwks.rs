@@ -294,10 +294,13 @@ fn parse_jwk(value: serde_json::Value) -> Result<Option<Key>, String> {
             let modulus = URL_SAFE_NO_PAD
                 .decode(n.trim_end_matches('='))
                 .map_err(|e| format!("RSA modulus is not base64url: {e}"))?;
-            let bits = modulus.iter().skip_while(|b| **b == 0).count() * 8;
+            let bits = match modulus.iter().position(|b| *b != 0) {
+                Some(i) => (modulus.len() - i) * 8 - modulus[i].leading_zeros() as usize,
+                None => 0,
+            };
             if bits < MIN_RSA_BITS {
                 return Err(format!(
-                    "RSA key of about {bits} bits; at least {MIN_RSA_BITS} are required"
+                    "RSA key of {bits} bits; at least {MIN_RSA_BITS} are required"
                 ));
             }
             let key = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;

@@ -725,11 +725,20 @@ impl Verifier {
     }
 }
 
+/// Decodes a header or payload segment, which must hold a JSON object (RFC 7515 §4, RFC 7519
+/// §7.2): serde would otherwise read the header or claims struct from a JSON array, by position.
 fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, Pending> {
-    URL_SAFE_NO_PAD.decode(segment).map_err(|_| {
+    let json = URL_SAFE_NO_PAD.decode(segment).map_err(|_| {
         reject(
             Reason::Malformed,
             format!("the JWT {what} is not unpadded base64url"),
         )
-    })
+    })?;
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return Err(reject(
+            Reason::Malformed,
+            format!("the JWT {what} is not a JSON object"),
+        ));
+    }
+    Ok(json)
 }

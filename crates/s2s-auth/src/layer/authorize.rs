@@ -92,8 +92,8 @@ fn authorize_now<B>(request: &mut Request<B>, source: &impl TokenSource) -> bool
     }
     let value = match request.extensions().get::<BearerToken>() {
         Some(forwarded) => forwarded.header_value(),
-        None => match source.current() {
-            Some(token) => token.header_value().clone(),
+        None => match source.current_header() {
+            Some(value) => value,
             None => return false,
         },
     };

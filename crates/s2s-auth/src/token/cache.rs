@@ -11,6 +11,7 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
+use http::HeaderValue;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -339,15 +340,26 @@ async fn refresh_loop(weak: Weak<Shared>) {
     }
 }
 
-impl TokenSource for TokenManager {
-    fn current(&self) -> Option<AccessToken> {
+impl TokenManager {
+    /// Reads the held token if it is still usable: an atomic load and a clock read.
+    fn with_held<R>(&self, f: impl FnOnce(&Held) -> R) -> Option<R> {
         let held = self.shared.current.load();
         let held = held.as_ref()?;
         if Instant::now() >= held.usable_until {
             return None;
         }
         self.shared.warm_hits.fetch_add(1, Ordering::Relaxed);
-        Some(held.token.clone())
+        Some(f(held))
+    }
+}
+
+impl TokenSource for TokenManager {
+    fn current(&self) -> Option<AccessToken> {
+        self.with_held(|held| held.token.clone())
+    }
+
+    fn current_header(&self) -> Option<HeaderValue> {
+        self.with_held(|held| held.token.header_value().clone())
     }
 
     fn token(&self) -> TokenFuture<'_> {

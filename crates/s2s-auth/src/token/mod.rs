@@ -76,6 +76,12 @@ pub trait TokenSource: Send + Sync + 'static {
     /// no I/O).
     fn current(&self) -> Option<AccessToken>;
 
+    /// The `Authorization` value of [`TokenSource::current`]. Override it when the header can
+    /// be handed out more cheaply than the token (the hot path of the layers).
+    fn current_header(&self) -> Option<HeaderValue> {
+        self.current().map(|token| token.header_value().clone())
+    }
+
     /// A valid token, fetched when none is held.
     fn token(&self) -> TokenFuture<'_>;
 
@@ -87,6 +93,10 @@ pub trait TokenSource: Send + Sync + 'static {
 impl<T: TokenSource> TokenSource for Arc<T> {
     fn current(&self) -> Option<AccessToken> {
         (**self).current()
+    }
+
+    fn current_header(&self) -> Option<HeaderValue> {
+        (**self).current_header()
     }
 
     fn token(&self) -> TokenFuture<'_> {
