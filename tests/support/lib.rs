@@ -1,3 +1,4 @@
 //! Helpers shared by the end-to-end suites.
 
+pub mod keys;
 pub mod peer;

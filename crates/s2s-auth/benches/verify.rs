@@ -80,7 +80,8 @@ fn token(alg: Algorithm, key: &EncodingKey) -> String {
     jsonwebtoken::encode(&header, &claims, key).expect("sign")
 }
 
-fn verifier(jwk: &serde_json::Value) -> Verifier {
+/// A verifier with the validated-token cache off (`cache_entries` 0) or bounded.
+fn verifier_with_cache(jwk: &serde_json::Value, cache_entries: u64) -> Verifier {
     let jwks = serde_json::to_vec(&json!({ "keys": [jwk] })).expect("JSON");
     Verifier::builder()
         .issuer(Issuer::keys(
@@ -88,8 +89,13 @@ fn verifier(jwk: &serde_json::Value) -> Verifier {
             KeySet::from_jwks(&jwks).expect("keys"),
         ))
         .audience(AUDIENCE)
+        .token_cache(cache_entries)
         .build()
         .expect("verifier")
+}
+
+fn verifier(jwk: &serde_json::Value) -> Verifier {
+    verifier_with_cache(jwk, 0)
 }
 
 fn cold_verify(c: &mut Criterion) {
@@ -141,5 +147,19 @@ fn rejections(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, cold_verify, rejections);
+/// A token seen before: SHA-256 and a cache lookup instead of the signature check.
+fn cached_verify(c: &mut Criterion) {
+    let (key, jwk) = signing_key(Algorithm::ES256);
+    let verifier = verifier_with_cache(&jwk, s2s_auth::verify::DEFAULT_TOKEN_CACHE_ENTRIES);
+    let token = token(Algorithm::ES256, &key);
+    assert!(verifier.verify_with_held_keys(&token).is_ok());
+    let mut group = c.benchmark_group(format!("cached_verify/ES256/{}B", token.len()));
+    group.bench_function("Verifier (hit)", |b| {
+        b.iter(|| verifier.verify_with_held_keys(black_box(&token)))
+    });
+    group.finish();
+    assert!(verifier.metrics().cache_hits > 0);
+}
+
+criterion_group!(benches, cold_verify, cached_verify, rejections);
 criterion_main!(benches);

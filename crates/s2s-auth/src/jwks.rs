@@ -35,6 +35,7 @@ use arc_swap::ArcSwap;
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 use url::Url;
 
@@ -111,6 +112,17 @@ pub(crate) struct Key {
     pub(crate) kid: Option<Box<str>>,
     pub(crate) algs: AlgSet,
     pub(crate) decoding: DecodingKey,
+    /// SHA-256 of the key material, to tell an unchanged key across refreshes.
+    fingerprint: [u8; 32],
+}
+
+fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    hasher.finalize().into()
 }
 
 /// A set of public verification keys, each tied to the algorithms its type allows.
@@ -229,6 +241,7 @@ impl KeySet {
                 kid: kid.map(Into::into),
                 algs: AlgSet::of(alg),
                 decoding,
+                fingerprint: fingerprint(&[pem]),
             })]) as Arc<[_]>,
         })
     }
@@ -238,6 +251,26 @@ impl KeySet {
         KeySet {
             keys: self.keys.iter().chain(other.keys.iter()).cloned().collect(),
         }
+    }
+
+    /// This set, with the very same key instances as `old` where a key is unchanged (same kid,
+    /// material and algorithms), so that what was verified with a key that stays remains valid
+    /// and only what a removed key verified is forgotten.
+    pub(crate) fn reuse_unchanged(self, old: &KeySet) -> KeySet {
+        let keys = self
+            .keys
+            .iter()
+            .map(|new| {
+                old.keys
+                    .iter()
+                    .find(|o| {
+                        o.kid == new.kid && o.fingerprint == new.fingerprint && o.algs == new.algs
+                    })
+                    .unwrap_or(new)
+                    .clone()
+            })
+            .collect();
+        KeySet { keys }
     }
 
     /// The `kid`s of the keys (keys without one are not listed).
@@ -357,10 +390,14 @@ fn parse_jwk(value: serde_json::Value) -> Result<Option<Key>, String> {
             set
         }
     };
+    let optional = [&jwk.crv, &jwk.n, &jwk.e, &jwk.x, &jwk.y];
+    let mut material = vec![jwk.kty.as_bytes()];
+    material.extend(optional.map(|v| v.as_deref().unwrap_or_default().as_bytes()));
     Ok(Some(Key {
         kid: kid.map(Into::into),
         algs,
         decoding,
+        fingerprint: fingerprint(&material),
     }))
 }
 
@@ -554,6 +591,7 @@ impl KeyCache {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "fetched key set"
                 );
+                let keys = keys.reuse_unchanged(&shared.current.load().keys);
                 shared.current.store(Arc::new(Snapshot {
                     keys,
                     generation,
@@ -767,6 +805,38 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(keys.kids().collect::<Vec<_>>(), ["good"]);
+    }
+
+    #[test]
+    fn unchanged_keys_keep_their_identity_across_refreshes() {
+        let old = set(&[
+            format!(r#"{P256},"kid":"a"}}"#),
+            format!(r#"{P256},"kid":"b"}}"#),
+        ])
+        .unwrap();
+        let new = set(&[
+            format!(r#"{P256},"kid":"b"}}"#),
+            format!(r#"{P256},"kid":"c"}}"#),
+        ])
+        .unwrap()
+        .reuse_unchanged(&old);
+        let b_old = old.find(Some("b"), Algorithm::ES256).unwrap();
+        let b_new = new.find(Some("b"), Algorithm::ES256).unwrap();
+        assert!(Arc::ptr_eq(b_old, b_new));
+        let changed = set(&[format!(r#"{P256},"kid":"b","alg":"ES256","use":"sig"}}"#)])
+            .unwrap()
+            .reuse_unchanged(&old);
+        assert!(Arc::ptr_eq(
+            b_old,
+            changed.find(Some("b"), Algorithm::ES256).unwrap()
+        ));
+        let moved = set(&[format!(r#"{P256},"kid":"z"}}"#)])
+            .unwrap()
+            .reuse_unchanged(&old);
+        assert!(!Arc::ptr_eq(
+            b_old,
+            moved.find(Some("z"), Algorithm::ES256).unwrap()
+        ));
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub(crate) struct Metrics {
     pub(crate) rejected: [AtomicU64; Reason::COUNT],
     pub(crate) jwks_fetches: AtomicU64,
     pub(crate) jwks_fetch_failures: AtomicU64,
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
 }
 
 impl Metrics {
@@ -29,6 +31,8 @@ impl Metrics {
                 .collect(),
             jwks_fetches: self.jwks_fetches.load(Ordering::Relaxed),
             jwks_fetch_failures: self.jwks_fetch_failures.load(Ordering::Relaxed),
+            cache_hits: self.cache_hits.load(Ordering::Relaxed),
+            cache_misses: self.cache_misses.load(Ordering::Relaxed),
         }
     }
 }
@@ -45,6 +49,10 @@ pub struct MetricsSnapshot {
     pub jwks_fetches: u64,
     /// Key-set fetches that failed.
     pub jwks_fetch_failures: u64,
+    /// Tokens found in the validated-token cache.
+    pub cache_hits: u64,
+    /// Tokens looked up in the validated-token cache and not found.
+    pub cache_misses: u64,
 }
 
 impl MetricsSnapshot {

@@ -25,7 +25,7 @@
 use std::{
     borrow::Cow,
     fmt,
-    sync::{Arc, atomic::Ordering},
+    sync::{Arc, Weak, atomic::Ordering},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -38,7 +38,9 @@ use crate::{
     claims::{StandardClaims, Verified, VerifiedInner},
     error::Error,
     fetch::{self, HttpOptions},
-    jwks::{AlgSet, FetchReason, KeyCache, KeyCacheOptions, KeySet, Remote, SUPPORTED_ALGORITHMS},
+    jwks::{
+        AlgSet, FetchReason, Key, KeyCache, KeyCacheOptions, KeySet, Remote, SUPPORTED_ALGORITHMS,
+    },
     metrics::{Metrics, MetricsSnapshot},
     rejection::{Reason, Rejection, sanitize},
 };
@@ -108,6 +110,7 @@ pub struct VerifierBuilder {
     max_token_bytes: usize,
     key_cache: KeyCacheOptions,
     clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
+    token_cache_entries: u64,
 }
 
 impl fmt::Debug for VerifierBuilder {
@@ -175,6 +178,15 @@ impl VerifierBuilder {
     /// Shortcut for the HTTP options of [`VerifierBuilder::key_cache`].
     pub fn http(mut self, http: HttpOptions) -> Self {
         self.key_cache.http = http;
+        self
+    }
+
+    /// Bound of the validated-token cache (default [`DEFAULT_TOKEN_CACHE_ENTRIES`]; 0 turns it
+    /// off). A token seen before then costs a SHA-256 and a lookup instead of a signature
+    /// check; `exp` and `nbf` are still checked on every hit, and entries go when their token
+    /// expires or their key leaves the key set.
+    pub fn token_cache(mut self, max_entries: u64) -> Self {
+        self.token_cache_entries = max_entries;
         self
     }
 
@@ -267,6 +279,12 @@ impl VerifierBuilder {
                 max_token_bytes: self.max_token_bytes,
                 clock: self.clock,
                 metrics,
+                token_cache: (self.token_cache_entries > 0).then(|| {
+                    moka::sync::Cache::builder()
+                        .max_capacity(self.token_cache_entries)
+                        .expire_after(UntilExpiry)
+                        .build()
+                }),
             }),
         })
     }
@@ -289,6 +307,7 @@ struct Inner {
     max_token_bytes: usize,
     clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
     metrics: Arc<Metrics>,
+    token_cache: Option<TokenCache>,
 }
 
 struct IssuerState {
@@ -334,6 +353,36 @@ struct JoseHeader<'a> {
     enc: Option<serde::de::IgnoredAny>,
 }
 
+/// A token verified before, as the validated-token cache keeps it.
+struct CachedToken {
+    /// The whole token, compared on every hit.
+    token: Box<str>,
+    verified: Verified,
+    /// The key that verified it; once the key leaves its set, the entry is worthless.
+    key: Weak<Key>,
+    exp: u64,
+    /// How long moka keeps the entry: until `exp` plus the leeway.
+    ttl: Duration,
+}
+
+struct UntilExpiry;
+
+impl moka::Expiry<Box<str>, Arc<CachedToken>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Box<str>,
+        value: &Arc<CachedToken>,
+        _: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+type TokenCache = moka::sync::Cache<Box<str>, Arc<CachedToken>>;
+
+/// Default bound of the validated-token cache.
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 10_000;
+
 /// Why [`Verifier::verify_now`] could not decide.
 pub(crate) enum Pending {
     Rejected(Rejection),
@@ -368,6 +417,7 @@ impl Verifier {
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
             key_cache: KeyCacheOptions::default(),
             clock: None,
+            token_cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
         }
     }
 
@@ -481,6 +531,50 @@ impl Verifier {
     }
 
     fn check(&self, token: &str) -> Result<Verified, Pending> {
+        let Some(cache) = &self.inner.token_cache else {
+            return self.check_uncached(token);
+        };
+        if token.len() > self.inner.max_token_bytes {
+            return self.check_uncached(token);
+        }
+        // Keyed by the signature segment (short, and as unique as signed tokens are), and
+        // compared in full on a hit: only the very same token bytes can hit.
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        let metrics = &self.inner.metrics;
+        if let Some(hit) = cache.get(signature) {
+            // Only while the key that verified it is still in its issuer's set.
+            if *hit.token == *token && hit.key.strong_count() > 0 {
+                let claims = hit.verified.standard();
+                self.check_times(self.now(), hit.exp, claims.nbf)?;
+                metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(hit.verified.clone());
+            }
+        }
+        metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+        let (verified, key) = self.check_full(token)?;
+        let exp = verified.standard().exp.unwrap_or_default();
+        let ttl = exp
+            .saturating_add(self.inner.leeway)
+            .saturating_sub(self.now());
+        cache.insert(
+            signature.into(),
+            Arc::new(CachedToken {
+                token: token.into(),
+                verified: verified.clone(),
+                key: Arc::downgrade(&key),
+                exp,
+                ttl: Duration::from_secs(ttl.max(1)),
+            }),
+        );
+        Ok(verified)
+    }
+
+    fn check_uncached(&self, token: &str) -> Result<Verified, Pending> {
+        self.check_full(token).map(|(verified, _)| verified)
+    }
+
+    /// The whole verification: structure, header, key, signature, claims.
+    fn check_full(&self, token: &str) -> Result<(Verified, Arc<Key>), Pending> {
         let inner = &*self.inner;
         if token.len() > inner.max_token_bytes {
             return Err(reject(
@@ -627,12 +721,40 @@ impl Verifier {
             ));
         }
         self.check_claims(&claims, &payload)?;
-        Ok(Verified(Arc::new(VerifiedInner {
+        let verified = Verified(Arc::new(VerifiedInner {
             claims,
             payload: payload.into_boxed_slice(),
             kid: key.kid.clone(),
             alg,
-        })))
+        }));
+        Ok((verified, key))
+    }
+
+    /// `exp` and `nbf` against `now`, with the leeway: the same rules for a cache hit as for a
+    /// full verification.
+    fn check_times(&self, now: u64, exp: u64, nbf: Option<u64>) -> Result<(), Pending> {
+        let leeway = self.inner.leeway;
+        if now >= exp.saturating_add(leeway) {
+            return Err(reject(
+                Reason::Expired,
+                format!("the token expired {} s ago", now.saturating_sub(exp)),
+            ));
+        }
+        if let Some(nbf) = nbf {
+            if nbf > exp {
+                return Err(reject(
+                    Reason::Malformed,
+                    "the token's `nbf` is after its `exp`",
+                ));
+            }
+            if nbf > now.saturating_add(leeway) {
+                return Err(reject(
+                    Reason::NotYetValid,
+                    format!("the token is not valid for another {} s", nbf - now),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_claims(&self, claims: &StandardClaims, payload: &[u8]) -> Result<(), Pending> {
@@ -644,26 +766,7 @@ impl Verifier {
                 "the token has no `exp` claim: tokens without expiry are not accepted",
             ));
         };
-        if now >= exp.saturating_add(inner.leeway) {
-            return Err(reject(
-                Reason::Expired,
-                format!("the token expired {} s ago", now - exp),
-            ));
-        }
-        if let Some(nbf) = claims.nbf {
-            if nbf > exp {
-                return Err(reject(
-                    Reason::Malformed,
-                    "the token's `nbf` is after its `exp`",
-                ));
-            }
-            if nbf > now.saturating_add(inner.leeway) {
-                return Err(reject(
-                    Reason::NotYetValid,
-                    format!("the token is not valid for another {} s", nbf - now),
-                ));
-            }
-        }
+        self.check_times(now, exp, claims.nbf)?;
         if !claims
             .aud
             .iter()

@@ -1,0 +1,1228 @@
+//! The inbound path end to end, over real HTTP on 127.0.0.1: a [`KeyServer`] publishes the keys,
+//! an axum app behind `VerifyLayer` (and `RequireScope` on some routes) answers, reqwest calls it.
+//!
+//! Time: the key-cache tests that depend on it (TTL, background refresh, cooldowns, retry
+//! intervals) run on a paused tokio clock moved with `advance`; real sockets are awaited through
+//! [`clock_held`], which keeps the paused clock from auto-advancing meanwhile. Token times
+//! (`exp`, `nbf`, leeway) are decided by an injected clock. Nothing sleeps to wait for a race:
+//! waits poll a condition under a deadline ([`wait_until`]).
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, UNIX_EPOCH},
+};
+
+use axum::{Json, Router, routing::get};
+use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+use jsonwebtoken::Algorithm;
+use reqwest::{
+    StatusCode,
+    header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE},
+};
+use s2s_auth::{
+    BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Responder,
+    Scopes, Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
+};
+use s2s_tests::keys::{self, Behavior, KeyServer, TestKey};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, task::JoinSet, time::advance};
+
+const AUD: &str = "orders-api";
+const REALM: &str = "orders";
+const MIB: usize = 1024 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A verifier of the key server's issuer, keys from its JWKS URL.
+fn verifier(server: &KeyServer) -> VerifierBuilder {
+    Verifier::builder()
+        .issuer(Issuer::jwks(server.issuer(), server.jwks_url()))
+        .audience(AUD)
+}
+
+/// Default key-cache options, edited.
+fn cache_options(edit: impl FnOnce(&mut KeyCacheOptions)) -> KeyCacheOptions {
+    let mut options = KeyCacheOptions::default();
+    edit(&mut options);
+    options
+}
+
+/// Valid claims of the key server's issuer for [`AUD`].
+fn claims(server: &KeyServer) -> Value {
+    keys::claims(&server.issuer(), AUD)
+}
+
+/// `claims` with the members of `changes` set (`null` removes one).
+fn edit(mut claims: Value, changes: Value) -> Value {
+    let object = claims.as_object_mut().unwrap();
+    for (k, v) in changes.as_object().unwrap() {
+        match v {
+            Value::Null => object.remove(k),
+            v => object.insert(k.clone(), v.clone()),
+        };
+    }
+    claims
+}
+
+fn token(key: &TestKey, server: &KeyServer) -> String {
+    key.sign(&claims(server))
+}
+
+/// A token naming a random kid the issuer never published.
+fn random_kid_token(signer: &TestKey, server: &KeyServer) -> String {
+    let kid = keys::claims("", "")["jti"].clone(); // 128 random bits
+    signer.sign_with_header(&json!({ "alg": "ES256", "kid": kid }), &claims(server))
+}
+
+/// The axum app under test: `/whoami` (every extractor), `/maybe` (`Option<Claims>`), `/admin`
+/// (all of `orders:admin orders:read`) and `/any` (any of `orders:admin orders:write`) behind
+/// `VerifyLayer`; `/nolayer` reads claims without it.
+struct App {
+    url: String,
+    http: reqwest::Client,
+    verifier: Verifier,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn whoami(
+    Claims(claims): Claims<Value>,
+    verified: Verified,
+    scopes: Scopes,
+    token: BearerToken,
+) -> Json<Value> {
+    Json(json!({
+        "claims": claims,
+        "kid": verified.kid(),
+        "alg": format!("{:?}", verified.algorithm()),
+        "scopes": scopes,
+        "token_len": token.as_str().len(),
+    }))
+}
+
+async fn maybe(claims: Option<Claims<Value>>) -> Json<Value> {
+    Json(json!({ "claims": claims.map(|Claims(c)| c) }))
+}
+
+async fn start_app(verifier: &Verifier, optional: bool) -> App {
+    let mut layer = VerifyLayer::new(verifier.clone()).realm(REALM);
+    if optional {
+        layer = layer.optional();
+    }
+    let responder = Responder::default().realm(REALM);
+    let app =
+        Router::new()
+            .route("/whoami", get(whoami))
+            .route("/maybe", get(maybe))
+            .merge(Router::new().route("/admin", get(whoami)).route_layer(
+                RequireScope::all(["orders:admin", "orders:read"]).responder(responder.clone()),
+            ))
+            .merge(Router::new().route("/any", get(whoami)).route_layer(
+                RequireScope::any(["orders:admin", "orders:write"]).responder(responder),
+            ))
+            .layer(layer)
+            .route("/nolayer", get(whoami));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    App {
+        url,
+        http: http_client(),
+        verifier: verifier.clone(),
+        server,
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+type Answer = (StatusCode, HeaderMap, Value);
+
+impl App {
+    /// GET `path` with these `Authorization` header values (none, one, or several).
+    async fn call(&self, path: &str, authorization: &[&str]) -> Answer {
+        let mut request = self.http.get(format!("{}{path}", self.url));
+        for value in authorization {
+            request = request.header(AUTHORIZATION, *value);
+        }
+        let response = request.send().await.unwrap();
+        let (status, headers) = (response.status(), response.headers().clone());
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{status}: body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, headers, body)
+    }
+
+    /// GET `path` with `Authorization: Bearer <token>`.
+    async fn get(&self, path: &str, token: &str) -> Answer {
+        self.call(path, &[&format!("Bearer {token}")]).await
+    }
+}
+
+/// Checks an RFC 6750 refusal: status, JSON body `{error, error_description, code}`, and a
+/// challenge `Bearer realm="orders", error=…, error_description=…` repeating the body's
+/// description, followed by `extra`. Returns the description.
+#[track_caller]
+fn assert_refused(
+    answer: &Answer,
+    status: u16,
+    error: &str,
+    code: Option<&str>,
+    extra: &str,
+) -> String {
+    let (got, headers, body) = answer;
+    assert_eq!(got.as_u16(), status, "{body}");
+    assert_eq!(headers[CONTENT_TYPE], "application/json");
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["code"], json!(code), "{body}");
+    let description = body["error_description"].as_str().unwrap().to_owned();
+    assert!(!description.is_empty());
+    assert_eq!(
+        headers[WWW_AUTHENTICATE],
+        format!(
+            r#"Bearer realm="{REALM}", error="{error}", error_description="{description}"{extra}"#
+        )
+        .as_str()
+    );
+    description
+}
+
+#[track_caller]
+fn assert_invalid_token(answer: &Answer, code: &str) -> String {
+    assert_refused(answer, 401, "invalid_token", Some(code), "")
+}
+
+/// Awaits `f`, which waits on real sockets, with a paused clock standing still: while a
+/// `spawn_blocking` task runs, tokio does not auto-advance a paused clock (see
+/// `tokio::time::pause`), so no timeout fires while the kernel moves the bytes.
+async fn clock_held<F: Future>(f: F) -> F::Output {
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let holder = tokio::task::spawn_blocking(move || held.recv());
+    let out = f.await;
+    drop(release);
+    let _ = holder.await;
+    out
+}
+
+/// Yields until `condition` holds; fails after 10 s of real time. Yielding never auto-advances
+/// a paused clock, so this also works with time paused.
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A full round trip to the key server, so that a request sent before it (e.g. by a refresh
+/// that should not have happened) has arrived and been counted.
+async fn round_trip(server: &KeyServer) {
+    clock_held(http_client().get(format!("{}/settle", server.url())).send())
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accepted tokens
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_algorithm_family_is_accepted_with_and_without_jwk_alg() {
+    let server = KeyServer::start().await;
+    let test_keys = [
+        (TestKey::generate(Algorithm::RS256, "rs256"), false),
+        (TestKey::generate(Algorithm::PS256, "ps256"), true),
+        (TestKey::generate(Algorithm::ES256, "es256"), true),
+        (TestKey::generate(Algorithm::ES384, "es384"), false),
+        (TestKey::generate(Algorithm::EdDSA, "eddsa"), true),
+    ];
+    server.set_jwks(keys::jwks(
+        &test_keys
+            .iter()
+            .map(|(k, alg)| if *alg { k.jwk() } else { k.jwk_without_alg() })
+            .collect::<Vec<_>>(),
+    ));
+    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+
+    for (key, _) in &test_keys {
+        let token = token(key, &server);
+        let (status, _, body) = app.get("/whoami", &token).await;
+        assert_eq!(status, 200, "{:?}: {body}", key.alg);
+        assert_eq!(body["kid"], key.kid.as_str());
+        assert_eq!(body["alg"], format!("{:?}", key.alg));
+        assert_eq!(body["claims"]["sub"], "svc-orders");
+        assert_eq!(body["claims"]["jti"].as_str().unwrap().len(), 32);
+        assert_eq!(body["scopes"], "orders:read orders:write");
+        assert_eq!(body["token_len"], token.len());
+    }
+    // A JWK without `alg` still verifies only its own type's algorithms.
+    let (rs, es384) = (&test_keys[0].0, &test_keys[3].0);
+    let header = json!({ "alg": "ES384", "kid": "rs256" });
+    let forged = es384.sign_with_header(&header, &claims(&server));
+    let description = assert_invalid_token(&app.get("/whoami", &forged).await, "AUTH_105");
+    assert!(description.contains("does not fit"), "{description}");
+    let header = json!({ "alg": "RS256", "kid": "es384" });
+    let forged = rs.sign_with_header(&header, &claims(&server));
+    assert_invalid_token(&app.get("/whoami", &forged).await, "AUTH_105");
+    assert_eq!(
+        app.verifier.metrics().rejected(Reason::AlgorithmMismatch),
+        2
+    );
+    assert_eq!(server.jwks_hits(), 1);
+}
+
+#[tokio::test]
+async fn rs256_and_es256_issuers_side_by_side() {
+    let (a, b) = (KeyServer::start().await, KeyServer::start().await);
+    let rs = TestKey::generate(Algorithm::RS256, "a1");
+    let es = TestKey::generate(Algorithm::ES256, "b1");
+    a.set_keys(&[&rs]);
+    b.set_keys(&[&es]);
+    let verifier = Verifier::builder()
+        .issuer(Issuer::jwks(a.issuer(), a.jwks_url()))
+        .issuer(Issuer::jwks(b.issuer(), b.jwks_url()))
+        .audience("billing-api")
+        .audience(AUD)
+        .build()
+        .unwrap();
+    assert!(!verifier.is_ready());
+    verifier.load_keys().await.unwrap();
+    assert!(verifier.is_ready());
+    assert_eq!((a.jwks_hits(), b.jwks_hits()), (1, 1));
+
+    let app = start_app(&verifier, false).await;
+    for (key, server) in [(&rs, &a), (&es, &b)] {
+        let (status, _, body) = app.get("/whoami", &token(key, server)).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["claims"]["iss"], server.issuer());
+        assert_eq!(body["alg"], format!("{:?}", key.alg));
+    }
+    // Each issuer's tokens verify only with that issuer's keys.
+    let crossed = es.sign(&keys::claims(&a.issuer(), AUD));
+    assert_invalid_token(&app.get("/whoami", &crossed).await, "AUTH_105");
+    assert_eq!(verifier.metrics().rejected(Reason::UnknownKey), 1);
+    assert_eq!((a.jwks_hits(), b.jwks_hits()), (2, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Discovery
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn discovery_via_openid_configuration_and_the_rfc8414_fallback() {
+    for (oidc, discovery_hits) in [(true, 1), (false, 2)] {
+        let server = KeyServer::start().await;
+        server.set_oidc_discovery(oidc);
+        let key = TestKey::generate(Algorithm::ES256, "k1");
+        server.set_keys(&[&key]);
+        let verifier = Verifier::builder()
+            .issuer(Issuer::discover(server.issuer()))
+            .audience(AUD)
+            .build()
+            .unwrap();
+        let app = start_app(&verifier, false).await;
+
+        let (status, _, body) = app.get("/whoami", &token(&key, &server)).await;
+        assert_eq!(status, 200, "oidc {oidc}: {body}");
+        assert_eq!(server.discovery_hits(), discovery_hits, "oidc {oidc}");
+        assert_eq!(server.jwks_hits(), 1);
+    }
+}
+
+#[tokio::test]
+async fn discovery_refuses_metadata_naming_another_issuer() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    server.set_metadata_issuer("https://other.test");
+    let verifier = Verifier::builder()
+        .issuer(Issuer::discover(server.issuer()))
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let app = start_app(&verifier, false).await;
+
+    let answer = app.get("/whoami", &token(&key, &server)).await;
+    let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
+    assert!(
+        description.contains(&format!(
+            "metadata names issuer `https://other.test` but `{}` is configured",
+            server.issuer()
+        )),
+        "{description}"
+    );
+    assert_eq!(answer.1[RETRY_AFTER], "1");
+    assert_eq!(
+        server.jwks_hits(),
+        0,
+        "keys of an impostor are never fetched"
+    );
+}
+
+#[test]
+fn remote_key_urls_must_be_https_except_loopback() {
+    let build = |issuer: Issuer| Verifier::builder().issuer(issuer).audience(AUD).build();
+    assert!(build(Issuer::discover("http://auth.example.com")).is_err());
+    let jwks = Issuer::jwks("https://auth.example.com", "http://keys.example.com/jwks");
+    assert!(build(jwks).is_err());
+    assert!(build(Issuer::discover("https://auth.example.com")).is_ok());
+    assert!(build(Issuer::discover("http://127.0.0.1:9")).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotation and unknown kids
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rotation_refetches_once_and_drops_removed_keys() {
+    let server = KeyServer::start().await;
+    let [k1, k2, k3] = ["k1", "k2", "k3"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
+    server.set_keys(&[&k1]);
+    let options = cache_options(|o| o.unknown_kid_cooldown = Duration::ZERO);
+    let app = start_app(
+        &verifier(&server).key_cache(options).build().unwrap(),
+        false,
+    )
+    .await;
+    assert_eq!(app.get("/whoami", &token(&k1, &server)).await.0, 200);
+    assert_eq!(server.jwks_hits(), 1);
+
+    // The issuer adds k2: twenty concurrent requests with it share one refetch.
+    server.set_keys(&[&k1, &k2]);
+    let app = Arc::new(app);
+    let mut requests = JoinSet::new();
+    for _ in 0..20 {
+        let (app, token) = (app.clone(), token(&k2, &server));
+        requests.spawn(async move { app.get("/whoami", &token).await });
+    }
+    while let Some(answer) = requests.join_next().await {
+        let (status, _, body) = answer.unwrap();
+        assert_eq!((status.as_u16(), &body["kid"]), (200, &json!("k2")));
+    }
+    assert_eq!(server.jwks_hits(), 2);
+    for key in [&k1, &k2] {
+        assert_eq!(app.get("/whoami", &token(key, &server)).await.0, 200);
+    }
+    assert_eq!(server.jwks_hits(), 2);
+
+    // k1 is retired: the successful refetch for k3 drops it.
+    server.set_keys(&[&k2, &k3]);
+    assert_eq!(app.get("/whoami", &token(&k3, &server)).await.0, 200);
+    assert_eq!(server.jwks_hits(), 3);
+    assert_invalid_token(&app.get("/whoami", &token(&k1, &server)).await, "AUTH_105");
+    assert_eq!(app.verifier.metrics().rejected(Reason::UnknownKey), 1);
+    assert_eq!(server.jwks_hits(), 4, "one refetch for k1, which is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_requests_with_random_kids_cost_one_fetch() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    // The default cooldown (30 s) outlasts the storm.
+    let app = Arc::new(start_app(&verifier(&server).build().unwrap(), false).await);
+    assert_eq!(app.get("/whoami", &token(&key, &server)).await.0, 200);
+
+    let attacker = TestKey::generate(Algorithm::ES256, "x");
+    let tokens: Vec<String> = (0..1000)
+        .map(|_| random_kid_token(&attacker, &server))
+        .collect();
+    for batch in tokens.chunks(100) {
+        let mut requests = JoinSet::new();
+        for token in batch {
+            let (app, token) = (app.clone(), token.clone());
+            requests.spawn(async move { app.get("/whoami", &token).await });
+        }
+        while let Some(answer) = requests.join_next().await {
+            assert_invalid_token(&answer.unwrap(), "AUTH_105");
+        }
+    }
+    assert_eq!(server.jwks_hits(), 2, "the cold fetch and one refetch");
+    let metrics = app.verifier.metrics();
+    assert_eq!(metrics.rejected(Reason::UnknownKey), 1000);
+    assert_eq!(metrics.jwks_fetches, 2);
+    assert_eq!(app.get("/whoami", &token(&key, &server)).await.0, 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_kids_cause_at_most_one_fetch_per_cooldown() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).build().unwrap(); // cooldown 30 s
+    clock_held(verifier.verify(&token(&key, &server)))
+        .await
+        .unwrap();
+    let attacker = TestKey::generate(Algorithm::ES256, "x");
+
+    // 1,000 concurrent verifications of random kids, all refused.
+    let storm = || {
+        let mut tasks = JoinSet::new();
+        for _ in 0..1000 {
+            let (verifier, token) = (verifier.clone(), random_kid_token(&attacker, &server));
+            tasks.spawn(async move { verifier.verify(&token).await.map(|_| ()) });
+        }
+        clock_held(async move {
+            while let Some(result) = tasks.join_next().await {
+                assert_eq!(result.unwrap().unwrap_err().reason(), Reason::UnknownKey);
+            }
+        })
+    };
+    storm().await;
+    assert_eq!(server.jwks_hits(), 2, "one refetch");
+    storm().await;
+    advance(Duration::from_millis(29_999)).await;
+    storm().await;
+    assert_eq!(server.jwks_hits(), 2, "still within the cooldown");
+    advance(Duration::from_millis(1)).await;
+    storm().await;
+    assert_eq!(server.jwks_hits(), 3, "one refetch in the next cooldown");
+    assert_eq!(verifier.metrics().rejected(Reason::UnknownKey), 4000);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The key server failing
+// ---------------------------------------------------------------------------------------------
+
+/// Every way the key server fails, with what the error description says.
+fn failures() -> [(Behavior, &'static str); 7] {
+    [
+        (Behavior::Status(500), "answered 500 Internal Server Error"),
+        (Behavior::Hang, "timed out"),
+        (Behavior::Html, "not a JWK set"),
+        (
+            Behavior::Huge(2 * MIB + 1),
+            "larger than the 1048576 byte limit",
+        ),
+        (
+            Behavior::HugeChunked(2 * MIB + 1),
+            "larger than the 1048576 byte limit",
+        ),
+        (Behavior::InvalidJson, "not a JWK set"),
+        (Behavior::CloseMidBody, "reading the response body failed"),
+    ]
+}
+
+/// A fetch timeout short enough for [`Behavior::Hang`] (the other failures come sooner).
+fn timeout_for(behavior: &Behavior) -> Duration {
+    match behavior {
+        Behavior::Hang => Duration::from_millis(300),
+        _ => Duration::from_secs(10),
+    }
+}
+
+#[tokio::test]
+async fn known_keys_keep_verifying_while_the_key_server_fails() {
+    let server = KeyServer::start().await;
+    let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
+    server.set_keys(&[&k1]);
+    let options = cache_options(|o| {
+        o.http.timeout = Duration::from_secs(1);
+        o.unknown_kid_cooldown = Duration::ZERO;
+    });
+    let app = start_app(
+        &verifier(&server).key_cache(options).build().unwrap(),
+        false,
+    )
+    .await;
+    assert_eq!(app.get("/whoami", &token(&k1, &server)).await.0, 200);
+
+    // The issuer now publishes k2, but every fetch of it fails (the huge bodies even carry it).
+    server.set_keys(&[&k1, &k2]);
+    for (i, (behavior, _)) in failures().into_iter().enumerate() {
+        server.set_behavior(behavior.clone());
+        assert_invalid_token(&app.get("/whoami", &token(&k2, &server)).await, "AUTH_105");
+        assert_eq!(server.jwks_hits(), i + 2, "{behavior:?}");
+        assert_eq!(
+            app.verifier.metrics().jwks_fetch_failures,
+            i as u64 + 1,
+            "{behavior:?}"
+        );
+        let (status, _, body) = app.get("/whoami", &token(&k1, &server)).await;
+        assert_eq!(status, 200, "{behavior:?}: {body}");
+    }
+    server.set_behavior(Behavior::Normal);
+    assert_eq!(app.get("/whoami", &token(&k2, &server)).await.0, 200);
+}
+
+#[tokio::test]
+async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
+    for (behavior, why) in failures() {
+        let server = KeyServer::start().await;
+        let key = TestKey::generate(Algorithm::ES256, "k1");
+        server.set_keys(&[&key]);
+        server.set_behavior(behavior.clone());
+        let options = cache_options(|o| {
+            o.http.timeout = timeout_for(&behavior);
+            o.retry_interval = Duration::from_secs(3600);
+        });
+        let app = start_app(
+            &verifier(&server).key_cache(options).build().unwrap(),
+            false,
+        )
+        .await;
+        let token = token(&key, &server);
+
+        let answer = app.get("/whoami", &token).await;
+        let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
+        assert!(description.contains(why), "{behavior:?}: {description}");
+        assert_eq!(answer.1[RETRY_AFTER], "1", "{behavior:?}");
+        assert_eq!(server.jwks_hits(), 1);
+
+        // Within the retry interval, requests are answered at once, without a fetch.
+        let answer = app.get("/whoami", &token).await;
+        assert_refused(&answer, 503, "temporarily_unavailable", None, "");
+        let retry_after: u64 = answer.1[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((3000..=3600).contains(&retry_after), "{retry_after}");
+        assert_eq!(server.jwks_hits(), 1, "{behavior:?}");
+        assert_eq!(app.verifier.metrics().rejected(Reason::KeysUnavailable), 2);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn cold_start_recovers_after_the_retry_interval() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    server.set_behavior(Behavior::Status(500));
+    let verifier = verifier(&server).build().unwrap(); // retry interval 1 s
+    let token = token(&key, &server);
+
+    let refused = clock_held(verifier.verify(&token)).await.unwrap_err();
+    assert_eq!(refused.reason(), Reason::KeysUnavailable);
+    assert_eq!(refused.retry_after(), Some(Duration::from_secs(1)));
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_millis(999)).await;
+    let refused = clock_held(verifier.verify(&token)).await.unwrap_err();
+    assert_eq!(refused.retry_after(), Some(Duration::from_millis(1)));
+    assert_eq!(server.jwks_hits(), 1, "no fetch within the retry interval");
+    assert!(!verifier.is_ready());
+
+    advance(Duration::from_millis(1)).await;
+    clock_held(verifier.verify(&token)).await.unwrap();
+    assert_eq!(server.jwks_hits(), 2);
+    assert!(verifier.is_ready());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Time to live and background refresh (paused clock)
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(start_paused = true)]
+async fn cache_control_sets_the_refresh_time_within_bounds() {
+    // Defaults: TTL between 60 s and 24 h, 5 min without max-age; refreshed at 80% of it.
+    for (cache_control, refresh_after) in [
+        (Some("public, max-age=600"), 480),
+        (Some("max-age=5"), 48),
+        (Some("no-store"), 48),
+        (Some("max-age=999999999"), 69_120),
+        (None, 240),
+    ] {
+        let server = KeyServer::start().await;
+        server.set_cache_control(cache_control);
+        let key = TestKey::generate(Algorithm::ES256, "k1");
+        server.set_keys(&[&key]);
+        let verifier = verifier(&server).build().unwrap();
+        clock_held(verifier.verify(&token(&key, &server)))
+            .await
+            .unwrap();
+
+        advance(Duration::from_secs(refresh_after - 1)).await;
+        round_trip(&server).await;
+        assert_eq!(server.jwks_hits(), 1, "{cache_control:?}: refreshed early");
+        advance(Duration::from_secs(2)).await;
+        clock_held(wait_until("the refresh", || {
+            verifier.metrics().jwks_fetches == 2
+        }))
+        .await;
+        assert_eq!(server.jwks_hits(), 2, "{cache_control:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_replaces_keys_and_keeps_them_when_it_fails() {
+    let server = KeyServer::start().await;
+    server.set_cache_control(Some("max-age=100")); // refreshed after 80 s
+    let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
+    server.set_keys(&[&k1]);
+    let verifier = verifier(&server).build().unwrap();
+    let verify = |key: &TestKey| {
+        let (verifier, token) = (verifier.clone(), token(key, &server));
+        clock_held(async move { verifier.verify(&token).await })
+    };
+    verify(&k1).await.unwrap();
+
+    // The issuer rotates to k2, but the refresh fails: k1 keeps verifying.
+    server.set_keys(&[&k2]);
+    server.set_behavior(Behavior::Status(500));
+    advance(Duration::from_secs(81)).await;
+    clock_held(wait_until("the failed refresh", || {
+        verifier.metrics().jwks_fetch_failures == 1
+    }))
+    .await;
+    assert_eq!(server.jwks_hits(), 2);
+    verify(&k1).await.unwrap();
+
+    // The retry (after 1–2 s of back-off) succeeds: k2 is known without a fetch, k1 is gone.
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_secs(2)).await;
+    clock_held(wait_until("the retried refresh", || {
+        verifier.metrics().jwks_fetches == 3
+    }))
+    .await;
+    assert_eq!(server.jwks_hits(), 3);
+    let verified = verify(&k2).await.unwrap();
+    assert_eq!(verified.kid(), Some("k2"));
+    assert_eq!(server.jwks_hits(), 3);
+    assert_eq!(verify(&k1).await.unwrap_err().reason(), Reason::UnknownKey);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn invalid_tokens_are_refused_with_401_code_and_challenge() {
+    let server = KeyServer::start().await;
+    let es = TestKey::generate(Algorithm::ES256, "es");
+    let rs = TestKey::generate(Algorithm::RS256, "rs");
+    server.set_jwks(keys::jwks(&[
+        es.jwk(),
+        rs.jwk(),
+        keys::weak_rsa_jwk(1024, "weak-1024"),
+        keys::weak_rsa_jwk(2047, "weak-2047"),
+    ]));
+    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let valid = token(&es, &server);
+    assert_eq!(app.get("/whoami", &valid).await.0, 200);
+
+    let now = keys::now();
+    let good = || claims(&server);
+    let signed = |changes: Value| es.sign(&edit(good(), changes));
+    let with_header = |header: Value| es.sign_with_header(&header, &good());
+    let b64_json = |v: Value| keys::b64(v.to_string().as_bytes());
+    let [h, p, s] = <[&str; 3]>::try_from(valid.split('.').collect::<Vec<_>>()).unwrap();
+    let tampered_signature = {
+        let mut sig = URL_SAFE_NO_PAD.decode(s).unwrap();
+        sig[10] ^= 1;
+        format!("{h}.{p}.{}", keys::b64(&sig))
+    };
+    let other_es = TestKey::generate(Algorithm::ES256, "es");
+    let weak = |kid: &str| rs.sign_with_header(&json!({ "alg": "RS256", "kid": kid }), &good());
+
+    use Reason::*;
+    let cases: Vec<(&str, String, &str, Reason)> = vec![
+        (
+            "alg none",
+            keys::unsigned_token(r#"{"alg":"none","kid":"es"}"#, &good().to_string(), b""),
+            "AUTH_105",
+            UnsupportedAlgorithm,
+        ),
+        (
+            "alg nOnE",
+            keys::unsigned_token(r#"{"alg":"nOnE"}"#, &good().to_string(), b""),
+            "AUTH_105",
+            UnsupportedAlgorithm,
+        ),
+        (
+            "HS256 with the RSA public key as secret",
+            keys::hs256_token(rs.public_pem().as_bytes(), "rs", &good()),
+            "AUTH_105",
+            UnsupportedAlgorithm,
+        ),
+        (
+            "RS256 naming an ES256 key",
+            rs.sign_with_header(&json!({ "alg": "RS256", "kid": "es" }), &good()),
+            "AUTH_105",
+            AlgorithmMismatch,
+        ),
+        (
+            "tampered payload",
+            format!(
+                "{h}.{}.{s}",
+                b64_json(edit(good(), json!({"sub": "admin"})))
+            ),
+            "AUTH_105",
+            BadSignature,
+        ),
+        (
+            "tampered signature",
+            tampered_signature,
+            "AUTH_105",
+            BadSignature,
+        ),
+        (
+            "signed by another key with the same kid",
+            token(&other_es, &server),
+            "AUTH_105",
+            BadSignature,
+        ),
+        (
+            "expired",
+            signed(json!({ "iat": now - 7200, "nbf": now - 7200, "exp": now - 3600 })),
+            "AUTH_105",
+            Expired,
+        ),
+        (
+            "nbf in the future",
+            signed(json!({ "nbf": now + 3600, "exp": now + 7200 })),
+            "AUTH_105",
+            NotYetValid,
+        ),
+        (
+            "wrong iss",
+            signed(json!({ "iss": "https://evil.test" })),
+            "AUTH_105",
+            UnknownIssuer,
+        ),
+        (
+            "wrong aud",
+            signed(json!({ "aud": "billing-api" })),
+            "AUTH_107",
+            WrongAudience,
+        ),
+        (
+            "aud array without this service",
+            signed(json!({ "aud": ["billing-api", "orders"] })),
+            "AUTH_107",
+            WrongAudience,
+        ),
+        (
+            "missing exp",
+            signed(json!({ "exp": null })),
+            "AUTH_105",
+            MissingClaim,
+        ),
+        (
+            "exp as a string",
+            signed(json!({ "exp": (now + 300).to_string() })),
+            "AUTH_105",
+            Malformed,
+        ),
+        (
+            "unknown crit",
+            with_header(json!({ "alg": "ES256", "kid": "es", "crit": ["urn:x"], "urn:x": 1 })),
+            "AUTH_105",
+            CriticalHeader,
+        ),
+        (
+            "64 KiB token (over the 16 KiB limit)",
+            signed(json!({ "pad": "x".repeat(64 * 1024) })),
+            "AUTH_105",
+            TooLarge,
+        ),
+        (
+            "non-base64url segments",
+            "e+J/.e~J+.e~J+".to_owned(),
+            "AUTH_105",
+            Malformed,
+        ),
+        (
+            "header is a JSON array",
+            format!("{}.{}.{s}", b64_json(json!(["ES256"])), b64_json(good())),
+            "AUTH_105",
+            Malformed,
+        ),
+        (
+            "payload is a JSON array",
+            es.sign_raw(
+                &json!({ "alg": "ES256", "kid": "es" }).to_string(),
+                &json!([server.issuer(), "svc-orders", AUD, now + 300]).to_string(),
+            ),
+            "AUTH_105",
+            Malformed,
+        ),
+        (
+            "header is not JSON",
+            format!("{}.{}.{s}", keys::b64(b"alg: ES256"), b64_json(good())),
+            "AUTH_105",
+            Malformed,
+        ),
+        (
+            "two segments",
+            format!("{h}.{}", b64_json(good())),
+            "AUTH_105",
+            Malformed,
+        ),
+        (
+            "five segments (JWE)",
+            format!(
+                "{}.a.b.c.d",
+                b64_json(json!({ "alg": "RSA-OAEP", "enc": "A256GCM" }))
+            ),
+            "AUTH_105",
+            Encrypted,
+        ),
+        (
+            "unknown kid",
+            random_kid_token(&es, &server),
+            "AUTH_105",
+            UnknownKey,
+        ),
+        (
+            "1024-bit RSA key in the JWKS",
+            weak("weak-1024"),
+            "AUTH_105",
+            UnknownKey,
+        ),
+        (
+            "2047-bit RSA key in the JWKS",
+            weak("weak-2047"),
+            "AUTH_105",
+            UnknownKey,
+        ),
+    ];
+    for (name, token, code, reason) in cases {
+        let before = app.verifier.metrics();
+        let answer = app.get("/whoami", &token).await;
+        let description = assert_refused(&answer, 401, "invalid_token", Some(code), "");
+        let after = app.verifier.metrics();
+        assert_eq!(
+            (after.rejected(reason), after.rejected_total()),
+            (before.rejected(reason) + 1, before.rejected_total() + 1),
+            "{name}: not counted as {reason}: {description}"
+        );
+        if token.len() > 40 {
+            let body = answer.2.to_string();
+            assert!(
+                !body.contains(&token[token.len() - 20..]),
+                "{name}: leaks the token"
+            );
+        }
+    }
+    // Nothing broke: the server still answers.
+    assert_eq!(app.get("/whoami", &valid).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_1_mib_token_is_refused_before_parsing_or_fetching() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).build().unwrap();
+    let huge = key.sign(&edit(claims(&server), json!({ "pad": "x".repeat(MIB) })));
+    assert!(huge.len() > MIB);
+    for token in [huge, "A".repeat(MIB)] {
+        let refused = verifier.verify(&token).await.unwrap_err();
+        assert_eq!(refused.reason(), Reason::TooLarge);
+    }
+    assert_eq!(
+        server.requests(),
+        0,
+        "no key fetch for a token refused on size"
+    );
+}
+
+#[tokio::test]
+async fn jku_x5u_and_jwk_headers_are_never_followed() {
+    let server = KeyServer::start().await;
+    let es = TestKey::generate(Algorithm::ES256, "es");
+    server.set_keys(&[&es]);
+    let attacker = KeyServer::start().await;
+    let evil = TestKey::generate(Algorithm::ES256, "evil");
+    attacker.set_keys(&[&evil]);
+    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+
+    for (kid, reason) in [("evil", Reason::UnknownKey), ("es", Reason::BadSignature)] {
+        let header = json!({
+            "alg": "ES256", "kid": kid,
+            "jku": attacker.jwks_url(), "x5u": attacker.jwks_url(), "jwk": evil.jwk(),
+        });
+        let forged = evil.sign_with_header(&header, &claims(&server));
+        assert_invalid_token(&app.get("/whoami", &forged).await, "AUTH_105");
+        assert_eq!(app.verifier.metrics().rejected(reason), 1, "kid {kid}");
+    }
+    assert_eq!(attacker.requests(), 0);
+}
+
+#[test]
+fn rsa_keys_under_2048_bits_are_skipped_when_the_set_loads() {
+    let good = TestKey::generate(Algorithm::ES256, "good");
+    let mut jwks = vec![good.jwk()];
+    for bits in [512, 1024, 2040, 2047, 2048] {
+        jwks.push(keys::weak_rsa_jwk(bits, &format!("rsa-{bits}")));
+    }
+    let set = KeySet::from_jwks(keys::jwks(&jwks).to_string().as_bytes()).unwrap();
+    // A 2048-bit modulus passes the size check (this one is random, not a real key).
+    assert_eq!(set.kids().collect::<Vec<_>>(), ["good", "rsa-2048"]);
+}
+
+#[tokio::test]
+async fn missing_token_gets_a_bare_challenge() {
+    let server = KeyServer::start().await;
+    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    for authorization in [&[][..], &["Basic dXNlcjpwYXNz"][..]] {
+        let (status, headers, body) = app.call("/whoami", authorization).await;
+        assert_eq!(status, 401);
+        assert_eq!(headers[WWW_AUTHENTICATE], r#"Bearer realm="orders""#);
+        assert_eq!(body["code"], "AUTH_105");
+    }
+    assert_eq!(app.verifier.metrics().rejected(Reason::MissingToken), 2);
+    assert_eq!(server.requests(), 0);
+}
+
+#[tokio::test]
+async fn authorization_header_forms() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let token = token(&key, &server);
+
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let (status, _, body) = app.call("/whoami", &[&format!("{scheme} {token}")]).await;
+        assert_eq!(status, 200, "{scheme}: {body}");
+    }
+    let bearer = format!("Bearer {token}");
+    let extra = format!("{bearer} extra");
+    let malformed: [&[&str]; 4] = [
+        &[&bearer, &bearer],
+        &[&bearer, "Basic dXNlcjpwYXNz"],
+        &["Bearer"],
+        &[&extra],
+    ];
+    for authorization in malformed {
+        let answer = app.call("/whoami", authorization).await;
+        assert_invalid_token(&answer, "AUTH_105");
+    }
+    assert_eq!(app.verifier.metrics().rejected(Reason::MalformedHeader), 4);
+}
+
+#[tokio::test]
+async fn insufficient_scope_is_403_naming_the_scopes() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let read_write = token(&key, &server); // orders:read orders:write
+
+    let answer = app.get("/admin", &read_write).await;
+    let description = assert_refused(
+        &answer,
+        403,
+        "insufficient_scope",
+        Some("AUTH_102"),
+        r#", scope="orders:admin orders:read""#,
+    );
+    assert!(
+        description.contains("orders:admin orders:read"),
+        "{description}"
+    );
+    assert_eq!(app.get("/any", &read_write).await.0, 200);
+
+    let read_only = key.sign(&edit(claims(&server), json!({ "scope": "orders:read" })));
+    let answer = app.get("/any", &read_only).await;
+    assert_refused(
+        &answer,
+        403,
+        "insufficient_scope",
+        Some("AUTH_102"),
+        r#", scope="orders:admin orders:write""#,
+    );
+    // Scopes from `scp` (an array) count as well.
+    let admin = key.sign(&edit(
+        claims(&server),
+        json!({ "scope": null, "scp": ["orders:admin", "orders:read"] }),
+    ));
+    let (status, _, body) = app.get("/admin", &admin).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["scopes"], "orders:admin orders:read");
+}
+
+#[tokio::test]
+async fn optional_mode_passes_without_a_token_but_refuses_a_bad_one() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let app = start_app(&verifier(&server).build().unwrap(), true).await;
+
+    let (status, _, body) = app.call("/maybe", &[]).await;
+    assert_eq!((status.as_u16(), body), (200, json!({ "claims": null })));
+    let (status, _, body) = app.get("/maybe", &token(&key, &server)).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["claims"]["sub"], "svc-orders");
+
+    let expired = key.sign(&edit(claims(&server), json!({ "exp": keys::now() - 3600 })));
+    assert_invalid_token(&app.get("/maybe", &expired).await, "AUTH_105");
+    assert_invalid_token(&app.call("/maybe", &["Bearer"]).await, "AUTH_105");
+
+    // A handler that requires claims answers 401 (not 500) when the token is missing, with a
+    // bare challenge. (Extractor refusals carry the default realm, not the layer's.)
+    let (status, headers, body) = app.call("/whoami", &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["code"], "AUTH_105");
+    let challenge = headers[WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(
+        challenge.starts_with("Bearer realm=\"") && !challenge.contains("error"),
+        "{challenge}"
+    );
+}
+
+#[tokio::test]
+async fn claims_on_a_route_without_verify_layer_is_a_500_saying_to_add_it() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+
+    let (status, headers, body) = app.get("/nolayer", &token(&key, &server)).await;
+    assert_eq!(status, 500);
+    assert!(headers.get(WWW_AUTHENTICATE).is_none());
+    assert_eq!(body["error"], "server_error");
+    let description = body["error_description"].as_str().unwrap();
+    assert!(
+        description.contains("add `.layer(VerifyLayer::new(verifier))`"),
+        "{description}"
+    );
+}
+
+#[tokio::test]
+async fn require_at_jwt_refuses_other_token_types() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).require_at_jwt(true).build().unwrap();
+    let app = start_app(&verifier, false).await;
+
+    for (typ, accepted) in [
+        (json!("at+jwt"), true),
+        (json!("application/at+jwt"), true),
+        (json!("AT+JWT"), true),
+        (json!("JWT"), false),
+        (json!("application/jwt"), false),
+        (Value::Null, false),
+    ] {
+        let header = json!({ "alg": "ES256", "kid": "k1", "typ": typ });
+        let answer = app
+            .get("/whoami", &key.sign_with_header(&header, &claims(&server)))
+            .await;
+        if accepted {
+            assert_eq!(answer.0, 200, "typ {typ}: {}", answer.2);
+        } else {
+            let description = assert_invalid_token(&answer, "AUTH_105");
+            assert!(description.contains("at+jwt"), "{description}");
+        }
+    }
+    assert_eq!(verifier.metrics().rejected(Reason::WrongType), 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics and the injected clock
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn metrics_count_verified_rejections_by_reason_and_fetches() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).build().unwrap();
+    assert_eq!(verifier.metrics(), MetricsSnapshot::default());
+    let app = start_app(&verifier, false).await;
+
+    for _ in 0..3 {
+        assert_eq!(app.get("/whoami", &token(&key, &server)).await.0, 200);
+    }
+    let expired = key.sign(&edit(claims(&server), json!({ "exp": keys::now() - 3600 })));
+    app.get("/whoami", &expired).await;
+    app.get("/whoami", &expired).await;
+    app.call("/whoami", &[]).await;
+    server.set_behavior(Behavior::Status(500));
+    app.get("/whoami", &random_kid_token(&key, &server)).await;
+
+    let m = verifier.metrics();
+    assert_eq!(m.verified, 3);
+    assert_eq!(
+        m.rejected,
+        [
+            (Reason::MissingToken, 1),
+            (Reason::UnknownKey, 1),
+            (Reason::Expired, 2)
+        ]
+    );
+    assert_eq!(m.rejected_total(), 4);
+    assert_eq!((m.jwks_fetches, m.jwks_fetch_failures), (2, 1));
+}
+
+#[tokio::test]
+async fn injected_clock_decides_exp_nbf_and_leeway() {
+    const ISS: &str = "https://auth.example.test";
+    const NBF: u64 = 1_999_999_900;
+    const EXP: u64 = 2_000_000_000;
+    let key = TestKey::generate(Algorithm::EdDSA, "k1");
+    let jwks = keys::jwks(&[key.jwk()]).to_string();
+    let token = key.sign(&edit(
+        keys::claims(ISS, AUD),
+        json!({ "iat": NBF, "nbf": NBF, "exp": EXP }),
+    ));
+    let now = Arc::new(AtomicU64::new(0));
+
+    for (leeway, steps) in [
+        (
+            0,
+            [
+                (NBF - 1, Err(Reason::NotYetValid)),
+                (NBF, Ok(())),
+                (EXP - 1, Ok(())),
+                (EXP, Err(Reason::Expired)),
+            ],
+        ),
+        (
+            30,
+            [
+                (NBF - 31, Err(Reason::NotYetValid)),
+                (NBF - 30, Ok(())),
+                (EXP + 29, Ok(())),
+                (EXP + 30, Err(Reason::Expired)),
+            ],
+        ),
+    ] {
+        let clock = now.clone();
+        let verifier = Verifier::builder()
+            .issuer(Issuer::keys(
+                ISS,
+                KeySet::from_jwks(jwks.as_bytes()).unwrap(),
+            ))
+            .audience(AUD)
+            .leeway(Duration::from_secs(leeway))
+            .clock(move || UNIX_EPOCH + Duration::from_secs(clock.load(Ordering::SeqCst)))
+            .build()
+            .unwrap();
+        // The same token and verifier throughout: an accepted token is refused once expired.
+        for (at, expected) in steps {
+            now.store(at, Ordering::SeqCst);
+            let got = verifier
+                .verify(&token)
+                .await
+                .map(|_| ())
+                .map_err(|r| r.reason());
+            assert_eq!(
+                got,
+                expected,
+                "leeway {leeway} s, {} s after nbf",
+                at as i64 - NBF as i64
+            );
+        }
+    }
+}
