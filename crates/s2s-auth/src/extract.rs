@@ -51,18 +51,32 @@ use serde::de::DeserializeOwned;
 use crate::{
     bearer::BearerToken,
     claims::{Scopes, StandardClaims, Verified},
-    layer::{RequireScope, scope::Match, verify::PassedWithoutToken},
-    rejection::{Reason, Rejection, Responder},
+    layer::{
+        RequireScope,
+        scope::Match,
+        verify::{LayerResponder, PassedWithoutToken},
+    },
+    rejection::{Reason, Rejection},
 };
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
-        Responder::default().respond(&self).map(Body::from)
+        self.to_response().map(Body::from)
     }
 }
 
-/// The verified token of the request, or why there is none.
+/// The verified token of the request, or why there is none, answered as the request's
+/// `VerifyLayer` answers.
 fn verified(parts: &Parts) -> Result<&Verified, Rejection> {
+    verified_or_why(parts).map_err(|r| with_layer_responder(r, parts))
+}
+
+fn with_layer_responder(rejection: Rejection, parts: &Parts) -> Rejection {
+    let layer = parts.extensions.get::<LayerResponder>();
+    rejection.with_responder(layer.map(|l| &l.0))
+}
+
+fn verified_or_why(parts: &Parts) -> Result<&Verified, Rejection> {
     match parts.extensions.get::<Verified>() {
         Some(v) => Ok(v),
         None if parts.extensions.get::<PassedWithoutToken>().is_some() => Err(Rejection::new(
@@ -119,7 +133,7 @@ where
     type Rejection = Rejection;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Rejection> {
-        Claims::from_verified(verified(parts)?)
+        Claims::from_verified(verified(parts)?).map_err(|r| with_layer_responder(r, parts))
     }
 }
 
@@ -132,7 +146,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Option<Self>, Rejection> {
         match verified(parts) {
-            Ok(v) => Claims::from_verified(v).map(Some),
+            Ok(v) => Claims::from_verified(v)
+                .map(Some)
+                .map_err(|r| with_layer_responder(r, parts)),
             Err(r) if r.reason() == Reason::MissingToken => Ok(None),
             Err(r) => Err(r),
         }
@@ -202,7 +218,10 @@ impl<S: Send + Sync, R: ScopeRequirement> FromRequestParts<S> for Required<R> {
             Match::All => RequireScope::all(R::SCOPES.iter().copied()),
             Match::Any => RequireScope::any(R::SCOPES.iter().copied()),
         };
-        requirement.check(scopes).map(|()| Required(PhantomData))
+        requirement
+            .check(scopes)
+            .map(|()| Required(PhantomData))
+            .map_err(|r| with_layer_responder(r, parts))
     }
 }
 

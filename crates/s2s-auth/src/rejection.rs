@@ -167,6 +167,8 @@ pub struct Rejection {
     description: Cow<'static, str>,
     required_scopes: Option<Arc<str>>,
     retry_after: Option<Duration>,
+    /// How the layer that saw the request answers (its realm or handler), when not the default.
+    responder: Option<Arc<Responder>>,
 }
 
 impl Rejection {
@@ -177,6 +179,21 @@ impl Rejection {
             description: description.into(),
             required_scopes: None,
             retry_after: None,
+            responder: None,
+        }
+    }
+
+    pub(crate) fn with_responder(mut self, responder: Option<&Arc<Responder>>) -> Self {
+        self.responder = responder.cloned();
+        self
+    }
+
+    /// The answer: the RFC 6750 one with the realm of the `VerifyLayer` that saw the request
+    /// (or its custom handler), else with the default realm.
+    pub fn to_response(&self) -> Response<Bytes> {
+        match &self.responder {
+            Some(responder) => responder.respond(self),
+            None => Responder::default().respond(self),
         }
     }
 
@@ -303,7 +320,12 @@ impl Responder {
             "Bearer realm=\"{}\"",
             self.realm.to_str().unwrap_or_default()
         );
-        if reason != Reason::MissingToken && reason.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        // A challenge answers 401 and 403 only: a 503 or 500 is no statement about the token.
+        let challenges = matches!(
+            reason.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        );
+        if reason != Reason::MissingToken && challenges {
             challenge.push_str(&format!(
                 ", error=\"{}\", error_description=\"{description}\"",
                 reason.oauth_error()
@@ -312,11 +334,13 @@ impl Responder {
                 challenge.push_str(&format!(", scope=\"{}\"", sanitize(scope, 500)));
             }
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": reason.oauth_error(),
             "error_description": description,
-            "code": reason.code().map(Code::as_str),
         });
+        if let Some(code) = reason.code() {
+            body["code"] = code.as_str().into();
+        }
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = reason.status();
         let headers = response.headers_mut();
@@ -325,9 +349,7 @@ impl Responder {
             HeaderValue::from_static("application/json"),
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if reason.status() != StatusCode::INTERNAL_SERVER_ERROR
-            && let Ok(value) = HeaderValue::from_str(&challenge)
-        {
+        if challenges && let Ok(value) = HeaderValue::from_str(&challenge) {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }
         if let Some(after) = rejection.retry_after {
@@ -395,6 +417,9 @@ mod tests {
         );
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()[header::RETRY_AFTER], "2");
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert!(body.get("code").is_none(), "{body}");
     }
 
     #[test]

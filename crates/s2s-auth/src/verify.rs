@@ -550,8 +550,12 @@ impl Verifier {
                 return Ok(hit.verified.clone());
             }
         }
-        metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
-        let (verified, key) = self.check_full(token)?;
+        let result = self.check_full(token);
+        if !matches!(result, Err(Pending::NeedKeys { .. })) {
+            // Counted once per token, not again after the key fetch it may wait for.
+            metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let (verified, key) = result?;
         let exp = verified.standard().exp.unwrap_or_default();
         let ttl = exp
             .saturating_add(self.inner.leeway)

@@ -29,7 +29,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{ReadyOrRejected, ResponseBody};
+use super::{ReadyOrRejected, ResponseBody, verify::LayerResponder};
 use crate::{
     claims::{Scopes, Verified},
     rejection::{Reason, Rejection, Responder},
@@ -57,7 +57,8 @@ struct Requirement {
     scopes: Box<[Box<str>]>,
     joined: Arc<str>,
     mode: Match,
-    responder: Responder,
+    /// `None`: answer as the `VerifyLayer` of the request does.
+    responder: Option<Responder>,
 }
 
 impl fmt::Debug for RequireScope {
@@ -76,7 +77,7 @@ impl RequireScope {
         I: IntoIterator<Item = S>,
         S: Into<Box<str>>,
     {
-        Self::new(scopes, Match::All, Responder::default())
+        Self::new(scopes, Match::All, None)
     }
 
     /// Requires at least one scope of `scopes`.
@@ -85,10 +86,10 @@ impl RequireScope {
         I: IntoIterator<Item = S>,
         S: Into<Box<str>>,
     {
-        Self::new(scopes, Match::Any, Responder::default())
+        Self::new(scopes, Match::Any, None)
     }
 
-    fn new<I, S>(scopes: I, mode: Match, responder: Responder) -> Self
+    fn new<I, S>(scopes: I, mode: Match, responder: Option<Responder>) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<Box<str>>,
@@ -105,10 +106,11 @@ impl RequireScope {
         }
     }
 
-    /// Answers refusals with `responder` (realm, custom handler).
+    /// Answers refusals with `responder` (realm, custom handler). By default they are answered
+    /// as the request's `VerifyLayer` answers.
     pub fn responder(self, responder: Responder) -> Self {
         let r = &self.inner;
-        Self::new(r.scopes.iter().cloned(), r.mode, responder)
+        Self::new(r.scopes.iter().cloned(), r.mode, Some(responder))
     }
 
     /// Checks `scopes` against the requirement.
@@ -136,12 +138,23 @@ impl RequireScope {
 
     /// Checks the verified token of a request (401 when there is none).
     pub fn check_request<B>(&self, request: &Request<B>) -> Result<(), Rejection> {
-        match request.extensions().get::<Verified>() {
+        let result = match request.extensions().get::<Verified>() {
             Some(verified) => self.check(verified.scopes()),
             None => Err(Rejection::new(
                 Reason::MissingToken,
                 "this endpoint requires a bearer token: send `Authorization: Bearer <token>`",
             )),
+        };
+        result.map_err(|r| {
+            let layer = request.extensions().get::<LayerResponder>();
+            r.with_responder(layer.map(|l| &l.0))
+        })
+    }
+
+    fn respond(&self, rejection: &Rejection) -> http::Response<bytes::Bytes> {
+        match &self.inner.responder {
+            Some(responder) => responder.respond(rejection),
+            None => rejection.to_response(),
         }
     }
 }
@@ -179,9 +192,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         match self.requirement.check_request(&request) {
             Ok(()) => ReadyOrRejected::inner(self.inner.call(request)),
-            Err(rejection) => {
-                ReadyOrRejected::rejected(self.requirement.inner.responder.respond(&rejection))
-            }
+            Err(rejection) => ReadyOrRejected::rejected(self.requirement.respond(&rejection)),
         }
     }
 }

@@ -68,8 +68,15 @@ pub struct VerifyLayer {
 struct Config {
     verifier: Verifier,
     responder: Responder,
+    /// The responder again, for the request extensions, when it is not the default: then
+    /// `RequireScope` and the extractors answer with the same realm or handler.
+    shared_responder: Option<Arc<Responder>>,
     optional: bool,
 }
+
+/// The [`Responder`] of the [`VerifyLayer`] a request passed, when customised.
+#[derive(Clone)]
+pub(crate) struct LayerResponder(pub(crate) Arc<Responder>);
 
 /// Marks a request that passed an optional [`VerifyLayer`] without a token, so that extractors
 /// can tell "no token" (401) from "no layer" (a server bug).
@@ -93,6 +100,7 @@ impl VerifyLayer {
             config: Arc::new(Config {
                 verifier,
                 responder: Responder::default(),
+                shared_responder: None,
                 optional: false,
             }),
         }
@@ -102,6 +110,7 @@ impl VerifyLayer {
         let mut config = Arc::try_unwrap(self.config).unwrap_or_else(|shared| Config {
             verifier: shared.verifier.clone(),
             responder: shared.responder.clone(),
+            shared_responder: shared.shared_responder.clone(),
             optional: shared.optional,
         });
         f(&mut config);
@@ -118,7 +127,8 @@ impl VerifyLayer {
 
     /// The `realm` of the `WWW-Authenticate` challenge (default `"api"`).
     pub fn realm(self, realm: &str) -> Self {
-        self.with(|c| c.responder = c.responder.clone().realm(realm))
+        let responder = self.config.responder.clone().realm(realm);
+        self.responder(responder)
     }
 
     /// Answers rejections with `handler` instead of the RFC 6750 default.
@@ -126,12 +136,16 @@ impl VerifyLayer {
         self,
         handler: impl Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
     ) -> Self {
-        self.with(|c| c.responder = c.responder.clone().handler(handler))
+        let responder = self.config.responder.clone().handler(handler);
+        self.responder(responder)
     }
 
     /// Answers rejections with `responder`.
     pub fn responder(self, responder: Responder) -> Self {
-        self.with(|c| c.responder = responder)
+        self.with(|c| {
+            c.shared_responder = Some(Arc::new(responder.clone()));
+            c.responder = responder;
+        })
     }
 }
 
@@ -180,6 +194,7 @@ where
         let token = match BearerToken::from_headers(request.headers()) {
             Ok(Some(token)) => token,
             Ok(None) if config.optional => {
+                insert_responder(&mut request, config);
                 request.extensions_mut().insert(PassedWithoutToken);
                 return ResponseFuture::ready(self.inner.call(request));
             }
@@ -194,6 +209,7 @@ where
         };
         match config.verifier.verify_now(token.as_str()) {
             Ok(verified) => {
+                insert_responder(&mut request, config);
                 insert(&mut request, verified, token);
                 ResponseFuture::ready(self.inner.call(request))
             }
@@ -227,6 +243,14 @@ impl<S> Verify<S> {
     fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
         self.config.verifier.record(rejection);
         self.config.responder.respond(rejection)
+    }
+}
+
+fn insert_responder<B>(request: &mut Request<B>, config: &Config) {
+    if let Some(responder) = &config.shared_responder {
+        request
+            .extensions_mut()
+            .insert(LayerResponder(responder.clone()));
     }
 }
 
@@ -308,6 +332,7 @@ where
                     match result {
                         Ok((verified, token)) => {
                             let mut request = request.take().expect("polled after completion");
+                            insert_responder(&mut request, config);
                             insert(&mut request, verified, token);
                             let mut service = service.take().expect("polled after completion");
                             ReadyOrRejected::inner(service.call(request))
