@@ -436,10 +436,10 @@ impl Verifier {
                 }) => {
                     // At most one fetch per verification, whatever the token says.
                     if fetched {
-                        return Err(self.reject_after_fetch(issuer, reason, Ok(())));
+                        return Err(self.reject_after_fetch(token, issuer, reason, Ok(())));
                     }
                     if let Err(e) = self.fetch_keys(issuer, generation, reason).await {
-                        return Err(self.reject_after_fetch(issuer, reason, Err(e)));
+                        return Err(self.reject_after_fetch(token, issuer, reason, Err(e)));
                     }
                     fetched = true;
                 }
@@ -454,7 +454,7 @@ impl Verifier {
         self.verify_now(token).map_err(|pending| match pending {
             Pending::Rejected(r) => r,
             Pending::NeedKeys { issuer, reason, .. } => {
-                self.reject_after_fetch(issuer, reason, Ok(()))
+                self.reject_after_fetch(token, issuer, reason, Ok(()))
             }
         })
     }
@@ -466,7 +466,7 @@ impl Verifier {
             Ok(_) => {
                 self.inner.metrics.verified.fetch_add(1, Ordering::Relaxed);
             }
-            Err(Pending::Rejected(r)) => self.record(r),
+            Err(Pending::Rejected(r)) => self.record(r, Some(token)),
             Err(Pending::NeedKeys { .. }) => {}
         }
         result
@@ -487,6 +487,7 @@ impl Verifier {
     /// The rejection when the keys needed are still missing after a fetch (or its back-off).
     pub(crate) fn reject_after_fetch(
         &self,
+        token: &str,
         issuer: usize,
         reason: FetchReason,
         result: Result<(), Error>,
@@ -508,18 +509,28 @@ impl Verifier {
             )
             .with_retry_after(Duration::from_secs(1)),
         };
-        self.record(&rejection);
+        self.record(&rejection, Some(token));
         rejection
     }
 
-    pub(crate) fn record(&self, r: &Rejection) {
+    /// Counts a rejection and logs it with the token's `kid` and `iss` (read only when the
+    /// event is enabled, and never the token itself).
+    pub(crate) fn record(&self, r: &Rejection, token: Option<&str>) {
         self.inner.metrics.reject(r.reason());
-        tracing::debug!(
-            target: "s2s_auth::verify",
-            reason = %r.reason(),
-            description = r.description(),
-            "token rejected"
-        );
+        if tracing::enabled!(target: "s2s_auth::verify", tracing::Level::DEBUG) {
+            let (kid, iss) = token
+                .filter(|t| t.len() <= self.inner.max_token_bytes)
+                .map(peek_kid_and_issuer)
+                .unwrap_or_default();
+            tracing::debug!(
+                target: "s2s_auth::verify",
+                reason = %r.reason(),
+                kid = kid.as_deref(),
+                iss = iss.as_deref(),
+                description = r.description(),
+                "token rejected"
+            );
+        }
     }
 
     fn now(&self) -> u64 {
@@ -834,6 +845,18 @@ impl Verifier {
 
 /// Decodes a header or payload segment, which must hold a JSON object (RFC 7515 §4, RFC 7519
 /// §7.2): serde would otherwise read the header or claims struct from a JSON array, by position.
+/// The `kid` and `iss` of a token, unverified and sanitized, for logs.
+fn peek_kid_and_issuer(token: &str) -> (Option<String>, Option<String>) {
+    let mut parts = token.split('.');
+    let mut member = |name: &str| {
+        let json = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+        let value: serde_json::Value = serde_json::from_slice(&json).ok()?;
+        Some(sanitize(value.get(name)?.as_str()?, 100))
+    };
+    let kid = member("kid");
+    (kid, member("iss"))
+}
+
 fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, Pending> {
     let json = URL_SAFE_NO_PAD.decode(segment).map_err(|_| {
         reject(

@@ -241,7 +241,7 @@ where
 
 impl<S> Verify<S> {
     fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
-        self.config.verifier.record(rejection);
+        self.config.verifier.record(rejection, None);
         self.config.responder.respond(rejection)
     }
 }
