@@ -5,6 +5,12 @@
 //! `cargo test --workspace --all-features`). Needs Node.js 20+ and npm: without them the tests
 //! fail when `CI=true` and are skipped loudly otherwise (see `s2s_tests::peer`).
 
+use axum::{Router, routing::get};
+use jsonwebtoken::Algorithm;
+use s2s_auth::{
+    Code, ErrorKind, Issuer, RequireScope, Verifier, VerifyLayer,
+    token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
+};
 use s2s_tests::peer::{self, Peer};
 
 /// Skips (loudly, outside CI) or fails (in CI) when node is missing.
@@ -183,4 +189,193 @@ async fn peer_token_shapes_and_error_answers() {
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["error"], "invalid_scope");
     assert_eq!(peer.stderr(), "");
+}
+
+fn grant(peer: &Peer, auth_method: &str) -> ClientCredentials {
+    let client = peer.config().client(auth_method);
+    let secret = || {
+        client
+            .client_secret
+            .clone()
+            .expect("a secret client")
+            .into()
+    };
+    let auth = match auth_method {
+        "client_secret_basic" => ClientAuth::SecretBasic(secret()),
+        "client_secret_post" => ClientAuth::SecretPost(secret()),
+        "private_key_jwt" => {
+            ClientAuth::private_key_pem(Algorithm::ES256, peer.client_key_pem().as_bytes(), None)
+                .expect("the peer's client key")
+        }
+        other => panic!("no grant for {other}"),
+    };
+    ClientCredentials::discover(peer.issuer(), &client.client_id).auth(auth)
+}
+
+fn verifier(peer: &Peer, audience: &str) -> Verifier {
+    Verifier::builder()
+        .issuer(Issuer::discover(peer.issuer()))
+        .audience(audience)
+        .require_at_jwt(true)
+        .build()
+        .expect("verifier")
+}
+
+/// The token manager gets a token from oidc-provider with each client authentication method,
+/// through discovery, and the verifier accepts each through discovery too.
+#[tokio::test(flavor = "multi_thread")]
+async fn token_manager_and_verifier_against_oidc_provider() {
+    require_node!();
+    let peer = Peer::start();
+    let audience = peer.config().default_resource.clone();
+    let verifier = verifier(&peer, &audience);
+    for method in [
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
+    ] {
+        let tokens = TokenManager::new(grant(&peer, method).scope("orders:read"))
+            .expect("grant configuration");
+        let token = tokens
+            .token()
+            .await
+            .unwrap_or_else(|e| panic!("{method}: {e}"));
+        assert_eq!(tokens.token().await.unwrap().secret(), token.secret());
+        assert_eq!(
+            tokens.metrics().fetches,
+            1,
+            "{method}: one fetch, then the cache"
+        );
+        let verified = verifier.verify(token.secret()).await.expect(method);
+        let client_id = &peer.config().client(method).client_id;
+        assert_eq!(
+            verified.standard().client_id.as_deref(),
+            Some(client_id.as_str())
+        );
+        assert!(verified.scopes().contains("orders:read"));
+        assert_eq!(verified.algorithm(), Algorithm::ES256);
+    }
+    peer.sync();
+    let auths: Vec<_> = peer
+        .events()
+        .into_iter()
+        .filter(|e| e["route"] == "token")
+        .map(|e| e["auth"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        auths,
+        [
+            "client_secret_basic",
+            "client_secret_post",
+            "private_key_jwt"
+        ]
+    );
+    assert_eq!(verifier.metrics().jwks_fetches, 1);
+    assert_eq!(peer.stderr(), "");
+}
+
+/// An RS256 token whose `aud` is an array, and a token without `scope`, through `VerifyLayer`
+/// and `RequireScope` over real HTTP.
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider() {
+    require_node!();
+    let peer = Peer::start();
+    let billing = "https://billing.interop.test";
+    let app = Router::new()
+        .route("/billing", get(|| async { "billing" }))
+        .route_layer(RequireScope::all(["billing:read"]))
+        .layer(VerifyLayer::new(verifier(&peer, billing)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/billing", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let http = reqwest::Client::new();
+
+    let scoped = TokenManager::new(
+        grant(&peer, "client_secret_post")
+            .scope("billing:read")
+            .resource(billing),
+    )
+    .unwrap();
+    let response = http
+        .get(&url)
+        .bearer_auth(scoped.token().await.unwrap().secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "RS256 token with an aud array");
+
+    let scopeless =
+        TokenManager::new(grant(&peer, "client_secret_basic").resource(billing)).unwrap();
+    let token = scopeless.token().await.unwrap();
+    let response = http
+        .get(&url)
+        .bearer_auth(token.secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "verified, but without billing:read");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "AUTH_102");
+
+    // The same token is for the billing audience, not the orders one.
+    let orders = verifier(&peer, &peer.config().default_resource.clone());
+    let refused = orders.verify(token.secret()).await.unwrap_err();
+    assert_eq!(refused.reason(), s2s_auth::Reason::WrongAudience);
+}
+
+/// The peer restarts with new keys first in its JWKS: a token with a new kid is accepted after
+/// one refetch, and tokens of the old keys still verify while the old keys are published.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_of_the_peer_keys() {
+    require_node!();
+    let mut peer = Peer::start();
+    let audience = peer.config().default_resource.clone();
+    let verifier = verifier(&peer, &audience);
+    let old = TokenManager::new(grant(&peer, "client_secret_basic").scope("orders:read"))
+        .unwrap()
+        .token()
+        .await
+        .unwrap();
+    verifier.verify(old.secret()).await.expect("old kid");
+    peer.sync();
+    let jwks_before = peer.count("jwks");
+
+    tokio::task::block_in_place(|| peer.restart_rotated());
+    let new = TokenManager::new(grant(&peer, "client_secret_basic").scope("orders:read"))
+        .unwrap()
+        .token()
+        .await
+        .unwrap();
+    let verified = verifier.verify(new.secret()).await.expect("new kid");
+    assert_eq!(verified.kid(), Some(peer.signing_kids()[0].as_str()));
+    verifier
+        .verify(old.secret())
+        .await
+        .expect("old kid still published");
+    peer.sync();
+    assert_eq!(peer.count("jwks"), jwks_before + 1, "exactly one refetch");
+}
+
+/// The peer's error answers become typed errors with the stable codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn oauth_errors_of_the_peer_map_to_typed_errors() {
+    require_node!();
+    let peer = Peer::start();
+    let client = peer.config().client("client_secret_basic");
+    let wrong = TokenManager::new(
+        ClientCredentials::discover(peer.issuer(), &client.client_id)
+            .auth(ClientAuth::SecretBasic("wrong-secret".into())),
+    )
+    .unwrap();
+    let err = wrong.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert_eq!(err.code(), Some(Code::InvalidClient));
+    assert_eq!(err.oauth_error(), Some("invalid_client"));
+    assert!(!err.to_string().contains("wrong-secret"), "{err}");
+
+    let greedy = TokenManager::new(grant(&peer, "client_secret_post").scope("admin")).unwrap();
+    let err = greedy.token().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert_eq!(err.code(), Some(Code::InsufficientScope));
+    assert_eq!(err.oauth_error(), Some("invalid_scope"));
 }
