@@ -2,3 +2,4 @@
 
 pub mod keys;
 pub mod peer;
+pub mod token_server;

@@ -48,7 +48,8 @@ impl<T> fmt::Debug for AuthorizeMiddleware<T> {
     }
 }
 
-/// Whether the callee refused the token itself (RFC 6750 §3.1), so a new one may succeed.
+/// Whether the callee refused the token itself (RFC 6750 §3.1), so a new one may succeed. The
+/// `error` value may be a quoted string or a bare token (RFC 7235 §2.1).
 fn refused_as_invalid_token(response: &Response) -> bool {
     response.status() == StatusCode::UNAUTHORIZED
         && response
@@ -60,7 +61,7 @@ fn refused_as_invalid_token(response: &Response) -> bool {
                 v.trim_start()
                     .get(..6)
                     .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
-                    && v.contains("error=\"invalid_token\"")
+                    && (v.contains("error=\"invalid_token\"") || v.contains("error=invalid_token"))
             })
 }
 

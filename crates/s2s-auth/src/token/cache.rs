@@ -37,10 +37,12 @@ pub struct RefreshPolicy {
     pub default_lifetime: Duration,
     /// First retry delay after a failed refresh; it doubles per failure, with jitter...
     pub min_backoff: Duration,
-    /// ...up to this (default 30 s).
+    /// ...up to this (default 30 s). A longer `Retry-After` from the token endpoint is waited
+    /// out, up to this bound too.
     pub max_backoff: Duration,
-    /// After a failed fetch with no token left, callers within this interval get the same
-    /// error at once instead of another request (default 1 s).
+    /// After a failed fetch with no token left, callers within this interval (or the
+    /// endpoint's `Retry-After`, when longer, up to `max_backoff`) get the same error at once
+    /// instead of another request (default 1 s).
     pub retry_interval: Duration,
 }
 
@@ -78,6 +80,11 @@ impl RefreshPolicy {
             .saturating_mul(1 << failures.saturating_sub(1).min(16))
             .min(self.max_backoff);
         base.mul_f64(rand::random_range(0.5..1.0))
+    }
+
+    /// How long the endpoint asked to be left alone after `err` (`Retry-After`), bounded.
+    fn server_delay(&self, err: &Error) -> Duration {
+        err.retry_after().unwrap_or_default().min(self.max_backoff)
     }
 }
 
@@ -215,9 +222,13 @@ impl TokenManager {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .filter(|(at, _)| {
+            .filter(|(at, err)| {
                 shared.attempts.load(Ordering::Acquire) != seen
-                    || at.elapsed() < shared.policy.retry_interval
+                    || at.elapsed()
+                        < shared
+                            .policy
+                            .retry_interval
+                            .max(shared.policy.server_delay(err))
             })
             .map(|(_, e)| e.duplicate());
         if let Some(err) = recent_failure {
@@ -301,13 +312,15 @@ impl TokenManager {
 /// token lasts (and after, so that the next caller finds a token again).
 async fn refresh_loop(weak: Weak<Shared>) {
     let mut failures = 0u32;
+    // What the endpoint's last refusal asked for (`Retry-After`).
+    let mut server_delay = Duration::ZERO;
     loop {
         let wake = {
             let Some(shared) = weak.upgrade() else { return };
             let held = shared.current.load();
             match (&*held, failures) {
                 (Some(held), 0) => held.refresh_at,
-                _ => Instant::now() + shared.policy.backoff(failures.max(1)),
+                _ => Instant::now() + shared.policy.backoff(failures.max(1)).max(server_delay),
             }
         };
         tokio::time::sleep_until(wake).await;
@@ -327,6 +340,7 @@ async fn refresh_loop(weak: Weak<Shared>) {
             Ok(_) => failures = 0,
             Err(err) => {
                 failures = failures.saturating_add(1);
+                server_delay = manager.shared.policy.server_delay(&err);
                 if !err.is_transient() {
                     tracing::error!(
                         client_id = manager.shared.grant.client_id(),
