@@ -134,8 +134,19 @@ pub(crate) fn request_error(e: reqwest::Error, doing: &str) -> Error {
     } else {
         "failed"
     };
-    // reqwest's Display includes the URL, never headers or bodies.
-    Error::transient(format!("{doing} {what}")).with_source(e.without_url())
+    // The innermost cause says what really happened ("connection closed before message
+    // completed"); reqwest's own message is generic. Neither holds headers or bodies.
+    let mut cause: &dyn std::error::Error = &e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    let detail = cause.to_string();
+    let e = e.without_url();
+    if detail == e.to_string() {
+        Error::transient(format!("{doing} {what}")).with_source(e)
+    } else {
+        Error::transient(format!("{doing} {what} ({detail})")).with_source(e)
+    }
 }
 
 /// A short excerpt of a body for an error message: at most 120 characters, control characters
