@@ -554,10 +554,16 @@ impl KeyCache {
 
     /// Fetches the set now unless another fetch completed since `seen_generation` or `reason`'s
     /// back-off applies, in which case it returns at once. Concurrent callers share one fetch.
+    ///
+    /// A fetch for an unknown kid starts the cooldown when it ends without that kid (failed, or
+    /// the kid is not in the new set): a rotation is not an attack, and two rotations in a row
+    /// must not wait for each other. It is stamped at the end, not the start, so that requests
+    /// arriving during the fetch wait for its result instead of being refused.
     pub(crate) async fn fetch(
         &self,
         seen_generation: u64,
         reason: FetchReason,
+        wanted_kid: Option<&str>,
     ) -> Result<(), Error> {
         let shared = &self.shared;
         if let Some(err) = self.backing_off(seen_generation, reason) {
@@ -567,11 +573,6 @@ impl KeyCache {
         // Another caller may have fetched (or failed) while this one waited.
         if let Some(err) = self.backing_off(seen_generation, reason) {
             return err;
-        }
-        if reason == FetchReason::UnknownKid {
-            shared
-                .last_kid_fetch
-                .store(self.now_ms(), Ordering::Relaxed);
         }
         let started = Instant::now();
         let result = shared.fetch_once(&mut jwks_uri).await;
@@ -591,6 +592,10 @@ impl KeyCache {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "fetched key set"
                 );
+                let found = wanted_kid.is_some_and(|kid| keys.kids().any(|k| k == kid));
+                if reason == FetchReason::UnknownKid && !found {
+                    self.start_kid_cooldown();
+                }
                 let keys = keys.reuse_unchanged(&shared.current.load().keys);
                 shared.current.store(Arc::new(Snapshot {
                     keys,
@@ -601,6 +606,9 @@ impl KeyCache {
                 Ok(())
             }
             Err(err) => {
+                if reason == FetchReason::UnknownKid {
+                    self.start_kid_cooldown();
+                }
                 shared
                     .metrics
                     .jwks_fetch_failures
@@ -666,6 +674,11 @@ impl KeyCache {
         }))
     }
 
+    fn start_kid_cooldown(&self) {
+        let now = self.now_ms();
+        self.shared.last_kid_fetch.store(now, Ordering::Relaxed);
+    }
+
     fn now_ms(&self) -> u64 {
         self.shared.epoch.elapsed().as_millis() as u64 + 1
     }
@@ -693,7 +706,7 @@ async fn refresh_loop(weak: Weak<Shared>) {
         let Some(shared) = weak.upgrade() else { return };
         let cache = KeyCache { shared };
         let generation = cache.snapshot().generation;
-        match cache.fetch(generation, FetchReason::Refresh).await {
+        match cache.fetch(generation, FetchReason::Refresh, None).await {
             Ok(()) => {
                 failures = 0;
                 retry_at = None;

@@ -391,6 +391,8 @@ pub(crate) enum Pending {
         issuer: usize,
         generation: u64,
         reason: FetchReason,
+        /// The kid looked for (only on this rare path is it copied).
+        kid: Option<Box<str>>,
     },
 }
 
@@ -433,12 +435,14 @@ impl Verifier {
                     issuer,
                     generation,
                     reason,
+                    kid,
                 }) => {
                     // At most one fetch per verification, whatever the token says.
                     if fetched {
                         return Err(self.reject_after_fetch(token, issuer, reason, Ok(())));
                     }
-                    if let Err(e) = self.fetch_keys(issuer, generation, reason).await {
+                    let fetch = self.fetch_keys(issuer, generation, reason, kid.as_deref());
+                    if let Err(e) = fetch.await {
                         return Err(self.reject_after_fetch(token, issuer, reason, Err(e)));
                     }
                     fetched = true;
@@ -477,9 +481,10 @@ impl Verifier {
         issuer: usize,
         generation: u64,
         reason: FetchReason,
+        wanted_kid: Option<&str>,
     ) -> Result<(), Error> {
         match &self.inner.issuers[issuer].keys {
-            Keys::Remote(cache) => cache.fetch(generation, reason).await,
+            Keys::Remote(cache) => cache.fetch(generation, reason, wanted_kid).await,
             Keys::Static(_) => Ok(()),
         }
     }
@@ -697,6 +702,7 @@ impl Verifier {
                             } else {
                                 FetchReason::UnknownKid
                             },
+                            kid: kid.map(Into::into),
                         });
                     }
                 }
@@ -823,7 +829,7 @@ impl Verifier {
             if let Keys::Remote(cache) = &issuer.keys
                 && !cache.is_loaded()
             {
-                self.fetch_keys(i, 0, FetchReason::Cold).await?;
+                self.fetch_keys(i, 0, FetchReason::Cold, None).await?;
             }
         }
         Ok(())
