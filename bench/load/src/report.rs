@@ -1,0 +1,540 @@
+//! Medians across rounds, ratios, goals, and BENCHMARKS.md.
+
+use std::{collections::BTreeMap, fmt::Write as _, time::SystemTime};
+
+use crate::{
+    configs::{Config, NO_AUTH, Tokens},
+    loadgen::LoadResult,
+    memory::MemoryResult,
+};
+
+/// The validated-token cache counters of one run (VerifyLayer configurations only).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CacheDelta {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+/// One run of one configuration.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub config: &'static str,
+    pub result: LoadResult,
+    pub cache: Option<CacheDelta>,
+}
+
+/// How the run was set up, for the document.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    pub command: String,
+    pub duration_secs: f64,
+    pub warmup_secs: f64,
+    pub rounds: usize,
+    pub connections: usize,
+    pub pool: usize,
+    pub rsa_pool: usize,
+    /// Token length in bytes, per algorithm name.
+    pub token_bytes: BTreeMap<String, usize>,
+    /// Configurations left out, with why.
+    pub skipped: Vec<String>,
+}
+
+/// A configuration's medians across rounds.
+#[derive(Clone, Debug)]
+struct Row {
+    config: Config,
+    rounds: usize,
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+    non_200: BTreeMap<u16, u64>,
+    errors: u64,
+    hit_rate: Option<f64>,
+    wrapped: bool,
+}
+
+/// The comparisons reported besides "× no-auth": (subject, reference).
+const COMPARISONS: &[(&str, &str)] = &[
+    ("verify-hot-es256", "handwritten-hot-es256"),
+    ("verify-hot-es256", "jwt-authorizer-hot-es256"),
+    ("verify-cold-es256", "handwritten-cold-es256"),
+    ("verify-cold-es256", "jwt-authorizer-cold-es256"),
+    ("verify-cold-nocache-es256", "handwritten-cold-es256"),
+    ("verify-cold-nocache-es256", "jwt-authorizer-cold-es256"),
+    ("verify-cold-nocache-rs256", "handwritten-cold-rs256"),
+    ("verify-cold-nocache-rs256", "jwt-authorizer-cold-rs256"),
+];
+
+/// A goal of issue 6, checked on the medians.
+struct Goal {
+    what: &'static str,
+    subject: &'static str,
+    reference: &'static str,
+    /// Throughput ratio at least this, or (with `p99`) p99 ratio at most this.
+    bound: f64,
+    p99: bool,
+}
+
+const GOALS: &[Goal] = &[
+    Goal {
+        what: "hot path ≥ 0.93× no-auth throughput",
+        subject: "verify-hot-es256",
+        reference: NO_AUTH,
+        bound: 0.93,
+        p99: false,
+    },
+    Goal {
+        what: "hot path p99 within 1.2× no-auth",
+        subject: "verify-hot-es256",
+        reference: NO_AUTH,
+        bound: 1.2,
+        p99: true,
+    },
+    Goal {
+        what: "cold ≥ 0.95× hand-written, ES256",
+        subject: "verify-cold-es256",
+        reference: "handwritten-cold-es256",
+        bound: 0.95,
+        p99: false,
+    },
+    Goal {
+        what: "cold ≥ 1.6× jwt-authorizer, ES256",
+        subject: "verify-cold-es256",
+        reference: "jwt-authorizer-cold-es256",
+        bound: 1.6,
+        p99: false,
+    },
+    Goal {
+        what: "cold (cache off) ≥ 0.95× hand-written, RS256",
+        subject: "verify-cold-nocache-rs256",
+        reference: "handwritten-cold-rs256",
+        bound: 0.95,
+        p99: false,
+    },
+    Goal {
+        what: "cold (cache off) ≥ 1.6× jwt-authorizer, RS256",
+        subject: "verify-cold-nocache-rs256",
+        reference: "jwt-authorizer-cold-rs256",
+        bound: 1.6,
+        p99: false,
+    },
+];
+
+/// Memory goal: the cache at its default bound under 64 MiB.
+const MEMORY_GOAL_BYTES: u64 = 64 * 1024 * 1024;
+
+pub struct Report {
+    rows: Vec<Row>,
+    setup: Setup,
+    memory: Option<MemoryResult>,
+}
+
+impl Report {
+    pub fn new(
+        configs: &[Config],
+        samples: &[Sample],
+        setup: Setup,
+        memory: Option<MemoryResult>,
+    ) -> Report {
+        let rows = configs
+            .iter()
+            .filter_map(|config| {
+                let runs: Vec<&Sample> = samples.iter().filter(|s| s.config == config.id).collect();
+                if runs.is_empty() {
+                    return None;
+                }
+                let med =
+                    |f: fn(&LoadResult) -> f64| median(runs.iter().map(|s| f(&s.result)).collect());
+                let mut non_200 = BTreeMap::new();
+                for s in &runs {
+                    for (status, n) in &s.result.non_200 {
+                        *non_200.entry(*status).or_default() += n;
+                    }
+                }
+                let cache =
+                    runs.iter()
+                        .filter_map(|s| s.cache)
+                        .fold(None, |acc: Option<CacheDelta>, c| {
+                            let a = acc.unwrap_or_default();
+                            Some(CacheDelta {
+                                hits: a.hits + c.hits,
+                                misses: a.misses + c.misses,
+                            })
+                        });
+                Some(Row {
+                    config: config.clone(),
+                    rounds: runs.len(),
+                    rps: med(|r| r.rps),
+                    p50_us: med(|r| r.p50_us),
+                    p99_us: med(|r| r.p99_us),
+                    non_200,
+                    errors: runs.iter().map(|s| s.result.errors).sum(),
+                    hit_rate: cache.map(|c| c.hits as f64 / (c.hits + c.misses).max(1) as f64),
+                    wrapped: runs.iter().any(|s| s.result.tokens_wrapped()),
+                })
+            })
+            .collect();
+        Report {
+            rows,
+            setup,
+            memory,
+        }
+    }
+
+    fn row(&self, id: &str) -> Option<&Row> {
+        self.rows.iter().find(|r| r.config.id == id)
+    }
+
+    /// Problems a reader must know about: non-200 answers, transport errors, token lists that
+    /// ran out (a "fresh" run then reused tokens).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for row in &self.rows {
+            if !row.non_200.is_empty() {
+                out.push(format!(
+                    "{}: answers other than 200: {:?}",
+                    row.config.id, row.non_200
+                ));
+            }
+            if row.errors > 0 {
+                out.push(format!(
+                    "{}: {} transport errors",
+                    row.config.id, row.errors
+                ));
+            }
+            if row.wrapped && row.config.tokens == Tokens::Fresh {
+                out.push(format!(
+                    "{}: the fresh-token list ran out and was reused (raise \
+                     --cold-tokens-per-sec); see its cache hit rate",
+                    row.config.id
+                ));
+            }
+        }
+        out
+    }
+
+    /// The tables: results, comparisons, goals (markdown, also what is printed).
+    pub fn tables(&self) -> String {
+        let mut out = String::new();
+        let base = self.row(NO_AUTH);
+        out.push_str(
+            "| configuration | req/s | p50 µs | p99 µs | × no-auth req/s | p99 × no-auth | \
+             cache hits | non-200 |\n|---|--:|--:|--:|--:|--:|--:|--:|\n",
+        );
+        for row in &self.rows {
+            let (rps_ratio, p99_ratio) = base.map_or((f64::NAN, f64::NAN), |b| {
+                (row.rps / b.rps, row.p99_us / b.p99_us)
+            });
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} |",
+                row.config.id,
+                row.rps,
+                row.p50_us,
+                row.p99_us,
+                rps_ratio,
+                p99_ratio,
+                row.hit_rate
+                    .map_or("–".into(), |h| format!("{:.1} %", h * 100.0)),
+                row.non_200.values().sum::<u64>() + row.errors,
+            );
+        }
+
+        let comparisons: Vec<_> = COMPARISONS
+            .iter()
+            .filter_map(|(a, b)| Some((self.row(a)?, self.row(b)?)))
+            .collect();
+        if !comparisons.is_empty() {
+            out.push_str("\n| comparison | req/s ratio | p99 ratio |\n|---|--:|--:|\n");
+            for (a, b) in comparisons {
+                let _ = writeln!(
+                    out,
+                    "| {} ÷ {} | {:.2} | {:.2} |",
+                    a.config.id,
+                    b.config.id,
+                    a.rps / b.rps,
+                    a.p99_us / b.p99_us
+                );
+            }
+        }
+
+        out.push_str("\n| goal (issue 6) | measured | met |\n|---|--:|:-:|\n");
+        for goal in GOALS {
+            let (Some(a), Some(b)) = (self.row(goal.subject), self.row(goal.reference)) else {
+                let _ = writeln!(out, "| {} | not run | – |", goal.what);
+                continue;
+            };
+            let (value, met) = if goal.p99 {
+                let v = a.p99_us / b.p99_us;
+                (v, v <= goal.bound)
+            } else {
+                let v = a.rps / b.rps;
+                (v, v >= goal.bound)
+            };
+            let _ = writeln!(
+                out,
+                "| {} | {value:.2}× | {} |",
+                goal.what,
+                if met { "yes" } else { "no" }
+            );
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                out,
+                "| validated-token cache at its default bound < 64 MiB | {:.1} MiB | {} |",
+                m.growth_bytes as f64 / (1024.0 * 1024.0),
+                if m.growth_bytes < MEMORY_GOAL_BYTES {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+        }
+        out
+    }
+
+    /// The whole BENCHMARKS.md.
+    pub fn markdown(&self) -> String {
+        let s = &self.setup;
+        let mut out = String::from("# Benchmarks\n\n");
+        out.push_str(
+            "Load harness of issue 6: an axum 0.8 hello service (GET / → \"hello\") behind each \
+             kind of authentication, served the same way (one tokio multi-thread runtime, \
+             `axum::serve`, HTTP/1.1, `TCP_NODELAY`), driven by a Rust load generator in a \
+             separate process (hyper 1 client, one keep-alive connection per task, requests \
+             back to back). Generator and server share the machine's cores, as wrk would. \
+             Source: [`bench/load`](bench/load); criterion micro-benchmarks are in \
+             `crates/s2s-auth/benches`.\n\n",
+        );
+        if s.duration_secs < 10.0 || s.rounds < 3 {
+            let _ = writeln!(
+                out,
+                "> **Short run** ({} s × {} round(s)): a smoke test of the harness, not a \
+                 measurement. Re-run with the defaults (10 s × 3 rounds) on an idle machine \
+                 before reading anything into the numbers.\n",
+                s.duration_secs, s.rounds
+            );
+        }
+        out.push_str("## Machine and versions\n\n");
+        let _ = writeln!(out, "- date: {} (UTC)", today());
+        let _ = writeln!(
+            out,
+            "- CPU: {} × {}",
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model()
+        );
+        let _ = writeln!(out, "- memory: {}", mem_total());
+        let _ = writeln!(out, "- kernel: {}", kernel());
+        let _ = writeln!(out, "- {}", env!("LOAD_RUSTC_VERSION"));
+        let _ = writeln!(
+            out,
+            "- crates (bench/load/Cargo.lock): {}",
+            crate_versions()
+        );
+        let _ = writeln!(
+            out,
+            "- tokens: {} (header `{{alg, typ: at+jwt, kid}}`, registered claims, scopes and \
+             Keycloak-like extras)",
+            s.token_bytes
+                .iter()
+                .map(|(alg, n)| format!("{alg} {n} bytes"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            out,
+            "\nCommand: `{}`\n\n{} connections, {} s warm-up then {} s measured per run, {} \
+             round(s) alternating over the configurations (odd rounds in reverse order); each \
+             figure is the median over the rounds.\n",
+            s.command, s.connections, s.warmup_secs, s.duration_secs, s.rounds
+        );
+        out.push_str("## Results\n\n");
+        out.push_str(&self.tables());
+        let problems = self.problems();
+        if !problems.is_empty() {
+            out.push_str("\n**Problems in this run:**\n\n");
+            for p in problems {
+                let _ = writeln!(out, "- {p}");
+            }
+        }
+        if !s.skipped.is_empty() {
+            out.push_str("\nNot measured:\n\n");
+            for p in &s.skipped {
+                let _ = writeln!(out, "- {p}");
+            }
+        }
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                out,
+                "\n## Validated-token cache memory\n\n`s2s-load memory`: a `Verifier` whose cache \
+                 is filled with {} distinct ES256 tokens of {:.0} bytes (its default bound, \
+                 `DEFAULT_TOKEN_CACHE_ENTRIES`); `VmRSS` grew from {} KiB to {} KiB: **{:.1} MiB, \
+                 {:.0} bytes per entry** (the token is stored whole, with its claims and \
+                 decoded payload). A second pass over the same tokens hit the cache {} times \
+                 of {}.",
+                m.entries,
+                m.token_bytes_avg,
+                m.rss_before_kib,
+                m.rss_after_kib,
+                m.growth_bytes as f64 / (1024.0 * 1024.0),
+                m.bytes_per_entry,
+                m.hits_second_pass,
+                m.entries
+            );
+        }
+        out.push_str("\n## How to read\n\n");
+        out.push_str(
+            "- **req/s** is answered requests per second in the measured window; **p50/p99** \
+             the latency of single requests as the generator saw them (connect excluded). \
+             **× no-auth** divides by the baseline of the same run, which cancels most of the \
+             machine's speed; alternating rounds cancel drift. The generator shares the cores \
+             with the server, so absolute req/s understate a dedicated server; the ratios are \
+             what the goals are about.\n\
+             - **cache hits** is the validated-token cache's hit rate during the runs (VerifyLayer \
+             only): ~100 % for hot, ~0 % for cold proves each ran the path it claims to.\n\
+             - **non-200** counts answers other than 200 plus transport errors; anything but 0 \
+             makes the row meaningless.\n\
+             - Hot: one token repeated on every connection (a service-to-service caller reuses \
+             its token for its lifetime). Cold: a token never seen before on every request \
+             (`verify-cold-es256`), or a pool of distinct tokens cycled for verifiers without a \
+             cache, for which every request is a full verification anyway.\n",
+        );
+        let _ = writeln!(
+            out,
+            "- Pools: {} ES256 tokens, {} RS256 tokens (RS256 signing is too slow to sign a \
+             fresh token per request, so RS256 is compared with the cache off).\n\
+             - jwt-authorizer 0.15 (its latest release) depends on axum 0.7 and jsonwebtoken 9 \
+             (ring); its tower `AuthorizationLayer` is mounted on the axum 0.8 router through \
+             a response adapter (`bench/load/src/configs.rs`, `Adapted`), which only wraps \
+             the response type. It runs in JWKS mode (`from_jwks_url`) against the same \
+             endpoint and keys as VerifyLayer, checking iss, aud, exp and nbf.\n\
+             - The hand-written check is an `axum::middleware::from_fn_with_state` calling \
+             `jsonwebtoken::decode` (11, aws-lc-rs) with a `DecodingKey` from the JWK and a \
+             `Validation` for the same alg, iss, aud, exp and nbf.",
+            s.pool, s.rsa_pool
+        );
+        out.push_str("\nConfigurations:\n\n");
+        for row in &self.rows {
+            let _ = writeln!(
+                out,
+                "- `{}` ({} round(s)): {}",
+                row.config.id, row.rounds, row.config.about
+            );
+        }
+        out
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "unknown".into(),
+            |kib| format!("{:.1} GiB", kib / (1024.0 * 1024.0)),
+        )
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |s| format!("Linux {}", s.trim()))
+}
+
+/// Versions of the crates that matter, from this harness's lock file.
+fn crate_versions() -> String {
+    const NAMES: &[&str] = &[
+        "s2s-auth",
+        "axum",
+        "hyper",
+        "tokio",
+        "jsonwebtoken",
+        "aws-lc-rs",
+        "ring",
+        "moka",
+        "jwt-authorizer",
+    ];
+    let lock = include_str!("../Cargo.lock");
+    let mut found: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut name = None;
+    for line in lock.lines() {
+        if let Some(n) = line.strip_prefix("name = ") {
+            name = Some(n.trim_matches('"'));
+        } else if let (Some(v), Some(n)) = (line.strip_prefix("version = "), name.take())
+            && NAMES.contains(&n)
+        {
+            found.entry(n).or_default().push(v.trim_matches('"'));
+        }
+    }
+    NAMES
+        .iter()
+        .filter_map(|n| found.get(n).map(|v| format!("{n} {}", v.join(" + "))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Today's date (UTC), `YYYY-MM-DD`.
+fn today() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{civil_from_days, median};
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_000), (2024, 10, 4));
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+}
