@@ -6,6 +6,19 @@ use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 
 use crate::rejection::{Reason, Rejection};
 
+/// The `b64token` characters of RFC 6750 §2.1 (the `=` padding is checked apart).
+const B64TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        table[i] =
+            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/');
+        i += 1;
+    }
+    table
+};
+
 /// The raw bearer token a request carried, as `VerifyLayer` found it in `Authorization`.
 ///
 /// It is stored in request extensions next to the verified claims so that a service can send the
@@ -29,12 +42,12 @@ impl BearerToken {
         }
         let start = 7 + bytes[7..].iter().take_while(|b| **b == b' ').count();
         let token = &bytes[start..];
-        let is_b64token = |b: &u8| b.is_ascii_alphanumeric() || b"-._~+/".contains(b);
-        let body_len = token.iter().position(|b| *b == b'=').unwrap_or(token.len());
-        if body_len == 0
-            || !token[..body_len].iter().all(is_b64token)
-            || !token[body_len..].iter().all(|b| *b == b'=')
-        {
+        // One pass with a table: this runs on every request, over tokens of about 1 KB.
+        let body_len = token
+            .iter()
+            .position(|b| !B64TOKEN[usize::from(*b)])
+            .unwrap_or(token.len());
+        if body_len == 0 || !token[body_len..].iter().all(|b| *b == b'=') {
             return None;
         }
         Some(BearerToken {
