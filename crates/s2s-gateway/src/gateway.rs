@@ -1,0 +1,571 @@
+//! [`Gateway`]: the routes, their verification stacks and the server loop.
+//!
+//! ```no_run
+//! use s2s_gateway::{Config, Gateway};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_file("gateway.toml")?;
+//! let listener = tokio::net::TcpListener::bind(config.listen()).await?;
+//! let gateway = Gateway::from_config(config).await?;
+//! // Serves until Ctrl-C, then lets in-flight requests finish (bounded by `timeouts.drain`).
+//! gateway
+//!     .serve(listener, async {
+//!         let _ = tokio::signal::ctrl_c().await;
+//!     })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Each request goes through, in order:
+//!
+//! 1. the reserved health paths (`GET`/`HEAD` of `health.liveness` and `health.readiness`),
+//!    answered by the gateway;
+//! 2. path normalization (see the crate docs): an ambiguous path is 400;
+//! 3. routing: the longest matching prefix; its methods decide (405 with `Allow` otherwise);
+//!    no route is 404. None of these reach an upstream;
+//! 4. for a route that is not public: s2s-auth's [`VerifyLayer`] (401/503, RFC 6750), the
+//!    issuer's audiences, then [`RequireScope`] (403 `insufficient_scope`). The answers are the
+//!    layers' own;
+//! 5. the forwarding (see the crate docs): 413, 502 and 504 are the gateway's JSON answers.
+//!
+//! One `tracing` event per request (target `s2s_gateway::access`, level INFO): method, path
+//! (no query), route, status, subject, latency to the response head in µs. Never the token.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use s2s_auth::{
+    Issuer, Reason, Rejection, RequireScope, Responder, Verified, Verifier, VerifyLayer,
+    fetch::HttpOptions,
+};
+use tokio::{net::TcpListener, task::JoinSet};
+use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
+
+use crate::{
+    Body, Error,
+    config::{Access, Config, IssuerConfig, Scopes},
+    path,
+    proxy::{ClientAddr, Identity, Proxy, Target},
+    response::{json, json_error},
+};
+
+type RouteService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
+
+/// The subject of the verified token, carried on the response for the access log.
+#[derive(Clone, Debug)]
+struct Subject(Arc<str>);
+
+/// A verifying reverse proxy, built from a [`Config`]. See the [module docs](self).
+pub struct Gateway {
+    shared: Arc<Shared>,
+    drain_timeout: Duration,
+}
+
+struct Shared {
+    /// Longest prefix first.
+    routes: Vec<Route>,
+    liveness: String,
+    readiness: String,
+    verifier: Option<Verifier>,
+    /// Loads the key sets in the background until they are all there.
+    loader: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Some(loader) = &self.loader {
+            loader.abort();
+        }
+    }
+}
+
+struct Route {
+    prefix: String,
+    methods: Option<Vec<Method>>,
+    service: RouteService,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field(
+                "routes",
+                &self
+                    .shared
+                    .routes
+                    .iter()
+                    .map(|r| (&r.prefix, &r.methods))
+                    .collect::<Vec<_>>(),
+            )
+            .field("verifier", &self.shared.verifier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway: the verifier of every issuer (their key sets start loading in the
+    /// background at once; see [`Gateway::is_ready`]), the upstream client and each route's
+    /// stack. Must be called within a tokio runtime.
+    pub async fn from_config(config: Config) -> Result<Gateway, Error> {
+        let verifier = build_verifier(&config)?;
+        let responder = Responder::default().realm(&config.realm);
+        let proxy = Arc::new(Proxy::new(&config));
+        let auth = Arc::new(AuthContext {
+            issuers: config.issuers.clone(),
+            responder: responder.clone(),
+        });
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            let target = Arc::new(Target {
+                proxy: proxy.clone(),
+                upstream: config.upstreams[route.upstream].clone(),
+                strip_prefix: route.strip_prefix.then(|| route.prefix.clone()),
+            });
+            let forward = tower::service_fn(move |request: Request<Incoming>| {
+                let target = target.clone();
+                async move { Ok::<_, Infallible>(target.forward(request).await) }
+            });
+            let service = match (&route.access, &verifier) {
+                (Access::Public, _) => RouteService::new(forward),
+                (Access::Token(scopes), Some(verifier)) => {
+                    let scoped = match scopes {
+                        None => RouteService::new(forward),
+                        Some(scopes) => {
+                            let layer = match scopes {
+                                Scopes::AllOf(s) => RequireScope::all(s.iter().map(String::as_str)),
+                                Scopes::AnyOf(s) => RequireScope::any(s.iter().map(String::as_str)),
+                            };
+                            RouteService::new(
+                                layer
+                                    .layer(forward)
+                                    .map_response(|r| r.map(|b| b.boxed_unsync())),
+                            )
+                        }
+                    };
+                    let auth = auth.clone();
+                    let after_verify = tower::service_fn(move |request: Request<Incoming>| {
+                        let auth = auth.clone();
+                        let inner = scoped.clone();
+                        async move { Ok::<_, Infallible>(auth.after_verify(request, inner).await) }
+                    });
+                    RouteService::new(
+                        VerifyLayer::new(verifier.clone())
+                            .responder(responder.clone())
+                            .layer(after_verify)
+                            .map_response(|r| r.map(|b| b.boxed_unsync())),
+                    )
+                }
+                (Access::Token(_), None) => {
+                    // Config::from_toml_str refuses this already.
+                    return Err(Error::Auth(s2s_auth::Error::config(format!(
+                        "route `{}` requires a token but no issuer is configured",
+                        route.prefix
+                    ))));
+                }
+            };
+            routes.push(Route {
+                prefix: route.prefix.clone(),
+                methods: route.methods.clone(),
+                service,
+            });
+        }
+        // Longest prefix first; a stable sort keeps the file's order among equal prefixes.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let loader = verifier.clone().map(|v| tokio::spawn(load_keys(v)));
+        Ok(Gateway {
+            shared: Arc::new(Shared {
+                routes,
+                liveness: config.liveness_path.clone(),
+                readiness: config.readiness_path.clone(),
+                verifier,
+                loader,
+            }),
+            drain_timeout: config.drain_timeout,
+        })
+    }
+
+    /// Whether every issuer's key set is loaded (what the readiness path answers). True at
+    /// once when no route needs a token.
+    pub fn is_ready(&self) -> bool {
+        self.shared.verifier.as_ref().is_none_or(Verifier::is_ready)
+    }
+
+    /// The verifier of the configured issuers (none when every route is public), e.g. for its
+    /// [`metrics`](Verifier::metrics).
+    pub fn verifier(&self) -> Option<&Verifier> {
+        self.shared.verifier.as_ref()
+    }
+
+    /// Serves HTTP/1.1 on `listener` until `shutdown` completes; then stops accepting (the
+    /// listener is closed, so new connections are refused), lets in-flight requests finish and
+    /// closes idle connections, waiting at most the configured drain timeout before cutting
+    /// what is left. Returns once every connection is closed.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> io::Result<()> {
+        let graceful = GracefulShutdown::new();
+        let mut http = hyper::server::conn::http1::Builder::new();
+        // The timer enables hyper's header read timeout (30 s): slow-header clients are cut.
+        http.timer(TokioTimer::new());
+        let mut connections = JoinSet::new();
+        let mut shutdown = pin!(shutdown);
+        let mut backoff = Duration::from_millis(5);
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(target: "s2s_gateway", %addr, "listening");
+        }
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => {
+                        backoff = Duration::from_millis(5);
+                        accepted
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little, do not spin.
+                        tracing::warn!(target: "s2s_gateway", error = %e, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(shared.handle(request, peer).await) }
+            });
+            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            connections.spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(target: "s2s_gateway", error = %e, %peer, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        tracing::info!(
+            target: "s2s_gateway",
+            connections = connections.len(),
+            "shutting down: no new connections; draining"
+        );
+        let drained = tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await;
+        if drained.is_err() {
+            tracing::warn!(
+                target: "s2s_gateway",
+                connections = connections.len(),
+                timeout_ms = self.drain_timeout.as_millis() as u64,
+                "drain timeout: closing the connections left"
+            );
+        }
+        connections.shutdown().await;
+        tracing::info!(target: "s2s_gateway", "stopped");
+        Ok(())
+    }
+}
+
+fn build_verifier(config: &Config) -> Result<Option<Verifier>, Error> {
+    if config.issuers.is_empty() {
+        return Ok(None);
+    }
+    let mut builder = Verifier::builder().http(HttpOptions {
+        allow_insecure_http: config.allow_insecure_http,
+        ..HttpOptions::default()
+    });
+    let mut audiences: Vec<&str> = Vec::new();
+    for issuer in &config.issuers {
+        builder = builder.issuer(match &issuer.jwks_url {
+            Some(url) => Issuer::jwks(&issuer.id, url),
+            None => Issuer::discover(&issuer.id),
+        });
+        for a in &issuer.audiences {
+            if !audiences.contains(&a.as_str()) {
+                audiences.push(a);
+            }
+        }
+    }
+    for a in audiences {
+        builder = builder.audience(a);
+    }
+    Ok(Some(builder.build()?))
+}
+
+/// Loads every issuer's key set, retrying with back-off until all are there.
+async fn load_keys(verifier: Verifier) {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match verifier.load_keys().await {
+            Ok(()) if verifier.is_ready() => {
+                tracing::info!(target: "s2s_gateway", "key sets loaded: ready");
+                return;
+            }
+            Ok(()) => {}
+            Err(e) => tracing::warn!(
+                target: "s2s_gateway",
+                error = %e,
+                retry_in_ms = delay.as_millis() as u64,
+                "key sets not loaded yet"
+            ),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// What happens between `VerifyLayer` and `RequireScope`: the issuer's own audiences, and the
+/// identity headers of the verified token.
+struct AuthContext {
+    issuers: Vec<IssuerConfig>,
+    responder: Responder,
+}
+
+#[derive(serde::Deserialize)]
+struct AuthorizedParty {
+    azp: Option<String>,
+}
+
+impl AuthContext {
+    async fn after_verify(
+        &self,
+        mut request: Request<Incoming>,
+        inner: RouteService,
+    ) -> Response<Body> {
+        let Some(verified) = request.extensions().get::<Verified>().cloned() else {
+            return self.reject(&Rejection::new(
+                Reason::MissingLayer,
+                "the gateway lost the verified claims",
+            ));
+        };
+        let claims = verified.standard();
+        let subject = claims.sub.as_deref().map(Arc::<str>::from);
+        // One verifier serves every issuer with the union of the audiences: hold each issuer
+        // to its own.
+        if let Some(issuer) = self.issuers.iter().find(|i| i.id == claims.iss)
+            && !claims.aud.iter().any(|a| issuer.audiences.contains(a))
+        {
+            let rejection = Rejection::new(
+                Reason::WrongAudience,
+                format!(
+                    "the token is not meant for this service: its aud must include `{}`",
+                    issuer.audiences.join("` or `")
+                ),
+            );
+            return with_subject(self.reject(&rejection), subject);
+        }
+        let identity = match identity(&verified) {
+            Ok(identity) => identity,
+            Err(rejection) => return with_subject(self.reject(&rejection), subject),
+        };
+        request.extensions_mut().insert(identity);
+        let response = match inner.oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        with_subject(response, subject)
+    }
+
+    fn reject(&self, rejection: &Rejection) -> Response<Body> {
+        self.responder.respond(rejection).map(crate::proxy::full)
+    }
+}
+
+fn with_subject(mut response: Response<Body>, subject: Option<Arc<str>>) -> Response<Body> {
+    if let Some(s) = subject {
+        response.extensions_mut().insert(Subject(s));
+    }
+    response
+}
+
+/// The identity header values of a verified token. A claim that cannot be a header value
+/// (control characters) refuses the token rather than drop the header silently.
+fn identity(verified: &Verified) -> Result<Identity, Rejection> {
+    let claims = verified.standard();
+    let value = |name: &str, v: &str| {
+        HeaderValue::from_str(v).map_err(|_| {
+            Rejection::new(
+                Reason::Malformed,
+                format!("the token's `{name}` claim holds characters a header cannot carry"),
+            )
+        })
+    };
+    let subject = claims.sub.as_deref().map(|s| value("sub", s)).transpose()?;
+    let client_id = match &claims.client_id {
+        Some(c) => Some(value("client_id", c)?),
+        None => match verified.claims::<AuthorizedParty>() {
+            Ok(AuthorizedParty { azp: Some(azp) }) => Some(value("azp", &azp)?),
+            _ => None,
+        },
+    };
+    let scopes = if claims.scopes.is_empty() {
+        None
+    } else {
+        let joined = claims.scopes.iter().collect::<Vec<_>>().join(" ");
+        Some(value("scope", &joined)?)
+    };
+    Ok(Identity {
+        subject,
+        client_id,
+        scopes,
+    })
+}
+
+impl Shared {
+    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let start = Instant::now();
+        // Both clones are reference counts: nothing is formatted unless the event is enabled.
+        let method = request.method().clone();
+        let uri = request.uri().clone();
+        let (response, route) = self.dispatch(request, peer).await;
+        let subject = response.extensions().get::<Subject>();
+        tracing::info!(
+            target: "s2s_gateway::access",
+            %method,
+            path = %uri.path(),
+            route = %route.unwrap_or("-"),
+            status = response.status().as_u16(),
+            subject = %subject.map_or("-", |s| &*s.0),
+            latency_us = start.elapsed().as_micros() as u64,
+            "request"
+        );
+        response
+    }
+
+    /// The answer, and the prefix of the route that gave it.
+    async fn dispatch(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> (Response<Body>, Option<&str>) {
+        let route = match self.select(request.method(), request.uri().path()) {
+            Selected::Route(route) => route,
+            Selected::Answer(response, route) => return (response, route),
+        };
+        request.extensions_mut().insert(ClientAddr(peer));
+        let response = match route.service.clone().oneshot(request).await {
+            Ok(response) => response,
+            Err(never) => match never {},
+        };
+        (response, Some(&route.prefix))
+    }
+
+    /// The route of a request, or the gateway's own answer.
+    fn select(&self, method: &Method, raw_path: &str) -> Selected<'_> {
+        if raw_path == self.liveness || raw_path == self.readiness {
+            return Selected::Answer(self.health(method, raw_path == self.liveness), None);
+        }
+        if method == Method::CONNECT {
+            return Selected::Answer(
+                json_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "CONNECT is not proxied",
+                ),
+                None,
+            );
+        }
+        let path = match path::normalize(raw_path) {
+            Ok(path) => path,
+            Err(e) if raw_path.starts_with('/') => {
+                return Selected::Answer(
+                    json_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        format!("the request path is refused: {e}"),
+                    ),
+                    None,
+                );
+            }
+            Err(_) => return Selected::Answer(not_found(), None),
+        };
+        let Some(longest) = self
+            .routes
+            .iter()
+            .find(|r| path::matches_prefix(&path, &r.prefix))
+        else {
+            return Selected::Answer(not_found(), None);
+        };
+        let candidates = self.routes.iter().filter(|r| r.prefix == longest.prefix);
+        if let Some(route) = candidates
+            .clone()
+            .find(|r| r.methods.as_ref().is_none_or(|m| m.contains(method)))
+        {
+            return Selected::Route(route);
+        }
+        let mut allowed: Vec<&str> = Vec::new();
+        for m in candidates.flat_map(|r| r.methods.iter().flatten()) {
+            if !allowed.contains(&m.as_str()) {
+                allowed.push(m.as_str());
+            }
+        }
+        let allow = allowed.join(", ");
+        let mut response = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not routed here; allowed: {allow}"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&allow) {
+            response.headers_mut().insert(header::ALLOW, v);
+        }
+        Selected::Answer(response, Some(&longest.prefix))
+    }
+
+    fn health(&self, method: &Method, liveness: bool) -> Response<Body> {
+        if method != Method::GET && method != Method::HEAD {
+            let mut response = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "health paths answer GET and HEAD",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return response;
+        }
+        if liveness {
+            return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
+        }
+        match &self.verifier {
+            Some(v) if !v.is_ready() => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({
+                    "status": "not_ready",
+                    "error_description": "the issuers' key sets are not loaded yet",
+                }),
+            ),
+            _ => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+        }
+    }
+}
+
+/// What routing decided.
+enum Selected<'a> {
+    Route(&'a Route),
+    /// The gateway's own answer, and the route prefix it concerns.
+    Answer(Response<Body>, Option<&'a str>),
+}
+
+fn not_found() -> Response<Body> {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no route of the gateway matches this path",
+    )
+}

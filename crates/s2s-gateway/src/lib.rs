@@ -1,0 +1,96 @@
+//! A verifying reverse proxy: the sidecar that checks bearer tokens before a service sees a
+//! request, for services that cannot link s2s-auth themselves.
+//!
+//! ```no_run
+//! use s2s_gateway::{Config, Gateway};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = Config::from_toml_str(r#"
+//!     listen = "127.0.0.1:8080"
+//!
+//!     [[issuer]]
+//!     id = "https://auth.example.com"
+//!     audiences = ["orders-api"]
+//!
+//!     [upstreams.orders]
+//!     url = "http://127.0.0.1:9000"
+//!
+//!     [[route]]
+//!     prefix = "/orders"
+//!     upstream = "orders"
+//!     scopes.all_of = ["orders:read"]
+//! "#)?;
+//! let listener = tokio::net::TcpListener::bind(config.listen()).await?;
+//! let gateway = Gateway::from_config(config).await?;
+//! gateway.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The binary does the same from a file: `s2s-gateway --config gateway.toml` runs it (SIGTERM
+//! or Ctrl-C shut it down gracefully) and `s2s-gateway check --config gateway.toml` checks the
+//! file, printing every error with its line and column. [`config`] describes the file.
+//!
+//! # What it does to a request
+//!
+//! * **Refuses by default.** Only configured routes are forwarded: a path no route matches is
+//!   404, a method its route does not list is 405, both without touching an upstream and
+//!   without looking at the token (the route table is public knowledge of the gateway; which
+//!   token is missing is not). Paths are normalized before routing and ambiguous ones (dot
+//!   segments, encoded slashes, backslashes) are 400, so that the route checked is the route
+//!   the upstream serves. Matching is case-sensitive.
+//! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScope`, so the answers are theirs
+//!   exactly: 401 with `WWW-Authenticate: Bearer …` and a JSON body with an `AUTH_1xx` code,
+//!   403 `insufficient_scope` naming the scopes, 503 with `Retry-After` while keys cannot be
+//!   loaded. Each issuer's tokens must name one of *that issuer's* audiences.
+//! * **Forwards** method, normalized path, query, headers and bodies, streaming both ways
+//!   (nothing is buffered; request bodies are counted against `limits.max_body_bytes`, 413
+//!   beyond). Removed: hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the headers it
+//!   names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), any
+//!   identity header the client sent (`X-Auth-Subject`, `X-Auth-Client-Id`, `X-Auth-Scopes`
+//!   by default), optionally `Authorization`. Added: the identity headers of the verified
+//!   token (`sub`; `client_id`, else `azp`; the scopes space-separated), `X-Forwarded-For`
+//!   and `Forwarded` (`for`, `proto`, `host`) appended to any the client sent. `Host` becomes
+//!   the upstream's unless `preserve_host`.
+//! * **Fails in JSON**: `{"error", "error_description"}` with 502 `bad_gateway` when the
+//!   upstream cannot be reached, 504 `gateway_timeout` when it does not connect within
+//!   `timeouts.connect` or answer within `timeouts.request`.
+//! * **Answers itself** `GET /healthz` (always 200) and `GET /readyz` (200 once every issuer's
+//!   key set is loaded, else 503); both paths are configurable (`[health]`) and reserved.
+//! * **Logs** one line per request (target `s2s_gateway::access`): method, path, route,
+//!   status, subject, latency. Never the token, nor the query.
+//!
+//! Not supported: HTTP/2 and TLS on either side, protocol upgrades (WebSocket), `CONNECT`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+
+pub mod config;
+pub mod gateway;
+mod path;
+mod proxy;
+mod response;
+
+#[doc(inline)]
+pub use config::Config;
+pub use config::{ConfigError, ConfigErrors, Location};
+#[doc(inline)]
+pub use gateway::Gateway;
+
+/// The body of every response the gateway sends: an upstream's, streamed, or its own.
+pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+
+/// A boxed error, as bodies carry them.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a gateway could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration has errors.
+    #[error("invalid configuration:\n{0}")]
+    Config(#[from] ConfigErrors),
+    /// The verifier could not be built from the issuers.
+    #[error("cannot set up token verification: {0}")]
+    Auth(#[from] s2s_auth::Error),
+}

@@ -1,0 +1,422 @@
+//! Forwarding one request to its upstream and its answer back, bodies streamed both ways.
+
+use std::{
+    error::Error as StdError,
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Duration,
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::{
+    HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
+    uri::PathAndQuery,
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioTimer},
+};
+
+use crate::{
+    Body,
+    config::{Config, IdentityHeaders, UpstreamConfig},
+    path,
+    response::json_error,
+};
+
+/// The peer address of the connection a request came on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+
+/// The identity headers to send, built from the verified token.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Identity {
+    pub(crate) subject: Option<HeaderValue>,
+    pub(crate) client_id: Option<HeaderValue>,
+    pub(crate) scopes: Option<HeaderValue>,
+}
+
+type UpstreamClient = Client<HttpConnector, Limited<Incoming>>;
+
+/// What every route's forwarding shares: the client (and its connection pool) and the rules.
+pub(crate) struct Proxy {
+    client: UpstreamClient,
+    request_timeout: Duration,
+    max_body_bytes: u64,
+    identity: IdentityHeaders,
+    strip_authorization: bool,
+    preserve_host: bool,
+}
+
+/// Where one route forwards to.
+pub(crate) struct Target {
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) upstream: UpstreamConfig,
+    /// The route prefix to remove from the path, when the route says so.
+    pub(crate) strip_prefix: Option<String>,
+}
+
+impl Proxy {
+    pub(crate) fn new(config: &Config) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Proxy {
+            client,
+            request_timeout: config.request_timeout,
+            max_body_bytes: config.max_body_bytes,
+            identity: config.identity.clone(),
+            strip_authorization: config.strip_authorization,
+            preserve_host: config.preserve_host,
+        }
+    }
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Failure {
+    Timeout,
+    TooLarge,
+    Unreachable(String),
+}
+
+impl Target {
+    /// Forwards `request` and returns the upstream's answer, or the gateway's JSON answer when
+    /// the upstream cannot be reached in time. Never fails.
+    pub(crate) async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
+        let proxy = &*self.proxy;
+        if let Some(length) = content_length(request.headers())
+            && length > proxy.max_body_bytes
+        {
+            return too_large(proxy.max_body_bytes);
+        }
+        let (mut parts, body) = request.into_parts();
+        let uri = match self.upstream_uri(&parts.uri) {
+            Some(uri) => uri,
+            None => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "the request path cannot be forwarded",
+                );
+            }
+        };
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+        let identity = parts.extensions.remove::<Identity>().unwrap_or_default();
+        let original_host = parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
+
+        let headers = &mut parts.headers;
+        remove_hop_by_hop(headers);
+        let names = &proxy.identity;
+        for name in [&names.subject, &names.client_id, &names.scopes] {
+            headers.remove(name);
+        }
+        // The gateway answered any `Expect: 100-continue` itself and streams the body at once.
+        headers.remove(header::EXPECT);
+        if proxy.strip_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if !proxy.preserve_host {
+            // The client sets it from the upstream URI.
+            headers.remove(header::HOST);
+        }
+        if let Some(v) = identity.subject {
+            headers.insert(names.subject.clone(), v);
+        }
+        if let Some(v) = identity.client_id {
+            headers.insert(names.client_id.clone(), v);
+        }
+        if let Some(v) = identity.scopes {
+            headers.insert(names.scopes.clone(), v);
+        }
+        if let Some(ip) = client {
+            append_list(headers, X_FORWARDED_FOR, ip.to_string().as_bytes());
+            append_list(
+                headers,
+                header::FORWARDED,
+                forwarded_element(ip, original_host.as_ref()).as_bytes(),
+            );
+        }
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        let limit = usize::try_from(proxy.max_body_bytes).unwrap_or(usize::MAX);
+        let request = Request::from_parts(parts, Limited::new(body, limit));
+
+        let exchange = proxy.client.request(request);
+        let failure = match tokio::time::timeout(proxy.request_timeout, exchange).await {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                let body = body.map_err(Into::into).boxed_unsync();
+                return Response::from_parts(parts, body);
+            }
+            Ok(Err(e)) => classify(&e),
+            Err(_) => Failure::Timeout,
+        };
+        let name = &self.upstream.name;
+        match failure {
+            Failure::Timeout => {
+                tracing::warn!(upstream = %name, "upstream timed out");
+                json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "gateway_timeout",
+                    format!(
+                        "upstream `{name}` did not answer within {} ms",
+                        proxy.request_timeout.as_millis()
+                    ),
+                )
+            }
+            Failure::TooLarge => too_large(proxy.max_body_bytes),
+            Failure::Unreachable(cause) => {
+                tracing::warn!(upstream = %name, cause = %cause, "upstream unreachable");
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "bad_gateway",
+                    format!("upstream `{name}` could not be reached ({cause})"),
+                )
+            }
+        }
+    }
+
+    /// The upstream URI: its scheme and authority, its base path, the request's normalized
+    /// path (less the route prefix when stripped) and query.
+    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+        let normal = path::normalize(uri.path()).ok()?;
+        let mut rest: &str = &normal;
+        if let Some(prefix) = &self.strip_prefix {
+            rest = rest.strip_prefix(prefix.trim_end_matches('/'))?;
+        }
+        let base = &self.upstream.base_path;
+        let query = uri.query();
+        let mut pq =
+            BytesMut::with_capacity(base.len() + rest.len() + 1 + query.map_or(0, |q| q.len() + 1));
+        pq.put_slice(base.as_bytes());
+        if !rest.starts_with('/') {
+            pq.put_u8(b'/');
+        }
+        pq.put_slice(rest.as_bytes());
+        if let Some(q) = query {
+            pq.put_u8(b'?');
+            pq.put_slice(q.as_bytes());
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.upstream.scheme.clone());
+        parts.authority = Some(self.upstream.authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(pq.freeze()).ok()?);
+        Uri::from_parts(parts).ok()
+    }
+}
+
+fn too_large(max: u64) -> Response<Body> {
+    json_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the request body exceeds the gateway's limit of {max} bytes"),
+    )
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
+    let mut source: Option<&(dyn StdError + 'static)> = Some(error);
+    let mut io_kind = None;
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return Failure::TooLarge;
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut {
+                return Failure::Timeout;
+            }
+            io_kind.get_or_insert(io.kind());
+        }
+        source = e.source();
+    }
+    let cause = match io_kind {
+        Some(io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
+        Some(io::ErrorKind::ConnectionReset) => "connection reset".to_owned(),
+        Some(kind) if error.is_connect() => format!("connect failed: {kind}"),
+        _ if error.is_connect() => "connect failed".to_owned(),
+        _ => "the connection failed before a complete answer".to_owned(),
+    };
+    Failure::Unreachable(cause)
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Whether `name` is hop-by-hop by RFC 9110 §7.6.1 (and the de-facto `Proxy-*` and
+/// `Keep-Alive`): such headers describe one connection and are never forwarded.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    ) || name.as_str().starts_with("proxy-")
+}
+
+/// Headers a `Connection` list may not remove: the message would lose its framing or target.
+const NOT_CONNECTION_OPTIONS: &[&str] = &["host", "content-length", "content-type"];
+
+/// Removes hop-by-hop headers: the fixed ones and those the `Connection` header names.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !NOT_CONNECTION_OPTIONS.contains(&n.as_str()))
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    // Few headers are hop-by-hop: look for them rather than scan names by prefix unless a
+    // `proxy-` header is there.
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::PROXY_AUTHENTICATE,
+    ] {
+        headers.remove(name);
+    }
+    if headers.keys().any(|n| n.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| n.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for name in proxy {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Appends `value` to the comma-separated list `name` (several fields are joined into one).
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
+    let mut joined = BytesMut::new();
+    for existing in headers.get_all(&name) {
+        joined.put_slice(existing.as_bytes());
+        joined.put_slice(b", ");
+    }
+    joined.put_slice(value);
+    if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
+        headers.insert(name, v);
+    }
+}
+
+/// One `Forwarded` element (RFC 7239): `for`, `proto` and, when it can be written, `host`.
+fn forwarded_element(client: IpAddr, host: Option<&HeaderValue>) -> String {
+    let mut element = match client {
+        IpAddr::V4(ip) => format!("for={ip}"),
+        IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+    };
+    element.push_str(";proto=http");
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        let is_token = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if is_token {
+            element.push_str(";host=");
+            element.push_str(host);
+        } else if host
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+        {
+            element.push_str(";host=\"");
+            element.push_str(host);
+            element.push('"');
+        }
+    }
+    element
+}
+
+/// A response with a fixed body.
+pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_with_those_connection_names() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret, Content-Length"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("x-other", "1"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-foo", "1"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-length", "3"),
+            ("x-kept", "1"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        remove_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, vec!["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_lists_are_appended() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
+        append_list(&mut h, X_FORWARDED_FOR, b"127.0.0.1");
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+    }
+
+    #[test]
+    fn forwarded_elements_quote_what_needs_it() {
+        let v4: IpAddr = "192.0.2.1".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(
+            forwarded_element(v4, Some(&HeaderValue::from_static("example.com"))),
+            "for=192.0.2.1;proto=http;host=example.com"
+        );
+        assert_eq!(
+            forwarded_element(v6, Some(&HeaderValue::from_static("example.com:8080"))),
+            "for=\"[2001:db8::1]\";proto=http;host=\"example.com:8080\""
+        );
+        assert_eq!(
+            forwarded_element(v4, Some(&HeaderValue::from_static("a\"b"))),
+            "for=192.0.2.1;proto=http"
+        );
+    }
+}

@@ -1,0 +1,278 @@
+//! The `s2s-gateway` binary as an operator runs it: `check` on good and bad files, and a real
+//! process stopped with SIGTERM while a request is in flight. The upstream is a hyper server
+//! in this test that holds the request until the test releases it ([`Notify`]); every wait is
+//! bounded, none sleeps for a race.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::SocketAddr,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::{Request, Response, StatusCode, body::Bytes};
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::TcpListener,
+    sync::{Notify, mpsc},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_s2s-gateway");
+
+/// A file in the temp directory, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("s2s-gateway-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+#[test]
+fn check_prints_every_error_with_its_location() {
+    let file = TempFile::new(
+        "bad",
+        r#"listen = "localhost"
+
+[upstreams.app]
+url = "http://127.0.0.1:9000"
+
+[[route]]
+prefix = "/orders"
+upstream = "ap"
+methods = ["GET", "get"]
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&file.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let name = file.0.display().to_string();
+    for (location, message) in [
+        ("1:10", "`localhost` is not a socket address"),
+        ("8:12", "unknown upstream `ap`; known: `app`"),
+        ("9:19", "`get` is not an HTTP method"),
+    ] {
+        assert!(
+            stderr.contains(&format!("{name}:{location}: error: {message}")),
+            "{location} {message}:\n{stderr}"
+        );
+    }
+    // A route needs a token, and no issuer is configured: reported without a location.
+    assert!(
+        stderr.contains(&format!("{name}: error: routes require tokens")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 errors"), "{stderr}");
+    // The source line and a caret under the value.
+    assert!(
+        stderr.contains("8 | upstream = \"ap\"\n  |            ^^^^\n"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_accepts_a_good_file_and_a_syntax_error_is_located() {
+    let good = TempFile::new(
+        "good",
+        r#"
+[[issuer]]
+id = "https://auth.example.com"
+audiences = ["orders-api"]
+
+[upstreams.app]
+url = "http://127.0.0.1:9000"
+
+[[route]]
+prefix = "/"
+upstream = "app"
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good.0)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("ok (1 routes, 1 issuers, 1 upstreams; listens on 127.0.0.1:8080)"),
+        "{stdout}"
+    );
+
+    let syntax = TempFile::new("syntax", "[[route]]\nprefix = \"/\"\nupstream = app\n");
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&syntax.0)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!("{}:3:12: error:", syntax.0.display())),
+        "{stderr}"
+    );
+
+    // A file that is not there.
+    let out = Command::new(BIN)
+        .args(["check", "--config", "/nonexistent/gateway.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("cannot read")
+    );
+}
+
+/// An upstream whose every request waits for `release`, signalling `arrived` first.
+async fn holding_upstream() -> (SocketAddr, Arc<Notify>, Arc<Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let arrived = Arc::new(Notify::new());
+    let release = Arc::new(Notify::new());
+    let (a, r) = (arrived.clone(), release.clone());
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (a, r) = (a.clone(), r.clone());
+            let service =
+                hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                    let (a, r) = (a.clone(), r.clone());
+                    async move {
+                        a.notify_one();
+                        r.notified().await;
+                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"done"))))
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, arrived, release)
+}
+
+#[tokio::test]
+async fn sigterm_stops_accepting_and_finishes_the_requests_in_flight() {
+    let (upstream, arrived, release) = holding_upstream().await;
+    let config = TempFile::new(
+        "sigterm",
+        &format!(
+            r#"listen = "127.0.0.1:0"
+
+[upstreams.app]
+url = "http://{upstream}"
+
+[[route]]
+prefix = "/"
+upstream = "app"
+public = true
+"#
+        ),
+    );
+    let mut child = tokio::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&config.0)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Read the log as it comes (the pipe must never fill); hand each line to the test.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let addr: SocketAddr = within("the listening line", async {
+        loop {
+            let line = rx
+                .recv()
+                .await
+                .expect("the gateway exited before listening");
+            log.push(line.clone());
+            if line.contains("listening")
+                && let Some(addr) = line.split("addr=").nth(1)
+            {
+                break addr.trim().parse().unwrap();
+            }
+        }
+    })
+    .await;
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let request = Request::get(format!("http://{addr}/work"))
+        .body(Empty::new())
+        .unwrap();
+    let in_flight = tokio::spawn(client.request(request));
+    within("the request at the upstream", arrived.notified()).await;
+
+    let pid = child.id().unwrap().to_string();
+    let kill = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(kill.success());
+    within("new connections refused", async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the gateway exited with a request in flight"
+    );
+
+    release.notify_one();
+    let response = within("the in-flight answer", in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "done");
+    let status = within("the gateway to exit", child.wait()).await.unwrap();
+    assert!(status.success(), "{status}");
+    // The child has exited: its log ends.
+    within("the end of the log", async {
+        while let Some(line) = rx.recv().await {
+            log.push(line);
+        }
+    })
+    .await;
+    let log = log.join("\n");
+    assert!(log.contains("SIGTERM: shutting down"), "{log}");
+    assert!(log.contains("status=200"), "{log}");
+    assert!(log.contains("stopped"), "{log}");
+}

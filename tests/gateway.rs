@@ -1,0 +1,1364 @@
+//! s2s-gateway end to end, over real HTTP on 127.0.0.1: a [`KeyServer`] publishes the keys, an
+//! [`Upstream`] (a hyper server that records and counts what reaches it) stands for the
+//! protected service, the gateway runs in-process on its own port, and a hyper client calls it.
+//!
+//! Nothing sleeps to wait for a race: the upstream and the tests hand each other [`Notify`]
+//! signals, and waits are bounded ([`within`], [`wait_until`]). The 100 MB streaming tests prove
+//! "no buffering" by construction: the sender stops half-way until the receiver has seen bytes,
+//! which a buffering proxy would never deliver.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use futures_util::stream;
+use http_body_util::{BodyExt, Empty, Full, StreamBody, combinators::BoxBody};
+use hyper::{
+    HeaderMap, Method, Request, Response, StatusCode,
+    body::{Bytes, Frame, Incoming},
+    header::{self, HeaderValue},
+};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+};
+use jsonwebtoken::Algorithm;
+use s2s_auth::{Issuer, RequireScope, Verifier, VerifyLayer};
+use s2s_gateway::{Config, Gateway};
+use s2s_tests::keys::{self, Behavior, KeyServer, TestKey};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, sync::Notify, task::JoinSet};
+use tower::{Layer as _, ServiceExt as _};
+
+const AUD: &str = "orders-api";
+const REALM: &str = "orders";
+const MB: u64 = 1024 * 1024;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type ClientBody = BoxBody<Bytes, BoxError>;
+
+// ---------------------------------------------------------------------------------------------
+// Bounded waits
+// ---------------------------------------------------------------------------------------------
+
+/// Awaits `future` for at most 10 s.
+async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Polls `condition` until it holds, for at most 10 s.
+async fn wait_until<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    within(what, async {
+        while !condition().await {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The upstream
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct UpstreamState {
+    requests: AtomicUsize,
+    /// `/hold` and `/slow`: notified on arrival, answer once released.
+    arrived: Notify,
+    release: Notify,
+    /// `/upload`: bytes received, and a signal at the first ones.
+    uploaded: AtomicU64,
+    upload_started: Notify,
+    /// `/download`: the client signals its first bytes here.
+    download_seen: Notify,
+}
+
+/// A real HTTP/1.1 server on 127.0.0.1:0 standing for the protected service. Dropping it closes
+/// the listener and every connection.
+struct Upstream {
+    addr: SocketAddr,
+    state: Arc<UpstreamState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(UpstreamState::default());
+        let task = tokio::spawn(serve_upstream(listener, state.clone()));
+        Upstream { addr, state, task }
+    }
+
+    fn requests(&self) -> usize {
+        self.state.requests.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_upstream(listener: TcpListener, state: Arc<UpstreamState>) {
+    let mut connections = JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            Ok((stream, _)) = listener.accept() => stream,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |request| upstream(state.clone(), request));
+        connections.spawn(async move {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+
+async fn upstream(
+    state: Arc<UpstreamState>,
+    request: Request<Incoming>,
+) -> Result<Response<ClientBody>, Infallible> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    let target = request.uri().to_string();
+    let path = request.uri().path().to_owned();
+    if path.starts_with("/hold") || path.starts_with("/slow") {
+        state.arrived.notify_one();
+        state.release.notified().await;
+        return Ok(Response::new(full("released")));
+    }
+    if path.starts_with("/upload") {
+        let mut body = request.into_body();
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            if n > 0 && state.uploaded.fetch_add(n, Ordering::SeqCst) == 0 {
+                state.upload_started.notify_one();
+            }
+        }
+        let n = state.uploaded.load(Ordering::SeqCst);
+        return Ok(Response::new(full(json!({ "bytes": n }).to_string())));
+    }
+    if path.starts_with("/download") {
+        // 100 MB; half-way, wait until the client has seen bytes (bounded), else fail the body.
+        let total = 100 * MB / CHUNK.len() as u64;
+        let body = stream::unfold(0u64, move |i| {
+            let state = state.clone();
+            async move {
+                if i == total {
+                    return None;
+                }
+                if i == total / 2 {
+                    let seen = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        state.download_seen.notified(),
+                    )
+                    .await;
+                    if seen.is_err() {
+                        let e: BoxError = "the client saw nothing of the first 50 MB".into();
+                        return Some((Err(e), total));
+                    }
+                }
+                Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
+            }
+        });
+        let mut response = Response::new(BodyExt::boxed(StreamBody::new(body)));
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(100 * MB));
+        return Ok(response);
+    }
+    // Anything else: echo what arrived, with hop-by-hop headers of the upstream's own.
+    let mut headers = serde_json::Map::new();
+    for name in request.headers().keys() {
+        let values: Vec<Value> = request
+            .headers()
+            .get_all(name)
+            .iter()
+            .map(|v| Value::from(v.to_str().unwrap_or("<binary>")))
+            .collect();
+        headers.insert(name.as_str().to_owned(), Value::from(values));
+    }
+    let echo = json!({
+        "method": request.method().as_str(),
+        "target": target,
+        "headers": headers,
+    });
+    let mut response = Response::new(full(echo.to_string()));
+    let h = response.headers_mut();
+    h.insert("x-upstream", HeaderValue::from_static("yes"));
+    h.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("x-upstream-hop"),
+    );
+    h.insert("x-upstream-hop", HeaderValue::from_static("1"));
+    h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+    h.insert("proxy-authenticate", HeaderValue::from_static("Basic"));
+    Ok(response)
+}
+
+fn full(data: impl Into<Bytes>) -> ClientBody {
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> ClientBody {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway and its callers
+// ---------------------------------------------------------------------------------------------
+
+/// A gateway serving in-process on 127.0.0.1:0.
+struct Running {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<io::Result<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn start(config: &str) -> Running {
+    let config = Config::from_toml_str(config).unwrap_or_else(|e| panic!("{e}\n{config}"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gateway = Gateway::from_config(config).await.unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(gateway.serve(listener, async {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        shutdown: Some(tx),
+        task,
+    }
+}
+
+/// The test configuration: `top` goes before the tables, `tables` after the standard ones.
+fn config(keys: &KeyServer, upstream: &Upstream, top: &str, tables: &str) -> String {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    format!(
+        r#"
+realm = "{REALM}"
+{top}
+
+[[issuer]]
+id = "{issuer}"
+jwks_url = "{jwks}"
+audiences = ["{AUD}"]
+
+[upstreams.app]
+url = "http://{up}"
+
+[upstreams.down]
+url = "http://{dead}"
+
+[[route]]
+prefix = "/orders"
+methods = ["GET", "HEAD"]
+upstream = "app"
+scopes.any_of = ["orders:read", "orders:admin"]
+
+[[route]]
+prefix = "/orders"
+methods = ["POST"]
+upstream = "app"
+scopes.all_of = ["orders:write"]
+
+[[route]]
+prefix = "/admin"
+upstream = "app"
+scopes.all_of = ["orders:admin"]
+
+[[route]]
+prefix = "/any"
+upstream = "app"
+
+[[route]]
+prefix = "/public"
+upstream = "app"
+public = true
+
+[[route]]
+prefix = "/hold"
+upstream = "app"
+public = true
+
+[[route]]
+prefix = "/slow"
+upstream = "app"
+public = true
+
+[[route]]
+prefix = "/upload"
+upstream = "app"
+public = true
+
+[[route]]
+prefix = "/download"
+upstream = "app"
+public = true
+
+[[route]]
+prefix = "/down"
+upstream = "down"
+public = true
+
+[limits]
+max_body_bytes = 209715200
+{tables}
+"#,
+        issuer = keys.issuer(),
+        jwks = keys.jwks_url(),
+        up = upstream.addr,
+    )
+}
+
+/// Key server, signing key, upstream: what most tests start with.
+struct World {
+    keys: KeyServer,
+    key: TestKey,
+    upstream: Upstream,
+}
+
+impl World {
+    async fn new() -> World {
+        let key = TestKey::generate(Algorithm::ES256, "k1");
+        let keys = KeyServer::start().await;
+        keys.set_keys(&[&key]);
+        World {
+            keys,
+            key,
+            upstream: Upstream::start().await,
+        }
+    }
+
+    fn config(&self, top: &str, tables: &str) -> String {
+        config(&self.keys, &self.upstream, top, tables)
+    }
+
+    /// A token with the standard claims (`sub` = `client_id` = svc-orders) and `scope`.
+    fn token(&self, scope: &str) -> String {
+        let mut claims = keys::claims(&self.keys.issuer(), AUD);
+        claims["scope"] = scope.into();
+        self.key.sign(&claims)
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+fn client() -> Client<HttpConnector, ClientBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn send(addr: SocketAddr, request: Request<ClientBody>) -> Answer {
+    let (parts, body) = request.into_parts();
+    let uri = format!("http://{addr}{}", parts.uri);
+    let mut request = Request::from_parts(parts, body);
+    *request.uri_mut() = uri.parse().unwrap();
+    let response = within("the gateway's answer", client().request(request))
+        .await
+        .expect("the gateway answers");
+    let (parts, body) = response.into_parts();
+    let body = within("the body", body.collect()).await.unwrap().to_bytes();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// `method path` with `headers` and no body.
+async fn call(addr: SocketAddr, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut request = Request::builder().method(method).uri(path);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    send(addr, request.body(empty()).unwrap()).await
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+fn header<'a>(echo: &'a Value, name: &str) -> Option<&'a str> {
+    let values = echo["headers"].get(name)?.as_array()?;
+    assert_eq!(
+        values.len(),
+        1,
+        "{name} sent {} times: {values:?}",
+        values.len()
+    );
+    values[0].as_str()
+}
+
+/// The answer s2s-auth's own `VerifyLayer` (+ `RequireScope`) gives to the same request, from a
+/// verifier of its own over the same key server.
+async fn reference(
+    keys: &KeyServer,
+    scope: Option<RequireScope>,
+    authorization: Option<&str>,
+) -> Answer {
+    let verifier = Verifier::builder()
+        .issuer(Issuer::jwks(keys.issuer(), keys.jwks_url()))
+        .audience(AUD)
+        .build()
+        .unwrap();
+    let handler = tower::service_fn(|_: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"handler"))))
+    });
+    let mut request = Request::builder().uri("/x");
+    if let Some(a) = authorization {
+        request = request.header(header::AUTHORIZATION, a);
+    }
+    let request = request.body(()).unwrap();
+    let verify = VerifyLayer::new(verifier).realm(REALM);
+    let response = match scope {
+        Some(scope) => {
+            let r = verify
+                .layer(scope.layer(handler))
+                .oneshot(request)
+                .await
+                .unwrap();
+            r.map(|b| b.boxed_unsync())
+        }
+        None => verify
+            .layer(handler)
+            .oneshot(request)
+            .await
+            .unwrap()
+            .map(|b| b.boxed_unsync()),
+    };
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+/// The gateway's answer is the reference's: status, challenge, content type, caching, body.
+fn assert_same_answer(gateway: &Answer, reference: &Answer, case: &str) {
+    assert_eq!(gateway.status, reference.status, "{case}");
+    for name in [
+        header::WWW_AUTHENTICATE,
+        header::CONTENT_TYPE,
+        header::CACHE_CONTROL,
+        header::RETRY_AFTER,
+    ] {
+        assert_eq!(
+            gateway.headers.get(&name),
+            reference.headers.get(&name),
+            "{case}: {name}"
+        );
+    }
+    assert_eq!(gateway.body, reference.body, "{case}: body");
+}
+
+fn assert_gateway_error(answer: &Answer, status: StatusCode, error: &str) {
+    assert_eq!(answer.status, status, "{:?}", answer.body);
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+    let body = answer.json();
+    assert_eq!(body["error"], error, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forwarding
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let token = world.token("orders:read orders:write");
+    let host = gateway.addr.to_string();
+    let answer = call(
+        gateway.addr,
+        Method::GET,
+        "/orders/42?expand=lines&x=%20y",
+        &[
+            ("authorization", &bearer(&token)),
+            ("x-custom", "kept"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("forwarded", "for=203.0.113.7"),
+            // Hop-by-hop: the fixed ones and those `Connection` names.
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "secret"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("upgrade", "websocket"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    let echo = answer.json();
+    assert_eq!(echo["method"], "GET");
+    assert_eq!(echo["target"], "/orders/42?expand=lines&x=%20y");
+    assert_eq!(header(&echo, "x-auth-subject"), Some("svc-orders"));
+    assert_eq!(header(&echo, "x-auth-client-id"), Some("svc-orders"));
+    assert_eq!(
+        header(&echo, "x-auth-scopes"),
+        Some("orders:read orders:write")
+    );
+    assert_eq!(
+        header(&echo, "authorization"),
+        Some(bearer(&token).as_str())
+    );
+    assert_eq!(header(&echo, "x-custom"), Some("kept"));
+    assert_eq!(
+        header(&echo, "host"),
+        Some(world.upstream.addr.to_string().as_str())
+    );
+    assert_eq!(
+        header(&echo, "x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(
+        header(&echo, "forwarded"),
+        Some(format!("for=203.0.113.7, for=127.0.0.1;proto=http;host=\"{host}\"").as_str())
+    );
+    for hop in [
+        "x-hop",
+        "keep-alive",
+        "te",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert_eq!(header(&echo, hop), None, "{hop} was forwarded: {echo}");
+    }
+    // The connection header the upstream received is its own hop's (hyper's keep-alive), not
+    // the client's list.
+    assert!(
+        header(&echo, "connection").is_none_or(|c| !c.contains("x-hop")),
+        "{echo}"
+    );
+    // The answer comes back without the upstream's hop-by-hop headers.
+    assert_eq!(answer.headers["x-upstream"], "yes");
+    for hop in ["x-upstream-hop", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            answer.headers.get(hop).is_none(),
+            "{hop} came back: {:?}",
+            answer.headers
+        );
+    }
+    assert_eq!(world.upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn spoofed_identity_headers_never_reach_the_upstream() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let spoofed = [
+        ("x-auth-subject", "admin"),
+        ("X-Auth-Subject", "root"),
+        ("x-auth-client-id", "billing"),
+        ("x-auth-scopes", "orders:admin"),
+    ];
+    // A protected route: the verified values replace the client's.
+    let token = world.token("orders:read");
+    let mut headers = vec![("authorization", bearer(&token))];
+    headers.extend(spoofed.iter().map(|(k, v)| (*k, v.to_string())));
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let echo = call(gateway.addr, Method::GET, "/orders", &headers)
+        .await
+        .json();
+    assert_eq!(header(&echo, "x-auth-subject"), Some("svc-orders"));
+    assert_eq!(header(&echo, "x-auth-client-id"), Some("svc-orders"));
+    assert_eq!(header(&echo, "x-auth-scopes"), Some("orders:read"));
+    // The spoofed admin scope did not open the admin route either.
+    let admin = call(gateway.addr, Method::GET, "/admin", &headers).await;
+    assert_eq!(admin.status, StatusCode::FORBIDDEN);
+    // A public route: none at all.
+    let echo = call(gateway.addr, Method::GET, "/public/page", &spoofed)
+        .await
+        .json();
+    for (name, _) in spoofed {
+        assert_eq!(header(&echo, &name.to_ascii_lowercase()), None, "{echo}");
+    }
+}
+
+#[tokio::test]
+async fn identity_header_names_are_configurable_and_authorization_can_be_stripped() {
+    let world = World::new().await;
+    let gateway = start(&world.config(
+        "strip_authorization = true",
+        "[identity_headers]\nsubject = \"X-Caller\"\nclient_id = \"X-Caller-Client\"\nscopes = \"X-Caller-Scopes\"\n",
+    ))
+    .await;
+    let token = world.token("orders:read");
+    let answer = call(
+        gateway.addr,
+        Method::GET,
+        "/orders",
+        &[("authorization", &bearer(&token)), ("x-caller", "spoofed")],
+    )
+    .await;
+    let echo = answer.json();
+    assert_eq!(header(&echo, "x-caller"), Some("svc-orders"));
+    assert_eq!(header(&echo, "x-caller-client"), Some("svc-orders"));
+    assert_eq!(header(&echo, "x-caller-scopes"), Some("orders:read"));
+    assert_eq!(header(&echo, "authorization"), None);
+    assert_eq!(header(&echo, "x-auth-subject"), None);
+}
+
+#[tokio::test]
+async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    // No client_id: azp (as Entra ID and others send it) names the client.
+    let mut claims = keys::claims(&world.keys.issuer(), AUD);
+    claims["client_id"] = Value::Null;
+    claims["azp"] = "billing-client".into();
+    claims["scope"] = "orders:read".into();
+    let token = bearer(&world.key.sign(&claims));
+    let echo = call(
+        gateway.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &token)],
+    )
+    .await
+    .json();
+    assert_eq!(header(&echo, "x-auth-client-id"), Some("billing-client"));
+    // No sub, no scope: those headers are absent, not empty (and not the client's).
+    let mut claims = keys::claims(&world.keys.issuer(), AUD);
+    claims.as_object_mut().unwrap().remove("sub");
+    claims.as_object_mut().unwrap().remove("scope");
+    let token = bearer(&world.key.sign(&claims));
+    let echo = call(
+        gateway.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &token), ("x-auth-subject", "spoofed")],
+    )
+    .await
+    .json();
+    assert_eq!(header(&echo, "x-auth-subject"), None);
+    assert_eq!(header(&echo, "x-auth-scopes"), None);
+    assert_eq!(header(&echo, "x-auth-client-id"), Some("svc-orders"));
+    // A subject no header can carry refuses the token instead of dropping the header.
+    let mut claims = keys::claims(&world.keys.issuer(), AUD);
+    claims["sub"] = "svc\r\nx-auth-scopes: orders:admin".into();
+    let token = bearer(&world.key.sign(&claims));
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &token)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(got.json()["code"], "AUTH_105");
+    assert_eq!(world.upstream.requests(), 2);
+}
+
+#[tokio::test]
+async fn a_public_route_needs_no_token() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let answer = call(gateway.addr, Method::POST, "/public/form?a=1", &[]).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let echo = answer.json();
+    assert_eq!(echo["method"], "POST");
+    assert_eq!(echo["target"], "/public/form?a=1");
+    assert_eq!(header(&echo, "x-auth-subject"), None);
+    // A token is not looked at on a public route, valid or not.
+    let answer = call(
+        gateway.addr,
+        Method::GET,
+        "/public",
+        &[("authorization", "Bearer junk")],
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(world.upstream.requests(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn rejections_are_the_verify_layers_own() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let other_key = TestKey::generate(Algorithm::ES256, "k1");
+    let mut wrong_aud = keys::claims(&world.keys.issuer(), "billing-api");
+    wrong_aud["scope"] = "orders:read".into();
+    let unknown_issuer = keys::claims("https://elsewhere.example", AUD);
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("no token", None),
+        ("basic credentials", Some("Basic Zm9vOmJhcg==".into())),
+        ("not a JWT", Some("Bearer not-a-jwt".into())),
+        ("wrong audience", Some(bearer(&world.key.sign(&wrong_aud)))),
+        (
+            "unknown issuer",
+            Some(bearer(&world.key.sign(&unknown_issuer))),
+        ),
+        (
+            "forged signature",
+            Some(bearer(
+                &other_key.sign(&keys::claims(&world.keys.issuer(), AUD)),
+            )),
+        ),
+    ];
+    for (case, authorization) in &cases {
+        let headers: Vec<(&str, &str)> = authorization
+            .iter()
+            .map(|a| ("authorization", a.as_str()))
+            .collect();
+        let got = call(gateway.addr, Method::GET, "/any/thing", &headers).await;
+        let want = reference(&world.keys, None, authorization.as_deref()).await;
+        assert!(want.status.is_client_error(), "{case}: {}", want.status);
+        assert_same_answer(&got, &want, case);
+    }
+    // Expired: the description counts seconds, so compare what does not move.
+    let mut expired = keys::claims(&world.keys.issuer(), AUD);
+    expired["exp"] = (keys::now() - 3600).into();
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &bearer(&world.key.sign(&expired)))],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(got.json()["code"], "AUTH_105");
+    assert!(
+        got.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .starts_with(&format!(
+                "Bearer realm=\"{REALM}\", error=\"invalid_token\""
+            )),
+        "{:?}",
+        got.headers
+    );
+    assert_eq!(
+        world.upstream.requests(),
+        0,
+        "a refused request reached the upstream"
+    );
+}
+
+#[tokio::test]
+async fn each_route_requires_its_scopes() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let reader = bearer(&world.token("orders:read"));
+    let writer = bearer(&world.token("orders:write"));
+    let ok = |a: &Answer| a.status == StatusCode::OK;
+    // GET /orders: any of orders:read, orders:admin.
+    assert!(ok(&call(
+        gateway.addr,
+        Method::GET,
+        "/orders",
+        &[("authorization", &reader)]
+    )
+    .await));
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/orders/1",
+        &[("authorization", &writer)],
+    )
+    .await;
+    let want = reference(
+        &world.keys,
+        Some(RequireScope::any(["orders:read", "orders:admin"])),
+        Some(&writer),
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    assert_same_answer(&got, &want, "GET /orders with orders:write");
+    // POST /orders: all of orders:write.
+    assert!(ok(&call(
+        gateway.addr,
+        Method::POST,
+        "/orders",
+        &[("authorization", &writer)]
+    )
+    .await));
+    let got = call(
+        gateway.addr,
+        Method::POST,
+        "/orders",
+        &[("authorization", &reader)],
+    )
+    .await;
+    let want = reference(
+        &world.keys,
+        Some(RequireScope::all(["orders:write"])),
+        Some(&reader),
+    )
+    .await;
+    assert_same_answer(&got, &want, "POST /orders with orders:read");
+    let challenge = got.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(
+        challenge.contains("error=\"insufficient_scope\""),
+        "{challenge}"
+    );
+    assert!(challenge.contains("scope=\"orders:write\""), "{challenge}");
+    assert_eq!(got.json()["code"], "AUTH_102");
+    // /admin: orders:admin, which neither has.
+    let got = call(
+        gateway.addr,
+        Method::DELETE,
+        "/admin/x",
+        &[("authorization", &writer)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    // /any: any valid token.
+    assert!(ok(&call(
+        gateway.addr,
+        Method::PUT,
+        "/any",
+        &[("authorization", &writer)]
+    )
+    .await));
+    assert_eq!(world.upstream.requests(), 3);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_ambiguous_paths_never_reach_an_upstream() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let admin = bearer(&world.token("orders:admin orders:read orders:write"));
+    let reader = bearer(&world.token("orders:read"));
+    for (method, path, auth) in [
+        (Method::GET, "/nowhere", None),
+        (Method::GET, "/nowhere", Some(&admin)),
+        (Method::GET, "/", Some(&admin)),
+        (Method::GET, "/ordersx", Some(&admin)),
+        (Method::GET, "/publicity", None),
+    ] {
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        let got = call(gateway.addr, method.clone(), path, &headers).await;
+        assert_gateway_error(&got, StatusCode::NOT_FOUND, "not_found");
+    }
+    // A method the route does not list: 405 with the methods of that prefix, never a fallback.
+    let got = call(
+        gateway.addr,
+        Method::PUT,
+        "/orders/1",
+        &[("authorization", &admin)],
+    )
+    .await;
+    assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    assert_eq!(got.headers[header::ALLOW], "GET, HEAD, POST");
+    // Paths an upstream could resolve into another route: refused.
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public%2F..%2Fadmin",
+        "/public/./x",
+    ] {
+        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    assert_eq!(world.upstream.requests(), 0);
+    // Escaped letters are the same path: /%61dmin is /admin and needs its scope.
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/%61dmin",
+        &[("authorization", &reader)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/%61dmin/%7e",
+        &[("authorization", &admin)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json()["target"], "/admin/~");
+}
+
+#[tokio::test]
+async fn each_issuer_is_held_to_its_own_audiences() {
+    let world = World::new().await;
+    let billing_key = TestKey::generate(Algorithm::ES256, "b1");
+    let billing = KeyServer::start().await;
+    billing.set_keys(&[&billing_key]);
+    let gateway = start(&world.config(
+        "",
+        &format!(
+            "[[issuer]]\nid = \"{}\"\njwks_url = \"{}\"\naudiences = [\"billing-api\"]\n",
+            billing.issuer(),
+            billing.jwks_url()
+        ),
+    ))
+    .await;
+    // The billing issuer's token for billing-api passes; for orders-api (an audience of the
+    // other issuer) it does not.
+    let mut claims = keys::claims(&billing.issuer(), "billing-api");
+    claims["sub"] = "svc-billing".into();
+    let ok = call(
+        gateway.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &bearer(&billing_key.sign(&claims)))],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(header(&ok.json(), "x-auth-subject"), Some("svc-billing"));
+    let token = bearer(&billing_key.sign(&keys::claims(&billing.issuer(), AUD)));
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &token)],
+    )
+    .await;
+    // The answer of a VerifyLayer that accepts only billing-api for that issuer.
+    let only_billing = Verifier::builder()
+        .issuer(Issuer::jwks(billing.issuer(), billing.jwks_url()))
+        .audience("billing-api")
+        .build()
+        .unwrap();
+    let want = VerifyLayer::new(only_billing)
+        .realm(REALM)
+        .layer(tower::service_fn(|_: Request<()>| async {
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        }))
+        .oneshot(
+            Request::builder()
+                .header("authorization", &token)
+                .body(())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (parts, body) = want.into_parts();
+    let want = Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    };
+    assert_same_answer(&got, &want, "billing token for orders-api");
+    assert_eq!(got.json()["code"], "AUTH_107");
+    assert_eq!(world.upstream.requests(), 1);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_with_413() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "").replace("209715200", "1000")).await;
+    // Declared too large: refused before the upstream is contacted.
+    let request = Request::post("/upload")
+        .body(full(vec![b'a'; 2000]))
+        .unwrap();
+    let got = send(gateway.addr, request).await;
+    assert_gateway_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(world.upstream.requests(), 0);
+    // Streamed (chunked) past the limit: cut off and answered 413.
+    let chunks = stream::iter(
+        (0..4).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from_static(&CHUNK[..600])))),
+    );
+    let request = Request::post("/upload")
+        .body(BodyExt::boxed(StreamBody::new(chunks)))
+        .unwrap();
+    let got = send(gateway.addr, request).await;
+    assert_gateway_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    // Within the limit: forwarded.
+    let request = Request::post("/upload")
+        .body(full(vec![b'a'; 1000]))
+        .unwrap();
+    let got = send(gateway.addr, request).await;
+    assert_eq!(got.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming
+// ---------------------------------------------------------------------------------------------
+
+/// Peak resident memory of this process (`VmHWM`), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_upload_streams_through_without_buffering() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let state = world.upstream.state.clone();
+    let before = peak_rss();
+    let total = 100 * MB / CHUNK.len() as u64;
+    // Half-way, the client stops sending until the upstream has received bytes: a gateway
+    // that buffered the body would never forward any, and the body would fail.
+    let body = stream::unfold(0u64, move |i| {
+        let state = state.clone();
+        async move {
+            if i == total {
+                return None;
+            }
+            if i == total / 2 {
+                let started =
+                    tokio::time::timeout(Duration::from_secs(10), state.upload_started.notified())
+                        .await;
+                if started.is_err() {
+                    let e: BoxError = "the upstream received nothing of the first 50 MB".into();
+                    return Some((Err(e), total));
+                }
+            }
+            Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
+        }
+    });
+    let request = Request::post("/upload")
+        .body(BodyExt::boxed(StreamBody::new(body)))
+        .unwrap();
+    let got = send(gateway.addr, request).await;
+    assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
+    assert_eq!(got.json()["bytes"], 100 * MB);
+    let growth = peak_rss().saturating_sub(before);
+    assert!(growth < 20 * MB, "peak memory grew by {} MB", growth / MB);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_download_streams_through_without_buffering() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let before = peak_rss();
+    let uri = format!("http://{}/download", gateway.addr);
+    let response = within(
+        "the response head",
+        client().request(Request::get(uri).body(empty()).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_LENGTH],
+        (100 * MB).to_string()
+    );
+    let mut body = response.into_body();
+    let mut received = 0u64;
+    within("the 100 MB body", async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.expect("the body streams to its end");
+            if let Some(data) = frame.data_ref() {
+                if received == 0 {
+                    world.upstream.state.download_seen.notify_one();
+                }
+                received += data.len() as u64;
+            }
+        }
+    })
+    .await;
+    assert_eq!(received, 100 * MB);
+    let growth = peak_rss().saturating_sub(before);
+    assert!(growth < 20 * MB, "peak memory grew by {} MB", growth / MB);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstream failures
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_502() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let got = call(gateway.addr, Method::GET, "/down/x", &[]).await;
+    assert_gateway_error(&got, StatusCode::BAD_GATEWAY, "bad_gateway");
+    let description = got.json()["error_description"].as_str().unwrap().to_owned();
+    assert!(description.contains("`down`"), "{description}");
+    assert!(
+        !description.contains("127.0.0.1"),
+        "addresses stay inside: {description}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_upstream_is_504() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "[timeouts]\nrequest = \"300ms\"\n")).await;
+    let got = call(gateway.addr, Method::GET, "/slow", &[]).await;
+    assert_gateway_error(&got, StatusCode::GATEWAY_TIMEOUT, "gateway_timeout");
+    // It did reach the upstream, which never answered.
+    assert_eq!(world.upstream.requests(), 1);
+    within(
+        "the upstream's arrival",
+        world.upstream.state.arrived.notified(),
+    )
+    .await;
+    world.upstream.state.release.notify_one();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health and shutdown
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn readiness_waits_for_the_key_sets_liveness_does_not() {
+    let world = World::new().await;
+    world.keys.set_behavior(Behavior::Status(500));
+    let gateway = start(&world.config("", "")).await;
+    // The loader tried (and failed) at least once: not ready.
+    wait_until("a key fetch", || async { world.keys.jwks_hits() > 0 }).await;
+    let live = call(gateway.addr, Method::GET, "/healthz", &[]).await;
+    assert_eq!(live.status, StatusCode::OK);
+    assert_eq!(live.json()["status"], "ok");
+    let ready = call(gateway.addr, Method::GET, "/readyz", &[]).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(ready.json()["status"], "not_ready");
+    // Once the key server answers, readiness follows without any request needing a token.
+    world.keys.set_behavior(Behavior::Normal);
+    wait_until("readiness", || async {
+        call(gateway.addr, Method::GET, "/readyz", &[]).await.status == StatusCode::OK
+    })
+    .await;
+    let post = call(gateway.addr, Method::POST, "/healthz", &[]).await;
+    assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(world.upstream.requests(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_refuses_new_connections_and_finishes_requests_in_flight() {
+    let world = World::new().await;
+    let mut gateway = start(&world.config("", "")).await;
+    let addr = gateway.addr;
+    let in_flight = tokio::spawn(async move { call(addr, Method::GET, "/hold", &[]).await });
+    within(
+        "the request at the upstream",
+        world.upstream.state.arrived.notified(),
+    )
+    .await;
+    gateway.shutdown.take().unwrap().send(()).unwrap();
+    wait_until("new connections refused", || async {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(
+        !gateway.task.is_finished(),
+        "the gateway stopped with a request in flight"
+    );
+    world.upstream.state.release.notify_one();
+    let answer = within("the in-flight answer", in_flight).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "released");
+    within("the gateway to stop", &mut gateway.task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_drain_timeout_bounds_the_shutdown() {
+    let world = World::new().await;
+    let mut gateway = start(&world.config("", "[timeouts]\ndrain = \"200ms\"\n")).await;
+    let addr = gateway.addr;
+    let in_flight = tokio::spawn(async move {
+        let request = Request::get(format!("http://{addr}/hold"))
+            .body(empty())
+            .unwrap();
+        client().request(request).await
+    });
+    within(
+        "the request at the upstream",
+        world.upstream.state.arrived.notified(),
+    )
+    .await;
+    gateway.shutdown.take().unwrap().send(()).unwrap();
+    // The upstream never answers: the gateway stops anyway, cutting the connection.
+    within("the gateway to stop", &mut gateway.task)
+        .await
+        .unwrap()
+        .unwrap();
+    let cut = within("the cut request", in_flight).await.unwrap();
+    assert!(
+        cut.is_err(),
+        "the held request was answered: {:?}",
+        cut.map(|r| r.status())
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Access log and configuration
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn one_access_line_per_request_with_subject_and_never_the_token() {
+    // A global subscriber (a scoped one misses events whose callsites other test threads
+    // registered first); the lines of this test are told apart by their paths.
+    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    let captured = CAPTURED
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let writer = captured.clone();
+            tracing_subscriber::fmt()
+                .with_env_filter("s2s_gateway::access=info")
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .init();
+            captured
+        })
+        .clone();
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let token = world.token("orders:read");
+    let ok = call(
+        gateway.addr,
+        Method::GET,
+        "/orders/log-7?secret=query",
+        &[("authorization", &bearer(&token))],
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK);
+    let refused = call(
+        gateway.addr,
+        Method::POST,
+        "/orders/log-8",
+        &[("authorization", &bearer(&token))],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    call(gateway.addr, Method::GET, "/nowhere/log-9", &[]).await;
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("/log-")).collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    for (line, want) in lines.iter().zip([
+        [
+            "method=GET",
+            "path=/orders/log-7",
+            "route=/orders",
+            "status=200",
+            "subject=svc-orders",
+        ],
+        [
+            "method=POST",
+            "path=/orders/log-8",
+            "route=/orders",
+            "status=403",
+            "subject=svc-orders",
+        ],
+        [
+            "method=GET",
+            "path=/nowhere/log-9",
+            "route=-",
+            "status=404",
+            "subject=-",
+        ],
+    ]) {
+        for field in want {
+            assert!(line.contains(field), "{field} missing: {line}");
+        }
+        assert!(line.contains("latency_us="), "{line}");
+    }
+    assert!(!log.contains(&token), "the token was logged: {log}");
+    assert!(!log.contains(token.rsplit('.').next().unwrap()), "{log}");
+    assert!(!log.contains("secret=query"), "the query was logged: {log}");
+}
+
+#[test]
+fn configuration_errors_are_all_reported_with_their_locations() {
+    let text = r#"listen = "127.0.0.1:99999"
+
+[[issuer]]
+id = "http://auth.example.com"
+audiences = ["orders-api"]
+
+[upstreams.app]
+url = "https://app.internal"
+
+[[route]]
+prefix = "/orders"
+upstream = "ap"
+scopes.all_of = ["orders:read"]
+
+[timeouts]
+request = "30"
+"#;
+    let errors = Config::from_toml_str(text).unwrap_err();
+    let found: Vec<(usize, usize)> = errors
+        .errors()
+        .iter()
+        .map(|e| {
+            let l = e.location().expect("located");
+            (l.line, l.column)
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![(1, 10), (4, 6), (8, 7), (12, 12), (16, 11)],
+        "{errors}"
+    );
+    let rendered = errors.render("gateway.toml");
+    assert!(
+        rendered.contains("gateway.toml:12:12: error: unknown upstream `ap`; known: `app`"),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains("12 | upstream = \"ap\"\n   |            ^^^^"),
+        "{rendered}"
+    );
+    // A syntax error stops the parse, located too.
+    let errors = Config::from_toml_str("[[route]]\nprefix = /orders\n").unwrap_err();
+    assert_eq!(errors.errors().len(), 1);
+    assert_eq!(
+        errors.errors()[0].location().map(|l| l.line),
+        Some(2),
+        "{errors}"
+    );
+}
