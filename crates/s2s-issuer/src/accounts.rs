@@ -1,0 +1,649 @@
+//! Service accounts: the clients of the client credentials grant.
+//!
+//! ```
+//! # async fn demo() -> Result<(), s2s_issuer::Error> {
+//! use s2s_issuer::{Issuer, IssuerConfig, accounts::{AccountUpdate, NewAccount, Status}};
+//! use secrecy::ExposeSecret as _;
+//!
+//! let mut config = IssuerConfig::new("http://127.0.0.1:8080");
+//! config.db = ":memory:".into();
+//! let issuer = Issuer::open(config).await?;
+//!
+//! let created = issuer
+//!     .accounts()
+//!     .create(NewAccount::new("billing").scope("orders:read").allowed_ip("10.0.0.0/8"))
+//!     .await?;
+//! println!("client id {}", created.account.client_id);
+//! let _shown_once = created.client_secret.expose_secret();
+//!
+//! issuer
+//!     .accounts()
+//!     .update(&created.account.client_id, AccountUpdate { status: Some(Status::Disabled), ..Default::default() })
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Secrets are shown once (in [`CreatedAccount`] and [`RotatedSecret`]) and stored only as
+//! argon2id hashes. Every change is written to the database before the call returns.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Clock, Error, audit,
+    secret::{SecretHasher, generate_client_id, generate_secret},
+    store::{AccountChanges, AccountRow, NewAccountRow, Store},
+};
+
+/// The longest grace period of a secret rotation: 7 days.
+pub const MAX_GRACE_PERIOD: Duration = Duration::from_secs(7 * 86_400);
+
+/// The page size of the admin API's list when `limit` is not given.
+pub const DEFAULT_PAGE: u32 = 50;
+/// The largest page of [`Accounts::list`].
+pub const MAX_PAGE: u32 = 500;
+
+/// An account's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// May get tokens.
+    Active,
+    /// Refused (401 `unauthorized_client`, AUTH_103) until enabled again.
+    Disabled,
+}
+
+impl Status {
+    /// `"ACTIVE"` or `"DISABLED"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Active => "ACTIVE",
+            Status::Disabled => "DISABLED",
+        }
+    }
+}
+
+/// A service account as stored (without its secret).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Account {
+    /// The client id (32 hex characters): `sub` and `client_id` of its tokens.
+    pub client_id: String,
+    /// A unique, human-readable name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The scopes it may be granted.
+    pub scopes: Vec<String>,
+    /// The networks it may ask from; empty means any address.
+    #[serde(serialize_with = "serialize_nets")]
+    pub allowed_ips: Vec<IpNet>,
+    /// Audiences it may request (`audience` / `resource`) besides the default one.
+    pub audiences: Vec<String>,
+    /// Active or disabled.
+    pub status: Status,
+    /// Creation time, Unix seconds.
+    pub created_at: u64,
+    /// Last change, Unix seconds.
+    pub updated_at: u64,
+    /// Last secret rotation, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_rotated_at: Option<u64>,
+    /// Until when the secret before the last rotation is still accepted, Unix seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_secret_expires_at: Option<u64>,
+}
+
+impl Account {
+    /// Whether `ip` may ask for tokens: the list is empty, or a network in it contains `ip`.
+    /// IPv4-mapped IPv6 addresses count as their IPv4 address.
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        if self.allowed_ips.is_empty() {
+            return true;
+        }
+        let ip = canonical_ip(ip);
+        self.allowed_ips.iter().any(|net| net.contains(&ip))
+    }
+}
+
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn serialize_nets<S: serde::Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(nets.iter().map(ToString::to_string))
+}
+
+/// A new account: what the admin API's `POST /admin/accounts` takes.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewAccount {
+    /// A unique name (1 to 100 characters).
+    pub name: String,
+    /// Free text (up to 1000 characters).
+    #[serde(default)]
+    pub description: String,
+    /// Scopes (RFC 6749 §3.3 scope tokens).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// CIDRs (`10.0.0.0/8`, `2001:db8::/32`) or single addresses; empty allows any address.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Audiences the account may request besides the default one.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+}
+
+impl NewAccount {
+    /// An account named `name`, with no scopes and no restrictions.
+    pub fn new(name: impl Into<String>) -> Self {
+        NewAccount {
+            name: name.into(),
+            ..NewAccount::default()
+        }
+    }
+
+    /// Sets the description.
+    pub fn description(mut self, description: impl Into<String>) -> Self {
+        self.description = description.into();
+        self
+    }
+
+    /// Adds a scope.
+    pub fn scope(mut self, scope: impl Into<String>) -> Self {
+        self.scopes.push(scope.into());
+        self
+    }
+
+    /// Adds an allowed network (CIDR or address).
+    pub fn allowed_ip(mut self, cidr: impl Into<String>) -> Self {
+        self.allowed_ips.push(cidr.into());
+        self
+    }
+
+    /// Adds an audience the account may request.
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+}
+
+/// A change to an account: what `PATCH /admin/accounts/{clientId}` takes. `None` keeps a field.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccountUpdate {
+    /// A new name.
+    pub name: Option<String>,
+    /// A new description.
+    pub description: Option<String>,
+    /// The new scopes (replacing the old ones).
+    pub scopes: Option<Vec<String>>,
+    /// The new networks (replacing the old ones).
+    pub allowed_ips: Option<Vec<String>>,
+    /// The new requestable audiences.
+    pub audiences: Option<Vec<String>>,
+    /// Enable or disable.
+    pub status: Option<Status>,
+}
+
+/// A created account and its secret, shown this once.
+#[derive(Debug)]
+pub struct CreatedAccount {
+    /// The account.
+    pub account: Account,
+    /// The client secret (43 characters, 256 random bits). Not stored anywhere.
+    pub client_secret: SecretString,
+}
+
+/// A new secret, shown this once.
+#[derive(Debug)]
+pub struct RotatedSecret {
+    /// The account after the rotation.
+    pub account: Account,
+    /// The new client secret.
+    pub client_secret: SecretString,
+}
+
+/// One page of [`Accounts::list`].
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountPage {
+    /// The accounts, in creation order.
+    pub accounts: Vec<Account>,
+    /// Pass this as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// The account store: create, list, get, update, rotate secrets, delete.
+/// Get one from [`Issuer::accounts`](crate::Issuer::accounts).
+#[derive(Clone, Debug)]
+pub struct Accounts {
+    pub(crate) store: Store,
+    pub(crate) hasher: Arc<SecretHasher>,
+    pub(crate) clock: Clock,
+}
+
+/// What the token endpoint needs: the account and the hashes that verify its secret now.
+pub(crate) struct Credentials {
+    pub(crate) account: Account,
+    pub(crate) accepted_hashes: Vec<String>,
+}
+
+impl Accounts {
+    /// Creates an account; its secret is in the answer and nowhere else.
+    pub async fn create(&self, new: NewAccount) -> Result<CreatedAccount, Error> {
+        let name = validate_name("name", &new.name)?;
+        let description = validate_description(&new.description)?;
+        let scopes = validate_scopes("scopes", &new.scopes)?;
+        let nets = parse_nets("allowedIps", &new.allowed_ips)?;
+        let audiences = validate_audiences("audiences", &new.audiences)?;
+        let secret = generate_secret();
+        let hash = self.hasher.hash(&secret).await?;
+        let client_id = generate_client_id();
+        let row = self
+            .store
+            .insert_account(NewAccountRow {
+                client_id: &client_id,
+                name: &name,
+                description: &description,
+                scopes: to_json(&scopes),
+                allowed_ips: to_json(&nets.iter().map(ToString::to_string).collect::<Vec<_>>()),
+                audiences: to_json(&audiences),
+                secret_hash: &hash,
+                now: self.now(),
+            })
+            .await?;
+        let account = account_from_row(&row);
+        audit::admin("account_created", Some(&client_id), &name);
+        Ok(CreatedAccount {
+            account,
+            client_secret: secret,
+        })
+    }
+
+    /// One account.
+    pub async fn get(&self, client_id: &str) -> Result<Option<Account>, Error> {
+        Ok(self
+            .store
+            .account(client_id)
+            .await?
+            .as_ref()
+            .map(account_from_row))
+    }
+
+    /// A page of at most `limit` accounts (1 to [`MAX_PAGE`]) after `cursor`.
+    pub async fn list(&self, limit: u32, cursor: Option<&str>) -> Result<AccountPage, Error> {
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(Error::invalid("limit", format!("must be 1 to {MAX_PAGE}")));
+        }
+        let after =
+            match cursor {
+                None | Some("") => 0,
+                Some(c) => c.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    Error::invalid("cursor", "is not a cursor from a previous page")
+                })?,
+            };
+        let mut rows = self.store.accounts_after(after, limit + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = if more {
+            rows.last().map(|r| r.id.to_string())
+        } else {
+            None
+        };
+        Ok(AccountPage {
+            accounts: rows.iter().map(account_from_row).collect(),
+            next_cursor,
+        })
+    }
+
+    /// Changes an account; the change applies to the next token request.
+    pub async fn update(&self, client_id: &str, update: AccountUpdate) -> Result<Account, Error> {
+        let mut changes = AccountChanges::default();
+        if let Some(name) = &update.name {
+            changes.name = Some(validate_name("name", name)?);
+        }
+        if let Some(description) = &update.description {
+            changes.description = Some(validate_description(description)?);
+        }
+        if let Some(scopes) = &update.scopes {
+            changes.scopes = Some(to_json(&validate_scopes("scopes", scopes)?));
+        }
+        if let Some(ips) = &update.allowed_ips {
+            let nets = parse_nets("allowedIps", ips)?;
+            changes.allowed_ips = Some(to_json(
+                &nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ));
+        }
+        if let Some(audiences) = &update.audiences {
+            changes.audiences = Some(to_json(&validate_audiences("audiences", audiences)?));
+        }
+        changes.status = update.status.map(Status::as_str);
+        let row = self
+            .store
+            .update_account(client_id, changes, self.now())
+            .await?
+            .ok_or_else(|| Error::NotFound(client_id.to_owned()))?;
+        if update.status == Some(Status::Disabled) {
+            self.hasher.forget(client_id);
+        }
+        let mut what = Vec::new();
+        for (changed, field) in [
+            (update.name.is_some(), "name"),
+            (update.description.is_some(), "description"),
+            (update.scopes.is_some(), "scopes"),
+            (update.allowed_ips.is_some(), "allowedIps"),
+            (update.audiences.is_some(), "audiences"),
+        ] {
+            if changed {
+                what.push(field.to_owned());
+            }
+        }
+        if let Some(status) = update.status {
+            what.push(format!("status={}", status.as_str()));
+        }
+        audit::admin("account_updated", Some(client_id), &what.join(","));
+        Ok(account_from_row(&row))
+    }
+
+    /// Disables an account (shorthand for an update of its status).
+    pub async fn disable(&self, client_id: &str) -> Result<Account, Error> {
+        self.update(
+            client_id,
+            AccountUpdate {
+                status: Some(Status::Disabled),
+                ..AccountUpdate::default()
+            },
+        )
+        .await
+    }
+
+    /// Gives the account a new secret. With a non-zero `grace_period` (at most
+    /// [`MAX_GRACE_PERIOD`]) the current secret keeps working until it ends; a secret from an
+    /// earlier rotation stops at once.
+    pub async fn rotate_secret(
+        &self,
+        client_id: &str,
+        grace_period: Duration,
+    ) -> Result<RotatedSecret, Error> {
+        if grace_period > MAX_GRACE_PERIOD {
+            return Err(Error::invalid(
+                "gracePeriodSeconds",
+                format!("must be at most {}", MAX_GRACE_PERIOD.as_secs()),
+            ));
+        }
+        let secret = generate_secret();
+        let hash = self.hasher.hash(&secret).await?;
+        let now = self.now();
+        let previous_expires_at = (!grace_period.is_zero())
+            .then(|| now.saturating_add(i64::try_from(grace_period.as_secs()).unwrap_or(i64::MAX)));
+        let row = self
+            .store
+            .rotate_secret(client_id, &hash, previous_expires_at, now)
+            .await?
+            .ok_or_else(|| Error::NotFound(client_id.to_owned()))?;
+        self.hasher.forget(client_id);
+        audit::admin(
+            "secret_rotated",
+            Some(client_id),
+            &format!("grace_period_seconds={}", grace_period.as_secs()),
+        );
+        Ok(RotatedSecret {
+            account: account_from_row(&row),
+            client_secret: secret,
+        })
+    }
+
+    /// Deletes an account; its tokens already issued stay valid until they expire.
+    pub async fn delete(&self, client_id: &str) -> Result<(), Error> {
+        if !self.store.delete_account(client_id).await? {
+            return Err(Error::NotFound(client_id.to_owned()));
+        }
+        self.hasher.forget(client_id);
+        audit::admin("account_deleted", Some(client_id), "");
+        Ok(())
+    }
+
+    /// The account and the secret hashes it accepts now.
+    pub(crate) async fn credentials(&self, client_id: &str) -> Result<Option<Credentials>, Error> {
+        let Some(row) = self.store.account(client_id).await? else {
+            return Ok(None);
+        };
+        let now = self.now();
+        let mut accepted_hashes = vec![row.secret_hash.clone()];
+        if let (Some(previous), Some(until)) =
+            (&row.previous_secret_hash, row.previous_secret_expires_at)
+            && now < until
+        {
+            accepted_hashes.push(previous.clone());
+        }
+        Ok(Some(Credentials {
+            account: account_from_row(&row),
+            accepted_hashes,
+        }))
+    }
+
+    /// Every scope of an active account, sorted, once each.
+    pub(crate) async fn all_scopes(&self) -> Result<Vec<String>, Error> {
+        let mut scopes: Vec<String> = self
+            .store
+            .all_scopes()
+            .await?
+            .iter()
+            .flat_map(|json| from_json(json))
+            .collect();
+        scopes.sort();
+        scopes.dedup();
+        Ok(scopes)
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.unix_now()).unwrap_or(i64::MAX)
+    }
+}
+
+fn to_json(list: &[String]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+fn from_json(text: &str) -> Vec<String> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
+fn unix(t: i64) -> u64 {
+    u64::try_from(t).unwrap_or(0)
+}
+
+pub(crate) fn account_from_row(row: &AccountRow) -> Account {
+    Account {
+        client_id: row.client_id.clone(),
+        name: row.name.clone(),
+        description: row.description.clone(),
+        scopes: from_json(&row.scopes),
+        allowed_ips: from_json(&row.allowed_ips)
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect(),
+        audiences: from_json(&row.audiences),
+        status: if row.status == "ACTIVE" {
+            Status::Active
+        } else {
+            Status::Disabled
+        },
+        created_at: unix(row.created_at),
+        updated_at: unix(row.updated_at),
+        secret_rotated_at: row.secret_rotated_at.map(unix),
+        previous_secret_expires_at: row.previous_secret_expires_at.map(unix),
+    }
+}
+
+fn validate_name(field: &str, name: &str) -> Result<String, Error> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    if name.chars().count() > 100 {
+        return Err(Error::invalid(field, "must be at most 100 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(Error::invalid(field, "must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn validate_description(description: &str) -> Result<String, Error> {
+    if description.chars().count() > 1000 {
+        return Err(Error::invalid(
+            "description",
+            "must be at most 1000 characters",
+        ));
+    }
+    Ok(description.to_owned())
+}
+
+/// A scope token of RFC 6749 §3.3: `1*( %x21 / %x23-5B / %x5D-7E )`.
+pub(crate) fn is_scope_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 200
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+fn validate_scopes(field: &str, scopes: &[String]) -> Result<Vec<String>, Error> {
+    if scopes.len() > 100 {
+        return Err(Error::invalid(field, "at most 100 scopes"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(scopes.len());
+    for (i, scope) in scopes.iter().enumerate() {
+        if !is_scope_token(scope) {
+            return Err(Error::invalid(
+                format!("{field}[{i}]"),
+                format!(
+                    "`{}` is not a scope token (printable ASCII without spaces, `\"` or `\\`)",
+                    scope.escape_debug()
+                ),
+            ));
+        }
+        if !out.contains(scope) {
+            out.push(scope.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn parse_nets(field: &str, cidrs: &[String]) -> Result<Vec<IpNet>, Error> {
+    if cidrs.len() > 100 {
+        return Err(Error::invalid(field, "at most 100 networks"));
+    }
+    let mut nets: Vec<IpNet> = Vec::with_capacity(cidrs.len());
+    for (i, text) in cidrs.iter().enumerate() {
+        let text = text.trim();
+        let net = text
+            .parse::<IpNet>()
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| {
+                Error::invalid(
+                    format!("{field}[{i}]"),
+                    format!(
+                        "`{}` is not a CIDR (e.g. 10.0.0.0/8) or an IP address",
+                        text.escape_debug()
+                    ),
+                )
+            })?
+            .trunc();
+        let net = match net {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => IpNet::new(IpAddr::V4(v4), v6.prefix_len() - 96).unwrap_or(net),
+                None => net,
+            },
+            other => other,
+        };
+        if !nets.contains(&net) {
+            nets.push(net);
+        }
+    }
+    Ok(nets)
+}
+
+fn validate_audiences(field: &str, audiences: &[String]) -> Result<Vec<String>, Error> {
+    if audiences.len() > 100 {
+        return Err(Error::invalid(field, "at most 100 audiences"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(audiences.len());
+    for (i, aud) in audiences.iter().enumerate() {
+        if aud.is_empty()
+            || aud.len() > 500
+            || aud.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::invalid(
+                format!("{field}[{i}]"),
+                "must be 1 to 500 characters without spaces",
+            ));
+        }
+        if !out.contains(aud) {
+            out.push(aud.clone());
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_tokens() {
+        assert!(is_scope_token("orders:read"));
+        assert!(is_scope_token("https://api.example.com/x"));
+        for bad in ["", "a b", "a\"b", "a\\b", "é"] {
+            assert!(!is_scope_token(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn networks_parse_and_name_the_entry() {
+        let nets = parse_nets(
+            "allowedIps",
+            &[
+                "10.1.2.3/8".into(),
+                "127.0.0.1".into(),
+                "::ffff:192.168.0.0/112".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            nets.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            ["10.0.0.0/8", "127.0.0.1/32", "192.168.0.0/16"]
+        );
+        let err = parse_nets("allowedIps", &["10.0.0.0/8".into(), "10.0.0.0/33".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("allowedIps[1]"), "{err}");
+    }
+
+    #[test]
+    fn ip_containment_treats_mapped_addresses_as_ipv4() {
+        let account = Account {
+            client_id: "c".into(),
+            name: "n".into(),
+            description: String::new(),
+            scopes: vec![],
+            allowed_ips: vec!["127.0.0.0/8".parse().unwrap()],
+            audiences: vec![],
+            status: Status::Active,
+            created_at: 0,
+            updated_at: 0,
+            secret_rotated_at: None,
+            previous_secret_expires_at: None,
+        };
+        assert!(account.allows_ip("127.0.0.1".parse().unwrap()));
+        assert!(account.allows_ip("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!account.allows_ip("10.0.0.1".parse().unwrap()));
+    }
+}

@@ -1,0 +1,325 @@
+//! The admin API under `/admin`, guarded by `Authorization: Bearer <admin token>`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use s2s_issuer::IssuerConfig;
+//!
+//! let mut config = IssuerConfig::default();
+//! config.listen = "127.0.0.1:0".parse()?;
+//! config.db = ":memory:".into();
+//! // Without an admin token the admin API is not served at all.
+//! config.admin_token = Some(std::env::var("S2S_ISSUER_ADMIN_TOKEN")?.into());
+//! let running = s2s_issuer::spawn(config).await?;
+//! // curl -X POST {url}/admin/accounts -H "Authorization: Bearer $S2S_ISSUER_ADMIN_TOKEN" \
+//! //      -H 'Content-Type: application/json' \
+//! //      -d '{"name":"billing","scopes":["orders:read"],"allowedIps":["10.0.0.0/8"]}'
+//! println!("{}/admin/accounts", running.url);
+//! # Ok(()) }
+//! ```
+//!
+//! | request | answer |
+//! |---|---|
+//! | `POST /admin/accounts` `{name, description?, scopes[], allowedIps[], audiences[]}` | 201, the account with `clientSecret` (shown once) |
+//! | `GET /admin/accounts?limit=&cursor=` | 200 `{accounts, nextCursor}` |
+//! | `GET /admin/accounts/{clientId}` | 200, the account |
+//! | `PATCH /admin/accounts/{clientId}` `{name?, description?, scopes?, allowedIps?, audiences?, status?}` | 200, the account |
+//! | `POST /admin/accounts/{clientId}/rotate-secret` `{gracePeriodSeconds?}` | 200, the account with the new `clientSecret` |
+//! | `DELETE /admin/accounts/{clientId}` | 204 |
+//! | `GET /admin/keys` | 200 `{keys: [{kid, alg, active, createdAt, retireAt?}]}` |
+//! | `POST /admin/keys/rotate` | 200 `{kid, previousKid, previousRetireAt}` |
+//!
+//! Errors are `{"error", "error_description"}` (plus `"field"` for validation errors): 400
+//! `invalid_request` (the description names the field), 401 `unauthorized` (missing or wrong
+//! admin token), 404 `not_found`, 409 `conflict` (a name in use), 415 for a body that is not
+//! JSON. Every answer carries `Cache-Control: no-store`. The admin token is compared in constant
+//! time (SHA-256 of both sides, then `subtle`).
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, RawQuery, Request, State},
+    http::{
+        HeaderMap, HeaderValue, StatusCode,
+        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE},
+    },
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use secrecy::ExposeSecret as _;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use crate::{
+    Error, Issuer,
+    accounts::{Account, AccountUpdate, DEFAULT_PAGE, NewAccount},
+};
+
+/// The admin routes (nested under `/admin` by [`Issuer::router`]).
+pub(crate) fn router(issuer: Issuer) -> Router<Issuer> {
+    Router::new()
+        .route("/accounts", post(create).get(list))
+        .route(
+            "/accounts/{client_id}",
+            get(get_one).patch(update).delete(delete),
+        )
+        .route("/accounts/{client_id}/rotate-secret", post(rotate_secret))
+        .route("/keys", get(keys))
+        .route("/keys/rotate", post(rotate_keys))
+        .layer(middleware::from_fn_with_state(issuer, require_admin))
+}
+
+/// An admin API error.
+struct AdminError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    field: Option<String>,
+}
+
+impl AdminError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        AdminError {
+            status,
+            error,
+            description: description.into(),
+            field: None,
+        }
+    }
+
+    fn bad_request(description: impl Into<String>) -> Self {
+        AdminError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+}
+
+impl From<Error> for AdminError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { ref field, .. } => AdminError {
+                field: Some(field.clone()),
+                ..AdminError::bad_request(e.to_string())
+            },
+            Error::NotFound(_) => {
+                AdminError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
+            }
+            Error::Conflict(_) => AdminError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            other => {
+                tracing::error!(error = %other, "admin API failure");
+                AdminError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "the issuer could not complete the request",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error, "error_description": self.description });
+        if let Some(field) = self.field {
+            body["field"] = field.into();
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"s2s-issuer-admin\""),
+            );
+        }
+        response
+    }
+}
+
+/// Checks the admin bearer token; adds `Cache-Control: no-store` to every answer.
+async fn require_admin(State(issuer): State<Issuer>, request: Request, next: Next) -> Response {
+    let mut response = if authorized(&issuer, request.headers()) {
+        next.run(request).await
+    } else {
+        AdminError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin bearer token is required",
+        )
+        .into_response()
+    };
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn authorized(issuer: &Issuer, headers: &HeaderMap) -> bool {
+    let Some(expected) = &issuer.inner.admin_token_digest else {
+        return false;
+    };
+    let presented = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let Some(presented) = presented else {
+        return false;
+    };
+    let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    bool::from(digest.ct_eq(expected))
+}
+
+/// Parses a JSON body (`None` when empty and `optional`); errors name the field.
+fn json_body<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+    optional: bool,
+) -> Result<Option<T>, AdminError> {
+    if optional && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let is_json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.split(';').next().unwrap_or_default().trim())
+        .is_some_and(|v| v.eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(AdminError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request",
+            "the body must be application/json",
+        ));
+    }
+    Json::<T>::from_bytes(body)
+        .map(|Json(v)| Some(v))
+        .map_err(|rejection| AdminError::bad_request(rejection.body_text()))
+}
+
+/// An account with its new secret.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WithSecret<'a> {
+    #[serde(flatten)]
+    account: &'a Account,
+    client_secret: &'a str,
+}
+
+async fn create(
+    State(issuer): State<Issuer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let new: NewAccount = json_body(&headers, &body, false)?
+        .ok_or_else(|| AdminError::bad_request("a JSON body is required"))?;
+    let created = issuer.accounts().create(new).await?;
+    let mut response = (
+        StatusCode::CREATED,
+        Json(WithSecret {
+            account: &created.account,
+            client_secret: created.client_secret.expose_secret(),
+        }),
+    )
+        .into_response();
+    if let Ok(location) =
+        HeaderValue::try_from(format!("/admin/accounts/{}", created.account.client_id))
+    {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    Ok(response)
+}
+
+async fn list(
+    State(issuer): State<Issuer>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, AdminError> {
+    let mut limit = DEFAULT_PAGE;
+    let mut cursor = None;
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match name.as_ref() {
+            "limit" => {
+                limit = value.parse().map_err(|_| AdminError {
+                    field: Some("limit".into()),
+                    ..AdminError::bad_request(format!("invalid `limit`: `{value}` is not a number"))
+                })?;
+            }
+            "cursor" => cursor = Some(value.into_owned()),
+            other => {
+                return Err(AdminError {
+                    field: Some(other.to_owned()),
+                    ..AdminError::bad_request(format!(
+                        "unknown query parameter `{other}`; expected `limit` or `cursor`"
+                    ))
+                });
+            }
+        }
+    }
+    let page = issuer.accounts().list(limit, cursor.as_deref()).await?;
+    Ok(Json(page).into_response())
+}
+
+async fn get_one(
+    State(issuer): State<Issuer>,
+    Path(client_id): Path<String>,
+) -> Result<Response, AdminError> {
+    match issuer.accounts().get(&client_id).await? {
+        Some(account) => Ok(Json(account).into_response()),
+        None => Err(Error::NotFound(client_id).into()),
+    }
+}
+
+async fn update(
+    State(issuer): State<Issuer>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let update: AccountUpdate = json_body(&headers, &body, false)?
+        .ok_or_else(|| AdminError::bad_request("a JSON body is required"))?;
+    let account = issuer.accounts().update(&client_id, update).await?;
+    Ok(Json(account).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RotateSecret {
+    #[serde(default)]
+    grace_period_seconds: u64,
+}
+
+async fn rotate_secret(
+    State(issuer): State<Issuer>,
+    Path(client_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, AdminError> {
+    let request: RotateSecret = json_body(&headers, &body, true)?.unwrap_or_default();
+    let rotated = issuer
+        .accounts()
+        .rotate_secret(
+            &client_id,
+            std::time::Duration::from_secs(request.grace_period_seconds),
+        )
+        .await?;
+    Ok(Json(WithSecret {
+        account: &rotated.account,
+        client_secret: rotated.client_secret.expose_secret(),
+    })
+    .into_response())
+}
+
+async fn delete(
+    State(issuer): State<Issuer>,
+    Path(client_id): Path<String>,
+) -> Result<StatusCode, AdminError> {
+    issuer.accounts().delete(&client_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn keys(State(issuer): State<Issuer>) -> Result<Response, AdminError> {
+    Ok(Json(json!({ "keys": issuer.signing_keys().await? })).into_response())
+}
+
+async fn rotate_keys(State(issuer): State<Issuer>) -> Result<Response, AdminError> {
+    Ok(Json(issuer.rotate_signing_key().await?).into_response())
+}

@@ -1,0 +1,495 @@
+//! Configuration: [`IssuerConfig`], read from a TOML file or built in code.
+//!
+//! ```
+//! use s2s_issuer::IssuerConfig;
+//!
+//! // In code: the issuer URL (the `iss` of every token) and in-memory storage.
+//! let mut config = IssuerConfig::new("http://127.0.0.1:8080");
+//! config.db = ":memory:".into();
+//! config.token_lifetime_secs = 600;
+//! assert!(config.validate().is_ok());
+//!
+//! // From TOML: unknown fields and bad values are refused, naming the field.
+//! let config = IssuerConfig::from_toml_str(r#"
+//!     issuer = "https://auth.example.com"
+//!     db = "/var/lib/s2s-issuer/issuer.db"
+//!     default_audience = "orders-api"
+//!
+//!     [rate_limit.per_client]
+//!     burst = 20
+//!     per_second = 5
+//! "#).unwrap();
+//! assert_eq!(config.rate_limit.per_client.unwrap().burst, 20);
+//!
+//! let err = IssuerConfig::from_toml_str("token_lifetime = 0").unwrap_err();
+//! assert!(err.to_string().contains("token_lifetime"));
+//! ```
+//!
+//! The file's fields are those of [`IssuerConfig`] (snake_case); the CLI's flags override them.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Where "now" comes from: the system clock by default; tests inject their own to move time
+/// forward (token expiry, grace periods, key retirement).
+///
+/// ```
+/// use std::{sync::{Arc, atomic::{AtomicU64, Ordering}}, time::{Duration, SystemTime}};
+/// use s2s_issuer::Clock;
+///
+/// let offset = Arc::new(AtomicU64::new(0));
+/// let clock = {
+///     let offset = offset.clone();
+///     Clock::from_fn(move || SystemTime::now() + Duration::from_secs(offset.load(Ordering::SeqCst)))
+/// };
+/// let before = clock.unix_now();
+/// offset.store(3600, Ordering::SeqCst);
+/// assert!(clock.unix_now() >= before + 3600);
+/// ```
+#[derive(Clone)]
+pub struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Clock(Arc::new(SystemTime::now))
+    }
+
+    /// A clock reading `now` from a function.
+    pub fn from_fn(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Clock(Arc::new(now))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+
+    /// The current time in whole seconds since the Unix epoch (0 before 1970).
+    pub fn unix_now(&self) -> u64 {
+        self.now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+/// The signing algorithm of new keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+pub enum SigningAlg {
+    /// ECDSA P-256 with SHA-256 (the default).
+    #[default]
+    ES256,
+    /// RSA PKCS#1 v1.5 with SHA-256, 2048-bit keys.
+    RS256,
+}
+
+impl SigningAlg {
+    /// `"ES256"` or `"RS256"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SigningAlg::ES256 => "ES256",
+            SigningAlg::RS256 => "RS256",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(SigningAlg::ES256),
+            "RS256" => Some(SigningAlg::RS256),
+            _ => None,
+        }
+    }
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bucket {
+    /// The bucket's size: how many requests may arrive at once.
+    pub burst: u32,
+    /// Requests added back per second.
+    pub per_second: u32,
+}
+
+/// Token-endpoint rate limits. `None` switches a limit off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Per presented client id (known or not). Default: burst 20, 10 per second.
+    pub per_client: Option<Bucket>,
+    /// Per source IP address. Default: burst 50, 25 per second.
+    pub per_ip: Option<Bucket>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            per_client: Some(Bucket {
+                burst: 20,
+                per_second: 10,
+            }),
+            per_ip: Some(Bucket {
+                burst: 50,
+                per_second: 25,
+            }),
+        }
+    }
+}
+
+/// Argon2id cost of client-secret hashes. The default is OWASP's: 19 MiB, 2 passes, 1 lane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretHashConfig {
+    /// Memory in KiB (at least 8 × `parallelism`).
+    pub memory_kib: u32,
+    /// Passes over the memory (at least 1).
+    pub iterations: u32,
+    /// Lanes (at least 1).
+    pub parallelism: u32,
+}
+
+impl Default for SecretHashConfig {
+    fn default() -> Self {
+        SecretHashConfig {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+/// The issuer's configuration. Build it with [`IssuerConfig::new`] and set fields, or read it
+/// from TOML with [`IssuerConfig::from_toml_str`] / [`IssuerConfig::from_file`].
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct IssuerConfig {
+    /// Address the `serve` command listens on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    /// The issuer identifier: the `iss` of every token and the base of the endpoint URLs, e.g.
+    /// `https://auth.example.com`. The CLI derives `http://{listen}` when it is not set;
+    /// [`Issuer::open`](crate::Issuer::open) requires it.
+    pub issuer: Option<String>,
+    /// The database: a SQLite file path, a `sqlite:` URL, or `:memory:`. Default
+    /// `s2s-issuer.db`.
+    pub db: String,
+    /// Access-token lifetime, seconds (1 to 86400). Default 1800.
+    #[serde(rename = "token_lifetime")]
+    pub token_lifetime_secs: u64,
+    /// The `aud` of tokens when the request names none. Default: the issuer URL.
+    pub default_audience: Option<String>,
+    /// The admin API's bearer token (at least 16 characters). Without one (here, in
+    /// `admin_token_file`, or the `S2S_ISSUER_ADMIN_TOKEN` variable the CLI reads) the admin API
+    /// is not served; tokens still are.
+    pub admin_token: Option<SecretString>,
+    /// A file holding the admin token (surrounding whitespace trimmed).
+    pub admin_token_file: Option<PathBuf>,
+    /// The algorithm of newly generated signing keys. Default ES256.
+    pub signing_alg: SigningAlg,
+    /// How long a rotated-out public key stays published after the last token it may have
+    /// signed expires, seconds: the verifiers' clock leeway. Default 60.
+    #[serde(rename = "key_retire_leeway")]
+    pub key_retire_leeway_secs: u64,
+    /// Token-endpoint rate limits.
+    pub rate_limit: RateLimitConfig,
+    /// Take the client address from the last `X-Forwarded-For` entry (set this only behind a
+    /// proxy that sets it). Default false: the socket's peer address.
+    pub trust_forwarded_for: bool,
+    /// Argon2id cost of client-secret hashes.
+    pub secret_hash: SecretHashConfig,
+    /// Where "now" comes from (not read from files).
+    #[serde(skip)]
+    pub clock: Clock,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        IssuerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            issuer: None,
+            db: "s2s-issuer.db".into(),
+            token_lifetime_secs: 1800,
+            default_audience: None,
+            admin_token: None,
+            admin_token_file: None,
+            signing_alg: SigningAlg::ES256,
+            key_retire_leeway_secs: 60,
+            rate_limit: RateLimitConfig::default(),
+            trust_forwarded_for: false,
+            secret_hash: SecretHashConfig::default(),
+            clock: Clock::system(),
+        }
+    }
+}
+
+/// The longest accepted token lifetime, a day.
+const MAX_LIFETIME: u64 = 86_400;
+
+impl IssuerConfig {
+    /// Defaults, with the given issuer URL.
+    pub fn new(issuer: impl Into<String>) -> Self {
+        IssuerConfig {
+            issuer: Some(issuer.into()),
+            ..IssuerConfig::default()
+        }
+    }
+
+    /// Parses TOML and validates it; errors name the field.
+    pub fn from_toml_str(toml_text: &str) -> Result<Self, Error> {
+        let config: IssuerConfig = toml::from_str(toml_text).map_err(|e| Error::Config {
+            field: toml_error_field(toml_text, &e),
+            message: e.message().trim().to_owned(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            field: "config".into(),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?;
+        IssuerConfig::from_toml_str(&text)
+    }
+
+    /// Checks every field; the error names the first bad one. Does not require `issuer` (the
+    /// CLI fills it in later).
+    pub fn validate(&self) -> Result<(), Error> {
+        if let Some(issuer) = &self.issuer {
+            validate_issuer(issuer)?;
+        }
+        if self.db.trim().is_empty() {
+            return Err(config_error("db", "is empty"));
+        }
+        if !(1..=MAX_LIFETIME).contains(&self.token_lifetime_secs) {
+            return Err(config_error(
+                "token_lifetime",
+                format!("must be 1 to {MAX_LIFETIME} seconds"),
+            ));
+        }
+        if let Some(aud) = &self.default_audience
+            && (aud.is_empty() || aud.chars().any(char::is_whitespace))
+        {
+            return Err(config_error(
+                "default_audience",
+                "must be non-empty, without spaces",
+            ));
+        }
+        if let Some(token) = &self.admin_token {
+            validate_admin_token("admin_token", token)?;
+        }
+        if self.key_retire_leeway_secs > MAX_LIFETIME {
+            return Err(config_error(
+                "key_retire_leeway",
+                format!("must be at most {MAX_LIFETIME} seconds"),
+            ));
+        }
+        for (field, bucket) in [
+            ("rate_limit.per_client", self.rate_limit.per_client),
+            ("rate_limit.per_ip", self.rate_limit.per_ip),
+        ] {
+            if let Some(b) = bucket {
+                if b.burst == 0 {
+                    return Err(config_error(field, "`burst` must be at least 1"));
+                }
+                if b.per_second == 0 {
+                    return Err(config_error(field, "`per_second` must be at least 1"));
+                }
+            }
+        }
+        let h = self.secret_hash;
+        if argon2::Params::new(h.memory_kib, h.iterations, h.parallelism, None).is_err() {
+            return Err(config_error(
+                "secret_hash",
+                "invalid Argon2 parameters (memory_kib ≥ 8 × parallelism, iterations ≥ 1, parallelism ≥ 1)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The admin token: `admin_token`, else the contents of `admin_token_file`.
+    pub(crate) fn resolve_admin_token(&self) -> Result<Option<SecretString>, Error> {
+        if let Some(token) = &self.admin_token {
+            return Ok(Some(token.clone()));
+        }
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            config_error(
+                "admin_token_file",
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })?;
+        let token = SecretString::from(text.trim().to_owned());
+        validate_admin_token("admin_token_file", &token)?;
+        Ok(Some(token))
+    }
+}
+
+fn validate_admin_token(field: &str, token: &SecretString) -> Result<(), Error> {
+    let t = token.expose_secret();
+    if t.chars().count() < 16 {
+        return Err(config_error(
+            field,
+            "the admin token must be at least 16 characters",
+        ));
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(config_error(
+            field,
+            "the admin token must not contain spaces or control characters",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_issuer(issuer: &str) -> Result<(), Error> {
+    let url = url::Url::parse(issuer)
+        .map_err(|e| config_error("issuer", format!("`{issuer}` is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(config_error("issuer", "must be an http or https URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(config_error(
+            "issuer",
+            "must not have a query or fragment (RFC 8414 §2)",
+        ));
+    }
+    if url.host().is_none() {
+        return Err(config_error("issuer", "has no host"));
+    }
+    Ok(())
+}
+
+fn config_error(field: &str, message: impl Into<String>) -> Error {
+    Error::Config {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The (dotted) name of the field a TOML error is about: named in the message for unknown and
+/// missing fields, else the key on the line the error points at, under its `[table]`.
+fn toml_error_field(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message();
+    if (message.starts_with("unknown field") || message.starts_with("missing field"))
+        && let Some(start) = message.find('`')
+        && let Some(len) = message[start + 1..].find('`')
+    {
+        return message[start + 1..start + 1 + len].to_owned();
+    }
+    let Some(span) = e.span() else {
+        return "config".into();
+    };
+    let before = text.get(..span.start).unwrap_or_default();
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or_default();
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    let table = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}"),
+        (None, Some(k)) => k,
+        (Some(t), None) => t,
+        (None, None) => "config".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_field() {
+        for (text, field) in [
+            ("tokn_lifetime = 5", "tokn_lifetime"),
+            ("token_lifetime = 0", "token_lifetime"),
+            ("token_lifetime = \"long\"", "token_lifetime"),
+            ("issuer = \"ftp://x\"", "issuer"),
+            ("listen = \"nowhere\"", "listen"),
+            ("admin_token = \"short\"", "admin_token"),
+            (
+                "[rate_limit.per_ip]\nburst = 0\nper_second = 1",
+                "rate_limit.per_ip",
+            ),
+            ("[rate_limit.per_ip]\nburst = 1", "per_second"),
+            ("signing_alg = \"HS256\"", "signing_alg"),
+        ] {
+            let err = IssuerConfig::from_toml_str(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+        let len = readme[start..].find("```").unwrap();
+        let config = IssuerConfig::from_toml_str(&readme[start..start + len]).unwrap();
+        assert_eq!(config.issuer.as_deref(), Some("https://auth.example.com"));
+        assert_eq!(config.secret_hash, SecretHashConfig::default());
+        assert_eq!(config.rate_limit, RateLimitConfig::default());
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let config = IssuerConfig::from_toml_str(
+            r#"
+            listen = "0.0.0.0:9000"
+            issuer = "https://auth.example.com"
+            db = ":memory:"
+            token_lifetime = 600
+            default_audience = "orders"
+            admin_token = "0123456789abcdef0123"
+            signing_alg = "RS256"
+            key_retire_leeway = 30
+            trust_forwarded_for = true
+            [rate_limit]
+            per_ip = { burst = 5, per_second = 1 }
+            [secret_hash]
+            memory_kib = 1024
+            iterations = 1
+            parallelism = 1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.token_lifetime_secs, 600);
+        assert_eq!(config.signing_alg, SigningAlg::RS256);
+        assert!(config.rate_limit.per_client.is_some());
+        assert_eq!(config.rate_limit.per_ip.unwrap().burst, 5);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("0123456789abcdef0123"), "{debug}");
+    }
+}

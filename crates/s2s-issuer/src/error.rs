@@ -1,0 +1,50 @@
+//! The library's [`Error`].
+
+/// What went wrong opening the issuer or managing accounts and keys.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A configuration value is invalid; `field` names it.
+    #[error("invalid configuration: `{field}`: {message}")]
+    Config {
+        /// The field, dotted for nested tables (`rate_limit.per_ip`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An argument (an account's name, scopes, CIDRs, …) is invalid; `field` names it.
+    #[error("invalid `{field}`: {message}")]
+    Invalid {
+        /// The field, in the admin API's JSON spelling (`allowedIps[1]`).
+        field: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// No service account has this client id.
+    #[error("no service account with client id `{0}`")]
+    NotFound(String),
+    /// The change conflicts with stored data (e.g. a name already in use).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("storage error: {0}")]
+    Storage(#[from] sqlx::Error),
+    /// The database schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A signing key could not be generated, loaded or used.
+    #[error("signing key error: {0}")]
+    Key(String),
+    /// A background task (hashing) failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}

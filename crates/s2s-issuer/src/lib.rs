@@ -1,0 +1,380 @@
+//! A small, real authorization server for the OAuth 2.0 client credentials grant: service
+//! accounts, a token endpoint, ES256 JWT access tokens, a JWKS with signing-key rotation, and
+//! discovery metadata. For development, CI and single-node deployments, and as the issuer the
+//! `s2s-auth` quickstart runs in-process.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use s2s_issuer::{IssuerConfig, accounts::NewAccount};
+//! use secrecy::ExposeSecret as _;
+//!
+//! // In memory, on a free port of 127.0.0.1; the issuer URL is http://127.0.0.1:{port}.
+//! let mut config = IssuerConfig::default();
+//! config.listen = "127.0.0.1:0".parse()?;
+//! config.db = ":memory:".into();
+//! config.default_audience = Some("orders-api".into());
+//! let running = s2s_issuer::spawn(config).await?;
+//!
+//! // A service account; its secret is shown this once.
+//! let created = running
+//!     .issuer
+//!     .accounts()
+//!     .create(NewAccount::new("billing").scope("orders:read"))
+//!     .await?;
+//! let (client_id, secret) = (&created.account.client_id, created.client_secret.expose_secret());
+//!
+//! // Any OAuth client now gets tokens from `{url}/token`, e.g. s2s-auth's
+//! // `ClientCredentials::discover(&running.url, client_id)`.
+//! assert!(running.url.starts_with("http://127.0.0.1:"));
+//! # let _ = (client_id, secret);
+//! running.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! # Endpoints
+//!
+//! | | |
+//! |---|---|
+//! | `POST /token` | the grant ([`token`]) |
+//! | `GET /.well-known/jwks.json` | the public keys ([`keys`]) |
+//! | `GET /.well-known/openid-configuration`, `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
+//! | `/admin/...` | accounts and keys ([`admin`]), only when an admin token is configured |
+//!
+//! The router needs the client's socket address (for `allowedIps` and the per-IP rate limit):
+//! serve it with [`serve`], or with
+//! `axum::serve(listener, issuer.router().into_make_service_with_connect_info::<SocketAddr>())`.
+//! Without it, accounts restricted to networks are refused (the address is unknown).
+//!
+//! # Modules
+//!
+//! [`config`] (TOML and code), [`accounts`] (service accounts and their secrets), [`keys`]
+//! (signing keys and rotation), [`token`] (the endpoint), [`admin`] (the admin API), [`audit`]
+//! (the audit log). Storage is SQLite through sqlx ([`IssuerConfig::db`]).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+
+pub mod accounts;
+pub mod admin;
+pub mod audit;
+pub mod config;
+mod error;
+pub mod keys;
+mod ratelimit;
+mod secret;
+mod store;
+pub mod token;
+
+use std::{future::Future, net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::State,
+    http::{HeaderValue, header::CACHE_CONTROL},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use secrecy::ExposeSecret as _;
+use sha2::{Digest as _, Sha256};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+
+pub use accounts::Accounts;
+pub use config::{Clock, IssuerConfig, SigningAlg};
+pub use error::Error;
+pub use keys::{KeyRotation, SigningKeyInfo};
+
+use crate::{keys::KeyRing, ratelimit::Limits, secret::SecretHasher, store::Store};
+
+/// A running issuer's state: storage, keys, accounts, limits. Cheap to clone (an `Arc`).
+#[derive(Clone, Debug)]
+pub struct Issuer {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) issuer_url: String,
+    pub(crate) default_audience: String,
+    pub(crate) token_lifetime: u64,
+    pub(crate) trust_forwarded_for: bool,
+    pub(crate) clock: Clock,
+    pub(crate) store: Store,
+    pub(crate) keys: KeyRing,
+    pub(crate) accounts: Accounts,
+    pub(crate) limits: Limits,
+    /// SHA-256 of the admin token (the token itself is not kept).
+    pub(crate) admin_token_digest: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No admin token digest, no keys, no hashes.
+        f.debug_struct("Issuer")
+            .field("issuer_url", &self.issuer_url)
+            .field("default_audience", &self.default_audience)
+            .field("token_lifetime", &self.token_lifetime)
+            .field("admin_api", &self.admin_token_digest.is_some())
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Issuer {
+    /// Opens the database (creating and migrating it as needed), loads or generates the signing
+    /// key, and checks the configuration. `config.issuer` must be set.
+    pub async fn open(config: IssuerConfig) -> Result<Issuer, Error> {
+        config.validate()?;
+        let issuer_url = config.issuer.clone().ok_or_else(|| Error::Config {
+            field: "issuer".into(),
+            message: "the issuer URL is required".into(),
+        })?;
+        let admin_token_digest = config
+            .resolve_admin_token()?
+            .map(|t| Sha256::digest(t.expose_secret().as_bytes()).into());
+        let hash_config = config.secret_hash;
+        let hasher = tokio::task::spawn_blocking(move || SecretHasher::new(hash_config))
+            .await
+            .map_err(|e| Error::Internal(format!("hasher setup: {e}")))??;
+        let store = Store::open(&config.db).await?;
+        let keys = KeyRing::open(
+            store.clone(),
+            config.clock.clone(),
+            config.signing_alg,
+            config.token_lifetime_secs,
+            config.key_retire_leeway_secs,
+        )
+        .await?;
+        let accounts = Accounts {
+            store: store.clone(),
+            hasher: Arc::new(hasher),
+            clock: config.clock.clone(),
+        };
+        Ok(Issuer {
+            inner: Arc::new(Inner {
+                default_audience: config
+                    .default_audience
+                    .clone()
+                    .unwrap_or_else(|| issuer_url.clone()),
+                issuer_url,
+                token_lifetime: config.token_lifetime_secs,
+                trust_forwarded_for: config.trust_forwarded_for,
+                clock: config.clock.clone(),
+                store,
+                keys,
+                accounts,
+                limits: Limits::new(config.rate_limit),
+                admin_token_digest,
+            }),
+        })
+    }
+
+    /// The routes: token endpoint, JWKS, metadata and (with an admin token) the admin API.
+    /// Serve with connect info (see the crate docs).
+    pub fn router(&self) -> Router {
+        let mut router = Router::new()
+            .route("/token", post(token::handler))
+            .route("/.well-known/jwks.json", get(jwks))
+            .route("/.well-known/openid-configuration", get(metadata))
+            .route("/.well-known/oauth-authorization-server", get(metadata));
+        if self.inner.admin_token_digest.is_some() {
+            router = router.nest("/admin", admin::router(self.clone()));
+        }
+        router.with_state(self.clone())
+    }
+
+    /// The service accounts.
+    pub fn accounts(&self) -> &Accounts {
+        &self.inner.accounts
+    }
+
+    /// The issuer identifier (`iss`).
+    pub fn issuer_url(&self) -> &str {
+        &self.inner.issuer_url
+    }
+
+    /// The `aud` of tokens whose request names no audience.
+    pub fn default_audience(&self) -> &str {
+        &self.inner.default_audience
+    }
+
+    /// Whether the admin API is served (an admin token is configured).
+    pub fn admin_enabled(&self) -> bool {
+        self.inner.admin_token_digest.is_some()
+    }
+
+    /// Generates a new signing key that signs from now on; the previous key stays in the JWKS
+    /// until every token it signed has expired.
+    pub async fn rotate_signing_key(&self) -> Result<KeyRotation, Error> {
+        self.inner.keys.rotate().await
+    }
+
+    /// The published signing keys, the active one first.
+    pub async fn signing_keys(&self) -> Result<Vec<SigningKeyInfo>, Error> {
+        Ok(self.inner.keys.infos().await)
+    }
+
+    /// The JWK set as served at `/.well-known/jwks.json`.
+    pub async fn jwks(&self) -> serde_json::Value {
+        self.inner.keys.jwks().await
+    }
+
+    /// Closes the database connections (after the server has stopped).
+    pub async fn close(&self) {
+        self.inner.store.close().await;
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.inner.issuer_url.trim_end_matches('/'))
+    }
+}
+
+fn cache_for(response: &mut Response, value: &'static str) {
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static(value));
+}
+
+async fn jwks(State(issuer): State<Issuer>) -> Response {
+    let mut response = Json(issuer.jwks().await).into_response();
+    cache_for(&mut response, "public, max-age=300");
+    response
+}
+
+async fn metadata(State(issuer): State<Issuer>) -> Response {
+    let scopes = issuer.accounts().all_scopes().await.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "could not list scopes for the metadata");
+        Vec::new()
+    });
+    let body = serde_json::json!({
+        "issuer": issuer.issuer_url(),
+        "token_endpoint": issuer.endpoint("/token"),
+        "jwks_uri": issuer.endpoint("/.well-known/jwks.json"),
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "scopes_supported": scopes,
+        "response_types_supported": [],
+    });
+    let mut response = Json(body).into_response();
+    cache_for(&mut response, "public, max-age=300");
+    response
+}
+
+/// Serves `issuer` on `listener` (with the clients' socket addresses) until the task is
+/// dropped or fails.
+pub async fn serve(listener: TcpListener, issuer: Issuer) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        issuer
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+}
+
+/// Like [`serve`], stopping gracefully when `shutdown` completes.
+pub async fn serve_with_shutdown(
+    listener: TcpListener,
+    issuer: Issuer,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        issuer
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+/// An issuer serving in a background task; see [`spawn`].
+#[derive(Debug)]
+pub struct Running {
+    /// The issuer (accounts, keys).
+    pub issuer: Issuer,
+    /// Its URL, e.g. `http://127.0.0.1:40123` (the issuer identifier).
+    pub url: String,
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops serving (gracefully), then closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+        self.issuer.close().await;
+    }
+}
+
+/// Binds `config.listen` (port 0 picks a free port), sets `config.issuer` to
+/// `http://{bound address}` when unset, opens the issuer and serves it in a background task.
+pub async fn spawn(mut config: IssuerConfig) -> Result<Running, Error> {
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::Config {
+            field: "listen".into(),
+            message: format!("cannot listen on {}: {e}", config.listen),
+        })?;
+    let addr = listener.local_addr().map_err(|e| Error::Config {
+        field: "listen".into(),
+        message: e.to_string(),
+    })?;
+    if config.issuer.is_none() {
+        config.issuer = Some(format!("http://{addr}"));
+    }
+    let issuer = Issuer::open(config).await?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve_with_shutdown(listener, issuer.clone(), async move {
+        let _ = stopped.await;
+    }));
+    Ok(Running {
+        url: issuer.issuer_url().to_owned(),
+        issuer,
+        addr,
+        stop,
+        task,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn debug_shows_no_secrets() {
+        let mut config = IssuerConfig::new("http://127.0.0.1:1");
+        config.db = ":memory:".into();
+        config.admin_token = Some("an-admin-token-of-some-length".into());
+        let issuer = Issuer::open(config.clone()).await.unwrap();
+        let created = issuer
+            .accounts()
+            .create(accounts::NewAccount::new("dbg"))
+            .await
+            .unwrap();
+        let debug = format!("{issuer:?} {config:?} {created:?}");
+        assert!(!debug.contains("an-admin-token"), "{debug}");
+        assert!(
+            !debug.contains(created.client_secret.expose_secret()),
+            "{debug}"
+        );
+        assert!(!debug.contains("argon2"), "{debug}");
+        assert!(debug.contains("admin_api: true"), "{debug}");
+    }
+
+    #[tokio::test]
+    async fn open_requires_an_issuer_url_and_refuses_postgres() {
+        let mut config = IssuerConfig {
+            db: ":memory:".into(),
+            ..IssuerConfig::default()
+        };
+        let err = Issuer::open(config.clone()).await.unwrap_err().to_string();
+        assert!(err.contains("`issuer`"), "{err}");
+        config.issuer = Some("http://127.0.0.1:1".into());
+        config.db = "postgres://localhost/issuer".into();
+        let err = Issuer::open(config).await.unwrap_err().to_string();
+        assert!(err.contains("`db`"), "{err}");
+    }
+}

@@ -1,0 +1,332 @@
+//! Storage: SQLite through sqlx, with embedded migrations.
+//!
+//! A file is opened in WAL mode with `synchronous=FULL`: a write is on disk before the call that
+//! made it returns, so an acknowledged change survives `kill -9` or a power cut. `:memory:` keeps
+//! everything in one connection that lives as long as the issuer (for tests and demos).
+
+use std::{str::FromStr as _, time::Duration};
+
+use sqlx::{
+    FromRow, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use crate::Error;
+
+/// The database handle.
+#[derive(Clone, Debug)]
+pub(crate) struct Store {
+    pool: SqlitePool,
+}
+
+/// One row of `accounts`.
+#[derive(Clone, FromRow)]
+pub(crate) struct AccountRow {
+    pub(crate) id: i64,
+    pub(crate) client_id: String,
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) scopes: String,
+    pub(crate) allowed_ips: String,
+    pub(crate) audiences: String,
+    pub(crate) status: String,
+    pub(crate) secret_hash: String,
+    pub(crate) previous_secret_hash: Option<String>,
+    pub(crate) previous_secret_expires_at: Option<i64>,
+    pub(crate) secret_rotated_at: Option<i64>,
+    pub(crate) created_at: i64,
+    pub(crate) updated_at: i64,
+}
+
+/// One row of `signing_keys`.
+#[derive(Clone, FromRow)]
+pub(crate) struct KeyRow {
+    pub(crate) kid: String,
+    pub(crate) alg: String,
+    pub(crate) private_key: Option<Vec<u8>>,
+    pub(crate) public_jwk: String,
+    pub(crate) created_at: i64,
+    pub(crate) retired_at: Option<i64>,
+    pub(crate) retire_at: Option<i64>,
+}
+
+/// The values of a new account row.
+pub(crate) struct NewAccountRow<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) description: &'a str,
+    pub(crate) scopes: String,
+    pub(crate) allowed_ips: String,
+    pub(crate) audiences: String,
+    pub(crate) secret_hash: &'a str,
+    pub(crate) now: i64,
+}
+
+/// Changed columns of an account; `None` leaves a column as it is.
+#[derive(Default)]
+pub(crate) struct AccountChanges {
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<String>,
+    pub(crate) scopes: Option<String>,
+    pub(crate) allowed_ips: Option<String>,
+    pub(crate) audiences: Option<String>,
+    pub(crate) status: Option<&'static str>,
+}
+
+/// The value of `db` that means "in memory".
+pub(crate) fn is_memory(db: &str) -> bool {
+    matches!(db, ":memory:" | "sqlite::memory:" | "sqlite://:memory:")
+}
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and runs the migrations.
+    pub(crate) async fn open(db: &str) -> Result<Store, Error> {
+        let db = db.trim();
+        if db.starts_with("postgres:") || db.starts_with("postgresql:") {
+            return Err(Error::Config {
+                field: "db".into(),
+                message: "PostgreSQL is not supported by this build; use a SQLite path".into(),
+            });
+        }
+        let memory = is_memory(db);
+        let (options, pool) = if memory {
+            let options = SqliteConnectOptions::from_str("sqlite::memory:")?
+                .journal_mode(SqliteJournalMode::Memory);
+            // One connection that never closes: the database lives exactly as long as it.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+            (options, pool)
+        } else {
+            let options = if db.starts_with("sqlite:") {
+                SqliteConnectOptions::from_str(db).map_err(|e| Error::Config {
+                    field: "db".into(),
+                    message: format!("`{db}` is not a SQLite URL: {e}"),
+                })?
+            } else {
+                SqliteConnectOptions::new().filename(db)
+            };
+            let options = options
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal);
+            (options, SqlitePoolOptions::new().max_connections(4))
+        };
+        let options = options
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let created = !memory && !options.get_filename().exists();
+        let filename = options.get_filename().to_owned();
+        let pool = pool
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Config {
+                field: "db".into(),
+                message: format!("cannot open `{db}`: {e}"),
+            })?;
+        if created {
+            restrict_permissions(&filename);
+        }
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    /// Closes the connections (waits for them to finish).
+    pub(crate) async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    // ---- accounts ----
+
+    pub(crate) async fn insert_account(&self, row: NewAccountRow<'_>) -> Result<AccountRow, Error> {
+        sqlx::query_as::<_, AccountRow>(
+            "INSERT INTO accounts (client_id, name, description, scopes, allowed_ips, audiences, \
+             status, secret_hash, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?) RETURNING *",
+        )
+        .bind(row.client_id)
+        .bind(row.name)
+        .bind(row.description)
+        .bind(row.scopes)
+        .bind(row.allowed_ips)
+        .bind(row.audiences)
+        .bind(row.secret_hash)
+        .bind(row.now)
+        .bind(row.now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                Error::Conflict(format!("a service account named `{}` exists", row.name))
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    pub(crate) async fn account(&self, client_id: &str) -> Result<Option<AccountRow>, Error> {
+        Ok(
+            sqlx::query_as::<_, AccountRow>("SELECT * FROM accounts WHERE client_id = ?")
+                .bind(client_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Accounts with `id > after`, in creation order.
+    pub(crate) async fn accounts_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AccountRow>, Error> {
+        Ok(sqlx::query_as::<_, AccountRow>(
+            "SELECT * FROM accounts WHERE id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// The `scopes` column of every active account.
+    pub(crate) async fn all_scopes(&self) -> Result<Vec<String>, Error> {
+        Ok(
+            sqlx::query_scalar::<_, String>("SELECT scopes FROM accounts WHERE status = 'ACTIVE'")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(crate) async fn update_account(
+        &self,
+        client_id: &str,
+        changes: AccountChanges,
+        now: i64,
+    ) -> Result<Option<AccountRow>, Error> {
+        let name = changes.name.clone();
+        sqlx::query_as::<_, AccountRow>(
+            "UPDATE accounts SET name = COALESCE(?, name), description = COALESCE(?, description), \
+             scopes = COALESCE(?, scopes), allowed_ips = COALESCE(?, allowed_ips), \
+             audiences = COALESCE(?, audiences), status = COALESCE(?, status), updated_at = ? \
+             WHERE client_id = ? RETURNING *",
+        )
+        .bind(changes.name)
+        .bind(changes.description)
+        .bind(changes.scopes)
+        .bind(changes.allowed_ips)
+        .bind(changes.audiences)
+        .bind(changes.status)
+        .bind(now)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| {
+            if unique_violation(&e) {
+                Error::Conflict(format!(
+                    "a service account named `{}` exists",
+                    name.unwrap_or_default()
+                ))
+            } else {
+                e.into()
+            }
+        })
+    }
+
+    /// Replaces the secret hash; the old one stays valid until `previous_expires_at` when set.
+    pub(crate) async fn rotate_secret(
+        &self,
+        client_id: &str,
+        new_hash: &str,
+        previous_expires_at: Option<i64>,
+        now: i64,
+    ) -> Result<Option<AccountRow>, Error> {
+        Ok(sqlx::query_as::<_, AccountRow>(
+            "UPDATE accounts SET \
+             previous_secret_hash = CASE WHEN ?1 IS NULL THEN NULL ELSE secret_hash END, \
+             previous_secret_expires_at = ?1, secret_hash = ?2, secret_rotated_at = ?3, \
+             updated_at = ?3 WHERE client_id = ?4 RETURNING *",
+        )
+        .bind(previous_expires_at)
+        .bind(new_hash)
+        .bind(now)
+        .bind(client_id)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    pub(crate) async fn delete_account(&self, client_id: &str) -> Result<bool, Error> {
+        let done = sqlx::query("DELETE FROM accounts WHERE client_id = ?")
+            .bind(client_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    // ---- signing keys ----
+
+    pub(crate) async fn keys(&self) -> Result<Vec<KeyRow>, Error> {
+        Ok(
+            sqlx::query_as::<_, KeyRow>("SELECT * FROM signing_keys ORDER BY created_at, kid")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Retires the active key(s) (publishing them until `retire_at`, forgetting their private
+    /// halves) and makes `new` the active one, in one transaction.
+    pub(crate) async fn rotate_keys(&self, new: &KeyRow, retire_at: i64) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE signing_keys SET retired_at = ?, retire_at = ?, private_key = NULL \
+             WHERE retired_at IS NULL",
+        )
+        .bind(new.created_at)
+        .bind(retire_at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&new.kid)
+        .bind(&new.alg)
+        .bind(&new.private_key)
+        .bind(&new.public_jwk)
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Deletes rotated-out keys whose publication ended at or before `now`.
+    pub(crate) async fn delete_retired_keys(&self, now: i64) -> Result<u64, Error> {
+        Ok(
+            sqlx::query("DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= ?")
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
+    }
+}
+
+/// Owner-only permissions on a database file we created: it holds private signing keys.
+fn restrict_permissions(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            tracing::warn!(path = %path.display(), error = %e, "could not restrict the database file to its owner");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}

@@ -1,0 +1,647 @@
+//! The token endpoint, `POST /token`: the client credentials grant (RFC 6749 §4.4).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use s2s_issuer::{IssuerConfig, accounts::NewAccount};
+//! use secrecy::ExposeSecret as _;
+//!
+//! let mut config = IssuerConfig::default();
+//! config.listen = "127.0.0.1:0".parse()?;
+//! config.db = ":memory:".into();
+//! let running = s2s_issuer::spawn(config).await?;
+//! let created = running
+//!     .issuer
+//!     .accounts()
+//!     .create(NewAccount::new("billing").scope("orders:read"))
+//!     .await?;
+//! // POST {url}/token with
+//! //   Authorization: Basic base64(urlencode(client_id) ":" urlencode(client_secret))
+//! //   Content-Type: application/x-www-form-urlencoded
+//! //   grant_type=client_credentials&scope=orders:read
+//! println!("{}/token {} {}", running.url, created.account.client_id, created.client_secret.expose_secret());
+//! # Ok(()) }
+//! ```
+//!
+//! Requests: `application/x-www-form-urlencoded` with `client_secret_basic` (HTTP Basic, id and
+//! secret each form-urlencoded, RFC 6749 §2.3.1) or `client_secret_post` (`client_id` and
+//! `client_secret` in the form); or `application/json` with `grantType`, `clientId`,
+//! `clientSecret`, `scope`. Optional `scope` (space-delimited; all of the account's scopes when
+//! absent) and `audience` / `resource` (RFC 8707; one of the account's `audiences` or the
+//! default audience).
+//!
+//! Answers: `200 {"access_token","token_type":"Bearer","expires_in","scope"}`, or an RFC 6749
+//! §5.2 error `{"error","error_description","code"}`, all with `Cache-Control: no-store`:
+//!
+//! | case | status | error | code |
+//! |---|---|---|---|
+//! | malformed body, missing field, wrong content type, two auth methods | 400 | `invalid_request` | |
+//! | `grant_type` other than `client_credentials` | 400 | `unsupported_grant_type` | |
+//! | unknown client, wrong or missing secret | 401 (+ `WWW-Authenticate: Basic`) | `invalid_client` | AUTH_101 |
+//! | a scope the account does not have | 400 | `invalid_scope` | AUTH_102 |
+//! | disabled account | 401 | `unauthorized_client` | AUTH_103 |
+//! | source IP outside `allowedIps` | 403 | `unauthorized_client` | AUTH_104 |
+//! | rate limited (per IP or per client id) | 429 (+ `Retry-After`) | `rate_limited` | AUTH_106 |
+//! | an audience the account may not request | 400 | `invalid_target` | AUTH_107 |
+//!
+//! The checks run in this order: rate limit per IP, body, grant type, client authentication
+//! format, rate limit per client id, secret (argon2id), status, IP, scope, audience. An unknown
+//! client and a wrong secret get the same answer after the same work; status, IP and scope are
+//! only revealed to a caller that proved the secret.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::{
+    Json,
+    body::Bytes,
+    extract::{ConnectInfo, Request, State},
+    http::{
+        HeaderMap, HeaderValue, StatusCode,
+        header::{
+            AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE,
+        },
+    },
+    response::{IntoResponse, Response},
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use s2s_auth::Code;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{Issuer, accounts::canonical_ip, accounts::is_scope_token, audit};
+
+/// The largest token request body accepted.
+const MAX_BODY: usize = 16 * 1024;
+/// Longer client ids and secrets are refused without a lookup.
+const MAX_CLIENT_ID: usize = 256;
+const MAX_SECRET: usize = 1024;
+
+/// A refusal.
+#[derive(Debug)]
+struct TokenError {
+    status: StatusCode,
+    error: &'static str,
+    description: String,
+    code: Option<Code>,
+    retry_after: Option<u64>,
+}
+
+impl TokenError {
+    fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        TokenError {
+            status,
+            error,
+            description: description.into(),
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    fn invalid_request(description: impl Into<String>) -> Self {
+        TokenError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+
+    fn invalid_client(description: impl Into<String>) -> Self {
+        TokenError {
+            code: Some(Code::InvalidClient),
+            ..TokenError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+        }
+    }
+
+    fn code(mut self, code: Code) -> Self {
+        self.code = Some(code);
+        self
+    }
+}
+
+impl IntoResponse for TokenError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.error, "error_description": self.description });
+        if let Some(code) = self.code {
+            body["code"] = code.as_str().into();
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        no_store(headers);
+        // Every 401 names the scheme (RFC 6749 §5.2, RFC 9110 §15.5.2).
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"s2s-issuer\", charset=\"UTF-8\""),
+            );
+        }
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::try_from(secs.to_string())
+        {
+            headers.insert(RETRY_AFTER, v);
+        }
+        response
+    }
+}
+
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// The parameters of a token request, whatever its encoding.
+#[derive(Default)]
+struct TokenRequest {
+    grant_type: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion: bool,
+    scope: Option<String>,
+    audiences: Vec<String>,
+}
+
+/// One string or several.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The JSON body form. Unknown fields are ignored, as unknown form parameters are (RFC 6749 §3.2).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JsonTokenRequest {
+    #[serde(alias = "grant_type")]
+    grant_type: Option<String>,
+    #[serde(alias = "client_id")]
+    client_id: Option<String>,
+    #[serde(alias = "client_secret")]
+    client_secret: Option<String>,
+    scope: Option<OneOrMany>,
+    audience: Option<OneOrMany>,
+    resource: Option<OneOrMany>,
+}
+
+fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
+    let mut request = TokenRequest::default();
+    let mut seen: Vec<String> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(body) {
+        let slot = match name.as_ref() {
+            "grant_type" => &mut request.grant_type,
+            "client_id" => &mut request.client_id,
+            "client_secret" => &mut request.client_secret,
+            "scope" => &mut request.scope,
+            "audience" | "resource" => {
+                request.audiences.push(value.into_owned());
+                continue;
+            }
+            "client_assertion" | "client_assertion_type" => {
+                request.client_assertion = true;
+                continue;
+            }
+            _ => continue,
+        };
+        if seen.iter().any(|s| *s == name) {
+            return Err(TokenError::invalid_request(format!(
+                "the parameter `{name}` is repeated (RFC 6749 §3.2)"
+            )));
+        }
+        seen.push(name.into_owned());
+        *slot = Some(value.into_owned());
+    }
+    Ok(request)
+}
+
+fn parse_json(body: &[u8]) -> Result<TokenRequest, TokenError> {
+    let Json(json) = Json::<JsonTokenRequest>::from_bytes(body)
+        .map_err(|rejection| TokenError::invalid_request(rejection.body_text()))?;
+    let mut audiences = Vec::new();
+    for list in [json.audience, json.resource].into_iter().flatten() {
+        audiences.extend(list.into_vec());
+    }
+    Ok(TokenRequest {
+        grant_type: json.grant_type,
+        client_id: json.client_id,
+        client_secret: json.client_secret,
+        client_assertion: false,
+        scope: json.scope.map(|s| s.into_vec().join(" ")),
+        audiences,
+    })
+}
+
+/// Decodes `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte); a `%` not
+/// followed by two hex digits stays as it is.
+fn form_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 3;
+                        continue;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// `Authorization: Basic …` → (client id, secret); `Err` for a malformed header or another
+/// scheme.
+fn basic_credentials(value: &HeaderValue) -> Result<(String, String), TokenError> {
+    let bad = |why: &str| TokenError::invalid_client(why.to_owned());
+    let text = value
+        .to_str()
+        .map_err(|_| bad("the Authorization header is not ASCII"))?;
+    let (scheme, credentials) = text.trim().split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad(
+            "client authentication must use HTTP Basic or client_secret_post",
+        ));
+    }
+    let decoded = STANDARD
+        .decode(credentials.trim())
+        .map_err(|_| bad("the Basic credentials are not base64"))?;
+    let decoded =
+        String::from_utf8(decoded).map_err(|_| bad("the Basic credentials are not UTF-8"))?;
+    let (id, secret) = decoded
+        .split_once(':')
+        .ok_or_else(|| bad("the Basic credentials have no `:`"))?;
+    let id = form_decode(id).ok_or_else(|| bad("the client id is not UTF-8 once decoded"))?;
+    let secret =
+        form_decode(secret).ok_or_else(|| bad("the client secret is not UTF-8 once decoded"))?;
+    Ok((id, secret))
+}
+
+/// The client's address: the socket's peer, or the last `X-Forwarded-For` entry when trusted.
+fn source_ip(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
+    if trust_forwarded_for {
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .and_then(|last| last.trim().parse::<IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return Some(canonical_ip(ip));
+        }
+    }
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| canonical_ip(addr.ip()))
+}
+
+/// The success body.
+#[derive(Serialize)]
+struct TokenResponse<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: u64,
+    scope: &'a str,
+}
+
+/// The access token's claims (RFC 9068).
+#[derive(Serialize)]
+struct AccessClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    client_id: &'a str,
+    aud: serde_json::Value,
+    exp: u64,
+    iat: u64,
+    nbf: u64,
+    jti: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    scope: &'a str,
+}
+
+/// `POST /token`.
+pub(crate) async fn handler(State(issuer): State<Issuer>, request: Request) -> Response {
+    let ip = source_ip(&request, issuer.inner.trust_forwarded_for);
+    let mut client_id: Option<String> = None;
+    match issue(&issuer, request, ip, &mut client_id).await {
+        Ok(response) => response,
+        Err(refusal) => {
+            audit::refused(
+                client_id.as_deref(),
+                ip,
+                refusal.error,
+                refusal.code.map(Code::as_str),
+                &refusal.description,
+            );
+            refusal.into_response()
+        }
+    }
+}
+
+async fn issue(
+    issuer: &Issuer,
+    request: Request,
+    ip: Option<IpAddr>,
+    client_id_out: &mut Option<String>,
+) -> Result<Response, TokenError> {
+    let inner = &issuer.inner;
+    let rate_limited = |limited: crate::ratelimit::Limited| TokenError {
+        code: Some(Code::RateLimited),
+        retry_after: Some(limited.retry_after_secs()),
+        ..TokenError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("too many token requests from this {}", limited.what),
+        )
+    };
+    inner.limits.check_ip(ip).map_err(rate_limited)?;
+
+    let (parts, body) = request.into_parts();
+    let body: Bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        TokenError::invalid_request(format!(
+            "the body is unreadable or larger than {MAX_BODY} bytes"
+        ))
+    })?;
+    let content_type = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let mut params = match content_type.as_deref() {
+        Some("application/x-www-form-urlencoded") => parse_form(&body)?,
+        Some("application/json") => parse_json(&body)?,
+        _ => {
+            return Err(TokenError::invalid_request(
+                "the Content-Type must be application/x-www-form-urlencoded (or application/json)",
+            ));
+        }
+    };
+
+    match params.grant_type.as_deref() {
+        None | Some("") => return Err(TokenError::invalid_request("`grant_type` is missing")),
+        Some("client_credentials") => {}
+        Some(other) => {
+            return Err(TokenError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                format!(
+                    "`{}` is not supported; use client_credentials",
+                    other.chars().take(64).collect::<String>().escape_debug()
+                ),
+            ));
+        }
+    }
+
+    // Client authentication: Basic or the body, never both.
+    let authorization = parts.headers.get(AUTHORIZATION);
+    let (client_id, secret) = if let Some(value) = authorization {
+        let (id, secret) = basic_credentials(value)?;
+        if params.client_secret.is_some() || params.client_assertion {
+            return Err(TokenError::invalid_request(
+                "more than one client authentication method (RFC 6749 §2.3)",
+            ));
+        }
+        if params
+            .client_id
+            .as_ref()
+            .is_some_and(|body_id| *body_id != id)
+        {
+            return Err(TokenError::invalid_request(
+                "`client_id` differs from the Basic credentials",
+            ));
+        }
+        (id, secret)
+    } else {
+        if params.client_assertion {
+            *client_id_out = params.client_id.take();
+            return Err(TokenError::invalid_client(
+                "private_key_jwt client authentication is not supported here",
+            ));
+        }
+        match (params.client_id.take(), params.client_secret.take()) {
+            (Some(id), Some(secret)) => (id, secret),
+            (id, _) => {
+                *client_id_out = id;
+                return Err(TokenError::invalid_client(
+                    "client authentication is required: HTTP Basic, or client_id and client_secret",
+                ));
+            }
+        }
+    };
+    *client_id_out = Some(client_id.clone());
+    if client_id.is_empty()
+        || client_id.len() > MAX_CLIENT_ID
+        || secret.is_empty()
+        || secret.len() > MAX_SECRET
+    {
+        return Err(TokenError::invalid_client("invalid client credentials"));
+    }
+
+    inner
+        .limits
+        .check_client(&client_id)
+        .map_err(rate_limited)?;
+
+    let server_error = |e: crate::Error| {
+        tracing::error!(error = %e, "token endpoint failure");
+        TokenError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "the issuer could not complete the request",
+        )
+    };
+    let credentials = inner
+        .accounts
+        .credentials(&client_id)
+        .await
+        .map_err(server_error)?;
+    let accepted: Vec<&str> = credentials
+        .as_ref()
+        .map(|c| c.accepted_hashes.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let verified = inner
+        .accounts
+        .hasher
+        .verify(&client_id, &secret, &accepted)
+        .await
+        .map_err(server_error)?;
+    drop(secret);
+    let account = match credentials {
+        Some(c) if verified => c.account,
+        _ => return Err(TokenError::invalid_client("invalid client credentials")),
+    };
+
+    if account.status == crate::accounts::Status::Disabled {
+        return Err(TokenError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_client",
+            "the service account is disabled",
+        )
+        .code(Code::AccountDisabled));
+    }
+    let ip_allowed = account.allowed_ips.is_empty() || ip.is_some_and(|ip| account.allows_ip(ip));
+    if !ip_allowed {
+        return Err(TokenError::new(
+            StatusCode::FORBIDDEN,
+            "unauthorized_client",
+            "the source IP address is not allowed for this service account",
+        )
+        .code(Code::IpNotAllowed));
+    }
+
+    // Scope: the requested ones if all are granted; all of them when none is requested.
+    let granted: Vec<&str> = match params.scope.as_deref().map(str::trim) {
+        None | Some("") => account.scopes.iter().map(String::as_str).collect(),
+        Some(requested) => {
+            let mut granted: Vec<&str> = Vec::new();
+            let mut missing: Vec<&str> = Vec::new();
+            for scope in requested.split(' ').filter(|s| !s.is_empty()) {
+                if !is_scope_token(scope) {
+                    return Err(TokenError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_scope",
+                        "the scope parameter is malformed (RFC 6749 §3.3)",
+                    )
+                    .code(Code::InsufficientScope));
+                }
+                if account.scopes.iter().any(|s| s == scope) {
+                    if !granted.contains(&scope) {
+                        granted.push(scope);
+                    }
+                } else if !missing.contains(&scope) {
+                    missing.push(scope);
+                }
+            }
+            if !missing.is_empty() {
+                return Err(TokenError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_scope",
+                    format!("the service account is not granted: {}", missing.join(" ")),
+                )
+                .code(Code::InsufficientScope));
+            }
+            granted
+        }
+    };
+    let scope = granted.join(" ");
+
+    // Audience: the default one, or those requested when the account may ask for them.
+    let default_audience = &inner.default_audience;
+    let mut audiences: Vec<&str> = Vec::new();
+    for aud in &params.audiences {
+        if aud != default_audience && !account.audiences.iter().any(|a| a == aud) {
+            return Err(TokenError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_target",
+                format!(
+                    "the service account may not request the audience `{}`",
+                    aud.chars().take(200).collect::<String>().escape_debug()
+                ),
+            )
+            .code(Code::InvalidAudience));
+        }
+        if !audiences.contains(&aud.as_str()) {
+            audiences.push(aud);
+        }
+    }
+    let aud = match audiences.as_slice() {
+        [] => json!(default_audience),
+        [one] => json!(one),
+        many => json!(many),
+    };
+
+    let now = inner.clock.unix_now();
+    let exp = now.saturating_add(inner.token_lifetime);
+    let jti: [u8; 16] = rand::random();
+    let jti = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti);
+    let claims = AccessClaims {
+        iss: &inner.issuer_url,
+        sub: &account.client_id,
+        client_id: &account.client_id,
+        aud,
+        exp,
+        iat: now,
+        nbf: now,
+        jti,
+        scope: &scope,
+    };
+    inner.keys.prune().await;
+    let (token, kid) = inner.keys.sign(&claims).map_err(server_error)?;
+    audit::issued(&audit::Issued {
+        client_id: &account.client_id,
+        source_ip: ip,
+        scope: &scope,
+        aud: &match &claims.aud {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        },
+        kid: &kid,
+        jti: &claims.jti,
+        exp,
+    });
+    let mut response = Json(TokenResponse {
+        access_token: &token,
+        token_type: "Bearer",
+        expires_in: inner.token_lifetime,
+        scope: &scope,
+    })
+    .into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_decoding() {
+        assert_eq!(form_decode("a+b%3Ac%25").as_deref(), Some("a b:c%"));
+        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
+        assert_eq!(form_decode("%zz%4").as_deref(), Some("%zz%4"));
+        assert_eq!(form_decode("%ff"), None);
+    }
+
+    #[test]
+    fn basic_credentials_are_decoded() {
+        let header = |id: &str, secret: &str| {
+            HeaderValue::try_from(format!(
+                "Basic {}",
+                STANDARD.encode(format!("{id}:{secret}"))
+            ))
+            .unwrap()
+        };
+        let (id, secret) = basic_credentials(&header("my%20id", "s%3Acret+x")).unwrap();
+        assert_eq!((id.as_str(), secret.as_str()), ("my id", "s:cret x"));
+        assert!(basic_credentials(&HeaderValue::from_static("Bearer x")).is_err());
+        assert!(basic_credentials(&HeaderValue::from_static("Basic !!!")).is_err());
+        let no_colon = HeaderValue::try_from(format!("Basic {}", STANDARD.encode("abc"))).unwrap();
+        assert!(basic_credentials(&no_colon).is_err());
+    }
+
+    #[test]
+    fn repeated_form_parameters_are_refused() {
+        assert!(parse_form(b"grant_type=client_credentials&scope=a&scope=b").is_err());
+        let ok = parse_form(b"grant_type=client_credentials&resource=a&resource=b&x=1").ok();
+        assert_eq!(ok.map(|r| r.audiences.len()), Some(2));
+    }
+}
