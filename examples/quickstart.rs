@@ -1,13 +1,13 @@
-//! The whole inbound story in one process, on 127.0.0.1:
+//! The whole story in one process, on 127.0.0.1:
 //!
-//! 1. a stand-in authorization server generates an ES256 key, publishes it (discovery metadata
-//!    and a JWK set) and issues tokens to one client (client credentials grant);
-//! 2. the protected service (`protected_router`, as in the `protected_service` example) verifies
-//!    bearer tokens against those keys, found through discovery, with `VerifyLayer` and
-//!    `RequireScope`;
-//! 3. a calling service gets a token with `TokenManager` and calls the protected service three
-//!    times through the reqwest middleware (one token fetch for all three);
-//! 4. then bad tokens: none, another audience, expired, a missing scope; each answer is printed.
+//! 1. `s2s-issuer`, the authorization server, starts in-process with in-memory storage; two
+//!    service accounts are created: `orders` (granted `inventory:read`) and `reporting` (not).
+//! 2. The inventory service verifies bearer tokens against the issuer's keys (found through
+//!    discovery) with `VerifyLayer`, and requires `inventory:read` with `RequireScope`.
+//! 3. The orders service calls it through the reqwest middleware: one token, fetched once and
+//!    reused for every call.
+//! 4. Then: `reporting` is refused (403, AUTH_102); a forged token is refused (401, AUTH_105);
+//!    the issuer rotates its signing key in the middle of traffic, and no call fails.
 //!
 //! ```sh
 //! cargo run --example quickstart
@@ -15,222 +15,256 @@
 //!
 //! Exits with 0 when every answer is the expected one.
 
-use std::{process::ExitCode, sync::Arc, time::SystemTime};
+use std::{
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use aws_lc_rs::{
     rand::SystemRandom,
     signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair},
 };
-use axum::{
-    Json, Router,
-    http::{HeaderMap, StatusCode, header::AUTHORIZATION},
-    response::{IntoResponse, Response},
-    routing::{get, post},
-};
-use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
+use axum::{Json, Router, routing::get};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use s2s_auth::{
-    Issuer, Verifier,
+    Issuer, RequireScope, Verifier, VerifyLayer,
+    extract::Claims,
     reqwest::AuthorizeMiddleware,
-    token::{ClientAuth, ClientCredentials, TokenManager},
+    token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
+use s2s_issuer::{IssuerConfig, accounts::NewAccount};
+use secrecy::ExposeSecret as _;
 use serde_json::{Value, json};
-use subtle::ConstantTimeEq as _;
 
-const AUDIENCE: &str = "orders-api";
-const CLIENT_ID: &str = "billing-service";
-// A stand-in: real secrets come from a secret store, never from source code.
-const CLIENT_SECRET: &str = "quickstart-secret";
-
-fn sign(key: &EncodingKey, claims: &Value) -> String {
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("quickstart-1".into());
-    header.typ = Some("at+jwt".into());
-    jsonwebtoken::encode(&header, claims, key).expect("sign")
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
-/// The stand-in token endpoint: client_secret_basic for one client, 5-minute tokens.
-fn issue_token(headers: &HeaderMap, key: &EncodingKey, issuer: &str) -> Response {
-    use base64::Engine as _;
-    let expected =
-        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .unwrap_or_default();
-    if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-        let body = json!({"error": "invalid_client", "error_description": "unknown client or wrong secret"});
-        return (StatusCode::UNAUTHORIZED, Json(body)).into_response();
-    }
-    let now = now();
-    let claims = json!({
-        "iss": issuer, "sub": CLIENT_ID, "client_id": CLIENT_ID, "aud": AUDIENCE,
-        "scope": "orders:read", "iat": now, "exp": now + 300,
-    });
-    let body = json!({
-        "access_token": sign(key, &claims), "token_type": "Bearer",
-        "expires_in": 300, "scope": "orders:read",
-    });
-    Json(body).into_response()
-}
+const AUDIENCE: &str = "inventory-api";
+const CALLS: usize = 20;
+const ROTATION_TRAFFIC: usize = 400;
+const NEWCOMER_CALLS: usize = 50;
 
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,s2s_auth=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
+    let mut story = Story::default();
 
-    // 1. The authorization server's signing key and its public half, as a JWK.
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .expect("generate a P-256 key");
-    let signing_key = EncodingKey::from_ec_der(pkcs8.as_ref());
-    let mut jwk = Jwk::from_encoding_key(&signing_key, Algorithm::ES256).expect("public JWK");
-    jwk.common.key_id = Some("quickstart-1".into());
-    let (auth_listener, issuer) = bind().await;
-    let metadata = json!({
-        "issuer": issuer,
-        "jwks_uri": format!("{issuer}/jwks.json"),
-        "token_endpoint": format!("{issuer}/token"),
-        "grant_types_supported": ["client_credentials"],
-    });
-    let jwks = json!({ "keys": [jwk] });
-    let signing_key = Arc::new(signing_key);
-    let token_endpoint = {
-        let (key, issuer) = (signing_key.clone(), issuer.clone());
-        move |headers: HeaderMap| async move { issue_token(&headers, &key, &issuer) }
-    };
-    let auth_server = Router::new()
-        .route("/token", post(token_endpoint))
-        .route(
-            "/.well-known/openid-configuration",
-            get(move || async move { Json(metadata) }),
-        )
-        .route("/jwks.json", get(move || async move { Json(jwks) }));
-    tokio::spawn(async move { axum::serve(auth_listener, auth_server).await });
-    println!("authorization server  {issuer}");
+    // 1. The authorization server and two service accounts.
+    let mut config = IssuerConfig::default();
+    config.listen = "127.0.0.1:0".parse().expect("an address");
+    config.db = ":memory:".into();
+    config.default_audience = Some(AUDIENCE.into());
+    let issuer = s2s_issuer::spawn(config).await.expect("the issuer starts");
+    let accounts = issuer.issuer.accounts();
+    let orders = accounts
+        .create(NewAccount::new("orders").scope("inventory:read"))
+        .await
+        .expect("create orders");
+    let reporting = accounts
+        .create(NewAccount::new("reporting").scope("reports:read"))
+        .await
+        .expect("create reporting");
+    println!("issuer      {}  (accounts: orders, reporting)", issuer.url);
 
-    // 2. The protected service.
+    // 2. The inventory service.
     let verifier = Verifier::builder()
-        .issuer(Issuer::discover(&issuer))
+        .issuer(Issuer::discover(&issuer.url))
         .audience(AUDIENCE)
+        .require_at_jwt(true)
         .build()
         .expect("verifier configuration");
-    let (listener, service_url) = bind().await;
-    let service = s2s_examples::protected_router(verifier.clone(), vec!["orders:read".into()]);
-    tokio::spawn(async move { axum::serve(listener, service).await });
-    println!("protected service     {service_url}/whoami\n");
+    let inventory = Router::new()
+        .route("/items", get(items))
+        .route_layer(RequireScope::all(["inventory:read"]))
+        .layer(VerifyLayer::new(verifier.clone()).realm("inventory"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let items_url = format!("http://{}/items", listener.local_addr().expect("bound"));
+    tokio::spawn(async move { axum::serve(listener, inventory).await });
+    println!("inventory   {items_url}  (VerifyLayer + RequireScope inventory:read)\n");
 
-    // 3. The calling service: client credentials, cached token, reqwest middleware.
-    let tokens = TokenManager::new(
-        ClientCredentials::discover(&issuer, CLIENT_ID)
-            .auth(ClientAuth::SecretBasic(CLIENT_SECRET.into()))
-            .scope("orders:read"),
-    )
-    .expect("grant configuration");
-    let caller = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthorizeMiddleware::new(tokens.clone()))
-        .build();
-    let mut all_as_expected = true;
-    for i in 1..=3 {
-        let response = caller
-            .get(format!("{service_url}/whoami"))
-            .send()
-            .await
-            .expect("call the protected service");
-        let status = response.status().as_u16();
-        all_as_expected &= status == 200;
-        let mark = if status == 200 { "ok " } else { "BAD" };
-        println!("{mark} caller request {i}          -> {status}");
+    // 3. The orders service: client credentials, one cached token, the reqwest middleware.
+    let client = |id: &str, secret: &str| {
+        let tokens = TokenManager::new(
+            ClientCredentials::discover(&issuer.url, id)
+                .auth(ClientAuth::SecretBasic(secret.into())),
+        )
+        .expect("grant configuration");
+        let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+            .with(AuthorizeMiddleware::new(tokens.clone()))
+            .build();
+        (tokens, http)
+    };
+    let (orders_tokens, orders_http) = client(
+        &orders.account.client_id,
+        orders.client_secret.expose_secret(),
+    );
+    let mut ok = 0;
+    for _ in 0..CALLS {
+        let response = orders_http.get(&items_url).send().await.expect("call");
+        ok += usize::from(response.status() == 200);
     }
-    println!(
-        "    tokens fetched by the caller: {}\n",
-        tokens.metrics().fetches
+    story.check(
+        &format!(
+            "orders calls inventory {CALLS} times: {ok} × 200 with {} token fetched",
+            orders_tokens.metrics().fetches
+        ),
+        ok == CALLS && orders_tokens.metrics().fetches == 1,
     );
 
-    // 4. Bad tokens.
-    let sign = |claims: Value| sign(&signing_key, &claims);
-    let now = now();
-    let claims = |aud: &str, scope: &str, exp: u64| {
-        json!({
-            "iss": issuer, "sub": "billing-service", "client_id": "billing-service",
-            "aud": aud, "scope": scope, "iat": now, "exp": exp,
-        })
-    };
-    let cases = [
-        (
-            "valid token",
-            Some(sign(claims(AUDIENCE, "orders:read", now + 300))),
-            200,
+    // 4a. An account without the scope.
+    let (_, reporting_http) = client(
+        &reporting.account.client_id,
+        reporting.client_secret.expose_secret(),
+    );
+    let (status, body) = answer(
+        reporting_http
+            .get(&items_url)
+            .send()
+            .await
+            .expect("an answer"),
+    )
+    .await;
+    story.check(
+        &format!(
+            "reporting (no inventory:read) is refused: {status} {}",
+            body["code"]
         ),
-        ("no token", None, 401),
-        (
-            "token for another service",
-            Some(sign(claims("payments-api", "orders:read", now + 300))),
-            401,
-        ),
-        (
-            "expired token",
-            Some(sign(claims(AUDIENCE, "orders:read", now - 600))),
-            401,
-        ),
-        (
-            "missing scope",
-            Some(sign(claims(AUDIENCE, "orders:write", now + 300))),
-            403,
-        ),
-    ];
+        status == 403 && body["code"] == "AUTH_102",
+    );
+
+    // 4b. A token signed by someone else's key, naming the issuer's key.
+    let kid = issuer.issuer.signing_keys().await.expect("keys")[0]
+        .kid
+        .clone();
+    let forged = forge(&issuer.url, &kid);
     let http = reqwest::Client::new();
-    for (name, token, expected) in cases {
-        let mut request = http.get(format!("{service_url}/whoami"));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
+    let (status, body) = answer(
+        http.get(&items_url)
+            .bearer_auth(forged)
+            .send()
+            .await
+            .expect("an answer"),
+    )
+    .await;
+    story.check(
+        &format!("a forged token is refused: {status} {}", body["code"]),
+        status == 401 && body["code"] == "AUTH_105",
+    );
+
+    // 4c. Key rotation in the middle of traffic: 8 callers share 400 calls; halfway, the
+    // issuer rotates, and a new caller (whose token the new key signs) makes 50 more.
+    let sent = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let traffic = |http: reqwest_middleware::ClientWithMiddleware, budget: Arc<AtomicUsize>| {
+        let (failed, url) = (failed.clone(), items_url.clone());
+        async move {
+            while budget.fetch_add(1, Ordering::SeqCst) < ROTATION_TRAFFIC {
+                let ok = http.get(&url).send().await.is_ok_and(|r| r.status() == 200);
+                failed.fetch_add(usize::from(!ok), Ordering::SeqCst);
+            }
         }
-        let response = request.send().await.expect("call the protected service");
-        let status = response.status().as_u16();
-        let challenge = response
-            .headers()
-            .get("www-authenticate")
-            .map(|v| v.to_str().unwrap_or_default().to_owned());
-        let body = response.text().await.unwrap_or_default();
-        let mark = if status == expected { "ok " } else { "BAD" };
-        all_as_expected &= status == expected;
-        println!("{mark} {name:<26} -> {status}  {body}");
-        if let Some(challenge) = challenge {
-            println!("    WWW-Authenticate: {challenge}");
-        }
+    };
+    let mut callers = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        callers.spawn(traffic(orders_http.clone(), sent.clone()));
     }
+    while sent.load(Ordering::SeqCst) < ROTATION_TRAFFIC / 2 {
+        tokio::task::yield_now().await;
+    }
+    let rotation = issuer.issuer.rotate_signing_key().await.expect("rotate");
+    let (new_tokens, new_http) = client(
+        &orders.account.client_id,
+        orders.client_secret.expose_secret(),
+    );
+    let new_kid = header_kid(new_tokens.token().await.expect("a token").secret());
+    let newcomer_budget = Arc::new(AtomicUsize::new(ROTATION_TRAFFIC - NEWCOMER_CALLS));
+    callers.spawn(traffic(new_http, newcomer_budget));
+    while callers.join_next().await.is_some() {}
+    let failed = failed.load(Ordering::SeqCst);
+    story.check(
+        &format!(
+            "signing key rotated mid-traffic: {} calls, {failed} failed; the new caller's \
+             token is signed by the new key ({})",
+            ROTATION_TRAFFIC + NEWCOMER_CALLS,
+            short(&new_kid),
+        ),
+        failed == 0 && new_kid == rotation.kid && rotation.previous_kid.is_some(),
+    );
+
     let m = verifier.metrics();
     println!(
-        "\nverified {}, rejected {}, key set fetched {} time(s)",
+        "\ninventory verified {} tokens ({} from its cache), refused {}, fetched keys {} times",
         m.verified,
+        m.cache_hits,
         m.rejected_total(),
         m.jwks_fetches
     );
-    if all_as_expected {
-        println!("every answer was the expected one");
-        ExitCode::SUCCESS
-    } else {
-        println!("some answers were not the expected ones");
-        ExitCode::FAILURE
-    }
+    issuer.shutdown().await;
+    story.end()
 }
 
-/// A listener on 127.0.0.1 (port 0) and its URL.
-async fn bind() -> (tokio::net::TcpListener, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind 127.0.0.1:0");
-    let url = format!("http://{}", listener.local_addr().expect("bound address"));
-    (listener, url)
+async fn items(Claims(claims): Claims) -> Json<Value> {
+    Json(json!({ "items": ["bolts", "nuts"], "for": claims.client_id }))
+}
+
+/// The status and JSON body of an answer.
+async fn answer(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A well-formed token for the issuer, signed by a key that is not the issuer's.
+fn forge(issuer: &str, kid: &str) -> String {
+    let pkcs8 =
+        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .expect("a P-256 key");
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    header.typ = Some("at+jwt".into());
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({
+        "iss": issuer, "sub": "intruder", "client_id": "intruder", "aud": AUDIENCE,
+        "scope": "inventory:read", "iat": now, "exp": now + 300,
+    });
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pkcs8.as_ref())).expect("sign")
+}
+
+fn short(kid: &str) -> &str {
+    &kid[..kid.len().min(8)]
+}
+
+fn header_kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .ok()
+        .and_then(|h| h.kid)
+        .unwrap_or_default()
+}
+
+/// The printed story, and whether every step went as expected.
+#[derive(Default)]
+struct Story {
+    failed: bool,
+}
+
+impl Story {
+    fn check(&mut self, line: &str, ok: bool) {
+        println!("{} {line}", if ok { "ok " } else { "BAD" });
+        self.failed |= !ok;
+    }
+
+    fn end(self) -> ExitCode {
+        if self.failed {
+            println!("some steps did not go as expected");
+            ExitCode::FAILURE
+        } else {
+            println!("every step went as expected");
+            ExitCode::SUCCESS
+        }
+    }
 }
