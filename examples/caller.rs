@@ -120,11 +120,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    s2s_examples::init_tracing("warn");
     let args = match parse(std::env::args().skip(1)) {
         Ok(args) => args,
         Err(message) => {

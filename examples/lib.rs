@@ -1,4 +1,4 @@
-//! Pieces the examples share: the protected service's router.
+//! Pieces the examples share: logging, and the protected service's router.
 
 use axum::{Json, Router, routing::get};
 use s2s_auth::{RequireScope, StandardClaims, Verifier, VerifyLayer, extract::Claims};
@@ -18,4 +18,14 @@ pub fn protected_router(verifier: Verifier, required_scopes: Vec<String>) -> Rou
 
 async fn whoami(Claims(claims): Claims) -> Json<StandardClaims> {
     Json(claims)
+}
+
+/// Logs to stderr at `default_level`, or as `RUST_LOG` says.
+pub fn init_tracing(default_level: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
+        )
+        .init();
 }

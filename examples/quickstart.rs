@@ -46,11 +46,7 @@ const NEWCOMER_CALLS: usize = 50;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    s2s_examples::init_tracing("warn");
     let mut story = Story::default();
 
     // 1. The authorization server and two service accounts.
