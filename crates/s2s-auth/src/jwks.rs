@@ -32,6 +32,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::signature::{self, ParsedPublicKey};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
@@ -112,6 +113,9 @@ pub(crate) struct Key {
     pub(crate) kid: Option<Box<str>>,
     pub(crate) algs: AlgSet,
     pub(crate) decoding: DecodingKey,
+    /// The key parsed once by aws-lc-rs (EC and Ed25519 keys from a JWK): verifying with it
+    /// skips decoding and validating the point on every signature.
+    pub(crate) parsed: Option<ParsedPublicKey>,
     /// SHA-256 of the key material, to tell an unchanged key across refreshes.
     fingerprint: [u8; 32],
 }
@@ -241,6 +245,7 @@ impl KeySet {
                 kid: kid.map(Into::into),
                 algs: AlgSet::of(alg),
                 decoding,
+                parsed: None,
                 fingerprint: fingerprint(&[pem]),
             })]) as Arc<[_]>,
         })
@@ -320,7 +325,7 @@ fn parse_jwk(value: serde_json::Value) -> Result<Option<Key>, String> {
         v.clone()
             .ok_or_else(|| format!("{} key without `{name}`", jwk.kty))
     };
-    let (type_algs, decoding) = match jwk.kty.as_str() {
+    let (type_algs, decoding, parsed) = match jwk.kty.as_str() {
         "RSA" => {
             let n = required(&jwk.n, "n")?;
             let e = required(&jwk.e, "e")?;
@@ -337,7 +342,7 @@ fn parse_jwk(value: serde_json::Value) -> Result<Option<Key>, String> {
                 ));
             }
             let key = DecodingKey::from_rsa_components(&n, &e).map_err(|e| e.to_string())?;
-            (AlgSet::RSA, key)
+            (AlgSet::RSA, key, None)
         }
         "EC" => {
             let alg = match jwk.crv.as_deref() {
@@ -347,32 +352,47 @@ fn parse_jwk(value: serde_json::Value) -> Result<Option<Key>, String> {
             };
             let (x, y) = (required(&jwk.x, "x")?, required(&jwk.y, "y")?);
             let width = if alg == Algorithm::ES256 { 32 } else { 48 };
+            let mut point = vec![0x04]; // uncompressed: x then y
             for c in [&x, &y] {
-                let len = URL_SAFE_NO_PAD
+                let coordinate = URL_SAFE_NO_PAD
                     .decode(c)
-                    .map_err(|e| format!("EC coordinate is not base64url: {e}"))?
-                    .len();
-                if len != width {
-                    return Err(format!("EC coordinate of {len} bytes; {width} expected"));
+                    .map_err(|e| format!("EC coordinate is not base64url: {e}"))?;
+                if coordinate.len() != width {
+                    return Err(format!(
+                        "EC coordinate of {} bytes; {width} expected",
+                        coordinate.len()
+                    ));
                 }
+                point.extend_from_slice(&coordinate);
             }
+            let verification = if alg == Algorithm::ES256 {
+                &signature::ECDSA_P256_SHA256_FIXED
+            } else {
+                &signature::ECDSA_P384_SHA384_FIXED
+            };
+            let parsed = ParsedPublicKey::new(verification, &point)
+                .map_err(|_| "the EC point is not on the curve".to_owned())?;
             let key = DecodingKey::from_ec_components(&x, &y).map_err(|e| e.to_string())?;
-            (AlgSet::of(alg), key)
+            (AlgSet::of(alg), key, Some(parsed))
         }
         "OKP" => {
             if jwk.crv.as_deref() != Some("Ed25519") {
                 return Err(format!("unsupported OKP curve {:?}", jwk.crv));
             }
             let x = required(&jwk.x, "x")?;
-            let len = URL_SAFE_NO_PAD
+            let public = URL_SAFE_NO_PAD
                 .decode(&x)
-                .map_err(|e| format!("OKP key is not base64url: {e}"))?
-                .len();
-            if len != 32 {
-                return Err(format!("Ed25519 key of {len} bytes; 32 expected"));
+                .map_err(|e| format!("OKP key is not base64url: {e}"))?;
+            if public.len() != 32 {
+                return Err(format!(
+                    "Ed25519 key of {} bytes; 32 expected",
+                    public.len()
+                ));
             }
+            let parsed = ParsedPublicKey::new(&signature::ED25519, &public)
+                .map_err(|_| "the Ed25519 key is not valid".to_owned())?;
             let key = DecodingKey::from_ed_components(&x).map_err(|e| e.to_string())?;
-            (AlgSet::of(Algorithm::EdDSA), key)
+            (AlgSet::of(Algorithm::EdDSA), key, Some(parsed))
         }
         "oct" => return Err("symmetric (oct) keys are never accepted".into()),
         other => return Err(format!("unsupported key type `{other}`")),
@@ -397,6 +417,7 @@ fn parse_jwk(value: serde_json::Value) -> Result<Option<Key>, String> {
         kid: kid.map(Into::into),
         algs,
         decoding,
+        parsed,
         fingerprint: fingerprint(&material),
     }))
 }

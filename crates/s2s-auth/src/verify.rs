@@ -25,7 +25,10 @@
 use std::{
     borrow::Cow,
     fmt,
-    sync::{Arc, Weak, atomic::Ordering},
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -182,9 +185,9 @@ impl VerifierBuilder {
     }
 
     /// Bound of the validated-token cache (default [`DEFAULT_TOKEN_CACHE_ENTRIES`]; 0 turns it
-    /// off). A token seen before then costs a SHA-256 and a lookup instead of a signature
-    /// check; `exp` and `nbf` are still checked on every hit, and entries go when their token
-    /// expires or their key leaves the key set.
+    /// off). A token verified twice is kept; from then on it costs a lookup instead of a
+    /// signature check. `exp` and `nbf` are still checked on every hit, and entries go when
+    /// their token expires or their key leaves the key set.
     pub fn token_cache(mut self, max_entries: u64) -> Self {
         self.token_cache_entries = max_entries;
         self
@@ -279,11 +282,12 @@ impl VerifierBuilder {
                 max_token_bytes: self.max_token_bytes,
                 clock: self.clock,
                 metrics,
-                token_cache: (self.token_cache_entries > 0).then(|| {
-                    moka::sync::Cache::builder()
+                token_cache: (self.token_cache_entries > 0).then(|| TokenCache {
+                    entries: moka::sync::Cache::builder()
                         .max_capacity(self.token_cache_entries)
                         .expire_after(UntilExpiry)
-                        .build_with_hasher(SignatureHash)
+                        .build_with_hasher(SignatureHash),
+                    seen_once: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
                 }),
             }),
         })
@@ -378,7 +382,27 @@ impl moka::Expiry<Box<str>, Arc<CachedToken>> for UntilExpiry {
     }
 }
 
-type TokenCache = moka::sync::Cache<Box<str>, Arc<CachedToken>, SignatureHash>;
+/// The validated-token cache, with its admission filter.
+struct TokenCache {
+    entries: moka::sync::Cache<Box<str>, Arc<CachedToken>, SignatureHash>,
+    /// Hashes of signatures verified once. A token enters the cache the second time it is
+    /// verified: a caller reuses its token, so that costs one more check per token, while
+    /// traffic of ever-new tokens (a flood, or a caller that never reuses) never pays for
+    /// cache inserts and evictions. A lost race or a collision only costs a check.
+    seen_once: Box<[AtomicU64]>,
+}
+
+const DOORKEEPER_SLOTS: usize = 1 << 14;
+
+impl TokenCache {
+    /// Whether `signature` was verified before (and, if not, remembers it).
+    fn admit(&self, signature: &str) -> bool {
+        use std::hash::BuildHasher as _;
+        let hash = SignatureHash.hash_one(signature) | 1;
+        let slot = &self.seen_once[hash as usize % DOORKEEPER_SLOTS];
+        slot.swap(hash, Ordering::Relaxed) == hash
+    }
+}
 
 /// Hashes a cache key, a token's signature segment, by its first 16 characters (about 96
 /// random bits of base64url): as well spread as SipHash for a fraction of its cost. Crafted
@@ -588,7 +612,7 @@ impl Verifier {
         // compared in full on a hit: only the very same token bytes can hit.
         let signature = token.rsplit('.').next().unwrap_or_default();
         let metrics = &self.inner.metrics;
-        if let Some(hit) = cache.get(signature) {
+        if let Some(hit) = cache.entries.get(signature) {
             // Only while the key that verified it is still in its issuer's set.
             if *hit.token == *token && hit.key.strong_count() > 0 {
                 let claims = hit.verified.standard();
@@ -603,11 +627,14 @@ impl Verifier {
             metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let (verified, key) = result?;
+        if !cache.admit(signature) {
+            return Ok(verified);
+        }
         let exp = verified.standard().exp.unwrap_or_default();
         let ttl = exp
             .saturating_add(self.inner.leeway)
             .saturating_sub(self.now());
-        cache.insert(
+        cache.entries.insert(
             signature.into(),
             Arc::new(CachedToken {
                 token: token.into(),
@@ -758,14 +785,14 @@ impl Verifier {
                 format!("alg {alg:?} does not fit the key the token names"),
             ));
         }
-        let signing_input_len = header_b64.len() + 1 + payload_b64.len();
-        let valid = jsonwebtoken::crypto::verify(
-            signature_b64,
-            &token.as_bytes()[..signing_input_len],
-            &key.decoding,
-            alg,
-        )
-        .unwrap_or(false);
+        let message = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let valid = match &key.parsed {
+            Some(parsed) => URL_SAFE_NO_PAD
+                .decode(signature_b64)
+                .is_ok_and(|signature| parsed.verify_sig(message, &signature).is_ok()),
+            None => jsonwebtoken::crypto::verify(signature_b64, message, &key.decoding, alg)
+                .unwrap_or(false),
+        };
         if !valid {
             return Err(reject(
                 Reason::BadSignature,
