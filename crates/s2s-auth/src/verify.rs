@@ -287,7 +287,9 @@ impl VerifierBuilder {
                         .max_capacity(self.token_cache_entries)
                         .expire_after(UntilExpiry)
                         .build_with_hasher(SignatureHash),
-                    seen_once: (0..DOORKEEPER_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+                    seen_once: (0..doorkeeper_slots(self.token_cache_entries))
+                        .map(|_| AtomicU64::new(0))
+                        .collect(),
                 }),
             }),
         })
@@ -392,20 +394,32 @@ struct TokenCache {
     seen_once: Box<[AtomicU64]>,
 }
 
-const DOORKEEPER_SLOTS: usize = 1 << 14;
+/// Slots of the admission filter: four per cache entry (so that few tokens share one), at
+/// most 2^20 (8 MiB).
+fn doorkeeper_slots(max_entries: u64) -> usize {
+    let wanted = usize::try_from(max_entries.saturating_mul(4)).unwrap_or(usize::MAX);
+    wanted.clamp(64, 1 << 20).next_power_of_two()
+}
 
 impl TokenCache {
     /// Whether `signature` was verified before (and, if not, remembers it).
     fn admit(&self, signature: &str) -> bool {
         use std::hash::BuildHasher as _;
-        let hash = SignatureHash.hash_one(signature) | 1;
-        let slot = &self.seen_once[hash as usize % DOORKEEPER_SLOTS];
-        slot.swap(hash, Ordering::Relaxed) == hash
+        let hash = SignatureHash.hash_one(signature);
+        let slots = self.seen_once.len();
+        // Two slots (from the low and the high half of the hash), so that two tokens that
+        // share one slot still find their mark in the other.
+        let [first, second] = [hash as usize % slots, (hash >> 32) as usize % slots];
+        // Never 0, the mark of an empty slot.
+        let mark = hash | 1;
+        let seen_first = self.seen_once[first].swap(mark, Ordering::Relaxed) == mark;
+        let seen_second = self.seen_once[second].swap(mark, Ordering::Relaxed) == mark;
+        seen_first || seen_second
     }
 }
 
 /// Hashes a cache key, a token's signature segment, by its first 16 characters (about 96
-/// random bits of base64url): as well spread as SipHash for a fraction of its cost. Crafted
+/// random bits of base64url), well mixed: as well spread as SipHash for a fraction of its cost. Crafted
 /// collisions gain nothing: only tokens whose signature verified are ever inserted.
 #[derive(Clone, Copy, Default)]
 struct SignatureHash;
@@ -431,7 +445,14 @@ impl std::hash::Hasher for SignatureHasher {
     }
 
     fn finish(&self) -> u64 {
-        self.0 ^ (self.0 >> 29)
+        // The 64-bit finaliser of MurmurHash3: every output bit depends on every input bit
+        // (base64 text alone leaves the low bits poorly spread).
+        let mut x = self.0;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+        x ^ (x >> 33)
     }
 }
 
