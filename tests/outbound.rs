@@ -466,6 +466,36 @@ async fn background_refresh_runs_before_expiry_and_no_caller_ever_waits() {
     assert!(metrics.warm_hits >= 10 * LIFETIME, "{metrics:?}");
 }
 
+/// A forced refresh that brings a token of a much shorter life: the background refresh follows
+/// the new token's schedule, not the old one's, so no caller ever waits.
+#[tokio::test(start_paused = true)]
+async fn a_forced_refresh_with_a_shorter_life_is_refreshed_on_its_own_schedule() {
+    let _clock = ClockHold::new();
+    let server = token_server().await;
+    server.set_expires_in(ExpiresIn::Seconds(LIFETIME));
+    let tokens = manager(&server);
+    let long = tokens.token().await.expect("first token");
+    // Let the background task schedule on the long-lived token.
+    tick(&server, &tokens).await;
+    // A callee refuses it; the token that replaces it lives 60 s (refresh due 27..30 s in,
+    // usable until 54 s), while the old schedule said ~420 s.
+    server.set_expires_in(ExpiresIn::Seconds(60));
+    tokens.invalidate(&long);
+    let short = tokens.token().await.expect("forced refresh");
+    assert_eq!(server.requests(), 2);
+    for at in 2..=59 {
+        tick(&server, &tokens).await;
+        token_without_waiting(&tokens, at);
+    }
+    assert!(
+        server.requests() >= 3,
+        "no background refresh of the short token"
+    );
+    let held = tokens.current().expect("a token");
+    assert_ne!(held.secret(), short.secret());
+    assert_eq!(tokens.metrics().forced_refreshes, 1);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_outage_longer_than_the_refresh_window_fails_no_call() {
     // The endpoint answers 503 from t = 100 s to t = 540 s: 440 s, longer than the whole window

@@ -125,6 +125,10 @@ struct Shared {
     attempts: AtomicU64,
     last_failure: Mutex<Option<(Instant, Error)>>,
     refresher: OnceLock<tokio::task::JoinHandle<()>>,
+    /// Wakes the background task when a token is stored, so that it schedules on the new one
+    /// (a forced refresh may bring a shorter life). Apart from `Shared`, which the sleeping task
+    /// must not keep alive.
+    stored: Arc<tokio::sync::Notify>,
     fetches: AtomicU64,
     failures: AtomicU64,
     warm_hits: AtomicU64,
@@ -172,6 +176,7 @@ impl TokenManager {
                 attempts: AtomicU64::new(0),
                 last_failure: Mutex::new(None),
                 refresher: OnceLock::new(),
+                stored: Arc::default(),
                 fetches: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 warm_hits: AtomicU64::new(0),
@@ -267,6 +272,7 @@ impl TokenManager {
                     .last_failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = None;
+                shared.stored.notify_one();
                 span.record("outcome", "ok");
                 tracing::info!(
                     parent: &span,
@@ -301,16 +307,17 @@ impl TokenManager {
 
     fn start_refresher(&self) {
         let weak = Arc::downgrade(&self.shared);
+        let stored = self.shared.stored.clone();
         let _ = self
             .shared
             .refresher
-            .get_or_init(|| tokio::spawn(refresh_loop(weak)));
+            .get_or_init(|| tokio::spawn(refresh_loop(weak, stored)));
     }
 }
 
 /// Refreshes the held token at its `refresh_at`; on failure retries with back-off while the
 /// token lasts (and after, so that the next caller finds a token again).
-async fn refresh_loop(weak: Weak<Shared>) {
+async fn refresh_loop(weak: Weak<Shared>, stored: Arc<tokio::sync::Notify>) {
     let mut failures = 0u32;
     // What the endpoint's last refusal asked for (`Retry-After`).
     let mut server_delay = Duration::ZERO;
@@ -323,7 +330,14 @@ async fn refresh_loop(weak: Weak<Shared>) {
                 _ => Instant::now() + shared.policy.backoff(failures.max(1)).max(server_delay),
             }
         };
-        tokio::time::sleep_until(wake).await;
+        tokio::select! {
+            () = tokio::time::sleep_until(wake) => {}
+            // A token was stored meanwhile (by a cold or forced fetch): schedule on it.
+            () = stored.notified() => {
+                failures = 0;
+                continue;
+            }
+        }
         let Some(shared) = weak.upgrade() else { return };
         let manager = TokenManager { shared };
         let _fetching = manager.shared.fetching.lock().await;
