@@ -110,10 +110,11 @@ use std::{
 };
 
 use http::{HeaderName, Method, uri::Authority, uri::Scheme};
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::path;
+use crate::path::{self, PathOptions};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -286,6 +287,11 @@ struct RawConfig {
     preserve_host: bool,
     #[serde(default)]
     allow_insecure_http: bool,
+    #[serde(default)]
+    require_at_jwt: bool,
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    paths: RawPaths,
     #[serde(default, rename = "issuer")]
     issuers: Vec<Spanned<RawIssuer>>,
     #[serde(default)]
@@ -324,8 +330,18 @@ struct RawRoute {
     methods: Option<Spanned<Vec<Spanned<String>>>>,
     public: Option<Spanned<bool>>,
     scopes: Option<Spanned<RawScopes>>,
+    audiences: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     strip_prefix: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    #[serde(default)]
+    allow_matrix_parameters: bool,
+    #[serde(default)]
+    case_insensitive: bool,
 }
 
 #[derive(Deserialize)]
@@ -377,6 +393,10 @@ pub struct Config {
     pub(crate) strip_authorization: bool,
     pub(crate) preserve_host: bool,
     pub(crate) allow_insecure_http: bool,
+    pub(crate) require_at_jwt: bool,
+    /// Peers whose forwarding headers are kept (and appended to).
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) paths: PathOptions,
     pub(crate) issuers: Vec<IssuerConfig>,
     pub(crate) upstreams: Vec<UpstreamConfig>,
     pub(crate) routes: Vec<RouteConfig>,
@@ -412,6 +432,8 @@ pub(crate) struct RouteConfig {
     pub(crate) methods: Option<Vec<Method>>,
     pub(crate) upstream: usize,
     pub(crate) access: Access,
+    /// The audiences the route accepts (within its issuer's): `None`, any of the issuer's.
+    pub(crate) audiences: Option<Vec<String>>,
     pub(crate) strip_prefix: bool,
 }
 
@@ -606,6 +628,21 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         );
     }
 
+    let paths = PathOptions {
+        matrix_parameters: raw.paths.allow_matrix_parameters,
+        case_insensitive: raw.paths.case_insensitive,
+    };
+    let trusted_proxies = raw.trusted_proxies.as_ref().map_or_else(Vec::new, |list| {
+        list.get_ref()
+            .iter()
+            .filter_map(|v| {
+                parse_cidr(v.get_ref())
+                    .map_err(|message| errors.at(v.span(), message))
+                    .ok()
+            })
+            .collect()
+    });
+
     // Routes.
     let mut routes: Vec<RouteConfig> = Vec::new();
     let mut route_spans: Vec<Range<usize>> = Vec::new();
@@ -737,6 +774,35 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
                 "a public route requires no token, so it cannot require scopes: remove `public` or `scopes`",
             );
         }
+        let audiences = route.audiences.as_ref().map(|list| {
+            if public {
+                errors.at(
+                    list.span(),
+                    "a public route requires no token, so it cannot require audiences: remove `public` or `audiences`",
+                );
+            } else if list.get_ref().is_empty() {
+                errors.at(
+                    list.span(),
+                    "an empty audience list accepts no token: name the audiences, or leave `audiences` out \
+                     to accept any of the issuers'",
+                );
+            }
+            for a in list.get_ref() {
+                let v = a.get_ref();
+                if v.is_empty() {
+                    errors.at(a.span(), "an audience must not be empty");
+                } else if !public && !issuers.iter().any(|i| i.audiences.contains(v)) {
+                    errors.at(
+                        a.span(),
+                        format!(
+                            "audience `{v}` is not among any [[issuer]]'s audiences, so no token could \
+                             pass: add it to its issuer's `audiences`"
+                        ),
+                    );
+                }
+            }
+            list.get_ref().iter().map(|a| a.get_ref().clone()).collect()
+        });
         let access = if public {
             Access::Public
         } else {
@@ -745,7 +811,7 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         };
         // Two routes with the same prefix must not both take a method.
         for (other, other_span) in routes.iter().zip(&route_spans) {
-            if other.prefix != *prefix {
+            if !path::same_prefix(&other.prefix, prefix, paths.case_insensitive) {
                 continue;
             }
             let overlap = match (&other.methods, &methods) {
@@ -769,6 +835,7 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
             methods,
             upstream,
             access,
+            audiences,
             strip_prefix: route.strip_prefix,
         });
     }
@@ -821,7 +888,10 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         (&ih.scopes, &scopes),
     ];
     for (i, (spanned, name)) in named.iter().enumerate() {
-        if named[..i].iter().any(|(_, n)| n == name) {
+        if named[..i]
+            .iter()
+            .any(|(_, n)| crate::proxy::same_cgi_name(n.as_str(), name.as_str()))
+        {
             let message = format!("header `{name}` is used for two identity values");
             match spanned {
                 Some(s) => errors.at(s.span(), message),
@@ -836,6 +906,9 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         strip_authorization: raw.strip_authorization,
         preserve_host: raw.preserve_host,
         allow_insecure_http: raw.allow_insecure_http,
+        require_at_jwt: raw.require_at_jwt,
+        trusted_proxies,
+        paths,
         issuers,
         upstreams,
         routes,
@@ -858,6 +931,23 @@ fn line_of(source: &str, offset: usize) -> (usize, usize) {
     let line = source[..offset].matches('\n').count() + 1;
     let start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
     (line, source[start..offset].chars().count() + 1)
+}
+
+/// A `trusted_proxies` entry: a CIDR block, or one address (/32, /128).
+fn parse_cidr(value: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    match value.parse::<IpNet>() {
+        Ok(net) if net.trunc() == net => Ok(net),
+        Ok(net) => Err(format!(
+            "`{value}` has address bits set beyond its prefix length: write `{}`",
+            net.trunc()
+        )),
+        Err(_) => Err(format!(
+            "`{value}` is not a CIDR block: write e.g. \"10.0.0.0/8\", \"::1/128\" or a single address"
+        )),
+    }
 }
 
 /// An issuer or JWKS URL, against s2s-auth's https policy.
@@ -956,15 +1046,9 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-/// Headers the gateway manages itself and that cannot carry identity.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "host",
-    "content-length",
-    "content-type",
-    "forwarded",
-    "x-forwarded-for",
-];
+/// Headers the gateway or HTTP manages and that cannot carry identity (besides the forwarding
+/// and method override headers, which the gateway sets or removes itself).
+const RESERVED_HEADERS: &[&str] = &["authorization", "host", "content-length", "content-type"];
 
 fn header_name(
     value: Option<&Spanned<String>>,
@@ -976,7 +1060,12 @@ fn header_name(
     };
     match HeaderName::from_bytes(v.get_ref().as_bytes()) {
         Ok(name)
-            if RESERVED_HEADERS.contains(&name.as_str()) || crate::proxy::is_hop_by_hop(&name) =>
+            if RESERVED_HEADERS
+                .iter()
+                .chain(crate::proxy::FORWARDING_HEADERS)
+                .chain(crate::proxy::METHOD_OVERRIDE_HEADERS)
+                .any(|r| crate::proxy::same_cgi_name(r, name.as_str()))
+                || crate::proxy::is_hop_by_hop(&name) =>
         {
             errors.at(
                 v.span(),
