@@ -338,8 +338,16 @@ mod tests {
         for (path, routed, forwarded) in [
             ("/docs/..;/orders", "/orders", "/orders"),
             ("/docs/..;x=1/orders/1", "/orders/1", "/orders/1"),
-            ("/orders;jsessionid=AB/1", "/orders/1", "/orders;jsessionid=AB/1"),
-            ("/orders/;jsessionid=AB", "/orders/", "/orders/;jsessionid=AB"),
+            (
+                "/orders;jsessionid=AB/1",
+                "/orders/1",
+                "/orders;jsessionid=AB/1",
+            ),
+            (
+                "/orders/;jsessionid=AB",
+                "/orders/",
+                "/orders/;jsessionid=AB",
+            ),
             ("/a/./b;v=1/../c", "/a/c", "/a/c"),
             ("/a/b/..", "/a/", "/a/"),
             ("/a/%2e%2e;x", "/", "/"),
