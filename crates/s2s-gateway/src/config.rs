@@ -1183,6 +1183,50 @@ mod tests {
     }
 
     #[test]
+    fn hardening_keys() {
+        let route = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
+        let c = Config::from_toml_str(&format!(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]\nrequire_at_jwt = true\n\
+             {UPSTREAM}{route}[paths]\nallow_matrix_parameters = true\ncase_insensitive = true\n"
+        ))
+        .unwrap();
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        assert!(c.require_at_jwt && c.paths.matrix_parameters && c.paths.case_insensitive);
+        let c = Config::from_toml_str(&format!("{UPSTREAM}{route}")).unwrap();
+        assert!(c.trusted_proxies.is_empty() && !c.require_at_jwt);
+        assert_eq!(c.paths, PathOptions::default());
+    }
+
+    #[test]
+    fn prefixes_differing_in_case_overlap_when_routes_ignore_case() {
+        let routes = format!(
+            "{UPSTREAM}[[route]]\nprefix = \"/Orders\"\nupstream = \"app\"\npublic = true\n\
+             [[route]]\nprefix = \"/orders\"\nupstream = \"app\"\npublic = true\n"
+        );
+        Config::from_toml_str(&routes).unwrap();
+        let e = errors_of(&format!("{routes}[paths]\ncase_insensitive = true\n"));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].2.contains("overlaps the route of line 3"), "{e:#?}");
+    }
+
+    #[test]
+    fn identity_headers_cannot_be_forwarding_or_override_headers_in_any_spelling() {
+        for (subject, client_id) in [
+            ("X_Forwarded_For", "X-Auth-Client-Id"),
+            ("X-Real-IP", "X-Auth-Client-Id"),
+            ("X-HTTP-Method-Override", "X-Auth-Client-Id"),
+            ("X-Auth-Subject", "X_Auth_Subject"),
+        ] {
+            let e = errors_of(&format!(
+                "{UPSTREAM}[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n\
+                 [identity_headers]\nsubject = \"{subject}\"\nclient_id = \"{client_id}\"\n"
+            ));
+            assert_eq!(e.len(), 1, "{subject}: {e:#?}");
+        }
+    }
+
+    #[test]
     fn render_points_at_the_value() {
         let errors = Config::from_toml_str(&format!(
             "{UPSTREAM}[[route]]\nprefix = \"/\"\nupstream = \"nope\"\npublic = true\n"
