@@ -49,6 +49,12 @@
 //! preserve_host = false
 //! # Allow http:// issuer and JWKS URLs to hosts that are not loopback (default false).
 //! allow_insecure_http = false
+//! # Accept only RFC 9068 access tokens, `typ: at+jwt` (default false).
+//! require_at_jwt = false
+//! # Peers whose Forwarded, X-Forwarded-For, X-Real-IP, X-Forwarded-Host and X-Forwarded-Proto
+//! # headers are kept, the lists with this hop appended (CIDRs; a bare address is /32 or /128).
+//! # From any other peer they are replaced with the gateway's view. Default: none.
+//! trusted_proxies = ["10.0.0.0/8", "::1/128"]
 //!
 //! # One table per accepted issuer. Keys come from its discovery metadata
 //! # ({id}/.well-known/openid-configuration, then RFC 8414's), or from `jwks_url` when given.
@@ -65,12 +71,15 @@
 //! # all; matched literally, so list HEAD beside GET, and OPTIONS in a public route of the same
 //! # prefix for CORS preflights) decide, and a method it does not list is 405, never a shorter
 //! # prefix's route. Without `public = true` a route needs a valid token, and `scopes.all_of` /
-//! # `scopes.any_of` add the scopes it needs.
+//! # `scopes.any_of` add the scopes it needs. `audiences` narrows the token's issuer's: the
+//! # token's `aud` must name one that is both the route's and its issuer's (so a billing-api
+//! # token cannot pass /orders); each must be some issuer's. Default: any of the issuer's.
 //! [[route]]
 //! prefix = "/orders"
 //! methods = ["GET", "HEAD"]
 //! upstream = "orders"
 //! scopes.any_of = ["orders:read", "orders:admin"]
+//! audiences = ["orders-api"]
 //!
 //! [[route]]
 //! prefix = "/orders"
@@ -92,7 +101,19 @@
 //! [limits]
 //! max_body_bytes = 10485760   # request bodies above it are refused with 413 (streamed, counted)
 //!
-//! # Headers the upstream receives (after any the client sent under these names are removed).
+//! # How request paths are read. Always refused (400): dot segments, encoded `/` and `\`,
+//! # backslashes, empty segments (`//x`), an encoded `;` (%3B).
+//! [paths]
+//! # false: a path whose segments carry `;` parameters is refused (Tomcat, Jetty and Spring
+//! # serve `/docs/..;/orders` as `/orders`). true: routes decide on the path those upstreams
+//! # resolve (parameters removed from each segment, then `.` and `..` resolved), and that
+//! # path is forwarded, each segment with its parameters.
+//! allow_matrix_parameters = false
+//! # Routes match ASCII letters in any case, for upstreams that do (IIS, ASP.NET).
+//! case_insensitive = false
+//!
+//! # Headers the upstream receives. Any the client sent under these names is removed, also
+//! # spelt with `_` for `-` or in another case (CGI stacks read those as the same header).
 //! [identity_headers]
 //! subject = "X-Auth-Subject"
 //! client_id = "X-Auth-Client-Id"

@@ -20,12 +20,14 @@
 //!
 //! 1. the reserved health paths (`GET`/`HEAD` of `health.liveness` and `health.readiness`),
 //!    answered by the gateway;
-//! 2. path normalization (see the crate docs): an ambiguous path is 400;
-//! 3. routing: the longest matching prefix; its methods decide (405 with `Allow` otherwise);
-//!    no route is 404. None of these reach an upstream;
+//! 2. path normalization (see the crate docs): an ambiguous path is 400, and with matrix
+//!    parameters accepted the path routed is the one such upstreams resolve;
+//! 3. routing: the longest matching prefix (in any case with `[paths] case_insensitive`); its
+//!    methods decide (405 with `Allow` otherwise); no route is 404. None of these reach an
+//!    upstream;
 //! 4. for a route that is not public: s2s-auth's [`VerifyLayer`] (401/503, RFC 6750), the
-//!    issuer's audiences, then [`RequireScope`] (403 `insufficient_scope`). The answers are the
-//!    layers' own;
+//!    issuer's audiences narrowed by the route's, then [`RequireScope`] (403
+//!    `insufficient_scope`). The answers are the layers' own;
 //! 5. the forwarding (see the crate docs): 413, 502 and 504 are the gateway's JSON answers.
 //!
 //! One `tracing` event per request (target `s2s_gateway::access`, level INFO): method, path
