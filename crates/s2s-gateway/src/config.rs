@@ -1084,7 +1084,7 @@ fn header_name(
             if RESERVED_HEADERS
                 .iter()
                 .chain(crate::proxy::FORWARDING_HEADERS)
-                .chain(crate::proxy::METHOD_OVERRIDE_HEADERS)
+                .chain(crate::proxy::OVERRIDE_HEADERS)
                 .any(|r| crate::proxy::same_cgi_name(r, name.as_str()))
                 || crate::proxy::is_hop_by_hop(&name) =>
         {

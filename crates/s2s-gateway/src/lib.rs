@@ -55,14 +55,16 @@
 //!   names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`); on
 //!   every route, any header the client sent that a CGI-style stack (Rack, PHP-FPM, WSGI)
 //!   reads as an identity header (`X-Auth-Subject`, `X-Auth-Client-Id`, `X-Auth-Scopes` by
-//!   default; compared with case folded and `_` read as `-`, so `X_Auth_Subject` too), or as
-//!   a method override (`X-HTTP-Method-Override`, `X-HTTP-Method`, `X-Method-Override`: the
-//!   route checked the request's own method); optionally `Authorization`. Added: the identity
-//!   headers of the verified token (`sub`; `client_id`, else `azp`; the scopes
+//!   default; compared with case folded and `_`, or any punctuation, read as `-`, so
+//!   `X_Auth_Subject` too), or as a method or URL override (`X-HTTP-Method-Override`,
+//!   `X-HTTP-Method`, `X-Method-Override`, `X-Original-URL`, `X-Rewrite-URL`: the route
+//!   checked the request's own method and path); optionally `Authorization`. Added: the
+//!   identity headers of the verified token (`sub`; `client_id`, else `azp`; the scopes
 //!   space-separated). Forwarding headers (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`,
-//!   `X-Forwarded-Host`, `X-Forwarded-Proto`) are the gateway's own view of the connection;
-//!   only from a peer in `trusted_proxies` are the client's kept, the lists with this hop
-//!   appended. `Host` becomes the upstream's unless `preserve_host`.
+//!   `X-Forwarded-Host`, `X-Forwarded-Proto`) are the gateway's own view of the connection
+//!   (`X-Forwarded-Port` and `X-Forwarded-Prefix` are removed); only from a peer in
+//!   `trusted_proxies` are the client's kept, the lists with this hop appended. `Host`
+//!   becomes the upstream's unless `preserve_host`.
 //! * **Fails in JSON**: `{"error", "error_description"}` with 502 `bad_gateway` when the
 //!   upstream cannot be reached, 504 `gateway_timeout` when it does not connect within
 //!   `timeouts.connect` or answer within `timeouts.request`.

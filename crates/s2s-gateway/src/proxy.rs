@@ -91,7 +91,7 @@ impl Proxy {
     }
 
     /// Whether the client's header `name` must not reach the upstream: an identity header, a
-    /// method override, or a forwarding header from a peer that is not trusted, under any
+    /// method or URL override, or a forwarding header from a peer that is not trusted, under any
     /// spelling a CGI-style stack reads as the same name. A trusted proxy's forwarding headers
     /// are kept in their own spelling only.
     fn is_refused(&self, name: &HeaderName, trusted: bool) -> bool {
@@ -100,29 +100,35 @@ impl Proxy {
         [&names.subject, &names.client_id, &names.scopes]
             .iter()
             .any(|h| same_cgi_name(h.as_str(), n))
-            || METHOD_OVERRIDE_HEADERS.iter().any(|h| same_cgi_name(h, n))
+            || OVERRIDE_HEADERS.iter().any(|h| same_cgi_name(h, n))
             || FORWARDING_HEADERS
                 .iter()
                 .any(|h| same_cgi_name(h, n) && !(trusted && *h == n))
     }
 }
 
-/// The forwarding headers: the gateway sets them from its own view of the connection, and
-/// keeps a client's only when the client is a trusted proxy.
+/// The forwarding headers: kept from a trusted proxy only. The gateway sets the first five
+/// from its own view of the connection; the others (which Spring and others read to build
+/// URLs) it has no view of, so they are only removed.
 pub(crate) const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-real-ip",
     "x-forwarded-host",
     "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
 ];
 
-/// Method override headers: frameworks that honour them would run another method than the one
-/// the route allowed, so they never reach an upstream.
-pub(crate) const METHOD_OVERRIDE_HEADERS: &[&str] = &[
+/// Method and URL override headers: frameworks that honour them (Rails, Laravel, Express's
+/// method-override; Symfony and IIS modules for the URL ones) would run another method or
+/// path than the one the route allowed, so they never reach an upstream.
+pub(crate) const OVERRIDE_HEADERS: &[&str] = &[
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 /// Whether two header names are the same to a CGI-style stack (Rack, PHP-FPM, WSGI servers),
@@ -213,15 +219,15 @@ impl Target {
         if let Some(ip) = client {
             // Lists get this hop appended; single values are the first proxy's, so a trusted
             // proxy's stay and otherwise they are the gateway's view.
-            let address = HeaderValue::from_str(&ip.to_string()).ok();
-            append_list(headers, X_FORWARDED_FOR, ip.to_string().as_bytes());
+            let address = ip.to_string();
+            append_list(headers, X_FORWARDED_FOR, address.as_bytes());
             append_list(
                 headers,
                 header::FORWARDED,
                 forwarded_element(ip, original_host.as_ref()).as_bytes(),
             );
             for (name, value) in [
-                (X_REAL_IP, address),
+                (X_REAL_IP, HeaderValue::from_str(&address).ok()),
                 (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
                 (X_FORWARDED_HOST, original_host),
             ] {
