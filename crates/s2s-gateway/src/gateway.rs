@@ -382,9 +382,10 @@ impl AuthContext {
                 && route_audiences.is_none_or(|r| r.contains(a))
         };
         if !claims.aud.iter().any(accepted) {
-            tracing::info!(
+            tracing::debug!(
                 target: "s2s_gateway",
                 issuer = %claims.iss,
+                aud = ?claims.aud,
                 accepted = ?issuer.map(|i| &i.audiences),
                 route_accepted = ?route_audiences,
                 "token refused: its aud names no audience of its issuer and route"
