@@ -1185,6 +1185,11 @@ async fn case_insensitive_routes_match_any_case() {
     )
     .await;
     assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // Windows drops trailing dots and spaces: IIS would serve /admin/x for these.
+    for path in ["/admin./x", "/admin%20/x", "/orders."] {
+        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+    }
     assert_eq!(world.upstream.requests(), 1);
     // The path is forwarded as the client wrote it.
     let got = call(

@@ -109,7 +109,8 @@
 //! # resolve (parameters removed from each segment, then `.` and `..` resolved), and that
 //! # path is forwarded, each segment with its parameters.
 //! allow_matrix_parameters = false
-//! # Routes match ASCII letters in any case, for upstreams that do (IIS, ASP.NET).
+//! # Routes match ASCII letters in any case, for upstreams that do (IIS, ASP.NET); segments
+//! # ending in `.` or a space, which Windows drops, are then refused as well.
 //! case_insensitive = false
 //!
 //! # Headers the upstream receives. Any the client sent under these names is removed, also

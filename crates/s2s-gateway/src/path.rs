@@ -18,7 +18,9 @@
 //! matrix parameters; routing then decides on the path such an upstream resolves (parameters
 //! removed from every segment, then dot segments resolved), and the upstream receives that
 //! resolved path with each remaining segment's parameters, so it cannot resolve it into
-//! another route. The normalized path is the one forwarded.
+//! another route. With [`PathOptions::case_insensitive`] (IIS, ASP.NET), segments ending in `.`
+//! or a space are refused as well, since Windows drops them from file names. The normalized
+//! path is the one forwarded.
 
 use std::{borrow::Cow, fmt};
 
@@ -27,7 +29,8 @@ use std::{borrow::Cow, fmt};
 pub(crate) struct PathOptions {
     /// Accept `;` segment parameters (routing ignores them and resolves dot segments).
     pub(crate) matrix_parameters: bool,
-    /// Routes match ASCII letters case-insensitively (for IIS and ASP.NET upstreams).
+    /// Routes match ASCII letters case-insensitively (for IIS and ASP.NET upstreams), and
+    /// segments ending in `.` or a space, which Windows drops, are refused.
     pub(crate) case_insensitive: bool,
 }
 
@@ -43,6 +46,7 @@ pub(crate) enum PathError {
     SegmentParameters,
     EncodedSemicolon,
     AboveRoot,
+    TrailingDotOrSpace,
 }
 
 impl fmt::Display for PathError {
@@ -57,6 +61,10 @@ impl fmt::Display for PathError {
             PathError::SegmentParameters => "path segment parameters (`;`) are not allowed",
             PathError::EncodedSemicolon => "an encoded `;` (%3B) is not accepted in paths",
             PathError::AboveRoot => "a `..` segment climbs above the root",
+            PathError::TrailingDotOrSpace => {
+                "a segment ending in `.` or a space is not accepted by case-insensitive routes \
+                 (Windows servers drop them)"
+            }
         })
     }
 }
@@ -123,6 +131,9 @@ pub(crate) fn parse(path: &str, options: PathOptions) -> Result<RequestPath<'_>,
                 return Err(PathError::DotSegment);
             }
             resolve = true;
+        } else if options.case_insensitive && (name.ends_with('.') || name.ends_with("%20")) {
+            // Windows drops them from file names: IIS serves `/admin./x` from `/admin/x`.
+            return Err(PathError::TrailingDotOrSpace);
         }
         resolve |= parameters;
     }
@@ -370,6 +381,23 @@ mod tests {
         ] {
             assert_eq!(parse(path, matrix), Err(error), "{path}");
         }
+    }
+
+    #[test]
+    fn case_insensitive_paths_refuse_what_windows_drops() {
+        let iis = PathOptions {
+            case_insensitive: true,
+            ..PathOptions::default()
+        };
+        for path in ["/admin./x", "/admin%20/x", "/admin.", "/a/b...", "/a%2e/b"] {
+            assert_eq!(
+                parse(path, iis),
+                Err(PathError::TrailingDotOrSpace),
+                "{path}"
+            );
+            assert!(parse(path, PathOptions::default()).is_ok(), "{path}");
+        }
+        assert_eq!(parse("/a.b/c.json", iis).unwrap().routed(), "/a.b/c.json");
     }
 
     #[test]
