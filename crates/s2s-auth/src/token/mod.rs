@@ -27,7 +27,7 @@ mod cache;
 mod client_credentials;
 
 pub use cache::{RefreshPolicy, TokenManager, TokenMetrics};
-pub use client_credentials::{ClientAuth, ClientCredentials, TokenResponse};
+pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
 
 /// An access token ready to send: the `Authorization` header value is built once.
 ///
