@@ -105,10 +105,10 @@ impl Destinations {
     }
 
     pub(crate) fn allow(&mut self, origin: &str) {
-        if let Some(origin) = self.record(Origin::parse(origin)) {
-            if !self.origins.contains(&origin) {
-                self.origins.push(origin);
-            }
+        if let Some(origin) = self.record(Origin::parse(origin))
+            && !self.origins.contains(&origin)
+        {
+            self.origins.push(origin);
         }
     }
 
