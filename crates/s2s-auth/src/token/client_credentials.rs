@@ -471,7 +471,9 @@ fn redirect_error(url: &Url, status: http::StatusCode, headers: &http::HeaderMap
         .get(http::header::LOCATION)
         .map(|l| fetch::excerpt(l.as_bytes()))
         .unwrap_or_else(|| "nowhere".into());
-    Error::config(format!(
+    // Transient, as a refused redirect of a discovery or JWKS fetch: the endpoint may stop
+    // redirecting (maintenance), and retrying never follows it.
+    Error::transient(format!(
         "the token endpoint `{url}` answered {status} redirecting to `{location}`; refusing to \
          follow a redirect of a token request (it would re-send the client's credentials): \
          configure the final token endpoint URL"
@@ -492,18 +494,21 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
 }
 
 fn parse_success(body: &[u8]) -> Result<TokenResponse, Error> {
-    // Never quote the body, nor serde's message (which may quote a value): a 2xx body may hold
-    // a token. The category and position are enough to find the fault.
+    // Never quote the body: a 2xx body may hold a token. serde's syntax errors are fixed texts
+    // ("EOF while parsing a list at line 1 column 33"); its data errors may quote a value, so
+    // only their position is given.
     let wire: WireResponse = serde_json::from_slice(body).map_err(|e| {
         let what = match e.classify() {
-            serde_json::error::Category::Data => "JSON without the members of a token response",
-            _ => "not JSON",
+            serde_json::error::Category::Data => format!(
+                "JSON without the members of a token response (at line {} column {})",
+                e.line(),
+                e.column()
+            ),
+            _ => format!("not JSON ({e})"),
         };
         Error::transient(format!(
-            "the token endpoint answered 2xx with a body that is {what} (at line {} column {}); \
-             the body is not shown: it may hold a token",
-            e.line(),
-            e.column()
+            "the token endpoint answered 2xx with a body that is {what}; the body is not shown: \
+             it may hold a token"
         ))
     })?;
     if !wire.token_type.eq_ignore_ascii_case("bearer") {
