@@ -222,7 +222,11 @@ mod tests {
 
     #[test]
     fn origins_match_by_scheme_host_and_port() {
-        let d = allowing(&["https://Orders.internal", "http://127.0.0.1:8080"]);
+        let d = allowing(&[
+            "https://Orders.internal",
+            "http://127.0.0.1:8080",
+            "http://[::1]:9",
+        ]);
         let ok = |u: &str| d.check_uri("the layer", &u.parse().unwrap());
         assert!(ok("https://orders.internal/x").is_ok());
         assert!(ok("https://ORDERS.internal:443/x").is_ok());
@@ -231,6 +235,8 @@ mod tests {
         assert!(ok("http://orders.internal/").is_err());
         assert!(ok("https://orders.internal.evil/").is_err());
         assert!(ok("http://127.0.0.1:8081/").is_err());
+        assert!(ok("http://[::1]:9/x").is_ok());
+        assert!(ok("http://[::2]:9/x").is_err());
         let err = ok("/relative").unwrap_err();
         assert!(err.message().contains("relative_to"), "{err}");
     }
