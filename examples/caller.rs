@@ -23,6 +23,8 @@ const USAGE: &str = "usage: caller (--issuer URL | --token-url URL) --client-id 
 
 struct Args {
     grant: ClientCredentials,
+    /// Whether the token may go to a plain http target that is not loopback.
+    allow_insecure_http: bool,
     target: String,
     requests: usize,
     concurrency: usize,
@@ -112,6 +114,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     }
     Ok(Args {
         grant,
+        allow_insecure_http,
         target: target.ok_or("TARGET_URL is required")?,
         requests: number("--requests", 1)?,
         concurrency: number("--concurrency", 1)?,
@@ -143,8 +146,27 @@ async fn main() -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
+    // The token goes to the target's origin and nowhere else.
+    let origin = match reqwest::Url::parse(&args.target) {
+        Ok(url) => url.origin().ascii_serialization(),
+        Err(e) => {
+            eprintln!(
+                "error: TARGET_URL `{}` is not a URL: {e}\n{USAGE}",
+                args.target
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let mut middleware = AuthorizeMiddleware::new(tokens.clone()).allow_origin(origin);
+    if args.allow_insecure_http {
+        middleware = middleware.allow_insecure_http();
+    }
+    if let Err(e) = middleware.check() {
+        eprintln!("error: {e}\n{USAGE}");
+        return ExitCode::from(2);
+    }
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthorizeMiddleware::new(tokens.clone()))
+        .with(middleware)
         .build();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency));
     let mut calls = tokio::task::JoinSet::new();

@@ -80,7 +80,8 @@ async fn main() -> ExitCode {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let items_url = format!("http://{}/items", listener.local_addr().expect("bound"));
+    let inventory_origin = format!("http://{}", listener.local_addr().expect("bound"));
+    let items_url = format!("{inventory_origin}/items");
     tokio::spawn(async move { axum::serve(listener, inventory).await });
     println!("inventory   {items_url}  (VerifyLayer + RequireScope inventory:read)\n");
 
@@ -92,7 +93,8 @@ async fn main() -> ExitCode {
         )
         .expect("grant configuration");
         let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-            .with(AuthorizeMiddleware::new(tokens.clone()))
+            // The token is for the inventory service and goes nowhere else.
+            .with(AuthorizeMiddleware::new(tokens.clone()).allow_origin(&inventory_origin))
             .build();
         (tokens, http)
     };

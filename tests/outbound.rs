@@ -1215,7 +1215,7 @@ async fn authorize_layer_sends_the_token_over_a_hyper_client() {
     let api = ResourceServer::start(&server).await;
     let tokens = manager(&server);
     let client = ServiceBuilder::new()
-        .layer(AuthorizeLayer::new(tokens.clone()))
+        .layer(AuthorizeLayer::new(tokens.clone()).allow_origin(api.url()))
         .service(hyper_client());
 
     // Cold: the first call fetches; then warm.
@@ -1264,7 +1264,7 @@ async fn authorize_layer_forwarding_needs_no_service_token() {
     let api = ResourceServer::start(&server).await;
     api.also_accept("inbound-token");
     let client = ServiceBuilder::new()
-        .layer(AuthorizeLayer::new(manager(&server)))
+        .layer(AuthorizeLayer::new(manager(&server)).allow_origin(api.url()))
         .service(hyper_client());
     let mut forwarded = get(format!("{}/on-behalf", api.url()));
     forwarded.extensions_mut().insert(inbound_token());
@@ -1283,7 +1283,7 @@ async fn authorize_layer_returns_token_errors_as_the_service_error() {
     let api = ResourceServer::start(&server).await;
     server.set_reply(Reply::oauth("invalid_client"));
     let client = ServiceBuilder::new()
-        .layer(AuthorizeLayer::new(manager(&server)))
+        .layer(AuthorizeLayer::new(manager(&server)).allow_origin(api.url()))
         .service(hyper_client());
     let err = client
         .oneshot(get(format!("{}/orders", api.url())))
@@ -1301,9 +1301,12 @@ async fn authorize_layer_returns_token_errors_as_the_service_error() {
 // The reqwest middleware
 // ---------------------------------------------------------------------------------------------
 
-fn reqwest_client(tokens: &TokenManager) -> reqwest_middleware::ClientWithMiddleware {
+fn reqwest_client(
+    tokens: &TokenManager,
+    api: &ResourceServer,
+) -> reqwest_middleware::ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(AuthorizeMiddleware::new(tokens.clone()))
+        .with(AuthorizeMiddleware::new(tokens.clone()).allow_origin(api.url()))
         .build()
 }
 
@@ -1318,7 +1321,7 @@ async fn a_hundred_calls_refused_as_invalid_token_cause_one_forced_refresh() {
     server.revoke_issued();
     api.hold_rejections_until(100);
 
-    let client = reqwest_client(&tokens);
+    let client = reqwest_client(&tokens, &api);
     let calls: Vec<_> = (0..100)
         .map(|i| {
             let request = client.get(format!("{}/orders/{i}", api.url()));
@@ -1366,7 +1369,7 @@ async fn reqwest_middleware_leaves_own_headers_alone_and_forwards_without_retry(
     let server = token_server().await;
     let api = ResourceServer::start(&server).await;
     let tokens = manager(&server);
-    let client = reqwest_client(&tokens);
+    let client = reqwest_client(&tokens, &api);
 
     let response = client
         .get(format!("{}/orders", api.url()))
@@ -1423,7 +1426,7 @@ async fn reqwest_middleware_retries_only_an_invalid_token_refusal() {
     let server = token_server().await;
     let api = ResourceServer::start(&server).await;
     let tokens = manager(&server);
-    let client = reqwest_client(&tokens);
+    let client = reqwest_client(&tokens, &api);
     tokens.token().await.expect("warm-up token");
     server.revoke_issued();
     // 401 for other reasons: a new token would not help, so none is fetched.
@@ -1470,7 +1473,7 @@ async fn reqwest_middleware_returns_token_errors() {
     let server = token_server().await;
     let api = ResourceServer::start(&server).await;
     server.set_reply(Reply::oauth("invalid_client"));
-    let err = reqwest_client(&manager(&server))
+    let err = reqwest_client(&manager(&server), &api)
         .get(format!("{}/orders", api.url()))
         .send()
         .await

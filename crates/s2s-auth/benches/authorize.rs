@@ -43,7 +43,11 @@ fn authorize(c: &mut Criterion) {
     let echo = service_fn(|request: Request<()>| async move { Ok::<_, Infallible>(request) });
     let mut bare = echo;
     let mut layered = ServiceBuilder::new()
-        .layer(AuthorizeLayer::new(manager))
+        .layer(
+            AuthorizeLayer::new(manager)
+                .allow_origin("http://orders.internal")
+                .allow_insecure_http(),
+        )
         .service(echo);
     // A request as a client builds it: a few headers already, so the map is allocated.
     let request = || {

@@ -1,6 +1,13 @@
 //! HTTP fetching shared by the key-set cache, discovery and the token client: the endpoint
-//! policy (https, except loopback or an explicit opt-out), a client whose redirects obey the same
-//! policy, bounded bodies and safe excerpts of error pages.
+//! policy (https, except loopback or an explicit opt-out), a client that follows redirects only
+//! within the origin it was sent to (and through the same policy), bounded bodies and safe
+//! excerpts of error pages.
+//!
+//! Redirects: a discovery document or JWK set that redirects to another origin is refused (that
+//! origin could name keys or endpoints of its choosing), with an error that names both URLs. The
+//! token client follows no redirect at all (see
+//! [`ClientCredentials`](crate::token::ClientCredentials)): a redirected `POST` would re-send the
+//! client's credentials.
 
 use std::{net::IpAddr, time::Duration};
 
@@ -39,18 +46,36 @@ impl Default for HttpOptions {
 
 impl HttpOptions {
     /// A `reqwest::Client` that applies these options: rustls, the timeout, and redirects
-    /// (at most 5) that must themselves pass [`check_endpoint`].
+    /// (at most 5) that stay within the origin of the first request and pass
+    /// [`check_endpoint`]; a redirect to another origin fails the request and says so.
     pub fn client(&self) -> Result<reqwest::Client, Error> {
         let allow_insecure = self.allow_insecure_http;
-        let redirect = reqwest::redirect::Policy::custom(move |attempt| {
+        self.build(reqwest::redirect::Policy::custom(move |attempt| {
+            let first = attempt.previous().first();
             if attempt.previous().len() >= 5 {
                 attempt.error("too many redirects")
+            } else if let Some(first) = first.filter(|f| f.origin() != attempt.url().origin()) {
+                let message = format!(
+                    "`{first}` redirected to `{}`; refusing to follow a redirect to another \
+                     origin (configure the final URL if it is trusted)",
+                    excerpt(attempt.url().as_str().as_bytes())
+                );
+                attempt.error(message)
             } else if let Err(e) = check_endpoint(attempt.url(), allow_insecure) {
                 attempt.error(e)
             } else {
                 attempt.follow()
             }
-        });
+        }))
+    }
+
+    /// A `reqwest::Client` that applies these options and follows no redirect: a 3xx comes back
+    /// as the response (for requests that carry credentials).
+    pub(crate) fn client_without_redirects(&self) -> Result<reqwest::Client, Error> {
+        self.build(reqwest::redirect::Policy::none())
+    }
+
+    fn build(&self, redirect: reqwest::redirect::Policy) -> Result<reqwest::Client, Error> {
         reqwest::Client::builder()
             .timeout(self.timeout)
             .connect_timeout(self.timeout)
@@ -85,7 +110,7 @@ pub fn check_endpoint(url: &Url, allow_insecure_http: bool) -> Result<(), Error>
     }
 }
 
-fn is_loopback(url: &Url) -> bool {
+pub(crate) fn is_loopback(url: &Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),

@@ -5,6 +5,7 @@
 
 pub mod bearer;
 pub mod claims;
+mod destination;
 pub mod discovery;
 pub mod error;
 #[cfg(feature = "axum")]

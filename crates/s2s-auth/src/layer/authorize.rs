@@ -17,25 +17,59 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower::BoxError> {
 //! let client = ServiceBuilder::new()
-//!     .layer(AuthorizeLayer::new(Fixed(AccessToken::new("abc")?)))
+//!     .layer(AuthorizeLayer::new(Fixed(AccessToken::new("abc")?)).allow_origin("https://orders.internal"))
 //!     .service(service_fn(|request: Request<()>| async move {
 //!         // Stands in for a hyper client.
 //!         Ok::<_, std::convert::Infallible>(request.headers()["authorization"].clone())
 //!     }));
-//! let sent = client.oneshot(Request::new(())).await?;
+//! let request = Request::get("https://orders.internal/orders").body(())?;
+//! let sent = client.clone().oneshot(request).await?;
 //! assert_eq!(sent, "Bearer abc");
+//!
+//! // Another origin gets nothing: the request is refused, never sent.
+//! let elsewhere = Request::get("https://evil.example/").body(())?;
+//! let err = client.oneshot(elsewhere).await.unwrap_err();
+//! assert!(err.to_string().contains("not for that origin"), "{err}");
 //! # Ok(()) }
 //! ```
 //!
-//! A request that already has an `Authorization` header is sent as it is. A request whose
-//! extensions hold a [`BearerToken`] (the token an inbound request carried, as `VerifyLayer`
-//! stores it) is sent with that token instead of the service's own: for calls made on the
-//! caller's behalf. Token errors come back as the service's error ([`BoxError`]).
+//! # Destinations
+//!
+//! Tokens are bound to the origins they are for: every request must go to an origin named with
+//! [`AuthorizeLayer::allow_origin`] (`scheme://host[:port]`, compared with the default port of
+//! the scheme filled in). A request to any other origin is **refused** with an
+//! [`Error`] of kind [`Config`](crate::ErrorKind::Config), whatever headers it carries: it is not
+//! sent, not even without a token, since reaching a host the layer was not configured for is a
+//! configuration fault or a redirect to somewhere else. A layer with no allowed origin refuses
+//! every request (check it at start-up with [`AuthorizeLayer::check`]). Plain `http://` origins
+//! are accepted for loopback hosts only, unless [`AuthorizeLayer::allow_insecure_http`]. The
+//! same binding applies to a forwarded inbound token. Requests whose URI is only a path (tonic's
+//! generated clients, whose `Channel` adds the origin) need [`AuthorizeLayer::relative_to`].
+//!
+//! # Redirects
+//!
+//! Put tower-http's `FollowRedirect` **around** this layer (`ServiceBuilder::new()
+//! .layer(FollowRedirectLayer::new()).layer(AuthorizeLayer::new(..))`): every hop then passes
+//! through this layer again, so a redirect to an origin that is not allowed fails with the error
+//! above whatever the redirect policy keeps, and the token is never re-attached for it. (Its
+//! `Standard` policy also drops `Authorization` on cross-origin hops, through
+//! `FilterCredentials`; it does not carry request extensions over, so a redirected forwarded
+//! call gets the service's own token on an allowed origin.) Placed *inside* this layer,
+//! `FollowRedirect` alone decides what the next hop carries: never use it there with a policy
+//! that lacks `FilterCredentials`.
+//!
+//! # Headers
+//!
+//! A request that already has an `Authorization` header is sent as it is (to an allowed origin).
+//! A request whose extensions hold a [`BearerToken`] (the token an inbound request carried, as
+//! `VerifyLayer` stores it) is sent with that token instead of the service's own: for calls
+//! made on the caller's behalf. Token errors come back as the service's error ([`BoxError`]).
 
 use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll, ready},
 };
 
@@ -46,6 +80,7 @@ use tower_service::Service;
 
 use crate::{
     bearer::BearerToken,
+    destination::Destinations,
     error::Error,
     token::{AccessToken, TokenSource},
 };
@@ -53,17 +88,53 @@ use crate::{
 /// The error type of [`Authorize`]: the inner service's error or a token [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// A tower layer that sets `Authorization: Bearer …` from a [`TokenSource`]. See the
-/// [module docs](self).
+/// A tower layer that sets `Authorization: Bearer …` from a [`TokenSource`], for the origins
+/// it is allowed to send them to. See the [module docs](self).
 #[derive(Clone, Debug)]
 pub struct AuthorizeLayer<T> {
     source: T,
+    destinations: Arc<Destinations>,
 }
 
+/// How the layer names itself in its errors.
+const LAYER: &str = "AuthorizeLayer";
+
 impl<T> AuthorizeLayer<T> {
-    /// Attaches tokens from `source`.
+    /// Attaches tokens from `source` to requests for the origins then named with
+    /// [`AuthorizeLayer::allow_origin`]; with none, every request is refused.
     pub fn new(source: T) -> Self {
-        AuthorizeLayer { source }
+        AuthorizeLayer {
+            source,
+            destinations: Arc::default(),
+        }
+    }
+
+    /// Allows requests to `origin` (`https://host` or `https://host:port`; call again for
+    /// several). A value that is not an origin makes every request fail with an error that says
+    /// so (and [`AuthorizeLayer::check`] report it).
+    pub fn allow_origin(mut self, origin: impl AsRef<str>) -> Self {
+        Arc::make_mut(&mut self.destinations).allow(origin.as_ref());
+        self
+    }
+
+    /// Allows plain `http://` origins to hosts that are not loopback. Off by default: anyone on
+    /// the path can read a token sent over plain http.
+    pub fn allow_insecure_http(mut self) -> Self {
+        Arc::make_mut(&mut self.destinations).allow_insecure_http();
+        self
+    }
+
+    /// Requests whose URI has no scheme and authority (a path, as tonic's generated clients
+    /// send) go to `origin`, which is allowed too.
+    pub fn relative_to(mut self, origin: impl AsRef<str>) -> Self {
+        Arc::make_mut(&mut self.destinations).relative_to(origin.as_ref());
+        self
+    }
+
+    /// Whether the configuration can send anything: at least one valid origin, none plain http
+    /// unless allowed. Call it at start-up to fail early; requests meet the same error.
+    pub fn check(&self) -> Result<(), Error> {
+        self.destinations.validate(LAYER)
     }
 }
 
@@ -74,6 +145,7 @@ impl<S, T: Clone> Layer<S> for AuthorizeLayer<T> {
         Authorize {
             inner,
             source: self.source.clone(),
+            destinations: self.destinations.clone(),
         }
     }
 }
@@ -83,6 +155,7 @@ impl<S, T: Clone> Layer<S> for AuthorizeLayer<T> {
 pub struct Authorize<S, T> {
     inner: S,
     source: T,
+    destinations: Arc<Destinations>,
 }
 
 /// How a request gets its header, decided before any waiting.
@@ -117,6 +190,12 @@ where
     }
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        if let Err(error) = self.destinations.check_uri(LAYER, request.uri()) {
+            tracing::warn!(%error, "outbound request refused");
+            return AuthorizeFuture {
+                state: State::Refused { error: Some(error) },
+            };
+        }
         if authorize_now(&mut request, &self.source) {
             return AuthorizeFuture {
                 state: State::Sending {
@@ -158,6 +237,7 @@ pin_project! {
         S: Service<Request<B>>,
     {
         Sending { #[pin] future: S::Future },
+        Refused { error: Option<Error> },
         Fetching {
             token: TokenFetch,
             service: Option<S>,
@@ -187,6 +267,10 @@ where
         loop {
             let future = match this.state.as_mut().project() {
                 StateProj::Sending { future } => return future.poll(cx).map_err(Into::into),
+                StateProj::Refused { error } => {
+                    let error = error.take().expect("polled after completion");
+                    return Poll::Ready(Err(error.into()));
+                }
                 StateProj::Fetching {
                     token,
                     service,

@@ -44,6 +44,18 @@ pub struct RefreshPolicy {
     /// endpoint's `Retry-After`, when longer, up to `max_backoff`) get the same error at once
     /// instead of another request (default 1 s).
     pub retry_interval: Duration,
+    /// The shortest lifetime a token is given (default 5 s): a smaller `expires_in` (`0`
+    /// included) is raised to it, so that an endpoint that answers tiny lifetimes cannot make
+    /// every call fetch. A callee that refuses such a token as expired causes a forced refresh,
+    /// itself bounded by `min_fetch_interval`.
+    pub min_lifetime: Duration,
+    /// The longest lifetime a token is given (default 24 h): a larger `expires_in` (`1e20`
+    /// included) is lowered to it, so the token is refreshed at least this often.
+    pub max_lifetime: Duration,
+    /// No two requests to the token endpoint start less than this apart (default 1 s), whatever
+    /// the endpoint answers and however often callees refuse tokens: a fetch that falls due
+    /// sooner waits (and its callers with it).
+    pub min_fetch_interval: Duration,
 }
 
 impl Default for RefreshPolicy {
@@ -56,22 +68,43 @@ impl Default for RefreshPolicy {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             retry_interval: Duration::from_secs(1),
+            min_lifetime: Duration::from_secs(5),
+            max_lifetime: Duration::from_secs(24 * 60 * 60),
+            min_fetch_interval: Duration::from_secs(1),
         }
     }
 }
 
+/// `at + d`, or a century from `at` when that overflows the clock (configured bounds may be
+/// absurd too; a remote answer never reaches here unbounded).
+fn later(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(at)
+}
+
 impl RefreshPolicy {
-    /// (usable until, refresh at) for a token of `lifetime` received at `now`.
+    /// `lifetime` within [`RefreshPolicy::min_lifetime`], [`RefreshPolicy::max_lifetime`].
+    fn clamp_lifetime(&self, lifetime: Duration) -> Duration {
+        lifetime.min(self.max_lifetime).max(self.min_lifetime)
+    }
+
+    /// (usable until, refresh at) for a token of `lifetime` (already clamped) received at `now`.
     fn schedule(&self, now: Instant, lifetime: Duration) -> (Instant, Instant) {
+        let fraction = if self.at_fraction.is_finite() {
+            self.at_fraction.clamp(0.0, 1.0)
+        } else {
+            0.75
+        };
         let skew = self.skew.min(lifetime / 10);
-        let by_fraction = lifetime.mul_f64(self.at_fraction.clamp(0.0, 1.0));
+        let by_fraction = lifetime.mul_f64(fraction);
         let by_ahead = lifetime.saturating_sub(self.ahead);
         let jitter = lifetime.mul_f64(rand::random_range(0.0..0.05));
         let refresh_in = by_fraction
             .min(by_ahead)
             .max(lifetime / 2)
             .saturating_sub(jitter);
-        (now + lifetime - skew, now + refresh_in)
+        (later(now, lifetime - skew), later(now, refresh_in))
     }
 
     fn backoff(&self, failures: u32) -> Duration {
@@ -124,6 +157,8 @@ struct Shared {
     /// Completed fetch attempts, so a waiter can tell that one finished while it waited.
     attempts: AtomicU64,
     last_failure: Mutex<Option<(Instant, Error)>>,
+    /// When the latest request to the token endpoint started (for `min_fetch_interval`).
+    last_fetch: Mutex<Option<Instant>>,
     refresher: OnceLock<tokio::task::JoinHandle<()>>,
     /// Wakes the background task when a token is stored, so that it schedules on the new one
     /// (a forced refresh may bring a shorter life). Apart from `Shared`, which the sleeping task
@@ -175,6 +210,7 @@ impl TokenManager {
                 fetching: tokio::sync::Mutex::new(()),
                 attempts: AtomicU64::new(0),
                 last_failure: Mutex::new(None),
+                last_fetch: Mutex::new(None),
                 refresher: OnceLock::new(),
                 stored: Arc::default(),
                 fetches: AtomicU64::new(0),
@@ -185,11 +221,14 @@ impl TokenManager {
         })
     }
 
-    /// The manager of the process for `grant`'s endpoint, client, scope set and audience: the
-    /// existing one while any clone of it lives, else a new one. Lets separate parts of a
-    /// program share one cached token instead of fetching one each.
+    /// The manager of the process for `grant`: the existing one while any clone of it lives,
+    /// else a new one. Lets separate parts of a program share one cached token instead of
+    /// fetching one each. Grants are the same only when everything is: endpoint, client id,
+    /// client authentication (secret or key, compared by a SHA-256 digest that is all the
+    /// registry keeps), scopes (in any order), audience, resources, extra parameters and HTTP
+    /// options.
     pub fn shared(grant: ClientCredentials) -> Result<Self, Error> {
-        static REGISTRY: Mutex<Option<HashMap<String, Weak<Shared>>>> = Mutex::new(None);
+        static REGISTRY: Mutex<Option<HashMap<[u8; 32], Weak<Shared>>>> = Mutex::new(None);
         let key = grant.cache_key();
         let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
         let map = registry.get_or_insert_with(HashMap::new);
@@ -245,7 +284,20 @@ impl TokenManager {
     /// One request to the token endpoint; the caller holds `fetching`.
     async fn fetch_now(&self, why: &'static str) -> Result<AccessToken, Error> {
         let shared = &self.shared;
+        let last = *shared.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(last) = last {
+            let next = later(last, shared.policy.min_fetch_interval);
+            if Instant::now() < next {
+                tracing::debug!(
+                    client_id = shared.grant.client_id(),
+                    why,
+                    "token fetch waits for the minimum interval between fetches"
+                );
+                tokio::time::sleep_until(next).await;
+            }
+        }
         let started = Instant::now();
+        *shared.last_fetch.lock().unwrap_or_else(|e| e.into_inner()) = Some(started);
         let span = tracing::info_span!(
             "s2s_auth.token_fetch",
             client_id = shared.grant.client_id(),
@@ -261,7 +313,9 @@ impl TokenManager {
         });
         let result = match outcome {
             Ok((token, expires_in)) => {
-                let lifetime = expires_in.unwrap_or(shared.policy.default_lifetime);
+                let lifetime = shared
+                    .policy
+                    .clamp_lifetime(expires_in.unwrap_or(shared.policy.default_lifetime));
                 let (usable_until, refresh_at) = shared.policy.schedule(Instant::now(), lifetime);
                 shared.current.store(Some(Arc::new(Held {
                     token: token.clone(),
@@ -327,7 +381,10 @@ async fn refresh_loop(weak: Weak<Shared>, stored: Arc<tokio::sync::Notify>) {
             let held = shared.current.load();
             match (&*held, failures) {
                 (Some(held), 0) => held.refresh_at,
-                _ => Instant::now() + shared.policy.backoff(failures.max(1)).max(server_delay),
+                _ => later(
+                    Instant::now(),
+                    shared.policy.backoff(failures.max(1)).max(server_delay),
+                ),
             }
         };
         tokio::select! {

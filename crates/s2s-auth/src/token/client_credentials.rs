@@ -10,6 +10,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::OnceCell;
 use url::Url;
 
@@ -115,6 +116,7 @@ pub struct ClientCredentials {
     resources: Vec<String>,
     params: Vec<(String, String)>,
     http: HttpOptions,
+    /// The token endpoint and the client that posts to it (one that follows no redirect).
     resolved: Arc<OnceCell<(Url, reqwest::Client)>>,
 }
 
@@ -140,7 +142,9 @@ impl fmt::Debug for ClientCredentials {
 pub struct TokenResponse {
     /// The access token. Treat it as a secret.
     pub access_token: SecretString,
-    /// How long the token lives, from `expires_in`, else the JWT's `exp`, else `None`.
+    /// How long the token lives, from `expires_in`, else the JWT's `exp`, else `None`. At most
+    /// [`MAX_EXPIRES_IN`]; [`TokenManager`](super::TokenManager) clamps it further to its
+    /// [`RefreshPolicy`](super::RefreshPolicy) bounds.
     pub expires_in: Option<Duration>,
     /// The scopes granted, when the server says (`scope`).
     pub scope: Option<String>,
@@ -156,12 +160,17 @@ impl fmt::Debug for TokenResponse {
     }
 }
 
+/// The largest lifetime a [`TokenResponse`] carries (about 136 years): a larger `expires_in`, or
+/// a JWT `exp` further away, is lowered to it, so that adding it to a clock reading never
+/// overflows.
+pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(u32::MAX as u64);
+
 #[derive(Deserialize)]
 struct WireResponse {
     access_token: String,
     token_type: String,
-    #[serde(default, deserialize_with = "seconds")]
-    expires_in: Option<u64>,
+    #[serde(default)]
+    expires_in: Option<serde_json::Value>,
     #[serde(default)]
     scope: Option<String>,
 }
@@ -175,19 +184,32 @@ struct WireError {
     code: Option<String>,
 }
 
-/// `expires_in` as a number, or as a string of digits (some servers send that).
-fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Wire {
-        Number(f64),
-        Text(String),
+/// `expires_in` as a number of seconds, or a string of one (some servers send that); `null`
+/// counts as absent. Negative or non-numeric values are an error; huge ones are lowered to
+/// [`MAX_EXPIRES_IN`].
+fn parse_expires_in(value: Option<&serde_json::Value>) -> Result<Option<Duration>, Error> {
+    let seconds = match value {
+        None | Some(serde_json::Value::Null) => return Ok(None),
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match seconds {
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(
+            Duration::try_from_secs_f64(s)
+                .unwrap_or(MAX_EXPIRES_IN)
+                .min(MAX_EXPIRES_IN),
+        )),
+        _ => Err(Error::transient(
+            "the token endpoint answered an `expires_in` that is not a non-negative number of \
+             seconds; the token is not used",
+        )),
     }
-    Ok(match Option::<Wire>::deserialize(d)? {
-        Some(Wire::Number(n)) if n.is_finite() && n >= 0.0 => Some(n as u64),
-        Some(Wire::Text(s)) => s.trim().parse().ok(),
-        _ => None,
-    })
+}
+
+/// `secs` seconds, at most [`MAX_EXPIRES_IN`].
+fn bounded_secs(secs: u64) -> Duration {
+    Duration::from_secs(secs).min(MAX_EXPIRES_IN)
 }
 
 impl ClientCredentials {
@@ -257,19 +279,58 @@ impl ClientCredentials {
         &self.client_id
     }
 
-    /// What identifies the cached token: endpoint, client, sorted scopes, audience, resources.
-    pub(crate) fn cache_key(&self) -> String {
-        let mut scopes = self.scopes.clone();
-        scopes.sort();
+    /// What identifies the cached token: a SHA-256 digest of the whole grant (endpoint, client
+    /// id, client authentication with its secret or key, sorted scopes, audience, resources,
+    /// extra parameters, HTTP options), so that the secret itself is never kept as a key and two
+    /// grants that differ in anything never share a token.
+    pub(crate) fn cache_key(&self) -> [u8; 32] {
+        let mut scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        scopes.sort_unstable();
         scopes.dedup();
-        format!(
-            "{:?}|{}|{}|{:?}|{:?}",
-            self.endpoint,
-            self.client_id,
-            scopes.join(" "),
-            self.audience,
-            self.resources
-        )
+        let mut digest = Sha256::new();
+        // Every field length-prefixed, so that no two different grants hash the same input.
+        let mut field = |bytes: &[u8]| {
+            digest.update((bytes.len() as u64).to_be_bytes());
+            digest.update(bytes);
+        };
+        match &self.endpoint {
+            Endpoint::Url(u) => (field(b"url"), field(u.as_bytes())),
+            Endpoint::Discover(u) => (field(b"discover"), field(u.as_bytes())),
+        };
+        field(self.client_id.as_bytes());
+        match &self.auth {
+            ClientAuth::SecretBasic(secret) => {
+                field(b"client_secret_basic");
+                field(secret.expose_secret().as_bytes());
+            }
+            ClientAuth::SecretPost(secret) => {
+                field(b"client_secret_post");
+                field(secret.expose_secret().as_bytes());
+            }
+            ClientAuth::PrivateKeyJwt { key, alg, kid } => {
+                field(b"private_key_jwt");
+                field(key.as_bytes());
+                field(format!("{alg:?}").as_bytes());
+                field(format!("{kid:?}").as_bytes());
+            }
+        }
+        field(&(scopes.len() as u64).to_be_bytes());
+        scopes.iter().for_each(|s| field(s.as_bytes()));
+        field(format!("{:?}", self.audience).as_bytes());
+        field(&(self.resources.len() as u64).to_be_bytes());
+        self.resources.iter().for_each(|r| field(r.as_bytes()));
+        field(&(self.params.len() as u64).to_be_bytes());
+        for (k, v) in &self.params {
+            field(k.as_bytes());
+            field(v.as_bytes());
+        }
+        let HttpOptions {
+            allow_insecure_http,
+            timeout,
+            max_body,
+        } = &self.http;
+        field(format!("{allow_insecure_http}|{timeout:?}|{max_body}").as_bytes());
+        digest.finalize().into()
     }
 
     /// Checks the configuration without any I/O (URL policy).
@@ -287,19 +348,25 @@ impl ClientCredentials {
     async fn resolve(&self) -> Result<&(Url, reqwest::Client), Error> {
         self.resolved
             .get_or_try_init(|| async {
-                let client = self.http.client()?;
                 let url = match &self.endpoint {
                     Endpoint::Url(u) => fetch::parse_endpoint(u, self.http.allow_insecure_http)?,
-                    Endpoint::Discover(issuer) => discovery::discover(&client, issuer, &self.http)
-                        .await?
-                        .token_endpoint(self.http.allow_insecure_http)?,
+                    Endpoint::Discover(issuer) => {
+                        discovery::discover(&self.http.client()?, issuer, &self.http)
+                            .await?
+                            .token_endpoint(self.http.allow_insecure_http)?
+                    }
                 };
-                Ok((url, client))
+                Ok((url, self.http.client_without_redirects()?))
             })
             .await
     }
 
     /// Asks the token endpoint for a token, once.
+    ///
+    /// Redirects are not followed: a 3xx answer is an error that names where it pointed, since
+    /// following it would re-send the client's secret or assertion to that place (configure the
+    /// final token endpoint URL instead). A 2xx answer that is not a token response is an error
+    /// that never quotes the body (it may hold a token).
     pub async fn fetch(&self) -> Result<TokenResponse, Error> {
         let (url, client) = self.resolve().await?;
         let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
@@ -346,6 +413,9 @@ impl ClientCredentials {
             .await
             .map_err(|e| fetch::request_error(e, "requesting a token"))?;
         let status = response.status();
+        if status.is_redirection() {
+            return Err(redirect_error(url, status, response.headers()));
+        }
         let retry_after = retry_after(response.headers());
         let body = fetch::read_body(response, self.http.max_body).await?;
         if status.is_success() {
@@ -395,6 +465,23 @@ fn basic_credentials(client_id: &str, secret: &str) -> http::HeaderValue {
     value
 }
 
+/// The refusal of a 3xx from the token endpoint: where it pointed, never followed.
+fn redirect_error(url: &Url, status: http::StatusCode, headers: &http::HeaderMap) -> Error {
+    let location = headers
+        .get(http::header::LOCATION)
+        .map(|l| fetch::excerpt(l.as_bytes()))
+        .unwrap_or_else(|| "nowhere".into());
+    // Transient, as a refused redirect of a discovery or JWKS fetch: the endpoint may stop
+    // redirecting (maintenance), and retrying never follows it.
+    Error::transient(format!(
+        "the token endpoint `{url}` answered {status} redirecting to `{location}`; refusing to \
+         follow a redirect of a token request (it would re-send the client's credentials): \
+         configure the final token endpoint URL"
+    ))
+    .with_status(status)
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is ignored), bounded.
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     headers
         .get(http::header::RETRY_AFTER)?
@@ -403,18 +490,25 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         .trim()
         .parse()
         .ok()
-        .map(Duration::from_secs)
+        .map(bounded_secs)
 }
 
 fn parse_success(body: &[u8]) -> Result<TokenResponse, Error> {
+    // Never quote the body: a 2xx body may hold a token. serde's syntax errors are fixed texts
+    // ("EOF while parsing a list at line 1 column 33"); its data errors may quote a value, so
+    // only their position is given.
     let wire: WireResponse = serde_json::from_slice(body).map_err(|e| {
+        let what = match e.classify() {
+            serde_json::error::Category::Data => format!(
+                "JSON without the members of a token response (at line {} column {})",
+                e.line(),
+                e.column()
+            ),
+            _ => format!("not JSON ({e})"),
+        };
         Error::transient(format!(
-            "the token endpoint answered 2xx without a token response ({e}): `{}`",
-            if body.first() == Some(&b'{') {
-                "(JSON withheld: it may hold secrets)".into()
-            } else {
-                fetch::excerpt(body)
-            }
+            "the token endpoint answered 2xx with a body that is {what}; the body is not shown: \
+             it may hold a token"
         ))
     })?;
     if !wire.token_type.eq_ignore_ascii_case("bearer") {
@@ -428,10 +522,8 @@ fn parse_success(body: &[u8]) -> Result<TokenResponse, Error> {
             "the token endpoint returned an empty access_token",
         ));
     }
-    let expires_in = wire
-        .expires_in
-        .map(Duration::from_secs)
-        .or_else(|| jwt_lifetime(&wire.access_token));
+    let expires_in =
+        parse_expires_in(wire.expires_in.as_ref())?.or_else(|| jwt_lifetime(&wire.access_token));
     Ok(TokenResponse {
         access_token: wire.access_token.into(),
         expires_in,
@@ -452,7 +544,7 @@ fn jwt_lifetime(token: &str) -> Option<Duration> {
         .ok()?;
     let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
-    Some(Duration::from_secs(exp.saturating_sub(now)))
+    Some(bounded_secs(exp.saturating_sub(now)))
 }
 
 fn parse_error(

@@ -15,7 +15,13 @@
 //! ```
 //!
 //! Send tokens with [`AuthorizeLayer`](crate::layer::AuthorizeLayer) (tower, hyper) or the
-//! reqwest middleware (feature `reqwest`).
+//! reqwest middleware (feature `reqwest`), each bound to the origins the token is for.
+//!
+//! Whatever the token endpoint answers, nothing panics and nothing runs away: lifetimes are
+//! clamped to [`RefreshPolicy::min_lifetime`]..[`RefreshPolicy::max_lifetime`] (negative or
+//! non-numeric ones are an error), requests are spaced by at least
+//! [`RefreshPolicy::min_fetch_interval`], redirects of token requests are never followed, and a
+//! 2xx body that is not a token response is never quoted.
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
@@ -27,7 +33,7 @@ mod cache;
 mod client_credentials;
 
 pub use cache::{RefreshPolicy, TokenManager, TokenMetrics};
-pub use client_credentials::{ClientAuth, ClientCredentials, TokenResponse};
+pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
 
 /// An access token ready to send: the `Authorization` header value is built once.
 ///
