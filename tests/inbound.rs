@@ -217,6 +217,23 @@ fn assert_refused(
     description
 }
 
+/// A description shown to an unauthenticated caller names nothing of the service's insides:
+/// not the key server (its host and port, the JWK set path), not what it answered (the test
+/// server's error body says `injected`), not the accepted audiences, not `also`.
+#[track_caller]
+fn assert_discreet(description: &str, server: &KeyServer, also: &[&str]) {
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    for secret in [authority.as_str(), "jwks", "injected", AUD]
+        .iter()
+        .chain(also)
+    {
+        assert!(
+            !description.contains(secret),
+            "the caller is told `{secret}`: {description}"
+        );
+    }
+}
+
 #[track_caller]
 fn assert_invalid_token(answer: &Answer, code: &str) -> String {
     assert_refused(answer, 401, "invalid_token", Some(code), "")
@@ -377,14 +394,19 @@ async fn discovery_refuses_metadata_naming_another_issuer() {
 
     let answer = app.get("/whoami", &token(&key, &server)).await;
     let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
+    assert_discreet(&description, &server, &["other.test"]);
+    assert_eq!(description, Reason::KeysUnavailable.summary());
+    assert_eq!(answer.1[RETRY_AFTER], "1");
+    // What went wrong is for the log only.
+    let refused = verifier.verify(&token(&key, &server)).await.unwrap_err();
+    let detail = refused.detail().unwrap();
     assert!(
-        description.contains(&format!(
+        detail.contains(&format!(
             "metadata names issuer `https://other.test` but `{}` is configured",
             server.issuer()
         )),
-        "{description}"
+        "{detail}"
     );
-    assert_eq!(answer.1[RETRY_AFTER], "1");
     assert_eq!(
         server.jwks_hits(),
         0,
@@ -564,7 +586,7 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown() {
 // The key server failing
 // ---------------------------------------------------------------------------------------------
 
-/// Every way the key server fails, with what the error description says.
+/// Every way the key server fails, with what the log line says (the caller is told none of it).
 fn failures() -> [(Behavior, &'static str); 7] {
     [
         (Behavior::Status(500), "answered 500 Internal Server Error"),
@@ -645,7 +667,7 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
 
         let answer = app.get("/whoami", &token).await;
         let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
-        assert!(description.contains(why), "{behavior:?}: {description}");
+        assert_discreet(&description, &server, &[why]);
         assert_eq!(answer.1[RETRY_AFTER], "1", "{behavior:?}");
         assert_eq!(server.jwks_hits(), 1);
 
@@ -656,6 +678,14 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
         assert!((3000..=3600).contains(&retry_after), "{retry_after}");
         assert_eq!(server.jwks_hits(), 1, "{behavior:?}");
         assert_eq!(app.verifier.metrics().rejected(Reason::KeysUnavailable), 2);
+        // The log line has the specifics: the URL and what the key server did.
+        let refused = app.verifier.verify(&token).await.unwrap_err();
+        let detail = refused.detail().unwrap();
+        assert!(detail.contains(why), "{behavior:?}: {detail}");
+        assert!(
+            detail.contains(&server.jwks_url()),
+            "{behavior:?}: {detail}"
+        );
     }
 }
 
@@ -755,6 +785,79 @@ async fn background_refresh_replaces_keys_and_keeps_them_when_it_fails() {
     assert_eq!(verified.kid(), Some("k2"));
     assert_eq!(server.jwks_hits(), 3);
     assert_eq!(verify(&k1).await.unwrap_err().reason(), Reason::UnknownKey);
+}
+
+#[tokio::test(start_paused = true)]
+async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_ready() {
+    let server = KeyServer::start().await;
+    server.set_cache_control(Some("max-age=100"));
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).build().unwrap(); // the default maximum staleness, 24 h
+    let app = start_app(&verifier, false).await;
+    let (seen, unseen) = (token(&key, &server), token(&key, &server));
+    assert_eq!(clock_held(app.get("/whoami", &seen)).await.0, 200);
+    assert!(verifier.is_ready());
+
+    // The key server goes down. Up to 24 h past the time to live, the known key still verifies
+    // (a token seen before, now from the validated-token cache, and a new one).
+    server.set_behavior(Behavior::Status(503));
+    advance(Duration::from_secs(100 + 24 * 3600 - 1)).await;
+    for token in [&seen, &seen, &unseen] {
+        let (status, _, body) = clock_held(app.get("/whoami", token)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(verifier.metrics().jwks_fetch_failures >= 1);
+    assert!(verifier.is_ready());
+
+    // Past it, the old key is not used any more: 503 with Retry-After, and not ready.
+    advance(Duration::from_secs(2)).await;
+    let fresh = token(&key, &server);
+    for token in [&seen, &unseen, &fresh] {
+        let answer = clock_held(app.get("/whoami", token)).await;
+        let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
+        assert_discreet(&description, &server, &[]);
+        assert!(answer.1.contains_key(RETRY_AFTER), "{:?}", answer.1);
+    }
+    assert!(!verifier.is_ready());
+    assert_eq!(verifier.metrics().rejected(Reason::KeysUnavailable), 3);
+
+    // The key server is back: the next fetch restores the issuer.
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(clock_held(app.get("/whoami", &seen)).await.0, 200);
+    assert!(verifier.is_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_stale_is_configurable_and_load_keys_recovers_a_stale_issuer() {
+    let server = KeyServer::start().await;
+    server.set_cache_control(Some("max-age=100"));
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server)
+        .max_stale(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let token = token(&key, &server);
+    clock_held(verifier.load_keys()).await.unwrap();
+    assert!(verifier.is_ready());
+
+    server.set_behavior(Behavior::Status(503));
+    advance(Duration::from_secs(699)).await;
+    assert!(verifier.is_ready());
+    clock_held(verifier.verify(&token)).await.unwrap();
+    advance(Duration::from_secs(2)).await;
+    assert!(!verifier.is_ready());
+    let refused = verifier.verify_with_held_keys(&token).unwrap_err();
+    assert_eq!(refused.reason(), Reason::KeysUnavailable);
+
+    // Readiness probes reload through `load_keys`, which fetches a stale set again.
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_secs(2)).await;
+    clock_held(verifier.load_keys()).await.unwrap();
+    assert!(verifier.is_ready());
+    verifier.verify_with_held_keys(&token).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -956,6 +1059,13 @@ async fn invalid_tokens_are_refused_with_401_code_and_challenge() {
         let before = app.verifier.metrics();
         let answer = app.get("/whoami", &token).await;
         let description = assert_refused(&answer, 401, "invalid_token", Some(code), "");
+        // The caller is told the reason, never the configuration it failed against.
+        assert_discreet(
+            &description,
+            &server,
+            &["RS512", "ES384", "weak-", "billing"],
+        );
+        assert_eq!(description, reason.summary(), "{name}");
         let after = app.verifier.metrics();
         assert_eq!(
             (after.rejected(reason), after.rejected_total()),
@@ -1152,6 +1262,85 @@ async fn claims_on_a_route_without_verify_layer_is_a_500_saying_to_add_it() {
     assert!(
         description.contains("add `.layer(VerifyLayer::new(verifier))`"),
         "{description}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_typed_as_other_kinds_of_jwt_are_refused_without_require_at_jwt() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).build().unwrap(); // not strict
+    let app = start_app(&verifier, false).await;
+    let typed = |typ: Value| {
+        let header = json!({ "alg": "ES256", "kid": "k1", "typ": typ });
+        key.sign_with_header(&header, &claims(&server))
+    };
+
+    // No typ, a plain JWT (RFC 7519 §5.1; `application/` may be left out, RFC 7515 §4.1.9)
+    // and an RFC 9068 access token, in any case.
+    for typ in [
+        Value::Null,
+        json!("JWT"),
+        json!("jwt"),
+        json!("application/jwt"),
+        json!("Application/JWT"),
+        json!("at+jwt"),
+        json!("AT+JWT"),
+        json!("application/at+jwt"),
+    ] {
+        let (status, _, body) = app.get("/whoami", &typed(typ.clone())).await;
+        assert_eq!(status, 200, "typ {typ}: {body}");
+    }
+    // Other kinds of token the same issuer may sign, and look-alikes.
+    let refused = [
+        "id_token",
+        "JWT-ID",
+        "secevent+jwt",
+        "application/secevent+jwt",
+        "dpop+jwt",
+        "logout+jwt",
+        "token-introspection+jwt",
+        "vnd.example.at+jwt",
+        "application/at+jwt; charset=utf-8",
+        "at+jwt ",
+        "jwt+at",
+        "JOSE",
+        "",
+    ];
+    for typ in refused {
+        let answer = app.get("/whoami", &typed(json!(typ))).await;
+        let description = assert_invalid_token(&answer, "AUTH_105");
+        assert_eq!(description, Reason::WrongType.summary(), "typ {typ:?}");
+    }
+    assert_eq!(
+        verifier.metrics().rejected(Reason::WrongType),
+        refused.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_audience_is_refused_without_naming_the_accepted_ones() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server)
+        .audience("orders-internal")
+        .build()
+        .unwrap();
+    let app = start_app(&verifier, false).await;
+    let billing = key.sign(&edit(claims(&server), json!({ "aud": "billing-api" })));
+
+    let answer = app.get("/whoami", &billing).await;
+    let description = assert_invalid_token(&answer, "AUTH_107");
+    assert_discreet(&description, &server, &["orders-internal", "orders"]);
+    assert_eq!(description, Reason::WrongAudience.summary());
+    // The log line says which audiences were expected.
+    let detail = verifier.verify(&billing).await.unwrap_err();
+    let detail = detail.detail().unwrap();
+    assert!(
+        detail.contains("orders-api") && detail.contains("orders-internal"),
+        "{detail}"
     );
 }
 
