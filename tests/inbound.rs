@@ -3,12 +3,11 @@
 //!
 //! Time: the key-cache tests that depend on it (TTL, background refresh, cooldowns, retry
 //! intervals) run on a paused tokio clock moved with `advance`; real sockets are awaited through
-//! [`clock_held`], which keeps the paused clock from auto-advancing meanwhile. Token times
+//! `clock_held`, which keeps the paused clock from auto-advancing meanwhile. Token times
 //! (`exp`, `nbf`, leeway) are decided by an injected clock. Nothing sleeps to wait for a race:
 //! waits poll a condition under a deadline ([`wait_until`]).
 
 use std::{
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +26,10 @@ use s2s_auth::{
     BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Scopes,
     Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
 };
-use s2s_tests::keys::{self, Behavior, KeyServer, TestKey};
+use s2s_tests::{
+    keys::{self, Behavior, KeyServer, TestKey},
+    time::clock_held,
+};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinSet, time::advance};
 
@@ -237,18 +239,6 @@ fn assert_discreet(description: &str, server: &KeyServer, also: &[&str]) {
 #[track_caller]
 fn assert_invalid_token(answer: &Answer, code: &str) -> String {
     assert_refused(answer, 401, "invalid_token", Some(code), "")
-}
-
-/// Awaits `f`, which waits on real sockets, with a paused clock standing still: while a
-/// `spawn_blocking` task runs, tokio does not auto-advance a paused clock (see
-/// `tokio::time::pause`), so no timeout fires while the kernel moves the bytes.
-async fn clock_held<F: Future>(f: F) -> F::Output {
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let holder = tokio::task::spawn_blocking(move || held.recv());
-    let out = f.await;
-    drop(release);
-    let _ = holder.await;
-    out
 }
 
 /// Yields until `condition` holds; fails after 10 s of real time. Yielding never auto-advances
