@@ -466,6 +466,8 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
     let server = KeyServer::start().await;
     let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
+    // Signed before the clock is read: its `nbf` is never a second ahead of the clock.
+    let old = token(&k1, &server);
     let now = Arc::new(std::sync::atomic::AtomicU64::new(keys::now()));
     let clock = now.clone();
     let options = cache_options(|o| o.unknown_kid_cooldown = Duration::ZERO);
@@ -479,7 +481,6 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
         .build()
         .unwrap();
     // Kept the second time it is verified, a hit from the third.
-    let old = token(&k1, &server);
     for _ in 0..4 {
         verifier.verify(&old).await.unwrap();
     }
