@@ -492,6 +492,24 @@ mod tests {
     }
 
     #[test]
+    fn the_detail_never_reaches_the_answer() {
+        let detail = "JWK set `https://keys.internal/jwks` answered 500: `stack trace`";
+        for reason in Reason::ALL {
+            let r = Responder::default().respond(&Rejection::summarized(reason, detail));
+            let challenge = r
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+            assert_eq!(body["error_description"], reason.summary(), "{reason}");
+            for text in [&challenge, &body.to_string()] {
+                assert!(!text.contains("keys.internal"), "{reason}: {text}");
+            }
+        }
+    }
+
+    #[test]
     fn attacker_text_cannot_break_the_header() {
         let r = Responder::default().respond(&Rejection::new(
             Reason::UnknownKey,
