@@ -547,7 +547,8 @@ impl Verifier {
     }
 
     /// Verifies with the keys held now, never fetching: a token whose key is not held is
-    /// refused ([`Reason::KeysUnavailable`] before the first fetch, else [`Reason::UnknownKey`]).
+    /// refused ([`Reason::KeysUnavailable`] before the first fetch or past
+    /// [`VerifierBuilder::max_stale`], else [`Reason::UnknownKey`]).
     /// For synchronous contexts and benchmarks; [`Verifier::verify`] is the usual entry point.
     pub fn verify_with_held_keys(&self, token: &str) -> Result<Verified, Rejection> {
         self.verify_now(token).map_err(|pending| match pending {
