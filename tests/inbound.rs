@@ -820,6 +820,63 @@ async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_rea
     assert!(verifier.is_ready());
 }
 
+/// `GET /readyz` of a gateway, with the paused clock held.
+async fn readyz(url: &str) -> StatusCode {
+    let response = clock_held(http_client().get(format!("{url}/readyz")).send()).await;
+    response.unwrap().status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gateway_is_not_ready_once_its_keys_are_past_max_stale() {
+    let server = KeyServer::start().await;
+    server.set_cache_control(Some("max-age=100"));
+    server.set_keys(&[&TestKey::generate(Algorithm::ES256, "k1")]);
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = format!(
+        r#"
+[[issuer]]
+id = "{issuer}"
+jwks_url = "{jwks}"
+audiences = ["{AUD}"]
+
+[upstreams.app]
+url = "http://{upstream}"
+
+[[route]]
+prefix = "/orders"
+upstream = "app"
+"#,
+        issuer = server.issuer(),
+        jwks = server.jwks_url(),
+        upstream = upstream.local_addr().unwrap(),
+    );
+    let config = s2s_gateway::Config::from_toml_str(&config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gateway = s2s_gateway::Gateway::from_config(config).await.unwrap();
+    let serving = tokio::spawn(gateway.serve(listener, std::future::pending::<()>()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&url).await != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+    }
+
+    // The key server goes down: ready through the outage, up to 24 h past the time to live.
+    server.set_behavior(Behavior::Status(503));
+    advance(Duration::from_secs(100 + 24 * 3600 - 1)).await;
+    assert_eq!(readyz(&url).await, StatusCode::OK);
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(readyz(&url).await, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Back: the key cache's own retries (at most a minimum TTL apart) make it ready again.
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_secs(61)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&url).await != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+    }
+    serving.abort();
+}
+
 #[tokio::test(start_paused = true)]
 async fn max_stale_is_configurable_and_load_keys_recovers_a_stale_issuer() {
     let server = KeyServer::start().await;
