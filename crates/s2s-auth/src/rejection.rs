@@ -168,7 +168,10 @@ impl Reason {
             Reason::Expired => "the token has expired",
             Reason::NotYetValid => "the token is not valid yet (nbf)",
             Reason::UnknownIssuer => "the token's issuer is not accepted",
-            Reason::WrongAudience => "the token is not meant for this service (aud)",
+            Reason::WrongAudience => {
+                "the token is not meant for this service: its aud names none of the audiences \
+                 this route accepts"
+            }
             Reason::MissingClaim => "the token lacks a claim this service requires",
             Reason::WrongType => {
                 "the token's typ says it is not an access token: send an OAuth access token \
