@@ -1,11 +1,14 @@
 //! The adversarial corpus: one row per attack or malformed credential, each sent over real HTTP
-//! to a service behind `VerifyLayer` and `RequireScope`, each answered with the expected status,
-//! JSON `code` and `WWW-Authenticate` challenge; never a panic, never a 5xx.
+//! to a service behind `VerifyLayer` and `RequireScope` (one verifier in strict RFC 9068 mode,
+//! one with the defaults), each answered with the expected status, JSON `code` and
+//! `WWW-Authenticate` challenge; never a panic, never a 5xx. No answer tells the caller how the
+//! service is configured (its audiences, key server, key ids, algorithms).
 //!
 //! A row says how to build the request (headers and query) from the [`Ctx`] (keys, issuer,
-//! a watched server that must never be contacted) and what must come back.
+//! a watched server that must never be contacted) and what must come back. The key server
+//! failing (at a cold start, and for longer than the keys may be used) has rows of its own.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
@@ -13,9 +16,15 @@ use axum::{
     routing::{any, get},
 };
 use jsonwebtoken::Algorithm;
-use reqwest::{StatusCode, header::WWW_AUTHENTICATE};
+use reqwest::{
+    StatusCode,
+    header::{RETRY_AFTER, WWW_AUTHENTICATE},
+};
 use s2s_auth::{Issuer, RequireScope, Verifier, VerifyLayer};
-use s2s_tests::keys::{self, KeyServer, TestKey};
+use s2s_tests::{
+    keys::{self, Behavior, KeyServer, TestKey},
+    time::clock_held,
+};
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = "orders-api";
@@ -92,8 +101,13 @@ enum Expect {
     Challenge,
     /// 401 `invalid_token` with this code.
     Invalid(&'static str),
+    /// 401 `invalid_token` with this code from the strict verifier (`require_at_jwt`); accepted
+    /// by the default one.
+    StrictOnly(&'static str),
     /// 403 `insufficient_scope`.
     Scope,
+    /// 503 `temporarily_unavailable` with `Retry-After`, no challenge and no code.
+    Unavailable,
 }
 
 type Build = fn(&Ctx) -> Send;
@@ -198,7 +212,17 @@ fn corpus() -> Vec<(&'static str, Build, Expect)> {
         ("aud array without the audience", |c| Token(c.es.sign(&c.with(json!({"aud": ["billing", "audit"]})))), Invalid("AUTH_107")),
         ("aud missing", |c| Token(c.es.sign(&c.with(json!({"aud": null})))), Invalid("AUTH_107")),
         ("aud with a different case", |c| Token(c.es.sign(&c.with(json!({"aud": AUDIENCE.to_uppercase()})))), Invalid("AUTH_107")),
-        ("typ JWT where at+jwt is required", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "JWT"})), &c.claims())), Invalid("AUTH_105")),
+        // Explicit typing: other kinds of JWT the same issuer may sign are never access tokens.
+        ("typ JWT", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "JWT"})), &c.claims())), StrictOnly("AUTH_105")),
+        ("typ application/jwt", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "application/jwt"})), &c.claims())), StrictOnly("AUTH_105")),
+        ("no typ", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": null})), &c.claims())), StrictOnly("AUTH_105")),
+        ("typ application/AT+JWT", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "application/AT+JWT"})), &c.claims())), Ok),
+        ("typ id_token", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "id_token"})), &c.claims())), Invalid("AUTH_105")),
+        ("typ JWT-ID", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "JWT-ID"})), &c.claims())), Invalid("AUTH_105")),
+        ("typ secevent+jwt (RFC 8417)", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "secevent+jwt"})), &c.claims())), Invalid("AUTH_105")),
+        ("typ dpop+jwt (RFC 9449)", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "dpop+jwt"})), &c.claims())), Invalid("AUTH_105")),
+        ("typ logout+jwt", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "logout+jwt"})), &c.claims())), Invalid("AUTH_105")),
+        ("typ at+jwt with a parameter", |c| Token(c.es.sign_with_header(&c.header(&c.es, json!({"typ": "application/at+jwt; v=1"})), &c.claims())), Invalid("AUTH_105")),
         // Scopes.
         ("valid token without the route's scope", |c| Token(c.es.sign(&c.with(json!({"scope": "orders:write"})))), Scope),
         ("scope smuggled in with a different separator", |c| Token(c.es.sign(&c.with(json!({"scope": "orders:write,orders:read"})))), Scope),
@@ -237,48 +261,25 @@ async fn every_row_of_the_corpus_gets_its_answer() {
     };
     tokio::spawn(async move { axum::serve(listener, watched).await });
 
-    let verifier = Verifier::builder()
-        .issuer(Issuer::jwks(server.issuer(), server.jwks_url()))
-        .audience(AUDIENCE)
-        .require_at_jwt(true)
-        .build()
-        .unwrap();
-    let app = Router::new()
-        .route("/orders", get(|| async { "orders" }))
-        .route_layer(RequireScope::all(["orders:read"]))
-        .layer(VerifyLayer::new(verifier.clone()).realm("orders"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/orders", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-
     let http = reqwest::Client::new();
     let rows = corpus();
     assert!(rows.len() >= 40, "the corpus has {} rows", rows.len());
+    let secrets = secrets(&server, &["es-1", "rsa-1", "ed-1", "RS512"]);
     let mut failures = Vec::new();
-    for (name, build, expect) in rows {
-        let mut request = http.get(&base);
-        match build(&ctx) {
-            Send::Token(token) => request = request.bearer_auth(token),
-            Send::Headers(values) => {
-                for value in values {
-                    request = request.header("authorization", value);
-                }
+    for strict in [true, false] {
+        let base = serve(verifier(&server).require_at_jwt(strict)).await;
+        for (name, build, expect) in &rows {
+            let expect = match (*expect, strict) {
+                (Expect::StrictOnly(code), true) => Expect::Invalid(code),
+                (Expect::StrictOnly(_), false) => Expect::Ok,
+                (expect, _) => expect,
+            };
+            let answer = send(&http, &base, build(&ctx)).await;
+            if let Some(problem) = check(expect, &answer, &secrets) {
+                failures.push(format!(
+                    "{name} (strict {strict}): {problem} (got {answer:?})"
+                ));
             }
-            Send::Query(query) => request = http.get(format!("{base}?{query}")),
-        }
-        let response = request.send().await.expect("the service answers");
-        let status = response.status();
-        let challenge = response
-            .headers()
-            .get(WWW_AUTHENTICATE)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let text = response.text().await.unwrap();
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        let problem = check(expect, status, challenge.as_deref(), &body, &text);
-        if let Some(problem) = problem {
-            failures.push(format!(
-                "{name}: {problem} (got {status} {challenge:?} {text})"
-            ));
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
@@ -287,27 +288,168 @@ async fn every_row_of_the_corpus_gets_its_answer() {
         0,
         "jku/x5u/jwk must never be followed"
     );
-    // The corpus caused key refetches only within the cooldown: the first load and one for the
-    // first unknown kid.
-    assert!(server.jwks_hits() <= 2, "{} fetches", server.jwks_hits());
+    // The corpus caused key refetches only within the cooldown: per verifier, the first load
+    // and one for the first unknown kid.
+    assert!(server.jwks_hits() <= 4, "{} fetches", server.jwks_hits());
 }
 
-/// `None` when the answer is the expected one, else what is wrong.
-fn check(
-    expect: Expect,
-    status: StatusCode,
-    challenge: Option<&str>,
-    body: &Value,
-    text: &str,
-) -> Option<String> {
-    let (want_status, error, code) = match expect {
-        Expect::Ok => return (status != 200 || text != "orders").then(|| "expected 200".into()),
-        Expect::Challenge => (401, None, "AUTH_105"),
-        Expect::Invalid(code) => (401, Some("invalid_token"), code),
-        Expect::Scope => (403, Some("insufficient_scope"), "AUTH_102"),
+/// The key server failing, as a caller sees it: 503 `temporarily_unavailable`, and nothing of
+/// the key server's address or answer.
+#[tokio::test(start_paused = true)]
+async fn unavailable_and_too_stale_keys_get_503_without_internals() {
+    let http = reqwest::Client::new();
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let mut failures = Vec::new();
+    let mut row = |name: &str, expect: Expect, answer: &Answer, secrets: &[String]| {
+        if let Some(problem) = check(expect, answer, secrets) {
+            failures.push(format!("{name}: {problem} (got {answer:?})"));
+        }
     };
-    let challenge = challenge.unwrap_or_default();
-    if status != want_status {
+
+    // A cold start with the key server down.
+    let server = KeyServer::start().await;
+    server.set_keys(&[&key]);
+    server.set_behavior(Behavior::Status(503));
+    let base = serve(verifier(&server)).await;
+    let token = Send::Token(key.sign(&keys::claims(&server.issuer(), AUDIENCE)));
+    let answer = clock_held(send(&http, &base, token)).await;
+    row(
+        "key server down at a cold start",
+        Expect::Unavailable,
+        &answer,
+        &secrets(&server, &[]),
+    );
+
+    // Keys fetched once, then the key server down for longer than the keys may be used.
+    let server = KeyServer::start().await;
+    server.set_keys(&[&key]);
+    server.set_cache_control(Some("max-age=60"));
+    let base = serve(verifier(&server).max_stale(Duration::from_secs(3600))).await;
+    let token = || Send::Token(key.sign(&keys::claims(&server.issuer(), AUDIENCE)));
+    let answer = clock_held(send(&http, &base, token())).await;
+    row("keys fetched", Expect::Ok, &answer, &[]);
+    server.set_behavior(Behavior::Status(503));
+    tokio::time::advance(Duration::from_secs(60 + 3600 - 1)).await;
+    let answer = clock_held(send(&http, &base, token())).await;
+    row(
+        "key server down, keys within max_stale",
+        Expect::Ok,
+        &answer,
+        &[],
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let answer = clock_held(send(&http, &base, token())).await;
+    row(
+        "key server down, keys past max_stale",
+        Expect::Unavailable,
+        &answer,
+        &secrets(&server, &[]),
+    );
+
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// A verifier of the key server's issuer for [`AUDIENCE`].
+fn verifier(server: &KeyServer) -> s2s_auth::VerifierBuilder {
+    Verifier::builder()
+        .issuer(Issuer::jwks(server.issuer(), server.jwks_url()))
+        .audience(AUDIENCE)
+}
+
+/// Serves `GET /orders` (scope `orders:read`) behind `VerifyLayer`; returns its URL.
+async fn serve(verifier: s2s_auth::VerifierBuilder) -> String {
+    let app = Router::new()
+        .route("/orders", get(|| async { "orders" }))
+        .route_layer(RequireScope::all(["orders:read"]))
+        .layer(VerifyLayer::new(verifier.build().unwrap()).realm("orders"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/orders", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// What the service answered.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    challenge: Option<String>,
+    retry_after: bool,
+    body: Value,
+    text: String,
+}
+
+async fn send(http: &reqwest::Client, base: &str, what: Send) -> Answer {
+    let mut request = http.get(base);
+    match what {
+        Send::Token(token) => request = request.bearer_auth(token),
+        Send::Headers(values) => {
+            for value in values {
+                request = request.header("authorization", value);
+            }
+        }
+        Send::Query(query) => request = http.get(format!("{base}?{query}")),
+    }
+    let response = request.send().await.expect("the service answers");
+    let status = response.status();
+    let challenge = response
+        .headers()
+        .get(WWW_AUTHENTICATE)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let retry_after = response.headers().contains_key(RETRY_AFTER);
+    let text = response.text().await.unwrap();
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        challenge,
+        retry_after,
+        body,
+        text,
+    }
+}
+
+/// What no answer may tell the caller: the audience, the key server's address (host and port)
+/// and path, what it answered (the test server's error body says `injected`), and `also`.
+fn secrets(server: &KeyServer, also: &[&str]) -> Vec<String> {
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    [AUDIENCE, &authority, "jwks", "injected"]
+        .iter()
+        .chain(also)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// `None` when the answer is the expected one, else what is wrong. A refusal's text must not
+/// contain any of `secrets`.
+fn check(expect: Expect, answer: &Answer, secrets: &[String]) -> Option<String> {
+    let Answer {
+        status,
+        challenge,
+        retry_after,
+        body,
+        text,
+    } = answer;
+    let (want_status, error, code) = match expect {
+        Expect::Ok => return (*status != 200 || text != "orders").then(|| "expected 200".into()),
+        Expect::Challenge => (401, None, "AUTH_105"),
+        Expect::Invalid(code) | Expect::StrictOnly(code) => (401, Some("invalid_token"), code),
+        Expect::Scope => (403, Some("insufficient_scope"), "AUTH_102"),
+        Expect::Unavailable => {
+            return if *status != 503 || body["error"] != "temporarily_unavailable" {
+                Some("expected 503 temporarily_unavailable".into())
+            } else if body.get("code").is_some() || challenge.is_some() {
+                Some("expected neither a code nor a challenge".into())
+            } else if !retry_after {
+                Some("expected Retry-After".into())
+            } else {
+                leak(text, secrets)
+            };
+        }
+    };
+    if let Some(leak) = leak(text, secrets).or_else(|| leak(challenge.as_deref()?, secrets)) {
+        return Some(leak);
+    }
+    let challenge = challenge.as_deref().unwrap_or_default();
+    if *status != want_status {
         Some(format!("expected {want_status}"))
     } else if body["code"] != code {
         Some(format!("expected code {code}"))
@@ -318,4 +460,12 @@ fn check(
     } else {
         (challenge != r#"Bearer realm="orders""#).then(|| "expected a bare challenge".into())
     }
+}
+
+/// `Some` when `text` contains one of `secrets`.
+fn leak(text: &str, secrets: &[String]) -> Option<String> {
+    secrets
+        .iter()
+        .find(|s| text.contains(s.as_str()))
+        .map(|s| format!("tells the caller `{s}`"))
 }

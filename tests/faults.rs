@@ -314,7 +314,8 @@ async fn key_set_faults_keep_known_keys_and_report_clearly() {
             .key
             .sign(&keys::claims(&server.url, "orders-api"));
 
-        // Cold start against the fault: 503-worthy, and the reason says what went wrong.
+        // Cold start against the fault: 503-worthy, and the detail (for the log; the caller is
+        // told only the reason) says what went wrong.
         server.set(fault);
         let cold = verifier(&server);
         let refused = cold.verify(&token).await.unwrap_err();
@@ -323,10 +324,10 @@ async fn key_set_faults_keep_known_keys_and_report_clearly() {
             s2s_auth::Reason::KeysUnavailable,
             "{fault:?}"
         );
+        let detail = refused.detail().unwrap_or_default();
         assert!(
-            refused.description().contains(expected_message(fault)),
-            "{fault:?}: {}",
-            refused.description()
+            detail.contains(expected_message(fault)),
+            "{fault:?}: {detail}"
         );
 
         // Warm: keys loaded, then the host fails; a refetch (unknown kid) fails too, and the

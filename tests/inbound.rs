@@ -3,12 +3,11 @@
 //!
 //! Time: the key-cache tests that depend on it (TTL, background refresh, cooldowns, retry
 //! intervals) run on a paused tokio clock moved with `advance`; real sockets are awaited through
-//! [`clock_held`], which keeps the paused clock from auto-advancing meanwhile. Token times
+//! `clock_held`, which keeps the paused clock from auto-advancing meanwhile. Token times
 //! (`exp`, `nbf`, leeway) are decided by an injected clock. Nothing sleeps to wait for a race:
 //! waits poll a condition under a deadline ([`wait_until`]).
 
 use std::{
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -27,7 +26,10 @@ use s2s_auth::{
     BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Scopes,
     Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
 };
-use s2s_tests::keys::{self, Behavior, KeyServer, TestKey};
+use s2s_tests::{
+    keys::{self, Behavior, KeyServer, TestKey},
+    time::clock_held,
+};
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinSet, time::advance};
 
@@ -217,21 +219,26 @@ fn assert_refused(
     description
 }
 
+/// A description shown to an unauthenticated caller names nothing of the service's insides:
+/// not the key server (its host and port, the JWK set path), not what it answered (the test
+/// server's error body says `injected`), not the accepted audiences, not `also`.
+#[track_caller]
+fn assert_discreet(description: &str, server: &KeyServer, also: &[&str]) {
+    let authority = server.url().trim_start_matches("http://").to_owned();
+    for secret in [authority.as_str(), "jwks", "injected", AUD]
+        .iter()
+        .chain(also)
+    {
+        assert!(
+            !description.contains(secret),
+            "the caller is told `{secret}`: {description}"
+        );
+    }
+}
+
 #[track_caller]
 fn assert_invalid_token(answer: &Answer, code: &str) -> String {
     assert_refused(answer, 401, "invalid_token", Some(code), "")
-}
-
-/// Awaits `f`, which waits on real sockets, with a paused clock standing still: while a
-/// `spawn_blocking` task runs, tokio does not auto-advance a paused clock (see
-/// `tokio::time::pause`), so no timeout fires while the kernel moves the bytes.
-async fn clock_held<F: Future>(f: F) -> F::Output {
-    let (release, held) = std::sync::mpsc::channel::<()>();
-    let holder = tokio::task::spawn_blocking(move || held.recv());
-    let out = f.await;
-    drop(release);
-    let _ = holder.await;
-    out
 }
 
 /// Yields until `condition` holds; fails after 10 s of real time. Yielding never auto-advances
@@ -377,14 +384,19 @@ async fn discovery_refuses_metadata_naming_another_issuer() {
 
     let answer = app.get("/whoami", &token(&key, &server)).await;
     let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
+    assert_discreet(&description, &server, &["other.test"]);
+    assert_eq!(description, Reason::KeysUnavailable.summary());
+    assert_eq!(answer.1[RETRY_AFTER], "1");
+    // What went wrong is for the log only.
+    let refused = verifier.verify(&token(&key, &server)).await.unwrap_err();
+    let detail = refused.detail().unwrap();
     assert!(
-        description.contains(&format!(
+        detail.contains(&format!(
             "metadata names issuer `https://other.test` but `{}` is configured",
             server.issuer()
         )),
-        "{description}"
+        "{detail}"
     );
-    assert_eq!(answer.1[RETRY_AFTER], "1");
     assert_eq!(
         server.jwks_hits(),
         0,
@@ -454,6 +466,8 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
     let server = KeyServer::start().await;
     let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
+    // Signed before the clock is read: its `nbf` is never a second ahead of the clock.
+    let old = token(&k1, &server);
     let now = Arc::new(std::sync::atomic::AtomicU64::new(keys::now()));
     let clock = now.clone();
     let options = cache_options(|o| o.unknown_kid_cooldown = Duration::ZERO);
@@ -467,7 +481,6 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
         .build()
         .unwrap();
     // Kept the second time it is verified, a hit from the third.
-    let old = token(&k1, &server);
     for _ in 0..4 {
         verifier.verify(&old).await.unwrap();
     }
@@ -564,7 +577,7 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown() {
 // The key server failing
 // ---------------------------------------------------------------------------------------------
 
-/// Every way the key server fails, with what the error description says.
+/// Every way the key server fails, with what the log line says (the caller is told none of it).
 fn failures() -> [(Behavior, &'static str); 7] {
     [
         (Behavior::Status(500), "answered 500 Internal Server Error"),
@@ -645,7 +658,7 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
 
         let answer = app.get("/whoami", &token).await;
         let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
-        assert!(description.contains(why), "{behavior:?}: {description}");
+        assert_discreet(&description, &server, &[why]);
         assert_eq!(answer.1[RETRY_AFTER], "1", "{behavior:?}");
         assert_eq!(server.jwks_hits(), 1);
 
@@ -656,6 +669,14 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
         assert!((3000..=3600).contains(&retry_after), "{retry_after}");
         assert_eq!(server.jwks_hits(), 1, "{behavior:?}");
         assert_eq!(app.verifier.metrics().rejected(Reason::KeysUnavailable), 2);
+        // The log line has the specifics: the URL and what the key server did.
+        let refused = app.verifier.verify(&token).await.unwrap_err();
+        let detail = refused.detail().unwrap();
+        assert!(detail.contains(why), "{behavior:?}: {detail}");
+        assert!(
+            detail.contains(&server.jwks_url()),
+            "{behavior:?}: {detail}"
+        );
     }
 }
 
@@ -755,6 +776,136 @@ async fn background_refresh_replaces_keys_and_keeps_them_when_it_fails() {
     assert_eq!(verified.kid(), Some("k2"));
     assert_eq!(server.jwks_hits(), 3);
     assert_eq!(verify(&k1).await.unwrap_err().reason(), Reason::UnknownKey);
+}
+
+#[tokio::test(start_paused = true)]
+async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_ready() {
+    let server = KeyServer::start().await;
+    server.set_cache_control(Some("max-age=100"));
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).build().unwrap(); // the default maximum staleness, 24 h
+    let app = start_app(&verifier, false).await;
+    let (seen, unseen) = (token(&key, &server), token(&key, &server));
+    assert_eq!(clock_held(app.get("/whoami", &seen)).await.0, 200);
+    assert!(verifier.is_ready());
+
+    // The key server goes down. Up to 24 h past the time to live, the known key still verifies
+    // (a token seen before, now from the validated-token cache, and a new one).
+    server.set_behavior(Behavior::Status(503));
+    advance(Duration::from_secs(100 + 24 * 3600 - 1)).await;
+    for token in [&seen, &seen, &unseen] {
+        let (status, _, body) = clock_held(app.get("/whoami", token)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(verifier.metrics().jwks_fetch_failures >= 1);
+    assert!(verifier.is_ready());
+
+    // Past it, the old key is not used any more: 503 with Retry-After, and not ready.
+    advance(Duration::from_secs(2)).await;
+    let fresh = token(&key, &server);
+    for token in [&seen, &unseen, &fresh] {
+        let answer = clock_held(app.get("/whoami", token)).await;
+        let description = assert_refused(&answer, 503, "temporarily_unavailable", None, "");
+        assert_discreet(&description, &server, &[]);
+        assert!(answer.1.contains_key(RETRY_AFTER), "{:?}", answer.1);
+    }
+    assert!(!verifier.is_ready());
+    assert_eq!(verifier.metrics().rejected(Reason::KeysUnavailable), 3);
+
+    // The key server is back: the next fetch restores the issuer.
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(clock_held(app.get("/whoami", &seen)).await.0, 200);
+    assert!(verifier.is_ready());
+}
+
+/// `GET /readyz` of a gateway, with the paused clock held.
+async fn readyz(url: &str) -> StatusCode {
+    let response = clock_held(http_client().get(format!("{url}/readyz")).send()).await;
+    response.unwrap().status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gateway_is_not_ready_once_its_keys_are_past_max_stale() {
+    let server = KeyServer::start().await;
+    server.set_cache_control(Some("max-age=100"));
+    server.set_keys(&[&TestKey::generate(Algorithm::ES256, "k1")]);
+    let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = format!(
+        r#"
+[[issuer]]
+id = "{issuer}"
+jwks_url = "{jwks}"
+audiences = ["{AUD}"]
+
+[upstreams.app]
+url = "http://{upstream}"
+
+[[route]]
+prefix = "/orders"
+upstream = "app"
+"#,
+        issuer = server.issuer(),
+        jwks = server.jwks_url(),
+        upstream = upstream.local_addr().unwrap(),
+    );
+    let config = s2s_gateway::Config::from_toml_str(&config).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let gateway = s2s_gateway::Gateway::from_config(config).await.unwrap();
+    let serving = tokio::spawn(gateway.serve(listener, std::future::pending::<()>()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&url).await != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+    }
+
+    // The key server goes down: ready through the outage, up to 24 h past the time to live.
+    server.set_behavior(Behavior::Status(503));
+    advance(Duration::from_secs(100 + 24 * 3600 - 1)).await;
+    assert_eq!(readyz(&url).await, StatusCode::OK);
+    advance(Duration::from_secs(2)).await;
+    assert_eq!(readyz(&url).await, StatusCode::SERVICE_UNAVAILABLE);
+
+    // Back: the key cache's own retries (at most a minimum TTL apart) make it ready again.
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_secs(61)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while readyz(&url).await != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "never ready again");
+    }
+    serving.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_stale_is_configurable_and_load_keys_recovers_a_stale_issuer() {
+    let server = KeyServer::start().await;
+    server.set_cache_control(Some("max-age=100"));
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server)
+        .max_stale(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let token = token(&key, &server);
+    clock_held(verifier.load_keys()).await.unwrap();
+    assert!(verifier.is_ready());
+
+    server.set_behavior(Behavior::Status(503));
+    advance(Duration::from_secs(699)).await;
+    assert!(verifier.is_ready());
+    clock_held(verifier.verify(&token)).await.unwrap();
+    advance(Duration::from_secs(2)).await;
+    assert!(!verifier.is_ready());
+    let refused = verifier.verify_with_held_keys(&token).unwrap_err();
+    assert_eq!(refused.reason(), Reason::KeysUnavailable);
+
+    // Readiness probes reload through `load_keys`, which fetches a stale set again.
+    server.set_behavior(Behavior::Normal);
+    advance(Duration::from_secs(2)).await;
+    clock_held(verifier.load_keys()).await.unwrap();
+    assert!(verifier.is_ready());
+    verifier.verify_with_held_keys(&token).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -956,6 +1107,13 @@ async fn invalid_tokens_are_refused_with_401_code_and_challenge() {
         let before = app.verifier.metrics();
         let answer = app.get("/whoami", &token).await;
         let description = assert_refused(&answer, 401, "invalid_token", Some(code), "");
+        // The caller is told the reason, never the configuration it failed against.
+        assert_discreet(
+            &description,
+            &server,
+            &["RS512", "ES384", "weak-", "billing"],
+        );
+        assert_eq!(description, reason.summary(), "{name}");
         let after = app.verifier.metrics();
         assert_eq!(
             (after.rejected(reason), after.rejected_total()),
@@ -1152,6 +1310,85 @@ async fn claims_on_a_route_without_verify_layer_is_a_500_saying_to_add_it() {
     assert!(
         description.contains("add `.layer(VerifyLayer::new(verifier))`"),
         "{description}"
+    );
+}
+
+#[tokio::test]
+async fn tokens_typed_as_other_kinds_of_jwt_are_refused_without_require_at_jwt() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server).build().unwrap(); // not strict
+    let app = start_app(&verifier, false).await;
+    let typed = |typ: Value| {
+        let header = json!({ "alg": "ES256", "kid": "k1", "typ": typ });
+        key.sign_with_header(&header, &claims(&server))
+    };
+
+    // No typ, a plain JWT (RFC 7519 §5.1; `application/` may be left out, RFC 7515 §4.1.9)
+    // and an RFC 9068 access token, in any case.
+    for typ in [
+        Value::Null,
+        json!("JWT"),
+        json!("jwt"),
+        json!("application/jwt"),
+        json!("Application/JWT"),
+        json!("at+jwt"),
+        json!("AT+JWT"),
+        json!("application/at+jwt"),
+    ] {
+        let (status, _, body) = app.get("/whoami", &typed(typ.clone())).await;
+        assert_eq!(status, 200, "typ {typ}: {body}");
+    }
+    // Other kinds of token the same issuer may sign, and look-alikes.
+    let refused = [
+        "id_token",
+        "JWT-ID",
+        "secevent+jwt",
+        "application/secevent+jwt",
+        "dpop+jwt",
+        "logout+jwt",
+        "token-introspection+jwt",
+        "vnd.example.at+jwt",
+        "application/at+jwt; charset=utf-8",
+        "at+jwt ",
+        "jwt+at",
+        "JOSE",
+        "",
+    ];
+    for typ in refused {
+        let answer = app.get("/whoami", &typed(json!(typ))).await;
+        let description = assert_invalid_token(&answer, "AUTH_105");
+        assert_eq!(description, Reason::WrongType.summary(), "typ {typ:?}");
+    }
+    assert_eq!(
+        verifier.metrics().rejected(Reason::WrongType),
+        refused.len() as u64
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_audience_is_refused_without_naming_the_accepted_ones() {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let verifier = verifier(&server)
+        .audience("orders-internal")
+        .build()
+        .unwrap();
+    let app = start_app(&verifier, false).await;
+    let billing = key.sign(&edit(claims(&server), json!({ "aud": "billing-api" })));
+
+    let answer = app.get("/whoami", &billing).await;
+    let description = assert_invalid_token(&answer, "AUTH_107");
+    assert_discreet(&description, &server, &["orders-internal", "orders"]);
+    assert_eq!(description, Reason::WrongAudience.summary());
+    // The log line says which audiences were expected.
+    let detail = verifier.verify(&billing).await.unwrap_err();
+    let detail = detail.detail().unwrap();
+    assert!(
+        detail.contains("orders-api") && detail.contains("orders-internal"),
+        "{detail}"
     );
 }
 

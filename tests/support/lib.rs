@@ -2,4 +2,5 @@
 
 pub mod keys;
 pub mod peer;
+pub mod time;
 pub mod token_server;

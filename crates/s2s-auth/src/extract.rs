@@ -117,10 +117,10 @@ impl<T: DeserializeOwned + 'static> Claims<T> {
             }
         }
         verified.claims::<T>().map(Claims).map_err(|e| {
-            Rejection::new(
-                Reason::MissingClaim,
-                format!("the token's claims do not have the shape this endpoint expects: {e}"),
-            )
+            // Which claim this handler expects is for the log, not the caller.
+            let detail = format!("the token's claims do not have the shape this endpoint expects: {e}");
+            tracing::debug!(target: "s2s_auth::verify", reason = %Reason::MissingClaim, detail, "token rejected");
+            Rejection::summarized(Reason::MissingClaim, detail)
         })
     }
 }

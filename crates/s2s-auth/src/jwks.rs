@@ -20,7 +20,9 @@
 //! from `Cache-Control: max-age`, clamped to [`KeyCacheOptions::min_ttl`] and
 //! [`KeyCacheOptions::max_ttl`]), and refetched when a token names an unknown `kid`: once, shared
 //! by every waiting request, then not again before [`KeyCacheOptions::unknown_kid_cooldown`].
-//! A failed refresh keeps the keys it had; a successful one replaces them.
+//! A failed refresh keeps the keys it had, for at most [`KeyCacheOptions::max_stale`] past their
+//! time to live: then they are no longer used, the verifier is not ready, and tokens of the
+//! issuer are answered 503 until a fetch succeeds. A successful refresh replaces them.
 
 use std::{
     fmt,
@@ -60,6 +62,10 @@ pub const SUPPORTED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::ES384,
     Algorithm::EdDSA,
 ];
+
+/// Default of [`KeyCacheOptions::max_stale`]: how long past its time to live a key set is used
+/// while its server cannot be reached.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// RSA keys shorter than this are refused (NIST SP 800-131A, RFC 7518 §3.3).
 pub const MIN_RSA_BITS: usize = 2048;
@@ -434,6 +440,15 @@ pub(crate) enum Remote {
     Jwks(Url),
 }
 
+impl fmt::Display for Remote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Remote::Discovery { issuer } => write!(f, "the key set of `{issuer}` (discovered)"),
+            Remote::Jwks(url) => write!(f, "the JWK set `{url}`"),
+        }
+    }
+}
+
 /// How a [`KeyCache`] fetches and keeps a remote key set.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -450,6 +465,12 @@ pub struct KeyCacheOptions {
     /// After a failed fetch, how long requests that find no keys at all are answered 503 at once
     /// instead of fetching again.
     pub retry_interval: Duration,
+    /// How long past its time to live a key set is still used while every refresh fails
+    /// (default [`DEFAULT_MAX_STALE`]). Known keys keep verifying through an outage of the key
+    /// server up to then; after it they are not used, the issuer is not ready, and its tokens
+    /// are answered 503 with `Retry-After` until a fetch succeeds. A key the issuer revoked
+    /// while its JWK set was unreachable is trusted for at most this long.
+    pub max_stale: Duration,
     /// Timeouts, body size limit and the https policy of every fetch.
     pub http: HttpOptions,
 }
@@ -462,6 +483,7 @@ impl Default for KeyCacheOptions {
             default_ttl: Duration::from_secs(5 * 60),
             unknown_kid_cooldown: Duration::from_secs(30),
             retry_interval: Duration::from_secs(1),
+            max_stale: DEFAULT_MAX_STALE,
             http: HttpOptions::default(),
         }
     }
@@ -474,6 +496,22 @@ pub(crate) struct Snapshot {
     pub(crate) generation: u64,
     /// When the background task refreshes.
     refresh_at: Instant,
+    /// Until when the keys may be used: fetched + time to live + `max_stale`.
+    usable_until: Instant,
+}
+
+impl Snapshot {
+    /// Whether the keys may verify now: fetched, and not past their maximum staleness.
+    pub(crate) fn is_usable(&self) -> bool {
+        self.generation > 0 && Instant::now() < self.usable_until
+    }
+}
+
+/// `now + after`, or a far instant when that does not fit (an `Instant` overflow panics).
+fn later(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 60 * 60)))
+        .unwrap_or(now)
 }
 
 /// Why a fetch was asked for.
@@ -546,6 +584,7 @@ impl KeyCache {
                     keys: KeySet::default(),
                     generation: 0,
                     refresh_at: epoch,
+                    usable_until: epoch,
                 }),
                 fetching: tokio::sync::Mutex::new(None),
                 last_kid_fetch: AtomicU64::new(0),
@@ -563,12 +602,18 @@ impl KeyCache {
         self.shared.current.load()
     }
 
-    /// Whether a set has been fetched.
+    /// Whether a set has been fetched (it may be too stale to use: see [`KeyCache::is_usable`]).
     pub fn is_loaded(&self) -> bool {
         self.shared.current.load().generation > 0
     }
 
-    /// The current key set (empty before the first fetch).
+    /// Whether the cache holds keys it may verify with: fetched, and not older than their time
+    /// to live plus [`KeyCacheOptions::max_stale`].
+    pub fn is_usable(&self) -> bool {
+        self.shared.current.load().is_usable()
+    }
+
+    /// The current key set (empty before the first fetch), even when too stale to use.
     pub fn keys(&self) -> KeySet {
         self.shared.current.load().keys.clone()
     }
@@ -603,7 +648,9 @@ impl KeyCache {
                 let generation = shared.current.load().generation + 1;
                 // Refresh when 80% of the time to live has passed, so that a slow or failing
                 // key server has the remaining 20% to recover before the keys are stale.
-                let refresh_at = Instant::now() + ttl.mul_f64(0.8);
+                let now = Instant::now();
+                let refresh_at = later(now, ttl.mul_f64(0.8));
+                let usable_until = later(now, ttl.saturating_add(shared.options.max_stale));
                 tracing::info!(
                     target: "s2s_auth::jwks",
                     source = ?shared.remote,
@@ -622,11 +669,14 @@ impl KeyCache {
                     keys,
                     generation,
                     refresh_at,
+                    usable_until,
                 }));
                 self.start_refresher();
                 Ok(())
             }
             Err(err) => {
+                // Say which key set failed: the message reaches logs (never a caller).
+                let err = Error::new(err.kind(), format!("fetching {}: {err}", shared.remote));
                 if reason == FetchReason::UnknownKid {
                     self.start_kid_cooldown();
                 }
@@ -637,13 +687,26 @@ impl KeyCache {
                 shared.last_failure.store(self.now_ms(), Ordering::Relaxed);
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(err.to_string().into());
-                tracing::warn!(
-                    target: "s2s_auth::jwks",
-                    source = ?shared.remote,
-                    ?reason,
-                    error = %err,
-                    "key set fetch failed; keeping the keys held"
-                );
+                let held = shared.current.load();
+                if held.generation > 0 && !held.is_usable() {
+                    tracing::error!(
+                        target: "s2s_auth::jwks",
+                        source = ?shared.remote,
+                        ?reason,
+                        error = %err,
+                        max_stale_secs = shared.options.max_stale.as_secs(),
+                        "key set fetch failed and the keys held are past their maximum \
+                         staleness: not using them; tokens of this issuer are refused (503)"
+                    );
+                } else {
+                    tracing::warn!(
+                        target: "s2s_auth::jwks",
+                        source = ?shared.remote,
+                        ?reason,
+                        error = %err,
+                        "key set fetch failed; keeping the keys held"
+                    );
+                }
                 Err(err)
             }
         }

@@ -17,6 +17,15 @@
 //! let body: serde_json::Value = serde_json::from_slice(response.body()).unwrap();
 //! assert_eq!(body["code"], "AUTH_105");
 //! ```
+//!
+//! # What a caller learns
+//!
+//! A rejection has two texts: its [description](Rejection::description), the one thing the
+//! [`Responder`] shows the caller, and its [detail](Rejection::detail), for the log line only.
+//! The [`Verifier`](crate::Verifier) describes every refusal with the fixed, short text of its
+//! [`Reason`] ([`Reason::summary`]) and puts the specifics (the JWK set URL and the remote
+//! error, the accepted audiences, issuers and algorithms, key ids, parser errors) in the detail,
+//! so that no configuration or internal state reaches an unauthenticated caller.
 
 use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 
@@ -139,6 +148,46 @@ impl Reason {
         }
     }
 
+    /// The short, fixed description a caller is shown for this reason: what is wrong, never
+    /// how this service is configured. The verifier describes all its refusals with it.
+    pub const fn summary(self) -> &'static str {
+        match self {
+            Reason::MissingToken => {
+                "this endpoint requires a bearer token: send `Authorization: Bearer <token>`"
+            }
+            Reason::MalformedHeader => {
+                "the Authorization header must be exactly one `Bearer <token>`"
+            }
+            Reason::TooLarge => "the token is longer than this service accepts",
+            Reason::Malformed => "the token is not a well-formed signed JWT",
+            Reason::Encrypted => "encrypted tokens (JWE) are not accepted: send a signed JWT",
+            Reason::UnsupportedAlgorithm => "the token's alg is not accepted",
+            Reason::AlgorithmMismatch => "the token's alg does not fit the key it names",
+            Reason::UnknownKey => "no signing key of the token's issuer has the token's kid",
+            Reason::BadSignature => "the token's signature does not verify",
+            Reason::Expired => "the token has expired",
+            Reason::NotYetValid => "the token is not valid yet (nbf)",
+            Reason::UnknownIssuer => "the token's issuer is not accepted",
+            Reason::WrongAudience => {
+                "the token is not meant for this service: its aud names none of the audiences \
+                 this route accepts"
+            }
+            Reason::MissingClaim => "the token lacks a claim this service requires",
+            Reason::WrongType => {
+                "the token's typ says it is not an access token: send an OAuth access token \
+                 (typ `at+jwt`)"
+            }
+            Reason::CriticalHeader => {
+                "the token has a `crit` header naming extensions this service does not support"
+            }
+            Reason::KeysUnavailable => {
+                "the signing keys of the token's issuer are not available; retry later"
+            }
+            Reason::InsufficientScope => "the token lacks a scope this endpoint requires",
+            Reason::MissingLayer => "server misconfiguration: this route has no VerifyLayer",
+        }
+    }
+
     /// The OAuth error name in the JSON body (and, but for [`Reason::MissingToken`], in the
     /// challenge).
     pub const fn oauth_error(self) -> &'static str {
@@ -157,14 +206,17 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A refused request: the [`Reason`] and a description that says what to fix.
+/// A refused request: the [`Reason`], a description that says what to fix, and a detail for
+/// the log.
 ///
-/// The description never contains the token. Values taken from a token (a `kid`, an `iss`) are
-/// cut short and stripped of anything that could not appear in a header.
+/// The description is what the caller is shown (see [the module docs](self#what-a-caller-learns));
+/// the detail never leaves the service. Neither contains the token.
 #[derive(Clone, Debug)]
 pub struct Rejection {
     reason: Reason,
     description: Cow<'static, str>,
+    /// For the log line only: what the operator needs and the caller must not see.
+    detail: Option<Cow<'static, str>>,
     required_scopes: Option<Arc<str>>,
     retry_after: Option<Duration>,
     /// How the layer that saw the request answers (its realm or handler), when not the default.
@@ -177,10 +229,23 @@ impl Rejection {
         Rejection {
             reason,
             description: description.into(),
+            detail: None,
             required_scopes: None,
             retry_after: None,
             responder: None,
         }
+    }
+
+    /// A rejection for `reason` described to the caller by [`Reason::summary`], with `detail`
+    /// for the log only.
+    pub fn summarized(reason: Reason, detail: impl Into<Cow<'static, str>>) -> Self {
+        Rejection::new(reason, reason.summary()).with_detail(detail)
+    }
+
+    /// Sets what the log line says beyond the description (never shown to the caller).
+    pub fn with_detail(mut self, detail: impl Into<Cow<'static, str>>) -> Self {
+        self.detail = Some(detail.into());
+        self
     }
 
     pub(crate) fn with_responder(mut self, responder: Option<&Arc<Responder>>) -> Self {
@@ -214,9 +279,15 @@ impl Rejection {
         self.reason
     }
 
-    /// What happened and what to fix.
+    /// What happened and what to fix: the text the caller is shown.
     pub fn description(&self) -> &str {
         &self.description
+    }
+
+    /// The specifics for the log (URLs, remote errors, the configuration the token failed
+    /// against). Never put it in an answer: it is what an unauthenticated caller must not learn.
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
     }
 
     /// The HTTP status of the answer.
@@ -309,7 +380,8 @@ impl Responder {
         self
     }
 
-    /// The answer for `rejection`.
+    /// The answer for `rejection`: its status, challenge and JSON body, which show its
+    /// [description](Rejection::description) and never its [detail](Rejection::detail).
     pub fn respond(&self, rejection: &Rejection) -> Response<Bytes> {
         if let Some(handler) = &self.handler {
             return handler(rejection);
@@ -420,6 +492,24 @@ mod tests {
         assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
         let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
         assert!(body.get("code").is_none(), "{body}");
+    }
+
+    #[test]
+    fn the_detail_never_reaches_the_answer() {
+        let detail = "JWK set `https://keys.internal/jwks` answered 500: `stack trace`";
+        for reason in Reason::ALL {
+            let r = Responder::default().respond(&Rejection::summarized(reason, detail));
+            let challenge = r
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+            assert_eq!(body["error_description"], reason.summary(), "{reason}");
+            for text in [&challenge, &body.to_string()] {
+                assert!(!text.contains("keys.internal"), "{reason}: {text}");
+            }
+        }
     }
 
     #[test]

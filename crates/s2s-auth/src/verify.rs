@@ -152,8 +152,13 @@ impl VerifierBuilder {
         self
     }
 
-    /// Requires the RFC 9068 header `typ: at+jwt` (or `application/at+jwt`), so that an ID
-    /// token or another JWT of the same issuer is not taken for an access token.
+    /// Strict RFC 9068 mode: requires the header `typ: at+jwt` (or `application/at+jwt`, in any
+    /// case), refusing also tokens without `typ` or with `typ: JWT`.
+    ///
+    /// Without it, a token whose `typ` names another kind of JWT (an ID token, a security event,
+    /// a DPoP proof, a logout token, ...) is refused all the same: only no `typ`, `JWT` (or
+    /// `application/jwt`) and `at+jwt` are accepted, so that another JWT of the same issuer is
+    /// never taken for an access token.
     pub fn require_at_jwt(mut self, require: bool) -> Self {
         self.require_at_jwt = require;
         self
@@ -175,6 +180,16 @@ impl VerifierBuilder {
     /// How remote key sets are fetched and cached.
     pub fn key_cache(mut self, options: KeyCacheOptions) -> Self {
         self.key_cache = options;
+        self
+    }
+
+    /// How long past its time to live a remote key set is still used while every refresh fails
+    /// (default [`DEFAULT_MAX_STALE`](crate::jwks::DEFAULT_MAX_STALE), 24 h): known keys keep
+    /// verifying through a key-server outage, but not forever. Past it the issuer is not ready
+    /// ([`Verifier::is_ready`] is false) and its tokens are answered 503 with `Retry-After`
+    /// until a fetch succeeds. Shortcut for [`KeyCacheOptions::max_stale`].
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.key_cache.max_stale = max_stale;
         self
     }
 
@@ -366,6 +381,8 @@ struct CachedToken {
     verified: Verified,
     /// The key that verified it; once the key leaves its set, the entry is worthless.
     key: Weak<Key>,
+    /// The index of its issuer, whose keys must still be usable (not too stale) on a hit.
+    issuer: usize,
     exp: u64,
     /// How long moka keeps the entry: until `exp` plus the leeway.
     ttl: Duration,
@@ -478,8 +495,10 @@ impl From<Rejection> for Pending {
     }
 }
 
-fn reject(reason: Reason, description: impl Into<Cow<'static, str>>) -> Pending {
-    Pending::Rejected(Rejection::new(reason, description))
+/// Every refusal of the verifier: the caller is shown the reason's fixed summary, the log
+/// line also `detail` (see [`Rejection::summarized`]).
+fn reject(reason: Reason, detail: impl Into<Cow<'static, str>>) -> Pending {
+    Pending::Rejected(Rejection::summarized(reason, detail))
 }
 
 impl Verifier {
@@ -528,7 +547,8 @@ impl Verifier {
     }
 
     /// Verifies with the keys held now, never fetching: a token whose key is not held is
-    /// refused ([`Reason::KeysUnavailable`] before the first fetch, else [`Reason::UnknownKey`]).
+    /// refused ([`Reason::KeysUnavailable`] before the first fetch or past
+    /// [`VerifierBuilder::max_stale`], else [`Reason::UnknownKey`]).
     /// For synchronous contexts and benchmarks; [`Verifier::verify`] is the usual entry point.
     pub fn verify_with_held_keys(&self, token: &str) -> Result<Verified, Rejection> {
         self.verify_now(token).map_err(|pending| match pending {
@@ -575,18 +595,18 @@ impl Verifier {
     ) -> Rejection {
         let iss = &self.inner.issuers[issuer].issuer;
         let rejection = match (reason, result) {
-            (FetchReason::UnknownKid, _) => Rejection::new(
+            (FetchReason::UnknownKid, _) => Rejection::summarized(
                 Reason::UnknownKey,
                 format!("no key of issuer `{iss}` has the token's kid"),
             ),
-            (_, Err(e)) => Rejection::new(
+            (_, Err(e)) => Rejection::summarized(
                 Reason::KeysUnavailable,
-                format!("the signing keys of `{iss}` are not available yet; retry later ({e})"),
+                format!("the signing keys of `{iss}` are not available: {e}"),
             )
             .with_retry_after(e.retry_after().unwrap_or(Duration::from_secs(1))),
-            (_, Ok(())) => Rejection::new(
+            (_, Ok(())) => Rejection::summarized(
                 Reason::KeysUnavailable,
-                format!("the signing keys of `{iss}` are not available yet; retry later"),
+                format!("the signing keys of `{iss}` are not available"),
             )
             .with_retry_after(Duration::from_secs(1)),
         };
@@ -609,6 +629,7 @@ impl Verifier {
                 kid = kid.as_deref(),
                 iss = iss.as_deref(),
                 description = r.description(),
+                detail = r.detail(),
                 "token rejected"
             );
         }
@@ -635,7 +656,7 @@ impl Verifier {
         let metrics = &self.inner.metrics;
         if let Some(hit) = cache.entries.get(signature) {
             // Only while the key that verified it is still in its issuer's set.
-            if *hit.token == *token && hit.key.strong_count() > 0 {
+            if *hit.token == *token && hit.key.strong_count() > 0 && self.keys_usable(hit.issuer) {
                 let claims = hit.verified.standard();
                 self.check_times(self.now(), hit.exp, claims.nbf)?;
                 metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
@@ -647,7 +668,7 @@ impl Verifier {
             // Counted once per token, not again after the key fetch it may wait for.
             metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
-        let (verified, key) = result?;
+        let (verified, key, issuer) = result?;
         if !cache.admit(signature) {
             return Ok(verified);
         }
@@ -661,6 +682,7 @@ impl Verifier {
                 token: token.into(),
                 verified: verified.clone(),
                 key: Arc::downgrade(&key),
+                issuer,
                 exp,
                 ttl: Duration::from_secs(ttl.max(1)),
             }),
@@ -669,11 +691,12 @@ impl Verifier {
     }
 
     fn check_uncached(&self, token: &str) -> Result<Verified, Pending> {
-        self.check_full(token).map(|(verified, _)| verified)
+        self.check_full(token).map(|(verified, ..)| verified)
     }
 
     /// The whole verification: structure, header, key, signature, claims.
-    fn check_full(&self, token: &str) -> Result<(Verified, Arc<Key>), Pending> {
+    /// The verified token, the key that verified it and its issuer's index.
+    fn check_full(&self, token: &str) -> Result<(Verified, Arc<Key>, usize), Pending> {
         let inner = &*self.inner;
         if token.len() > inner.max_token_bytes {
             return Err(reject(
@@ -741,14 +764,18 @@ impl Verifier {
                 ));
             }
         };
-        if inner.require_at_jwt
-            && !header.typ.as_deref().is_some_and(|t| {
-                t.eq_ignore_ascii_case("at+jwt") || t.eq_ignore_ascii_case("application/at+jwt")
-            })
-        {
+        if !typ_allowed(header.typ.as_deref(), inner.require_at_jwt) {
             return Err(reject(
                 Reason::WrongType,
-                "the token's typ is not `at+jwt`: send an OAuth access token (RFC 9068)",
+                format!(
+                    "typ {:?} is not an access token's{}",
+                    header.typ.as_deref().map(|t| sanitize(t, 40)),
+                    if inner.require_at_jwt {
+                        " (RFC 9068 `at+jwt` required)"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
         let payload = decode_segment(payload_b64, "payload")?;
@@ -770,13 +797,16 @@ impl Verifier {
             Keys::Static(set) => set.find(kid, alg).cloned(),
             Keys::Remote(cache) => {
                 let snapshot = cache.snapshot();
-                match snapshot.keys.find(kid, alg) {
+                // Keys past their maximum staleness are not used: fetch first, as at a cold
+                // start (503 while that fails).
+                let usable = snapshot.is_usable();
+                match snapshot.keys.find(kid, alg).filter(|_| usable) {
                     Some(key) => Some(key.clone()),
                     None => {
                         return Err(Pending::NeedKeys {
                             issuer: issuer_index,
                             generation: snapshot.generation,
-                            reason: if snapshot.generation == 0 {
+                            reason: if !usable {
                                 FetchReason::Cold
                             } else {
                                 FetchReason::UnknownKid
@@ -827,7 +857,7 @@ impl Verifier {
             kid: key.kid.clone(),
             alg,
         }));
-        Ok((verified, key))
+        Ok((verified, key, issuer_index))
     }
 
     /// `exp` and `nbf` against `now`, with the leeway: the same rules for a cache hit as for a
@@ -875,8 +905,9 @@ impl Verifier {
             return Err(reject(
                 Reason::WrongAudience,
                 format!(
-                    "the token is not meant for this service: its aud must include `{}`",
-                    inner.audiences.join("` or `")
+                    "aud {} names none of the accepted audiences {:?}",
+                    sanitize(&format!("{:?}", claims.aud), 200),
+                    inner.audiences
                 ),
             ));
         }
@@ -902,24 +933,34 @@ impl Verifier {
         Ok(())
     }
 
-    /// Loads the key sets of every issuer that has none yet (e.g. at start-up, for readiness).
+    /// Loads the key sets of every issuer that has no usable one (none yet, e.g. at start-up,
+    /// or one past its maximum staleness).
     pub async fn load_keys(&self) -> Result<(), Error> {
         for (i, issuer) in self.inner.issuers.iter().enumerate() {
             if let Keys::Remote(cache) = &issuer.keys
-                && !cache.is_loaded()
+                && !cache.is_usable()
             {
-                self.fetch_keys(i, 0, FetchReason::Cold, None).await?;
+                let generation = cache.snapshot().generation;
+                self.fetch_keys(i, generation, FetchReason::Cold, None)
+                    .await?;
             }
         }
         Ok(())
     }
 
-    /// Whether every issuer has keys to verify with.
+    /// Whether every issuer has keys to verify with: fetched, and not older than their time to
+    /// live plus [`VerifierBuilder::max_stale`]. Readiness probes (the gateway's `/readyz`)
+    /// follow it.
     pub fn is_ready(&self) -> bool {
-        self.inner.issuers.iter().all(|i| match &i.keys {
+        (0..self.inner.issuers.len()).all(|i| self.keys_usable(i))
+    }
+
+    /// Whether issuer `index` has keys it may verify with now.
+    fn keys_usable(&self, index: usize) -> bool {
+        match &self.inner.issuers[index].keys {
             Keys::Static(_) => true,
-            Keys::Remote(cache) => cache.is_loaded(),
-        })
+            Keys::Remote(cache) => cache.snapshot().is_usable(),
+        }
     }
 
     /// The counters: verified, rejected by reason, key-set fetches.
@@ -940,6 +981,24 @@ fn peek_kid_and_issuer(token: &str) -> (Option<String>, Option<String>) {
     };
     let kid = member("kid");
     (kid, member("iss"))
+}
+
+/// Whether a `typ` header fits an access token. `typ` is a media type, compared without case,
+/// whose `application/` prefix may be left out (RFC 7515 §4.1.9). Accepted: `at+jwt` (RFC 9068
+/// §2.1), and unless `require_at_jwt`, no `typ` or `JWT` (RFC 7519 §5.1; `application/jwt` is
+/// the same media type). Every other type (`id_token`, `secevent+jwt`, `dpop+jwt`,
+/// `logout+jwt`, `JWT-ID`, ...) is another kind of token signed by the same keys, and refused.
+fn typ_allowed(typ: Option<&str>, require_at_jwt: bool) -> bool {
+    let Some(typ) = typ else {
+        return !require_at_jwt;
+    };
+    const PREFIX: &str = "application/";
+    let subtype = match typ.get(..PREFIX.len()) {
+        Some(head) if head.eq_ignore_ascii_case(PREFIX) => &typ[PREFIX.len()..],
+        _ => typ,
+    };
+    subtype.eq_ignore_ascii_case("at+jwt")
+        || (!require_at_jwt && subtype.eq_ignore_ascii_case("jwt"))
 }
 
 fn decode_segment(segment: &str, what: &'static str) -> Result<Vec<u8>, Pending> {

@@ -32,7 +32,10 @@
 //! scheme in any case) whose token the [`Verifier`] accepts; the layer then puts the
 //! [`Verified`] claims and the raw [`BearerToken`] into the request extensions. Otherwise it is
 //! answered, without reaching the inner service: 401 for a missing or invalid token, 503 with
-//! `Retry-After` while the issuer's keys cannot be loaded.
+//! `Retry-After` while the issuer's keys cannot be loaded (or those held are past their
+//! maximum staleness, [`VerifierBuilder::max_stale`](crate::VerifierBuilder::max_stale)). The
+//! answer tells the caller the stable code and a short reason
+//! ([`Reason::summary`](crate::Reason::summary)); the specifics go to the log.
 //!
 //! With the keys in memory, the layer does no I/O, takes no lock and boxes nothing. Only a
 //! request that needs a key fetch (the first one, or a new `kid`) waits on a boxed future.
@@ -199,10 +202,8 @@ where
                 return ResponseFuture::ready(self.inner.call(request));
             }
             Ok(None) => {
-                let rejection = Rejection::new(
-                    Reason::MissingToken,
-                    "this endpoint requires a bearer token: send `Authorization: Bearer <token>`",
-                );
+                let rejection =
+                    Rejection::new(Reason::MissingToken, Reason::MissingToken.summary());
                 return ResponseFuture::ready_rejected(self.reject(&rejection));
             }
             Err(rejection) => return ResponseFuture::ready_rejected(self.reject(&rejection)),
