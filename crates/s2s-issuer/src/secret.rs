@@ -34,7 +34,7 @@ use argon2::{
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use secrecy::{ExposeSecret as _, SecretString};
 use sha2::{Digest as _, Sha256};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{Error, config::SecretHashConfig};
 
@@ -65,9 +65,9 @@ pub(crate) struct SecretHasher {
     params: Params,
     dummy_hash: String,
     /// One per CPU: the checks running.
-    running: Semaphore,
+    running: Arc<Semaphore>,
     /// The checks running plus those allowed to wait.
-    admitted: Semaphore,
+    admitted: Arc<Semaphore>,
     verified: Mutex<HashMap<VerifiedKey, Arc<str>>>,
     stats: Counters,
 }
@@ -161,34 +161,44 @@ impl SecretHasher {
         Ok(SecretHasher {
             params,
             dummy_hash,
-            running: Semaphore::new(lanes),
-            admitted: Semaphore::new(lanes + config.max_queued as usize),
+            running: Arc::new(Semaphore::new(lanes)),
+            admitted: Arc::new(Semaphore::new(lanes + config.max_queued as usize)),
             verified: Mutex::new(HashMap::new()),
             stats: Counters::default(),
         })
     }
 
     /// Runs `work` on the blocking pool when a CPU is free (waiting as long as it takes).
+    /// `held` (an admission) and the CPU's permit are released when the work ends, not when
+    /// the caller stops waiting: a client that hangs up cannot free a slot while its argon2
+    /// still runs.
     async fn blocking<T: Send + 'static>(
         &self,
+        held: Option<OwnedSemaphorePermit>,
         work: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Error> {
-        let _permit = self
+        let permit = self
             .running
-            .acquire()
+            .clone()
+            .acquire_owned()
             .await
             .map_err(|_| Error::Internal("the hashing semaphore is closed".into()))?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|e| Error::Internal(format!("hashing task: {e}")))
+        tokio::task::spawn_blocking(move || {
+            let _permits = (permit, held);
+            work()
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hashing task: {e}")))
     }
 
     /// The argon2id PHC string of `secret`.
     pub(crate) async fn hash(&self, secret: &SecretString) -> Result<String, Error> {
         let params = self.params.clone();
         let secret = SecretString::from(secret.expose_secret().to_owned());
-        self.blocking(move || hash_blocking(&params, secret.expose_secret().as_bytes()))
-            .await?
+        self.blocking(None, move || {
+            hash_blocking(&params, secret.expose_secret().as_bytes())
+        })
+        .await?
     }
 
     /// Whether `client_id` presented this `secret` before and it matched a hash that is still
@@ -220,7 +230,7 @@ impl SecretHasher {
         secret: &str,
         accepted: &[&str],
     ) -> Result<Checked, Error> {
-        let Ok(_admitted) = self.admitted.try_acquire() else {
+        let Ok(admitted) = self.admitted.clone().try_acquire_owned() else {
             self.stats.busy.fetch_add(1, Ordering::Relaxed);
             return Ok(Checked::Busy);
         };
@@ -235,7 +245,7 @@ impl SecretHasher {
             .argon2_runs
             .fetch_add(candidates.len() as u64, Ordering::Relaxed);
         let matched = self
-            .blocking(move || {
+            .blocking(Some(admitted), move || {
                 // Every candidate, no early exit: the same work for every outcome.
                 let results: Vec<bool> = candidates
                     .iter()
@@ -352,6 +362,36 @@ mod tests {
         assert_eq!(hasher.stats().busy, before.busy + 1);
         assert_eq!(hasher.stats().argon2_runs, before.argon2_runs);
         drop(held);
+        assert_eq!(hasher.check("c", "s", &[]).await.unwrap(), Checked::Refused);
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_stops_waiting_keeps_its_slot_until_the_hash_work_ends() {
+        use std::{future::Future as _, task::Context};
+        // A costly hash (hundreds of milliseconds), so the work outlasts the next few lines by
+        // orders of magnitude.
+        let hasher = SecretHasher::new(SecretHashConfig {
+            memory_kib: 64 * 1024,
+            iterations: 4,
+            parallelism: 1,
+            max_queued: 0,
+        })
+        .unwrap();
+        let lanes = hasher.admitted.available_permits();
+        for i in 0..lanes {
+            // One poll admits the check and hands its argon2 to the blocking pool; then the
+            // caller goes away, as a request future does when its client hangs up.
+            let id = format!("c{i}");
+            let mut check = std::pin::pin!(hasher.check(&id, "s", &[]));
+            let polled = check
+                .as_mut()
+                .poll(&mut Context::from_waker(std::task::Waker::noop()));
+            assert!(polled.is_pending());
+        }
+        // The slots stay taken until the work itself ends ...
+        assert_eq!(hasher.check("c", "s", &[]).await.unwrap(), Checked::Busy);
+        // ... and then come back.
+        drop(hasher.admitted.acquire_many(lanes as u32).await.unwrap());
         assert_eq!(hasher.check("c", "s", &[]).await.unwrap(), Checked::Refused);
     }
 
