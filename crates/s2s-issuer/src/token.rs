@@ -56,12 +56,10 @@
 //! and scope are only revealed to a caller that proved the secret.
 //!
 //! The source address is the socket's peer, or, when the peer is one of `trusted_proxies`, the
-//! right-most `X-Forwarded-For` entry that is not a trusted proxy. IPv6
-//! addresses share their /64's rate-limit buckets.
+//! right-most `X-Forwarded-For` entry that is not a trusted proxy. IPv6 addresses share their
+//! /64's rate-limit buckets.
 
 use std::net::{IpAddr, SocketAddr};
-
-use ipnet::IpNet;
 
 use axum::{
     Json,
@@ -76,6 +74,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use ipnet::IpNet;
 use s2s_auth::Code;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -332,6 +331,7 @@ pub(crate) fn client_address(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
+        .filter(|entry| !entry.trim().is_empty())
         .collect();
     for entry in entries.iter().rev() {
         let Some(ip) = forwarded_address(entry) else {
@@ -746,6 +746,7 @@ mod tests {
             ip("10.1.1.1")
         );
         assert_eq!(at(proxy, &["nonsense"], &nets), proxy);
+        assert_eq!(at(proxy, &["192.0.2.7, ,"], &nets), ip("192.0.2.7"));
         assert_eq!(at(proxy, &["10.3.3.3, 10.1.1.1"], &nets), ip("10.3.3.3"));
         assert_eq!(at(proxy, &[], &nets), proxy);
         assert_eq!(at(None, &["192.0.2.7"], &nets), None);
