@@ -78,6 +78,7 @@ fn base_config() -> IssuerConfig {
         memory_kib: 1024,
         iterations: 1,
         parallelism: 1,
+        ..SecretHashConfig::default()
     };
     config
 }
@@ -529,10 +530,8 @@ async fn metadata_and_jwks() {
             m["token_endpoint_auth_methods_supported"],
             json!(["client_secret_basic", "client_secret_post"])
         );
-        assert_eq!(
-            m["scopes_supported"],
-            json!(["inventory:read", "orders:read"])
-        );
+        // The accounts' scopes are not published unless configured.
+        assert!(m.get("scopes_supported").is_none(), "{m}");
         assert!(m.get("id_token_signing_alg_values_supported").is_none());
     }
     let answer = server.get("/.well-known/jwks.json").await;
@@ -545,6 +544,96 @@ async fn metadata_and_jwks() {
     assert_eq!(key["alg"], "ES256");
     assert_eq!(key["use"], "sig");
     assert!(key.get("d").is_none(), "no private part: {key}");
+}
+
+/// A fresh directory under the system temp dir.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "s2s-issuer-{tag}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn discovery_is_served_from_memory_and_lists_scopes_only_when_configured() {
+    let dir = temp_dir("discovery");
+    let db = dir.join("issuer.db");
+    let clock = ManualClock::default();
+    let server = start(|c| {
+        c.db = db.to_str().unwrap().to_owned();
+        c.publish_scopes_supported = true;
+        c.clock = clock.clock();
+    })
+    .await;
+    let scopes = |server: &Server| {
+        let server = server.url().to_owned();
+        async move {
+            let answer = reqwest::get(format!("{server}/.well-known/openid-configuration"))
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), StatusCode::OK);
+            assert_eq!(answer.headers()["content-type"], "application/json");
+            let body: Value = answer.json().await.unwrap();
+            body["scopes_supported"].clone()
+        }
+    };
+    assert_eq!(scopes(&server).await, json!([]));
+    // A change through this issuer shows at once.
+    let (id, _) = server
+        .create(json!({"name": "m", "scopes": ["orders:read", "inventory:read"]}))
+        .await;
+    assert_eq!(
+        scopes(&server).await,
+        json!(["inventory:read", "orders:read"])
+    );
+    // A change made by another process on the same database is not read per request: the
+    // document stays as it was until it is 60 s old.
+    let mut other = base_config();
+    other.db = db.to_str().unwrap().to_owned();
+    other.issuer = Some("http://127.0.0.1:1".into());
+    let offline = s2s_issuer::Issuer::open(other).await.unwrap();
+    offline
+        .accounts()
+        .create(s2s_issuer::accounts::NewAccount::new("elsewhere").scope("billing:write"))
+        .await
+        .unwrap();
+    offline.close().await;
+    for _ in 0..3 {
+        assert_eq!(
+            scopes(&server).await,
+            json!(["inventory:read", "orders:read"])
+        );
+    }
+    clock.advance(59);
+    assert_eq!(
+        scopes(&server).await,
+        json!(["inventory:read", "orders:read"])
+    );
+    clock.advance(1);
+    assert_eq!(
+        scopes(&server).await,
+        json!(["billing:write", "inventory:read", "orders:read"])
+    );
+    // Disabling an account through this issuer drops its scopes at once.
+    let answer = server
+        .admin(
+            Method::PATCH,
+            &format!("/accounts/{id}"),
+            Some(json!({"status": "DISABLED"})),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(scopes(&server).await, json!(["billing:write"]));
+    let Server { running, http } = server;
+    drop(http);
+    running.shutdown().await;
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -915,8 +1004,9 @@ async fn allowed_ips_are_enforced() {
     );
     access_token(&server.token_basic(&remote, &remote_secret, &[]).await);
 
-    // Behind a trusted proxy, the last X-Forwarded-For entry is the client.
-    let proxied = start(|c| c.trust_forwarded_for = true).await;
+    // Behind a trusted proxy (127.0.0.1 here), the right-most X-Forwarded-For entry that is
+    // not a trusted proxy is the client.
+    let proxied = start(|c| c.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
     let (id, secret) = proxied
         .create(json!({"name": "behind", "scopes": ["a"], "allowedIps": ["10.0.0.0/8"]}))
         .await;
@@ -930,7 +1020,24 @@ async fn allowed_ips_are_enforced() {
             .send()
     };
     access_token(&Answer::of(via("192.0.2.1, 10.1.2.3").await.unwrap()).await);
+    access_token(&Answer::of(via("10.1.2.3, 127.0.0.1").await.unwrap()).await);
     Answer::of(via("10.1.2.3, 192.0.2.1").await.unwrap())
+        .await
+        .assert_error(403, "unauthorized_client", Some("AUTH_104"));
+    // A peer that is not a trusted proxy cannot name its own address.
+    let untrusted = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let response = untrusted
+        .post(format!("{}/token", proxied.url()))
+        .basic_auth(&id, Some(&secret))
+        .header("x-forwarded-for", "10.1.2.3")
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    Answer::of(response)
         .await
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
 }
@@ -938,10 +1045,11 @@ async fn allowed_ips_are_enforced() {
 #[tokio::test]
 async fn a_thousand_bad_secrets_are_rate_limited() {
     let server = start(|c| {
-        c.rate_limit.per_client = Some(Bucket {
+        c.rate_limit.failures_per_client_ip = Some(Bucket {
             burst: 10,
             per_second: 1,
         });
+        c.rate_limit.failures_per_ip = None;
         c.rate_limit.per_ip = Some(Bucket {
             burst: 50,
             per_second: 5,
@@ -987,17 +1095,31 @@ async fn a_thousand_bad_secrets_are_rate_limited() {
     }
     let elapsed = started.elapsed().as_secs();
     assert_eq!(refused + limited, 1000);
-    // The per-client bucket: 10 at once, then 1 a second.
+    // The failure bucket of (client id, address): 10 at once, then 1 a second.
     assert!(
         u64::from(refused) <= 10 + elapsed + 1,
         "{refused} guesses reached the secret check in {elapsed} s"
     );
     assert!(limited >= 900, "{limited}");
-    // The right secret is limited too while the bucket is empty (no oracle).
+    // The right secret is limited too from the guessing address while its bucket is empty
+    // (no oracle) ...
     assert_eq!(
         server.token_basic(&id, &secret, &[]).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
+    // ... but the client itself, at another address, is not locked out.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let response = elsewhere
+        .post(format!("{}/token", server.url()))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    access_token(&Answer::of(response).await);
 }
 
 #[tokio::test]

@@ -26,7 +26,14 @@
 //! Secrets are shown once (in [`CreatedAccount`] and [`RotatedSecret`]) and stored only as
 //! argon2id hashes. Every change is written to the database before the call returns.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use ipnet::IpNet;
 use secrecy::SecretString;
@@ -227,6 +234,8 @@ pub struct Accounts {
     pub(crate) store: Store,
     pub(crate) hasher: Arc<SecretHasher>,
     pub(crate) clock: Clock,
+    /// Bumped by every change that can alter the published scopes (the metadata cache's key).
+    pub(crate) generation: Arc<AtomicU64>,
 }
 
 /// What the token endpoint needs: the account and the hashes that verify its secret now.
@@ -259,6 +268,7 @@ impl Accounts {
                 now: self.now(),
             })
             .await?;
+        self.changed();
         let account = account_from_row(&row);
         audit::admin("account_created", Some(&client_id), &name);
         Ok(CreatedAccount {
@@ -330,6 +340,7 @@ impl Accounts {
             .update_account(client_id, changes, self.now())
             .await?
             .ok_or_else(|| Error::NotFound(client_id.to_owned()))?;
+        self.changed();
         if update.status == Some(Status::Disabled) {
             self.hasher.forget(client_id);
         }
@@ -405,6 +416,7 @@ impl Accounts {
         if !self.store.delete_account(client_id).await? {
             return Err(Error::NotFound(client_id.to_owned()));
         }
+        self.changed();
         self.hasher.forget(client_id);
         audit::admin("account_deleted", Some(client_id), "");
         Ok(())
@@ -445,6 +457,10 @@ impl Accounts {
 
     fn now(&self) -> i64 {
         i64::try_from(self.clock.unix_now()).unwrap_or(i64::MAX)
+    }
+
+    fn changed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -537,7 +553,7 @@ fn validate_scopes(field: &str, scopes: &[String]) -> Result<Vec<String>, Error>
     Ok(out)
 }
 
-fn parse_nets(field: &str, cidrs: &[String]) -> Result<Vec<IpNet>, Error> {
+pub(crate) fn parse_nets(field: &str, cidrs: &[String]) -> Result<Vec<IpNet>, Error> {
     if cidrs.len() > 100 {
         return Err(Error::invalid(field, "at most 100 networks"));
     }

@@ -133,14 +133,23 @@ pub struct Bucket {
     pub per_second: u32,
 }
 
-/// Token-endpoint rate limits. `None` switches a limit off.
+/// Token-endpoint rate limits. `None` switches a limit off. Addresses are bucketed by IPv4
+/// address and by IPv6 /64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitConfig {
-    /// Per presented client id (known or not). Default: burst 20, 10 per second.
+    /// Authenticated requests per client id, charged only once the secret verified (so wrong
+    /// secrets under a client's id cannot lock it out). Default: burst 20, 10 per second.
     pub per_client: Option<Bucket>,
-    /// Per source IP address. Default: burst 50, 25 per second.
+    /// Every request per source address. Default: burst 50, 25 per second.
     pub per_ip: Option<Bucket>,
+    /// Failed authentications (unknown id, wrong secret) per source address; when spent,
+    /// requests that would need a secret check get 429 without any hash work. Default: burst
+    /// 20, 5 per second.
+    pub failures_per_ip: Option<Bucket>,
+    /// Failed authentications per (client id, source address). Default: burst 10, 1 per
+    /// second.
+    pub failures_per_client_ip: Option<Bucket>,
 }
 
 impl Default for RateLimitConfig {
@@ -153,6 +162,14 @@ impl Default for RateLimitConfig {
             per_ip: Some(Bucket {
                 burst: 50,
                 per_second: 25,
+            }),
+            failures_per_ip: Some(Bucket {
+                burst: 20,
+                per_second: 5,
+            }),
+            failures_per_client_ip: Some(Bucket {
+                burst: 10,
+                per_second: 1,
             }),
         }
     }
@@ -168,6 +185,11 @@ pub struct SecretHashConfig {
     pub iterations: u32,
     /// Lanes (at least 1).
     pub parallelism: u32,
+    /// How many secret checks may wait for a free CPU beyond those running (one per CPU).
+    /// When the queue is full the token endpoint answers 503 with `Retry-After` instead of
+    /// queueing; a client whose secret verified recently needs no check and is still served.
+    /// Default 32, at most 10000.
+    pub max_queued: u32,
 }
 
 impl Default for SecretHashConfig {
@@ -176,6 +198,7 @@ impl Default for SecretHashConfig {
             memory_kib: 19 * 1024,
             iterations: 2,
             parallelism: 1,
+            max_queued: 32,
         }
     }
 }
@@ -214,14 +237,22 @@ pub struct IssuerConfig {
     pub key_retire_leeway_secs: u64,
     /// Token-endpoint rate limits.
     pub rate_limit: RateLimitConfig,
-    /// Take the client address from the last `X-Forwarded-For` entry (set this only behind a
-    /// proxy that sets it). Default false: the socket's peer address.
-    pub trust_forwarded_for: bool,
+    /// The proxies in front of the issuer, as CIDRs or addresses (`["10.0.0.0/8",
+    /// "2001:db8::1"]`). When the connecting peer is one of them, the client address is the
+    /// right-most `X-Forwarded-For` entry that is not; otherwise, and when the list is empty
+    /// (the default), the peer address is the client address and `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Publish `scopes_supported` in the discovery metadata: every scope of every active
+    /// account, which tells anyone what the accounts may do. Default false.
+    pub publish_scopes_supported: bool,
     /// Argon2id cost of client-secret hashes.
     pub secret_hash: SecretHashConfig,
     /// Where "now" comes from (not read from files).
     #[serde(skip)]
     pub clock: Clock,
+    /// The removed `trust_forwarded_for` key, read only to refuse it with a clear message.
+    #[serde(rename = "trust_forwarded_for")]
+    pub(crate) removed_trust_forwarded_for: Option<serde::de::IgnoredAny>,
 }
 
 impl Default for IssuerConfig {
@@ -237,15 +268,19 @@ impl Default for IssuerConfig {
             signing_alg: SigningAlg::ES256,
             key_retire_leeway_secs: 60,
             rate_limit: RateLimitConfig::default(),
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
+            publish_scopes_supported: false,
             secret_hash: SecretHashConfig::default(),
             clock: Clock::system(),
+            removed_trust_forwarded_for: None,
         }
     }
 }
 
 /// The longest accepted token lifetime, a day.
 const MAX_LIFETIME: u64 = 86_400;
+/// The most secret checks that may wait for a CPU.
+const MAX_QUEUED: u32 = 10_000;
 
 impl IssuerConfig {
     /// Defaults, with the given issuer URL.
@@ -308,9 +343,25 @@ impl IssuerConfig {
                 format!("must be at most {MAX_LIFETIME} seconds"),
             ));
         }
+        if self.removed_trust_forwarded_for.is_some() {
+            return Err(config_error(
+                "trust_forwarded_for",
+                "was removed: it took X-Forwarded-For from any peer, so any client could choose \
+                 its own address. List the proxies in front of the issuer instead, e.g. \
+                 `trusted_proxies = [\"10.0.0.0/8\"]`; the client address is then the right-most \
+                 X-Forwarded-For entry that is not one of them",
+            ));
+        }
+        self.trusted_proxy_nets()?;
+        let r = &self.rate_limit;
         for (field, bucket) in [
-            ("rate_limit.per_client", self.rate_limit.per_client),
-            ("rate_limit.per_ip", self.rate_limit.per_ip),
+            ("rate_limit.per_client", r.per_client),
+            ("rate_limit.per_ip", r.per_ip),
+            ("rate_limit.failures_per_ip", r.failures_per_ip),
+            (
+                "rate_limit.failures_per_client_ip",
+                r.failures_per_client_ip,
+            ),
         ] {
             if let Some(b) = bucket {
                 if b.burst == 0 {
@@ -328,7 +379,21 @@ impl IssuerConfig {
                 "invalid Argon2 parameters (memory_kib ≥ 8 × parallelism, iterations ≥ 1, parallelism ≥ 1)",
             ));
         }
+        if h.max_queued > MAX_QUEUED {
+            return Err(config_error(
+                "secret_hash.max_queued",
+                format!("must be at most {MAX_QUEUED}"),
+            ));
+        }
         Ok(())
+    }
+
+    /// `trusted_proxies` parsed; the error names the bad entry.
+    pub(crate) fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, Error> {
+        crate::accounts::parse_nets("trusted_proxies", &self.trusted_proxies).map_err(|e| match e {
+            Error::Invalid { field, message } => Error::Config { field, message },
+            other => other,
+        })
     }
 
     /// The admin token: `admin_token`, else the contents of `admin_token_file`.
@@ -446,9 +511,31 @@ mod tests {
             ),
             ("[rate_limit.per_ip]\nburst = 1", "per_second"),
             ("signing_alg = \"HS256\"", "signing_alg"),
+            ("trusted_proxies = [\"10.0.0.0/33\"]", "trusted_proxies[0]"),
+            ("trusted_proxies = \"10.0.0.0/8\"", "trusted_proxies"),
+            (
+                "[rate_limit.failures_per_client_ip]\nburst = 1\nper_second = 0",
+                "rate_limit.failures_per_client_ip",
+            ),
+            (
+                "[secret_hash]\nmax_queued = 10001",
+                "secret_hash.max_queued",
+            ),
         ] {
             let err = IssuerConfig::from_toml_str(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} → {err}");
+        }
+    }
+
+    #[test]
+    fn the_removed_trust_forwarded_for_is_refused_saying_what_to_use() {
+        for value in ["true", "false"] {
+            let err = IssuerConfig::from_toml_str(&format!("trust_forwarded_for = {value}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("`trust_forwarded_for`"), "{err}");
+            assert!(err.contains("was removed"), "{err}");
+            assert!(err.contains("trusted_proxies = ["), "{err}");
         }
     }
 
@@ -475,7 +562,8 @@ mod tests {
             admin_token = "0123456789abcdef0123"
             signing_alg = "RS256"
             key_retire_leeway = 30
-            trust_forwarded_for = true
+            trusted_proxies = ["10.0.0.0/8", "2001:db8::1"]
+            publish_scopes_supported = true
             [rate_limit]
             per_ip = { burst = 5, per_second = 1 }
             [secret_hash]
@@ -489,6 +577,8 @@ mod tests {
         assert_eq!(config.signing_alg, SigningAlg::RS256);
         assert!(config.rate_limit.per_client.is_some());
         assert_eq!(config.rate_limit.per_ip.unwrap().burst, 5);
+        assert_eq!(config.trusted_proxy_nets().unwrap().len(), 2);
+        assert!(config.publish_scopes_supported);
         let debug = format!("{config:?}");
         assert!(!debug.contains("0123456789abcdef0123"), "{debug}");
     }

@@ -66,12 +66,20 @@ mod secret;
 mod store;
 pub mod token;
 
-use std::{future::Future, net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, Mutex, atomic::Ordering},
+};
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::State,
-    http::{HeaderValue, header::CACHE_CONTROL},
+    http::{
+        HeaderValue,
+        header::{CACHE_CONTROL, CONTENT_TYPE},
+    },
     response::{IntoResponse, Response},
     routing::{get, post},
 };
@@ -83,6 +91,7 @@ pub use accounts::Accounts;
 pub use config::{Clock, IssuerConfig, SigningAlg};
 pub use error::Error;
 pub use keys::{KeyRotation, SigningKeyInfo};
+pub use secret::HashStats;
 
 use crate::{keys::KeyRing, ratelimit::Limits, secret::SecretHasher, store::Store};
 
@@ -96,7 +105,8 @@ pub(crate) struct Inner {
     pub(crate) issuer_url: String,
     pub(crate) default_audience: String,
     pub(crate) token_lifetime: u64,
-    pub(crate) trust_forwarded_for: bool,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) metadata: MetadataCache,
     pub(crate) clock: Clock,
     pub(crate) store: Store,
     pub(crate) keys: KeyRing,
@@ -124,6 +134,7 @@ impl Issuer {
     /// key, and checks the configuration. `config.issuer` must be set.
     pub async fn open(config: IssuerConfig) -> Result<Issuer, Error> {
         config.validate()?;
+        let trusted_proxies = config.trusted_proxy_nets()?;
         let issuer_url = config.issuer.clone().ok_or_else(|| Error::Config {
             field: "issuer".into(),
             message: "the issuer URL is required".into(),
@@ -148,6 +159,7 @@ impl Issuer {
             store: store.clone(),
             hasher: Arc::new(hasher),
             clock: config.clock.clone(),
+            generation: Arc::default(),
         };
         Ok(Issuer {
             inner: Arc::new(Inner {
@@ -157,7 +169,8 @@ impl Issuer {
                     .unwrap_or_else(|| issuer_url.clone()),
                 issuer_url,
                 token_lifetime: config.token_lifetime_secs,
-                trust_forwarded_for: config.trust_forwarded_for,
+                trusted_proxies,
+                metadata: MetadataCache::new(config.publish_scopes_supported),
                 clock: config.clock.clone(),
                 store,
                 keys,
@@ -218,6 +231,12 @@ impl Issuer {
         self.inner.keys.jwks().await
     }
 
+    /// Counters of the token endpoint's secret checks (argon2 runs, checks skipped for a
+    /// recently verified secret, checks refused with 503 because the queue was full).
+    pub fn hash_stats(&self) -> HashStats {
+        self.inner.accounts.hasher.stats()
+    }
+
     /// Closes the database connections (after the server has stopped).
     pub async fn close(&self) {
         self.inner.store.close().await;
@@ -240,21 +259,98 @@ async fn jwks(State(issuer): State<Issuer>) -> Response {
     response
 }
 
+/// How long a discovery document that lists the scopes is served before the scopes are read
+/// again, seconds: it bounds how stale it is after changes made by another process on the
+/// same database (changes made through this issuer clear it at once).
+const METADATA_MAX_AGE: u64 = 60;
+
+/// The discovery document, serialised once. Without `scopes_supported` it never changes; with
+/// it, it is rebuilt after an account change in this process or [`METADATA_MAX_AGE`], never
+/// per request.
+pub(crate) struct MetadataCache {
+    publish_scopes: bool,
+    cached: Mutex<Option<CachedMetadata>>,
+    /// One rebuild at a time: concurrent requests of a stale document wait for it.
+    rebuild: tokio::sync::Mutex<()>,
+}
+
+struct CachedMetadata {
+    body: Bytes,
+    generation: u64,
+    built_at: u64,
+}
+
+impl MetadataCache {
+    fn new(publish_scopes: bool) -> Self {
+        MetadataCache {
+            publish_scopes,
+            cached: Mutex::new(None),
+            rebuild: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn fresh(&self, generation: u64, now: u64) -> Option<Bytes> {
+        let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        cached
+            .as_ref()
+            .filter(|c| {
+                !self.publish_scopes
+                    || (c.generation == generation
+                        && now.saturating_sub(c.built_at) < METADATA_MAX_AGE)
+            })
+            .map(|c| c.body.clone())
+    }
+}
+
+impl Issuer {
+    /// The serialised discovery document, from the cache when it is fresh.
+    async fn metadata_body(&self) -> Bytes {
+        let cache = &self.inner.metadata;
+        let generation = || self.inner.accounts.generation.load(Ordering::SeqCst);
+        let now = || self.inner.clock.unix_now();
+        if let Some(body) = cache.fresh(generation(), now()) {
+            return body;
+        }
+        let _rebuilding = cache.rebuild.lock().await;
+        if let Some(body) = cache.fresh(generation(), now()) {
+            return body;
+        }
+        // Read before the query, so that a change during it makes the result stale.
+        let (generation, built_at) = (generation(), now());
+        let mut body = serde_json::json!({
+            "issuer": self.issuer_url(),
+            "token_endpoint": self.endpoint("/token"),
+            "jwks_uri": self.endpoint("/.well-known/jwks.json"),
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "response_types_supported": [],
+        });
+        let mut complete = true;
+        if cache.publish_scopes {
+            let scopes = self.accounts().all_scopes().await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "could not list scopes for the metadata");
+                complete = false;
+                Vec::new()
+            });
+            body["scopes_supported"] = scopes.into();
+        }
+        let body = Bytes::from(body.to_string());
+        if complete {
+            *cache.cached.lock().unwrap_or_else(|e| e.into_inner()) = Some(CachedMetadata {
+                body: body.clone(),
+                generation,
+                built_at,
+            });
+        }
+        body
+    }
+}
+
 async fn metadata(State(issuer): State<Issuer>) -> Response {
-    let scopes = issuer.accounts().all_scopes().await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "could not list scopes for the metadata");
-        Vec::new()
-    });
-    let body = serde_json::json!({
-        "issuer": issuer.issuer_url(),
-        "token_endpoint": issuer.endpoint("/token"),
-        "jwks_uri": issuer.endpoint("/.well-known/jwks.json"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "scopes_supported": scopes,
-        "response_types_supported": [],
-    });
-    let mut response = Json(body).into_response();
+    let mut response = issuer.metadata_body().await.into_response();
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     cache_for(&mut response, "public, max-age=300");
     response
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! s2s-issuer serve [--config FILE] [--db PATH|:memory:] [--listen ADDR] [--issuer URL]
 //!                  [--default-audience AUD] [--token-lifetime SECS] [--admin-token-file FILE]
+//!                  [--trusted-proxy CIDR]...
 //! s2s-issuer accounts [--config FILE] [--db PATH] create --name N --scope S... [--allowed-ip CIDR]...
 //!                                                 [--audience AUD]... [--description TEXT]
 //! s2s-issuer accounts [--config FILE] [--db PATH] list
@@ -54,6 +55,10 @@ enum Command {
         /// A file holding the admin token (or set S2S_ISSUER_ADMIN_TOKEN).
         #[arg(long, value_name = "FILE")]
         admin_token_file: Option<PathBuf>,
+        /// A proxy in front of the issuer, as a CIDR or an address (repeat); replaces the
+        /// file's `trusted_proxies`. Only from these is X-Forwarded-For read.
+        #[arg(long = "trusted-proxy", value_name = "CIDR")]
+        trusted_proxies: Vec<String>,
     },
     /// Manage service accounts directly in the database (for bootstrap).
     Accounts {
@@ -169,6 +174,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             default_audience,
             token_lifetime,
             admin_token_file,
+            trusted_proxies,
         } => {
             let mut config = load_config(&common)?;
             if let Some(listen) = listen {
@@ -185,6 +191,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             if admin_token_file.is_some() {
                 config.admin_token_file = admin_token_file;
+            }
+            if !trusted_proxies.is_empty() {
+                config.trusted_proxies = trusted_proxies;
             }
             if config.admin_token.is_none() && config.admin_token_file.is_none() {
                 config.admin_token = std::env::var("S2S_ISSUER_ADMIN_TOKEN")

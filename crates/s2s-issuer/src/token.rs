@@ -40,13 +40,24 @@
 //! | a scope the account does not have | 400 | `invalid_scope` | AUTH_102 |
 //! | disabled account | 401 | `unauthorized_client` | AUTH_103 |
 //! | source IP outside `allowedIps` | 403 | `unauthorized_client` | AUTH_104 |
-//! | rate limited (per IP or per client id) | 429 (+ `Retry-After`) | `rate_limited` | AUTH_106 |
+//! | rate limited (see below) | 429 (+ `Retry-After`) | `rate_limited` | AUTH_106 |
 //! | an audience the account may not request | 400 | `invalid_target` | AUTH_107 |
+//! | the queue of secret checks is full | 503 (+ `Retry-After: 1`) | `temporarily_unavailable` | |
 //!
-//! The checks run in this order: rate limit per IP, body, grant type, client authentication
-//! format, rate limit per client id, secret (argon2id), status, IP, scope, audience. An unknown
-//! client and a wrong secret get the same answer after the same work; status, IP and scope are
-//! only revealed to a caller that proved the secret.
+//! The checks run in this order: rate limit per source address, body, grant type, client
+//! authentication format, then the secret: a (client id, secret) pair that verified before and
+//! whose hash the account still holds passes at once; otherwise one failure is reserved in the
+//! failure budgets of the address and of the (client id, address) pair (429 when either is
+//! spent, before any hash work), the check waits in a bounded queue (503 when full) and runs
+//! argon2id twice whatever the outcome; a match gives the reserved failure back. Then the rate
+//! limit per client id (charged only now, so wrong secrets sent under a client's id never spend
+//! its budget), status, IP, scope, audience. An unknown client, a wrong secret and a wrong
+//! secret during a rotation grace period get the same answer after the same work; status, IP
+//! and scope are only revealed to a caller that proved the secret.
+//!
+//! The source address is the socket's peer, or, when the peer is one of `trusted_proxies`, the
+//! right-most `X-Forwarded-For` entry that is not a trusted proxy. IPv6 addresses share their
+//! /64's rate-limit buckets.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -63,11 +74,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
+use ipnet::IpNet;
 use s2s_auth::Code;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{Issuer, accounts::canonical_ip, accounts::is_scope_token, audit};
+use crate::{Issuer, accounts::canonical_ip, accounts::is_scope_token, audit, secret::Checked};
 
 /// The largest token request body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -287,25 +299,58 @@ fn basic_credentials(value: &HeaderValue) -> Result<(String, String), TokenError
     Ok((id, secret))
 }
 
-/// The client's address: the socket's peer, or the last `X-Forwarded-For` entry when trusted.
-fn source_ip(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
-    if trust_forwarded_for {
-        let forwarded = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|last| last.trim().parse::<IpAddr>().ok());
-        if let Some(ip) = forwarded {
-            return Some(canonical_ip(ip));
+/// One `X-Forwarded-For` entry: an address, possibly with a port (`192.0.2.1:4711`,
+/// `[2001:db8::1]:4711`), as some proxies write it.
+fn forwarded_address(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .or_else(|_| entry.parse::<SocketAddr>().map(|a| a.ip()))
+        .ok()
+        .map(canonical_ip)
+}
+
+/// The client's address. `peer` is the socket's peer; when it is in `trusted_proxies`, the
+/// `X-Forwarded-For` entries (all such headers, in order) are read from the right, skipping
+/// trusted proxies, and the first other address is the client. An entry that is not an address
+/// ends the walk at the last trusted hop (no client can name itself through garbage); a chain
+/// of trusted proxies only yields its left-most entry. Without a trusted peer the header is
+/// ignored.
+pub(crate) fn client_address(
+    peer: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted_proxies: &[IpNet],
+) -> Option<IpAddr> {
+    let peer = peer.map(canonical_ip);
+    let trusted = |ip: &IpAddr| trusted_proxies.iter().any(|net| net.contains(ip));
+    let Some(mut client) = peer.filter(trusted) else {
+        return peer;
+    };
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|entry| !entry.trim().is_empty())
+        .collect();
+    for entry in entries.iter().rev() {
+        let Some(ip) = forwarded_address(entry) else {
+            break;
+        };
+        client = ip;
+        if !trusted(&ip) {
+            break;
         }
     }
-    request
+    Some(client)
+}
+
+fn source_ip(request: &Request, trusted_proxies: &[IpNet]) -> Option<IpAddr> {
+    let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| canonical_ip(addr.ip()))
+        .map(|ConnectInfo(addr)| addr.ip());
+    client_address(peer, request.headers(), trusted_proxies)
 }
 
 /// The success body.
@@ -334,7 +379,7 @@ struct AccessClaims<'a> {
 
 /// `POST /token`.
 pub(crate) async fn handler(State(issuer): State<Issuer>, request: Request) -> Response {
-    let ip = source_ip(&request, issuer.inner.trust_forwarded_for);
+    let ip = source_ip(&request, &issuer.inner.trusted_proxies);
     let mut client_id: Option<String> = None;
     match issue(&issuer, request, ip, &mut client_id).await {
         Ok(response) => response,
@@ -456,11 +501,6 @@ async fn issue(
         return Err(TokenError::invalid_client("invalid client credentials"));
     }
 
-    inner
-        .limits
-        .check_client(&client_id)
-        .map_err(rate_limited)?;
-
     let server_error = |e: crate::Error| {
         tracing::error!(error = %e, "token endpoint failure");
         TokenError::new(
@@ -478,17 +518,45 @@ async fn issue(
         .as_ref()
         .map(|c| c.accepted_hashes.iter().map(String::as_str).collect())
         .unwrap_or_default();
-    let verified = inner
-        .accounts
-        .hasher
-        .verify(&client_id, &secret, &accepted)
-        .await
-        .map_err(server_error)?;
+    let hasher = &inner.accounts.hasher;
+    let verified = hasher.remembered(&client_id, &secret, &accepted) || {
+        let reservation = inner
+            .limits
+            .reserve_failure(&client_id, ip)
+            .map_err(rate_limited)?;
+        match hasher
+            .check(&client_id, &secret, &accepted)
+            .await
+            .map_err(server_error)?
+        {
+            Checked::Verified => {
+                reservation.give_back();
+                true
+            }
+            Checked::Refused => false,
+            Checked::Busy => {
+                reservation.give_back();
+                return Err(TokenError {
+                    retry_after: Some(1),
+                    ..TokenError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the issuer is busy checking other secrets; try again shortly",
+                    )
+                });
+            }
+        }
+    };
     drop(secret);
     let account = match credentials {
         Some(c) if verified => c.account,
         _ => return Err(TokenError::invalid_client("invalid client credentials")),
     };
+    // Charged only now: only a caller holding the secret spends the client's budget.
+    inner
+        .limits
+        .check_client(&account.client_id)
+        .map_err(rate_limited)?;
 
     if account.status == crate::accounts::Status::Disabled {
         return Err(TokenError::new(
@@ -636,6 +704,52 @@ mod tests {
         assert!(basic_credentials(&HeaderValue::from_static("Basic !!!")).is_err());
         let no_colon = HeaderValue::try_from(format!("Basic {}", STANDARD.encode("abc"))).unwrap();
         assert!(basic_credentials(&no_colon).is_err());
+    }
+
+    #[test]
+    fn the_client_address_is_the_right_most_untrusted_forwarded_entry() {
+        let nets: Vec<IpNet> = vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::1/128".parse().unwrap(),
+        ];
+        let headers = |values: &[&str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+            }
+            h
+        };
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let proxy = ip("10.0.0.2");
+        let at =
+            |peer, values: &[&str], nets: &[IpNet]| client_address(peer, &headers(values), nets);
+        // Without the list, or from an untrusted peer, the header is ignored.
+        assert_eq!(at(proxy, &["192.0.2.7"], &[]), proxy);
+        assert_eq!(at(ip("192.0.2.1"), &["10.9.9.9"], &nets), ip("192.0.2.1"));
+        // Trusted hops are skipped from the right; a client's own entries to the left are not read.
+        assert_eq!(
+            at(proxy, &["6.6.6.6, 192.0.2.7, 10.1.1.1"], &nets),
+            ip("192.0.2.7")
+        );
+        assert_eq!(
+            at(proxy, &["6.6.6.6", "192.0.2.7:4711", "10.1.1.1"], &nets),
+            ip("192.0.2.7")
+        );
+        assert_eq!(
+            at(proxy, &["[2001:db8::7]:1, 2001:db8::1"], &nets),
+            ip("2001:db8::7")
+        );
+        assert_eq!(at(proxy, &["::ffff:192.0.2.9"], &nets), ip("192.0.2.9"));
+        // Garbage ends the walk at the last trusted hop; only trusted hops: the left-most.
+        assert_eq!(
+            at(proxy, &["192.0.2.7, garbage, 10.1.1.1"], &nets),
+            ip("10.1.1.1")
+        );
+        assert_eq!(at(proxy, &["nonsense"], &nets), proxy);
+        assert_eq!(at(proxy, &["192.0.2.7, ,"], &nets), ip("192.0.2.7"));
+        assert_eq!(at(proxy, &["10.3.3.3, 10.1.1.1"], &nets), ip("10.3.3.3"));
+        assert_eq!(at(proxy, &[], &nets), proxy);
+        assert_eq!(at(None, &["192.0.2.7"], &nets), None);
     }
 
     #[test]

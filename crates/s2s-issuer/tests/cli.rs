@@ -126,6 +126,12 @@ async fn invalid_configuration_is_refused_naming_the_field() {
             "rate_limit.per_ip",
         ),
         ("admin_token = \"short\"\n", "admin_token"),
+        // The removed key is refused, saying what replaces it.
+        ("trust_forwarded_for = true\n", "trusted_proxies = ["),
+        (
+            "trusted_proxies = [\"10.0.0.0/33\"]\n",
+            "trusted_proxies[0]",
+        ),
     ] {
         let file = dir.path("issuer.toml");
         std::fs::write(&file, toml).unwrap();
@@ -152,6 +158,16 @@ async fn invalid_configuration_is_refused_naming_the_field() {
     let output = run(&["serve", "--db", ":memory:", "--token-lifetime", "0"]).await;
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("token_lifetime"));
+    let output = run(&[
+        "serve",
+        "--db",
+        ":memory:",
+        "--trusted-proxy",
+        "proxy.local",
+    ])
+    .await;
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("trusted_proxies[0]"));
 }
 
 #[tokio::test]
