@@ -263,8 +263,10 @@ async fn accounts(issuer: &Issuer, action: AccountAction) -> Result<(), Error> {
                     scopes: split_scopes(scopes),
                     allowed_ips,
                     audiences,
+                    expires_at: None,
                 })
                 .await?;
+            println!("service_account_id: {}", created.account.service_account_id);
             println!("client_id:     {}", created.account.client_id);
             println!("client_secret: {}", created.client_secret.expose_secret());
             eprintln!("The secret is shown this once and stored only as a hash: keep it now.");
