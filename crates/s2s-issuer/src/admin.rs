@@ -29,7 +29,7 @@
 //! | `POST /admin/service-accounts/{id}/rotate-secret` `{gracePeriodSeconds?}` | 200, the account with the new `clientSecret` and a `message` |
 //! | `POST /admin/service-accounts/{id}/disable`, `…/enable` | 200, the account |
 //! | `DELETE /admin/service-accounts/{id}` | 204 |
-//! | `GET /admin/keys` | 200 `{keys: [{kid, alg, active, createdAt, retireAt?}]}` (Unix seconds) |
+//! | `GET /admin/keys` | 200 `{keys: [{kid, alg, active, createdAt, retireAt?}]}` |
 //! | `POST /admin/keys/rotate` | 200 `{kid, previousKid, previousRetireAt}` |
 //!
 //! `/admin/accounts…` is the same resource under its former name (deprecated; answers carry

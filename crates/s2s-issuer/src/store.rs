@@ -382,3 +382,67 @@ fn restrict_permissions(path: &std::path::Path) {
     #[cfg(not(unix))]
     let _ = path;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made before the service-account-id migration gets an id for every account
+    /// (unique, `svc_` + 16 hex), no expiry, and can be addressed by either id afterwards.
+    #[tokio::test]
+    async fn accounts_of_an_older_database_get_service_account_ids() {
+        let path = std::env::temp_dir().join(format!(
+            "s2s-issuer-migration-{}-{:x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let mut first_only = sqlx::migrate!("./migrations");
+        first_only.migrations = first_only.migrations[..1].to_vec().into();
+        first_only.run(&pool).await.unwrap();
+        for (client_id, name) in [("c1", "one"), ("c2", "two")] {
+            sqlx::query(
+                "INSERT INTO accounts (client_id, name, status, secret_hash, created_at, \
+                 updated_at) VALUES (?, ?, 'ACTIVE', 'h', 1, 1)",
+            )
+            .bind(client_id)
+            .bind(name)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        let one = store
+            .account(AccountRef::ClientId("c1"))
+            .await
+            .unwrap()
+            .unwrap();
+        let two = store
+            .account(AccountRef::ClientId("c2"))
+            .await
+            .unwrap()
+            .unwrap();
+        for row in [&one, &two] {
+            let hex = row.service_account_id.strip_prefix("svc_").unwrap();
+            assert_eq!(hex.len(), 16, "{}", row.service_account_id);
+            assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(row.expires_at, None);
+        }
+        assert_ne!(one.service_account_id, two.service_account_id);
+        let by_svc = store
+            .account(AccountRef::parse(&one.service_account_id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_svc.client_id, "c1");
+        store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+}
