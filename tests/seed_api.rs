@@ -206,6 +206,10 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert_eq!(legacy.status, StatusCode::OK, "{}", legacy.body);
     assert_eq!(legacy.body["serviceAccountId"], svc.as_str());
     assert_eq!(legacy.header("deprecation"), "true");
+    assert_eq!(
+        legacy.header("link"),
+        format!("<{BASE_PATH}/admin/service-accounts/{client_id}>; rel=\"successor-version\"")
+    );
     let current = server
         .admin(Method::GET, &format!("/service-accounts/{client_id}"), None)
         .await;

@@ -89,18 +89,28 @@ pub(crate) fn router(issuer: Issuer) -> Router<Issuer> {
         .layer(middleware::from_fn_with_state(issuer, require_admin))
 }
 
-/// Marks answers of the former `/admin/accounts` paths (RFC 9745) and links the new resource.
+/// Marks answers of the former `/admin/accounts` paths (RFC 9745) and links the same request's
+/// path under the new resource (RFC 8288 `successor-version`).
 async fn deprecated(request: Request, next: Next) -> Response {
+    let successor = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|OriginalUri(uri)| {
+            let legacy = format!("/admin{LEGACY_RESOURCE}");
+            uri.path()
+                .replacen(&legacy, &format!("/admin{RESOURCE}"), 1)
+        });
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
     headers.insert(
         HeaderName::from_static("deprecation"),
         HeaderValue::from_static("true"),
     );
-    headers.insert(
-        LINK,
-        HeaderValue::from_static("<service-accounts>; rel=\"successor-version\""),
-    );
+    if let Some(link) = successor
+        .and_then(|p| HeaderValue::try_from(format!("<{p}>; rel=\"successor-version\"")).ok())
+    {
+        headers.insert(LINK, link);
+    }
     response
 }
 
