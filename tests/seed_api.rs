@@ -133,6 +133,17 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert_eq!(patched.body["expiresAt"], "2099-01-01T00:00:00Z");
     assert_eq!(patched.body["description"], "d");
     assert!(is_rfc3339_utc(&patched.body["updatedAt"]));
+    let kept = server
+        .admin(
+            Method::PATCH,
+            &format!("/service-accounts/{svc}"),
+            Some(json!({"description": "d"})),
+        )
+        .await;
+    assert_eq!(
+        kept.body["expiresAt"], "2099-01-01T00:00:00Z",
+        "absent keeps it"
+    );
     let patched = server
         .admin(
             Method::PATCH,
