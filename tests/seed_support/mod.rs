@@ -136,6 +136,7 @@ pub fn config(base_path: &str, adjust: impl FnOnce(&mut IssuerConfig)) -> Issuer
         memory_kib: 1024,
         iterations: 1,
         parallelism: 1,
+        ..SecretHashConfig::default()
     };
     config.issuer = Some(base_path.to_owned()); // completed by `SeedIssuer::start`
     adjust(&mut config);
