@@ -344,6 +344,77 @@ async fn rs256_and_es256_issuers_side_by_side() {
     assert_eq!((a.jwks_hits(), b.jwks_hits()), (2, 1));
 }
 
+#[tokio::test]
+async fn each_issuer_accepts_only_its_own_audiences() {
+    let (a, b) = (KeyServer::start().await, KeyServer::start().await);
+    let (ka, kb) = (
+        TestKey::generate(Algorithm::ES256, "a1"),
+        TestKey::generate(Algorithm::ES256, "b1"),
+    );
+    a.set_keys(&[&ka]);
+    b.set_keys(&[&kb]);
+    // The builder's audience applies only to issuers without audiences of their own.
+    let verifier = Verifier::builder()
+        .issuer(Issuer::jwks(a.issuer(), a.jwks_url()).audience(AUD))
+        .issuer(Issuer::jwks(b.issuer(), b.jwks_url()).audiences(["billing-api", "ops-api"]))
+        .audience("fallback-api")
+        .build()
+        .unwrap();
+    let app = start_app(&verifier, false).await;
+    let signed = |key: &TestKey, server: &KeyServer, aud: &str| {
+        key.sign(&keys::claims(&server.issuer(), aud))
+    };
+    for (key, server, aud) in [
+        (&ka, &a, AUD),
+        (&kb, &b, "billing-api"),
+        (&kb, &b, "ops-api"),
+    ] {
+        // Twice: the second answer comes from the validated-token cache.
+        for _ in 0..2 {
+            let (status, _, body) = app.get("/whoami", &signed(key, server, aud)).await;
+            assert_eq!(status, 200, "{aud}: {body}");
+        }
+    }
+    // Each issuer's token with the other's audience, or the builder's, is refused.
+    for (key, server, aud) in [
+        (&ka, &a, "billing-api"),
+        (&ka, &a, "fallback-api"),
+        (&kb, &b, AUD),
+        (&kb, &b, "fallback-api"),
+    ] {
+        let token = signed(key, server, aud);
+        for _ in 0..2 {
+            let description = assert_invalid_token(&app.get("/whoami", &token).await, "AUTH_107");
+            assert_eq!(description, Reason::WrongAudience.summary());
+        }
+        // The log line names that issuer's audiences only.
+        let detail = verifier.verify(&token).await.unwrap_err();
+        let detail = detail.detail().unwrap().to_owned();
+        let own = if server.issuer() == a.issuer() {
+            format!("{:?}", [AUD])
+        } else {
+            format!("{:?}", ["billing-api", "ops-api"])
+        };
+        assert!(
+            detail.ends_with(&format!("accepted audiences {own}")),
+            "{detail}"
+        );
+    }
+    assert_eq!(verifier.metrics().rejected(Reason::WrongAudience), 12);
+
+    // An issuer with no audience, its own or the builder's, is a configuration error naming it.
+    let error = Verifier::builder()
+        .issuer(Issuer::jwks(a.issuer(), a.jwks_url()).audience(AUD))
+        .issuer(Issuer::jwks(b.issuer(), b.jwks_url()))
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("no audience") && error.contains(&b.issuer()),
+        "{error}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Discovery
 // ---------------------------------------------------------------------------------------------

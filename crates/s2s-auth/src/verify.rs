@@ -54,11 +54,25 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
 /// Default clock-skew allowance for `exp` and `nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
-/// An accepted issuer and where its keys come from.
+/// An accepted issuer, where its keys come from, and (optionally) the audiences its tokens
+/// must name.
+///
+/// ```
+/// use s2s_auth::{Issuer, Verifier};
+///
+/// // Each issuer's tokens must name one of *its* audiences: a token of `auth-a` for
+/// // `billing-api` is refused even though `billing-api` is accepted from `auth-b`.
+/// let verifier = Verifier::builder()
+///     .issuer(Issuer::discover("https://auth-a.example.com").audience("orders-api"))
+///     .issuer(Issuer::discover("https://auth-b.example.com").audiences(["billing-api", "ops"]))
+///     .build()?;
+/// # Ok::<_, s2s_auth::Error>(())
+/// ```
 #[derive(Clone, Debug)]
 pub struct Issuer {
     issuer: String,
     keys: IssuerKeys,
+    audiences: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +90,7 @@ impl Issuer {
         Issuer {
             issuer: issuer.into(),
             keys: IssuerKeys::Discover,
+            audiences: Vec::new(),
         }
     }
 
@@ -84,6 +99,7 @@ impl Issuer {
         Issuer {
             issuer: issuer.into(),
             keys: IssuerKeys::Jwks(jwks_url.into()),
+            audiences: Vec::new(),
         }
     }
 
@@ -92,7 +108,26 @@ impl Issuer {
         Issuer {
             issuer: issuer.into(),
             keys: IssuerKeys::Static(keys),
+            audiences: Vec::new(),
         }
+    }
+
+    /// Accepts this issuer's tokens only when their `aud` names `audience` (call again, or use
+    /// [`Issuer::audiences`], to accept any of several). An issuer with audiences of its own
+    /// ignores those of [`VerifierBuilder::audience`].
+    pub fn audience(mut self, audience: impl Into<String>) -> Self {
+        self.audiences.push(audience.into());
+        self
+    }
+
+    /// [`Issuer::audience`] for each of `audiences`.
+    pub fn audiences<I, S>(mut self, audiences: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audiences.extend(audiences.into_iter().map(Into::into));
+        self
     }
 
     /// The issuer identifier tokens must carry in `iss`.
@@ -132,8 +167,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// Accepts tokens whose `aud` names `audience` (call again to accept any of several).
-    /// At least one is required: a token meant for another service must not be accepted here.
+    /// Accepts tokens whose `aud` names `audience` (call again to accept any of several), for
+    /// every issuer without audiences of its own ([`Issuer::audience`]). Every issuer needs at
+    /// least one audience, its own or these: a token meant for another service must not be
+    /// accepted here.
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
         self
@@ -222,12 +259,6 @@ impl VerifierBuilder {
                 "no issuer configured: add one with `.issuer(Issuer::discover(url))`",
             ));
         }
-        if self.audiences.is_empty() {
-            return Err(Error::config(
-                "no audience configured: add this service's identifier with `.audience(...)` \
-                 so that tokens meant for other services are refused",
-            ));
-        }
         if let Some(bad) = self
             .algorithms
             .iter()
@@ -255,6 +286,19 @@ impl VerifierBuilder {
                     issuer.issuer
                 )));
             }
+            let audiences = if issuer.audiences.is_empty() {
+                self.audiences.clone()
+            } else {
+                issuer.audiences
+            };
+            if audiences.is_empty() {
+                return Err(Error::config(format!(
+                    "no audience configured for issuer `{}`: add this service's identifier with \
+                     `.audience(...)` (on the builder, or on the `Issuer` for its tokens only) so \
+                     that tokens meant for other services are refused",
+                    issuer.issuer
+                )));
+            }
             let keys = match issuer.keys {
                 IssuerKeys::Static(set) => Keys::Static(set),
                 IssuerKeys::Discover => {
@@ -278,6 +322,7 @@ impl VerifierBuilder {
             };
             issuers.push(IssuerState {
                 issuer: issuer.issuer,
+                audiences,
                 keys,
             });
         }
@@ -289,7 +334,6 @@ impl VerifierBuilder {
         Ok(Verifier {
             inner: Arc::new(Inner {
                 issuers,
-                audiences: self.audiences,
                 algorithms,
                 leeway: self.leeway.as_secs(),
                 require_at_jwt: self.require_at_jwt,
@@ -320,7 +364,6 @@ pub struct Verifier {
 
 struct Inner {
     issuers: Vec<IssuerState>,
-    audiences: Vec<String>,
     algorithms: AlgSet,
     leeway: u64,
     require_at_jwt: bool,
@@ -333,6 +376,8 @@ struct Inner {
 
 struct IssuerState {
     issuer: String,
+    /// Its own audiences, or the builder's when it has none.
+    audiences: Vec<String>,
     keys: Keys,
 }
 
@@ -350,10 +395,9 @@ impl fmt::Debug for Verifier {
                     .inner
                     .issuers
                     .iter()
-                    .map(|i| &i.issuer)
+                    .map(|i| (&i.issuer, &i.audiences))
                     .collect::<Vec<_>>(),
             )
-            .field("audiences", &self.inner.audiences)
             .field("algorithms", &self.inner.algorithms)
             .finish_non_exhaustive()
     }
@@ -850,7 +894,7 @@ impl Verifier {
                 "the token's signature does not verify",
             ));
         }
-        self.check_claims(&claims, &payload)?;
+        self.check_claims(&claims, &payload, &issuer.audiences)?;
         let verified = Verified(Arc::new(VerifiedInner {
             claims,
             payload: payload.into_boxed_slice(),
@@ -887,7 +931,13 @@ impl Verifier {
         Ok(())
     }
 
-    fn check_claims(&self, claims: &StandardClaims, payload: &[u8]) -> Result<(), Pending> {
+    /// The claims rules; `audiences` are those of the token's issuer.
+    fn check_claims(
+        &self,
+        claims: &StandardClaims,
+        payload: &[u8],
+        audiences: &[String],
+    ) -> Result<(), Pending> {
         let inner = &*self.inner;
         let now = self.now();
         let Some(exp) = claims.exp else {
@@ -897,17 +947,13 @@ impl Verifier {
             ));
         };
         self.check_times(now, exp, claims.nbf)?;
-        if !claims
-            .aud
-            .iter()
-            .any(|a| inner.audiences.iter().any(|b| a == b))
-        {
+        if !claims.aud.iter().any(|a| audiences.iter().any(|b| a == b)) {
             return Err(reject(
                 Reason::WrongAudience,
                 format!(
                     "aud {} names none of the accepted audiences {:?}",
                     sanitize(&format!("{:?}", claims.aud), 200),
-                    inner.audiences
+                    audiences
                 ),
             ));
         }
