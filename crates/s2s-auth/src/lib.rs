@@ -5,6 +5,8 @@
 
 pub mod bearer;
 pub mod claims;
+#[cfg(feature = "config")]
+pub mod config;
 mod destination;
 pub mod discovery;
 pub mod error;
