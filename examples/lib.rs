@@ -1,4 +1,7 @@
-//! Pieces the examples share: logging, and the protected service's router.
+//! Pieces the examples share: logging, the protected service's router, and how both examples
+//! read their setup ([`setup`]).
+
+pub mod setup;
 
 use axum::{Json, Router, routing::get};
 use s2s_auth::{RequireScope, StandardClaims, Verifier, VerifyLayer, extract::Claims};

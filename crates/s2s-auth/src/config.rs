@@ -469,6 +469,9 @@ impl ClientConfig {
 
     /// The grant: reads the secret (or private key) now, checks what the configuration needs.
     pub fn grant(&self) -> Result<ClientCredentials, Error> {
+        // Again here: a `ClientConfig` inside an application's own configuration is deserialised
+        // without `from_toml_str`.
+        self.refuse_inline_secret()?;
         let client_id = self
             .client_id
             .clone()
