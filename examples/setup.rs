@@ -50,13 +50,19 @@ impl Flags {
         Ok(flags)
     }
 
-    /// A flag's value, else `env`'s.
-    fn over<'a>(&'a self, env: &'a Lookup<'a>) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            self.values
-                .get(name)
-                .map(|values| values.join(","))
-                .or_else(|| env(name))
+    /// A flag's value, else `env`'s. Settings of one `group` that together name one thing
+    /// (an issuer and its JWKS URL; an issuer or a token URL) come from one layer: when a flag
+    /// gives any of them, the environment gives none.
+    fn over<'a>(
+        &'a self,
+        env: &'a Lookup<'a>,
+        group: &'a [&'a str],
+    ) -> impl Fn(&str) -> Option<String> + 'a {
+        let flags_name_it = group.iter().any(|n| self.values.contains_key(n));
+        move |name| match self.values.get(name) {
+            Some(values) => Some(values.join(",")),
+            None if flags_name_it && group.contains(&name) => None,
+            None => env(name),
         }
     }
 
@@ -113,7 +119,7 @@ pub fn service(args: impl Iterator<Item = String>, env: &Lookup<'_>) -> Result<S
         return Err(format!("unknown argument `{extra}`"));
     }
     let file: ServiceFile = flags.file()?;
-    let lookup = flags.over(env);
+    let lookup = flags.over(env, &["S2S_ISSUER_URL", "S2S_JWKS_URL"]);
     let verifier = file
         .verifier
         .with_env_from(&lookup)
@@ -201,7 +207,7 @@ pub fn caller(args: impl Iterator<Item = String>, env: &Lookup<'_>) -> Result<Ca
         return Err("only one TARGET_URL".into());
     }
     let file: CallerFile = flags.file()?;
-    let lookup = flags.over(env);
+    let lookup = flags.over(env, &["S2S_ISSUER_URL", "S2S_TOKEN_URL"]);
     let client = file
         .client
         .with_env_from(&lookup)
