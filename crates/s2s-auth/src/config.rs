@@ -223,8 +223,8 @@ impl VerifierConfig {
         Ok(self)
     }
 
-    /// Checks the configuration and builds the verifier (see [`VerifierBuilder::build`]
-    /// (crate::VerifierBuilder::build)). Nothing is fetched yet.
+    /// Checks the configuration and builds the verifier (see
+    /// [`VerifierBuilder::build`](crate::VerifierBuilder::build)). Nothing is fetched yet.
     pub fn build(&self) -> Result<Verifier, Error> {
         if self.issuer.is_empty() {
             return Err(Error::config(
