@@ -202,6 +202,37 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
     assert_eq!(counts(&report), [("200", 2)]);
 }
 
+/// A caller of `env`'s issuer calling `target` `requests` times, set up by variables alone.
+fn caller_of(env_: &Environment, target: &str) -> impl Fn(&str) -> Option<String> + use<> {
+    env(&[
+        ("S2S_ISSUER_URL", &env_.issuer.url),
+        ("S2S_CLIENT_ID", &env_.client_id),
+        ("S2S_CLIENT_SECRET", &env_.secret),
+        ("S2S_TARGET_URL", target),
+        ("S2S_REQUESTS", "2"),
+    ])
+}
+
+#[tokio::test]
+async fn each_issuer_of_the_file_has_its_own_audiences() {
+    let (dev, prod) = (environment().await, environment().await);
+    // Both issuers' tokens say `aud: orders-api`; only dev's issuer accepts that audience here.
+    let toml = file(
+        "two-issuers.toml",
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[verifier]\naudiences = [\"{AUDIENCE}\"]\n\
+             [[verifier.issuer]]\nid = \"{}\"\n\
+             [[verifier.issuer]]\nid = \"{}\"\naudiences = [\"orders-prod-api\"]\n",
+            dev.issuer.url, prod.issuer.url
+        ),
+    );
+    let target = service(args(&["--config", toml.to_str().unwrap()]), &no_env).await;
+    let dev_report = call(args(&[]), &caller_of(&dev, &target)).await;
+    assert_eq!(counts(&dev_report), [("200", 2)]);
+    let prod_report = call(args(&[]), &caller_of(&prod, &target)).await;
+    assert_eq!(counts(&prod_report), [("401", 2)]);
+}
+
 #[test]
 fn setup_errors_name_the_setting_and_never_show_the_secret() {
     let error =

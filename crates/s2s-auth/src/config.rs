@@ -835,4 +835,40 @@ mod tests {
             message(ClientConfig::default().with_env_from(env(&[("S2S_CLIENT_AUTH", "mtls")])));
         assert!(error.starts_with("S2S_CLIENT_AUTH: `mtls`"), "{error}");
     }
+
+    #[test]
+    fn client_errors_name_the_key() {
+        let cases = [
+            ("client_id = \"c\"\n", "token_url: required"),
+            ("token_url = \"https://a/t\"\n", "client_id: required"),
+            (
+                "issuer = \"https://a\"\ntoken_url = \"https://a/t\"\nclient_id = \"c\"\n",
+                "token_url: give either",
+            ),
+            (
+                "token_url = \"http://auth.example.com/t\"\nclient_id = \"c\"\n",
+                "token_url:",
+            ),
+            (
+                "token_url = \"https://a/t\"\nclient_id = \"c\"\nauth = \"private_key_jwt\"\n",
+                "private_key_file: `auth = \"private_key_jwt\"` needs",
+            ),
+            (
+                "token_url = \"https://a/t\"\nclient_id = \"c\"\nauth = \"mtls\"\n",
+                "line 3, column 8: unknown variant `mtls`",
+            ),
+            (
+                "token_url = \"https://a/t\"\nclient_id = \"c\"\nclient_secret_env = \"S2S_TEST_SURELY_UNSET_1\"\n",
+                "client_secret_env: the variable `S2S_TEST_SURELY_UNSET_1` is not set",
+            ),
+            (
+                "token_url = \"https://a/t\"\nclient_id = \"c\"\nclient_secret_env = \"A\"\nclient_secret_file = \"/b\"\n",
+                "client_secret_file: give either",
+            ),
+        ];
+        for (toml, expected) in cases {
+            let error = message(ClientConfig::from_toml_str(toml).and_then(|c| c.grant()));
+            assert!(error.contains(expected), "{toml}: {error}");
+        }
+    }
 }
