@@ -51,11 +51,13 @@
 //! # Keys and environment variables
 //!
 //! Durations are written `250ms`, `30s`, `5m` or `1h`; lists in environment variables are
-//! separated by commas or spaces. Every key is optional unless marked.
+//! separated by commas or spaces, and a variable set to the empty string counts as unset. A
+//! variable replaces the file's value (a list variable the whole list). Every key is optional
+//! unless marked.
 //!
 //! | `VerifierConfig` key | Environment         | Meaning                                                |
 //! |----------------------|---------------------|--------------------------------------------------------|
-//! | `[[issuer]] id`      | `S2S_ISSUER_URL`    | required: the `iss` of accepted tokens, and where discovery starts. The variable replaces the file's issuers with this one |
+//! | `[[issuer]] id`      | `S2S_ISSUER_URL`    | required: the `iss` of accepted tokens, and where discovery starts (without `jwks_url`). The variable replaces the file's issuers with this one |
 //! | `[[issuer]] jwks_url`| `S2S_JWKS_URL`      | the issuer's JWK set, instead of discovery (the variable applies to the single issuer) |
 //! | `[[issuer]] audiences`| —                  | audiences this issuer's tokens must name (one of)      |
 //! | `audiences`          | `S2S_AUDIENCE`      | audiences for issuers without their own (every issuer needs some) |
@@ -274,7 +276,6 @@ impl VerifierConfig {
         }
         for (i, issuer) in self.issuer.iter().enumerate() {
             let at = |field: &str, e: Error| Error::config(format!("issuer[{i}].{field}: {e}"));
-            fetch::parse_endpoint(&issuer.id, self.allow_insecure_http).map_err(|e| at("id", e))?;
             if issuer.audiences.is_empty() && self.audiences.is_empty() {
                 return Err(at(
                     "audiences",
@@ -290,7 +291,12 @@ impl VerifierConfig {
                         .map_err(|e| at("jwks_url", e))?;
                     Issuer::jwks(&issuer.id, url)
                 }
-                None => Issuer::discover(&issuer.id),
+                // Fetched only when discovered; with a JWKS URL it is only compared with `iss`.
+                None => {
+                    fetch::parse_endpoint(&issuer.id, self.allow_insecure_http)
+                        .map_err(|e| at("id", e))?;
+                    Issuer::discover(&issuer.id)
+                }
             };
             builder = builder.issuer(library.audiences(&issuer.audiences));
         }
