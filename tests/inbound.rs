@@ -466,8 +466,8 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
     let server = KeyServer::start().await;
     let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
-    // Signed before the clock is read: its `nbf` is never a second ahead of the clock.
-    let old = token(&k1, &server);
+    // Signed before the clock is read: their `nbf` is never a second ahead of the clock.
+    let (old, new) = (token(&k1, &server), token(&k2, &server));
     let now = Arc::new(std::sync::atomic::AtomicU64::new(keys::now()));
     let clock = now.clone();
     let options = cache_options(|o| o.unknown_kid_cooldown = Duration::ZERO);
@@ -502,7 +502,7 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
 
     // k1 leaves the set (the refetch for k2 drops it): the cached k1 token goes with it.
     server.set_keys(&[&k2]);
-    verifier.verify(&token(&k2, &server)).await.unwrap();
+    verifier.verify(&new).await.unwrap();
     let refused = verifier.verify(&old).await.unwrap_err();
     assert_eq!(refused.reason(), Reason::UnknownKey);
 }
