@@ -1066,6 +1066,10 @@ async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded()
         ("//orders", "empty path segments"),
         ("//admin/x", "empty path segments"),
         ("/public//x", "empty path segments"),
+        // C-based servers and file APIs stop at a decoded NUL: `/orders%00` is `/orders`.
+        ("/orders%00", "control characters"),
+        ("/admin%00.html", "control characters"),
+        ("/public/x%0D%0Ay", "control characters"),
     ] {
         let got = call(gateway.addr, Method::GET, path, &[]).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");

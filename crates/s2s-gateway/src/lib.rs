@@ -40,9 +40,9 @@
 //! * **Refuses ambiguous paths** with 400 (`invalid_request`, saying what is wrong), so that
 //!   the route checked is the route the upstream serves: paths are normalized, and dot
 //!   segments, encoded slashes, backslashes, empty segments (`//orders`, merged by nginx and
-//!   many frameworks) and segment parameters (`/docs/..;/orders`, which Tomcat serves as
-//!   `/orders`; also an encoded `;`) are refused. With `[paths] allow_matrix_parameters`,
-//!   routing decides on the path such upstreams resolve instead, and that path is forwarded.
+//!   many frameworks), segment parameters (`/docs/..;/orders`, which Tomcat serves as
+//!   `/orders`; also an encoded `;`) and encoded control characters (`/orders%00`, cut at the
+//!   NUL by C-based servers) are refused. With `[paths] allow_matrix_parameters`, routing decides on the path such upstreams resolve instead, and that path is forwarded.
 //!   With `[paths] case_insensitive`, segments ending in `.` or a space (which Windows drops)
 //!   are refused too.
 //! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScope`, so the answers are theirs

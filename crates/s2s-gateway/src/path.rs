@@ -12,7 +12,10 @@
 //! * segment parameters (`/docs/..;/orders`, `/orders;jsessionid=1`): Tomcat, Jetty and Spring
 //!   strip `;…` from every segment and then resolve dot segments, so that `/docs/..;/orders`
 //!   is `/orders` to them. An encoded `;` (`%3B`) is refused in every mode: some stacks decode
-//!   it before they split parameters, others after.
+//!   it before they split parameters, others after;
+//! * encoded control characters (`%00` to `%1F`, `%7F`): a decoded NUL ends the path for
+//!   C-based servers and file APIs, so `/orders%00` would pass a public `/` route and be served
+//!   as `/orders`.
 //!
 //! With [`PathOptions::matrix_parameters`] a literal `;` is accepted for upstreams that use
 //! matrix parameters; routing then decides on the path such an upstream resolves (parameters
@@ -45,6 +48,7 @@ pub(crate) enum PathError {
     EmptySegment,
     SegmentParameters,
     EncodedSemicolon,
+    EncodedControl,
     AboveRoot,
     TrailingDotOrSpace,
 }
@@ -60,6 +64,9 @@ impl fmt::Display for PathError {
             PathError::EmptySegment => "empty path segments (`//`) are not accepted",
             PathError::SegmentParameters => "path segment parameters (`;`) are not allowed",
             PathError::EncodedSemicolon => "an encoded `;` (%3B) is not accepted in paths",
+            PathError::EncodedControl => {
+                "encoded control characters (%00 to %1F, %7F) are not accepted in paths"
+            }
             PathError::AboveRoot => "a `..` segment climbs above the root",
             PathError::TrailingDotOrSpace => {
                 "a segment ending in `.` or a space is not accepted by case-insensitive routes \
@@ -216,6 +223,12 @@ fn normalize_escapes(path: &str) -> Result<Cow<'_, str>, PathError> {
                 if value == b';' {
                     return Err(PathError::EncodedSemicolon);
                 }
+                // A decoded NUL ends the path for C-based servers and file APIs
+                // (`/orders%00` routed by `/`, served as `/orders`); CR/LF and the others
+                // split log lines and headers. No path needs them.
+                if value.is_ascii_control() {
+                    return Err(PathError::EncodedControl);
+                }
                 let escape = &bytes[i..i + 3];
                 if is_unreserved(value) {
                     out.get_or_insert_with(|| bytes[..i].to_vec()).push(value);
@@ -332,6 +345,9 @@ mod tests {
             ("/docs/;/orders", SegmentParameters),
             ("/docs/..%3B/orders", EncodedSemicolon),
             ("/docs/x%3bjsessionid=1", EncodedSemicolon),
+            ("/orders%00", EncodedControl),
+            ("/a%0d%0aX-Auth-Subject:%20admin", EncodedControl),
+            ("/a%7F", EncodedControl),
         ] {
             assert_eq!(parse(path, PathOptions::default()), Err(error), "{path}");
         }
