@@ -1318,6 +1318,51 @@ async fn forwarding_headers_are_the_gateways_own_unless_the_peer_is_a_trusted_pr
     assert_eq!(header(&echo, "x_forwarded_for"), None, "{echo}");
 }
 
+/// Client-address and scheme headers under other names than the five the gateway sets:
+/// Rack reads `X-Forwarded-Ssl`/`-Scheme`, gunicorn (trusting loopback by default)
+/// `X-Forwarded-Protocol`/`-Ssl`, Spring `X-Forwarded-Ssl`, IIS `Front-End-Https`, Rails and
+/// PHP apps `Client-IP` and the CDN headers.
+const CLIENT_CLAIMS: [(&str, &str); 14] = [
+    ("x-forwarded-ssl", "on"),
+    ("x-forwarded-scheme", "https"),
+    ("x-forwarded-protocol", "ssl"),
+    ("x-forwarded-server", "shop.example"),
+    ("x-forwarded", "for=203.0.113.7"),
+    ("forwarded-for", "203.0.113.7"),
+    ("front-end-https", "on"),
+    ("x-url-scheme", "https"),
+    ("client-ip", "203.0.113.7"),
+    ("x_client_ip", "203.0.113.7"),
+    ("true-client-ip", "203.0.113.7"),
+    ("x-cluster-client-ip", "203.0.113.7"),
+    ("cf-connecting-ip", "203.0.113.7"),
+    ("fastly-client-ip", "203.0.113.7"),
+];
+
+#[tokio::test]
+async fn client_address_and_scheme_headers_of_every_name_are_removed_unless_trusted() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let writer = bearer(&world.token("orders:write"));
+    let mut sent = CLIENT_CLAIMS.to_vec();
+    sent.push(("authorization", writer.as_str()));
+    for path in ["/public", "/orders/1"] {
+        let echo = call(gateway.addr, Method::POST, path, &sent).await.json();
+        let names = header_names(&echo);
+        for (name, _) in CLIENT_CLAIMS {
+            assert!(!names.iter().any(|n| n == name), "{path}: {name}: {echo}");
+        }
+    }
+    // A trusted proxy's are kept, in their own spelling.
+    let gateway = start(&world.config("trusted_proxies = [\"127.0.0.1\"]", "")).await;
+    let echo = call(gateway.addr, Method::GET, "/public", &CLIENT_CLAIMS)
+        .await
+        .json();
+    assert_eq!(header(&echo, "x-forwarded-ssl"), Some("on"), "{echo}");
+    assert_eq!(header(&echo, "true-client-ip"), Some("203.0.113.7"));
+    assert_eq!(header(&echo, "x_client_ip"), None, "{echo}");
+}
+
 #[tokio::test]
 async fn method_override_headers_never_reach_the_upstream() {
     let world = World::new().await;

@@ -64,7 +64,9 @@
 //!   identity headers of the verified token (`sub`; `client_id`, else `azp`; the scopes
 //!   space-separated). Forwarding headers (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`,
 //!   `X-Forwarded-Host`, `X-Forwarded-Proto`) are the gateway's own view of the connection
-//!   (`X-Forwarded-Port` and `X-Forwarded-Prefix` are removed); only from a peer in
+//!   (the other headers frameworks read for the client's address or scheme, such as
+//!   `X-Forwarded-Port`, `-Prefix`, `-Ssl`, `-Scheme`, `Front-End-Https`, `Client-IP`,
+//!   `True-Client-IP`, are removed); only from a peer in
 //!   `trusted_proxies` are the client's kept, the lists with this hop appended. `Host`
 //!   becomes the upstream's unless `preserve_host`.
 //! * **Fails in JSON**: `{"error", "error_description"}` with 502 `bad_gateway` when the
