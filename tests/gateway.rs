@@ -1364,6 +1364,27 @@ async fn client_address_and_scheme_headers_of_every_name_are_removed_unless_trus
 }
 
 #[tokio::test]
+async fn a_request_with_two_host_headers_is_refused() {
+    let world = World::new().await;
+    for top in ["", "preserve_host = true"] {
+        let gateway = start(&world.config(top, "")).await;
+        let two = [("host", "shop.example"), ("host", "admin.internal")];
+        let got = call(gateway.addr, Method::GET, "/public", &two).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+        let description = got.json()["error_description"].as_str().unwrap().to_owned();
+        assert!(description.contains("one Host"), "{top}: {description}");
+        // One is forwarded as it came with preserve_host.
+        let got = call(gateway.addr, Method::GET, "/public", &two[..1]).await;
+        assert_eq!(got.status, StatusCode::OK, "{top}");
+    }
+    assert_eq!(
+        world.upstream.requests(),
+        2,
+        "a refused request was forwarded"
+    );
+}
+
+#[tokio::test]
 async fn method_override_headers_never_reach_the_upstream() {
     let world = World::new().await;
     let gateway = start(&world.config("", "")).await;

@@ -480,6 +480,22 @@ impl Shared {
         mut request: Request<Incoming>,
         peer: SocketAddr,
     ) -> (Response<Body>, Option<&str>) {
+        // RFC 9112 §3.2: more than one Host is 400. Upstreams differ on which one they take,
+        // and the gateway's own view (`Forwarded`, `X-Forwarded-Host`) is the first.
+        if request
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            let refused = json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request carries more than one Host header: send exactly one",
+            );
+            return (refused, None);
+        }
         let route = match self.select(request.method(), request.uri().path()) {
             Selected::Route(route) => route,
             Selected::Answer(response, route) => return (response, route),
