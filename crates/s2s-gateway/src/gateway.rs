@@ -589,13 +589,22 @@ impl Shared {
             return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
         }
         match &self.verifier {
-            Some(v) if !v.is_ready() => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({
-                    "status": "not_ready",
-                    "error_description": "the issuers' key sets are not loaded yet",
-                }),
-            ),
+            Some(v) if !v.is_ready() => {
+                // The loader ends once every key set is loaded: not ready after that means
+                // a key set went past its maximum staleness.
+                let loaded = self.loader.as_ref().is_some_and(|l| l.is_finished());
+                let why = if loaded {
+                    "an issuer's key set could not be refreshed for longer than its maximum \
+                     staleness (its time to live plus max_stale): its keys are no longer used \
+                     and its tokens are answered 503 until a fetch succeeds"
+                } else {
+                    "the issuers' key sets are not loaded yet"
+                };
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({ "status": "not_ready", "error_description": why }),
+                )
+            }
             _ => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
         }
     }
