@@ -382,18 +382,19 @@ impl AuthContext {
                 && route_audiences.is_none_or(|r| r.contains(a))
         };
         if !claims.aud.iter().any(accepted) {
-            tracing::debug!(
-                target: "s2s_gateway",
-                issuer = %claims.iss,
-                aud = ?claims.aud,
-                accepted = ?issuer.map(|i| &i.audiences),
-                route_accepted = ?route_audiences,
-                "token refused: its aud names no audience of its issuer and route"
-            );
-            let rejection = Rejection::new(
+            // The caller is shown the reason's fixed summary, as for the verifier's own
+            // audience refusal; the audiences go to the log only.
+            let rejection = Rejection::summarized(
                 Reason::WrongAudience,
-                "the token is not meant for this service: its aud names none of the audiences this route accepts",
+                format!(
+                    "aud {:?} names none of the audiences of issuer `{}` ({:?}) and route ({:?})",
+                    claims.aud,
+                    claims.iss,
+                    issuer.map(|i| &i.audiences),
+                    route_audiences
+                ),
             );
+            tracing::debug!(target: "s2s_gateway", detail = rejection.detail(), "token refused");
             return with_subject(self.reject(&rejection), subject);
         }
         let identity = match identity(&verified) {
