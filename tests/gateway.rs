@@ -1189,8 +1189,18 @@ async fn case_insensitive_routes_match_any_case() {
     )
     .await;
     assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    // Windows drops trailing dots and spaces: IIS would serve /admin/x for these.
-    for path in ["/admin./x", "/admin%20/x", "/orders."] {
+    // Windows drops trailing dots and spaces, reads `admin::$DATA` as `admin`, `ADMIN~1` as the
+    // short name of `admin…`, and folds `ı` (%C4%B1) to `I` and `ſ` (%C5%BF) to `S`: IIS
+    // would serve /admin/x for these, which the public catch-all would otherwise forward.
+    for path in [
+        "/admin./x",
+        "/admin%20/x",
+        "/orders.",
+        "/admin::$DATA",
+        "/ADMIN~1/x",
+        "/adm%C4%B1n/x",
+        "/ord%C5%BFers",
+    ] {
         let got = call(gateway.addr, Method::GET, path, &[]).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     }

@@ -110,7 +110,7 @@
 //! # path is forwarded, each segment with its parameters.
 //! allow_matrix_parameters = false
 //! # Routes match ASCII letters in any case, for upstreams that do (IIS, ASP.NET); segments
-//! # ending in `.` or a space, which Windows drops, are then refused as well.
+//! # Windows reads as another name (trailing `.` or space, `::`, `~1`, `ı`) are then refused.
 //! case_insensitive = false
 //!
 //! # Headers the upstream receives. Any the client sent under these names is removed, also

@@ -21,9 +21,10 @@
 //! matrix parameters; routing then decides on the path such an upstream resolves (parameters
 //! removed from every segment, then dot segments resolved), and the upstream receives that
 //! resolved path with each remaining segment's parameters, so it cannot resolve it into
-//! another route. With [`PathOptions::case_insensitive`] (IIS, ASP.NET), segments ending in `.`
-//! or a space are refused as well, since Windows drops them from file names. The normalized
-//! path is the one forwarded.
+//! another route. With [`PathOptions::case_insensitive`] (IIS, ASP.NET), segments that Windows
+//! reads as another file name are refused as well: a trailing `.` or space, `::` streams, `~1`
+//! short names, and non-ASCII letters whose case maps to ASCII (`ı`, `ſ`, the Kelvin sign).
+//! The normalized path is the one forwarded.
 
 use std::{borrow::Cow, fmt};
 
@@ -33,7 +34,7 @@ pub(crate) struct PathOptions {
     /// Accept `;` segment parameters (routing ignores them and resolves dot segments).
     pub(crate) matrix_parameters: bool,
     /// Routes match ASCII letters case-insensitively (for IIS and ASP.NET upstreams), and
-    /// segments ending in `.` or a space, which Windows drops, are refused.
+    /// segments Windows reads as another name are refused (see the module docs).
     pub(crate) case_insensitive: bool,
 }
 
@@ -50,7 +51,7 @@ pub(crate) enum PathError {
     EncodedSemicolon,
     EncodedControl,
     AboveRoot,
-    TrailingDotOrSpace,
+    WindowsAlias,
 }
 
 impl fmt::Display for PathError {
@@ -68,9 +69,10 @@ impl fmt::Display for PathError {
                 "encoded control characters (%00 to %1F, %7F) are not accepted in paths"
             }
             PathError::AboveRoot => "a `..` segment climbs above the root",
-            PathError::TrailingDotOrSpace => {
-                "a segment ending in `.` or a space is not accepted by case-insensitive routes \
-                 (Windows servers drop them)"
+            PathError::WindowsAlias => {
+                "case-insensitive routes do not accept a segment that Windows servers read as \
+                 another name: a trailing `.` or space, `::` (streams), `~` and a digit (short \
+                 names), or a non-ASCII letter whose case maps to ASCII (`ı`, `ſ`, `K`)"
             }
         })
     }
@@ -138,9 +140,8 @@ pub(crate) fn parse(path: &str, options: PathOptions) -> Result<RequestPath<'_>,
                 return Err(PathError::DotSegment);
             }
             resolve = true;
-        } else if options.case_insensitive && (name.ends_with('.') || name.ends_with("%20")) {
-            // Windows drops them from file names: IIS serves `/admin./x` from `/admin/x`.
-            return Err(PathError::TrailingDotOrSpace);
+        } else if options.case_insensitive && is_windows_alias(name) {
+            return Err(PathError::WindowsAlias);
         }
         resolve |= parameters;
     }
@@ -178,6 +179,43 @@ pub(crate) fn parse(path: &str, options: PathOptions) -> Result<RequestPath<'_>,
         with_parameters: (forwarded != routed).then_some(forwarded),
         routed: Cow::Owned(routed),
     })
+}
+
+/// Whether an IIS upstream could serve the segment `name` (normalized, parameters removed)
+/// from a file of another name, which a case-insensitive route would not see: Windows drops
+/// trailing dots and spaces (`/admin./x` is `/admin/x`), `admin::$DATA` is the file `admin`,
+/// `ADMINI~1` the 8.3 short name of `administration`, and its case folding maps `ı` to `I`,
+/// `ſ` to `S` and the Kelvin sign to `k`.
+fn is_windows_alias(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // Escapes are well-formed here (normalize_escapes checked them).
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[hi, lo])) => {
+                decoded.push(hex(hi).unwrap_or(0) << 4 | hex(lo).unwrap_or(0));
+                i += 3;
+            }
+            (b, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&decoded);
+    name.ends_with(['.', ' '])
+        || name.contains("::")
+        || name
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'~' && w[1].is_ascii_digit())
+        || name.chars().any(|c| {
+            !c.is_ascii()
+                && c.to_uppercase()
+                    .chain(c.to_lowercase())
+                    .any(|f| f.is_ascii())
+        })
 }
 
 /// The segments of an absolute path, each with whether it is the last.
@@ -405,15 +443,28 @@ mod tests {
             case_insensitive: true,
             ..PathOptions::default()
         };
-        for path in ["/admin./x", "/admin%20/x", "/admin.", "/a/b...", "/a%2e/b"] {
-            assert_eq!(
-                parse(path, iis),
-                Err(PathError::TrailingDotOrSpace),
-                "{path}"
-            );
+        for path in [
+            "/admin./x",
+            "/admin%20/x",
+            "/admin.",
+            "/a/b...",
+            "/a%2e/b",
+            "/admin::$DATA",
+            "/admin%3A%3A$DATA/x",
+            "/ADMINI~1/x",
+            "/adm%C4%B1n",
+            "/adm\u{131}n",
+            "/%C5%BFecret",
+            "/%E2%84%AAeys",
+        ] {
+            assert_eq!(parse(path, iis), Err(PathError::WindowsAlias), "{path}");
             assert!(parse(path, PathOptions::default()).is_ok(), "{path}");
         }
         assert_eq!(parse("/a.b/c.json", iis).unwrap().routed(), "/a.b/c.json");
+        // Other non-ASCII letters and a `~` without a digit are no aliases.
+        for path in ["/caf%C3%A9", "/%C3%84rger", "/~user", "/a:b"] {
+            assert!(parse(path, iis).is_ok(), "{path}");
+        }
     }
 
     #[test]
