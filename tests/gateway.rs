@@ -1070,6 +1070,9 @@ async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded()
         ("/orders%00", "control characters"),
         ("/admin%00.html", "control characters"),
         ("/public/x%0D%0Ay", "control characters"),
+        // A framework decoding again after the server reads `%252e%252e` as `..`.
+        ("/public/%252e%252e/admin", "double-encoded"),
+        ("/public/..%252Fadmin", "double-encoded"),
     ] {
         let got = call(gateway.addr, Method::GET, path, &[]).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");

@@ -102,7 +102,8 @@
 //! max_body_bytes = 10485760   # request bodies above it are refused with 413 (streamed, counted)
 //!
 //! # How request paths are read. Always refused (400): dot segments, encoded `/` and `\`,
-//! # backslashes, empty segments (`//x`), an encoded `;` (%3B), encoded control characters (%00).
+//! # backslashes, empty segments (`//x`), an encoded `;` (%3B), double-encoded escapes (%252e),
+//! # encoded control characters (%00).
 //! [paths]
 //! # false: a path whose segments carry `;` parameters is refused (Tomcat, Jetty and Spring
 //! # serve `/docs/..;/orders` as `/orders`). true: routes decide on the path those upstreams

@@ -41,8 +41,8 @@
 //!   the route checked is the route the upstream serves: paths are normalized, and dot
 //!   segments, encoded slashes, backslashes, empty segments (`//orders`, merged by nginx and
 //!   many frameworks), segment parameters (`/docs/..;/orders`, which Tomcat serves as
-//!   `/orders`; also an encoded `;`) and encoded control characters (`/orders%00`, cut at the
-//!   NUL by C-based servers) are refused. With `[paths] allow_matrix_parameters`, routing decides on the path such upstreams resolve instead, and that path is forwarded.
+//!   `/orders`; also an encoded `;`), double-encoded escapes (`%252e`) and encoded control
+//!   characters (`/orders%00`, cut at the NUL by C-based servers) are refused. With `[paths] allow_matrix_parameters`, routing decides on the path such upstreams resolve instead, and that path is forwarded.
 //!   With `[paths] case_insensitive`, segments Windows reads as another name (a trailing `.`
 //!   or space, `::` streams, `~1` short names, `ı`/`ſ`/Kelvin sign) are refused too.
 //! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScope`, so the answers are theirs

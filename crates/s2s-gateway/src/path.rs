@@ -13,6 +13,8 @@
 //!   strip `;…` from every segment and then resolve dot segments, so that `/docs/..;/orders`
 //!   is `/orders` to them. An encoded `;` (`%3B`) is refused in every mode: some stacks decode
 //!   it before they split parameters, others after;
+//! * double-encoded escapes (`%252e%252e%252f`), which a stack that decodes again after the
+//!   server did reads as `../`;
 //! * encoded control characters (`%00` to `%1F`, `%7F`): a decoded NUL ends the path for
 //!   C-based servers and file APIs, so `/orders%00` would pass a public `/` route and be served
 //!   as `/orders`.
@@ -50,6 +52,7 @@ pub(crate) enum PathError {
     SegmentParameters,
     EncodedSemicolon,
     EncodedControl,
+    DoubleEncoded,
     AboveRoot,
     WindowsAlias,
 }
@@ -65,6 +68,10 @@ impl fmt::Display for PathError {
             PathError::EmptySegment => "empty path segments (`//`) are not accepted",
             PathError::SegmentParameters => "path segment parameters (`;`) are not allowed",
             PathError::EncodedSemicolon => "an encoded `;` (%3B) is not accepted in paths",
+            PathError::DoubleEncoded => {
+                "a double-encoded escape (%25 and two hex digits, e.g. %252e) is not accepted: \
+                 an upstream that decodes twice would read `.`, `/` or `;`"
+            }
             PathError::EncodedControl => {
                 "encoded control characters (%00 to %1F, %7F) are not accepted in paths"
             }
@@ -267,6 +274,15 @@ fn normalize_escapes(path: &str) -> Result<Cow<'_, str>, PathError> {
                 if value.is_ascii_control() {
                     return Err(PathError::EncodedControl);
                 }
+                // `%252e%252e%252f` is `../` to a stack that decodes again after the server
+                // did (a framework's own path decoding), past every check above.
+                if value == b'%'
+                    && bytes
+                        .get(i + 3..i + 5)
+                        .is_some_and(|h| h.iter().all(|&b| hex(b).is_some()))
+                {
+                    return Err(PathError::DoubleEncoded);
+                }
                 let escape = &bytes[i..i + 3];
                 if is_unreserved(value) {
                     out.get_or_insert_with(|| bytes[..i].to_vec()).push(value);
@@ -386,9 +402,14 @@ mod tests {
             ("/orders%00", EncodedControl),
             ("/a%0d%0aX-Auth-Subject:%20admin", EncodedControl),
             ("/a%7F", EncodedControl),
+            ("/docs/%252e%252e/orders", DoubleEncoded),
+            ("/docs/..%252Forders", DoubleEncoded),
+            ("/a%2500", DoubleEncoded),
         ] {
             assert_eq!(parse(path, PathOptions::default()), Err(error), "{path}");
         }
+        // A `%25` that is no escape of an escape is a plain `%`.
+        assert_eq!(normalize("/50%25off").unwrap(), "/50%25off");
         // A trailing slash is not an empty segment.
         assert_eq!(normalize("/orders/").unwrap(), "/orders/");
         assert_eq!(normalize("/").unwrap(), "/");
