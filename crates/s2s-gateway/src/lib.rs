@@ -42,9 +42,11 @@
 //!   segments, encoded slashes, backslashes, empty segments (`//orders`, merged by nginx and
 //!   many frameworks), segment parameters (`/docs/..;/orders`, which Tomcat serves as
 //!   `/orders`; also an encoded `;`), double-encoded escapes (`%252e`) and encoded control
-//!   characters (`/orders%00`, cut at the NUL by C-based servers) are refused. With `[paths] allow_matrix_parameters`, routing decides on the path such upstreams resolve instead, and that path is forwarded.
-//!   With `[paths] case_insensitive`, segments Windows reads as another name (a trailing `.`
-//!   or space, `::` streams, `~1` short names, `ı`/`ſ`/Kelvin sign) are refused too.
+//!   characters (`/orders%00`, cut at the NUL by C-based servers) are refused. With
+//!   `[paths] allow_matrix_parameters`, routing decides on the path such upstreams resolve
+//!   instead, and that path is forwarded. With `[paths] case_insensitive`, segments Windows
+//!   reads as another name (a trailing `.` or space, `::` streams, `~1` short names,
+//!   `ı`/`ſ`/Kelvin sign) are refused too. More than one `Host` header is 400 (RFC 9112 §3.2).
 //! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScope`, so the answers are theirs
 //!   exactly: 401 with `WWW-Authenticate: Bearer …` and a JSON body with an `AUTH_1xx` code,
 //!   403 `insufficient_scope` naming the scopes, 503 with `Retry-After` while keys cannot be
