@@ -820,10 +820,19 @@ async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_rea
     assert!(verifier.is_ready());
 }
 
-/// `GET /readyz` of a gateway, with the paused clock held.
+/// `GET /readyz` of a gateway, with the paused clock held: the status and the JSON body.
+async fn readyz_answer(url: &str) -> (StatusCode, Value) {
+    clock_held(async {
+        let response = http_client().get(format!("{url}/readyz")).send().await;
+        let response = response.unwrap();
+        (response.status(), response.json().await.unwrap())
+    })
+    .await
+}
+
+/// The status of `GET /readyz`.
 async fn readyz(url: &str) -> StatusCode {
-    let response = clock_held(http_client().get(format!("{url}/readyz")).send()).await;
-    response.unwrap().status()
+    readyz_answer(url).await.0
 }
 
 #[tokio::test(start_paused = true)]
@@ -865,7 +874,12 @@ upstream = "app"
     advance(Duration::from_secs(100 + 24 * 3600 - 1)).await;
     assert_eq!(readyz(&url).await, StatusCode::OK);
     advance(Duration::from_secs(2)).await;
-    assert_eq!(readyz(&url).await, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = readyz_answer(&url).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Loaded, but too stale to use: the probe says so rather than "not loaded yet".
+    let why = body["error_description"].as_str().unwrap();
+    assert!(why.contains("maximum staleness"), "{body}");
+    assert!(!why.contains("not loaded"), "{body}");
 
     // Back: the key cache's own retries (at most a minimum TTL apart) make it ready again.
     server.set_behavior(Behavior::Normal);
