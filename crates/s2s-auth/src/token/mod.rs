@@ -31,9 +31,11 @@ use crate::error::Error;
 
 mod cache;
 mod client_credentials;
+mod wire;
 
 pub use cache::{RefreshPolicy, TokenManager, TokenMetrics};
 pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
+pub use wire::Dialect;
 
 /// An access token ready to send: the `Authorization` header value is built once.
 ///
