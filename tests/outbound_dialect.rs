@@ -567,3 +567,147 @@ async fn shared_managers_are_keyed_on_the_dialect_too() {
     assert!(again.token().await.unwrap().same_as(&b));
     assert_eq!(server.requests(), 2);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Against a real s2s-issuer
+// ---------------------------------------------------------------------------------------------
+
+async fn issuer() -> s2s_issuer::Running {
+    let mut config = s2s_issuer::IssuerConfig::default();
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.db = ":memory:".into();
+    config.default_audience = Some("api".into());
+    // A cheap argon2 cost keeps a debug build's run short.
+    config.secret_hash = s2s_issuer::config::SecretHashConfig {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+    s2s_issuer::spawn(config).await.expect("the issuer starts")
+}
+
+/// The library's `ClientCredentials` in the JSON dialect against a real `s2s-issuer`: the seed's
+/// request, answered in the seed's dialect, gives a token that verifies; cached; the same account
+/// in the form dialect works too; a wrong secret, an unallowed scope, a disabled account and a
+/// forbidden source address are the typed errors with AUTH_101..104.
+#[tokio::test]
+async fn the_json_dialect_against_a_real_s2s_issuer() {
+    use s2s_issuer::accounts::NewAccount;
+    use secrecy::ExposeSecret as _;
+
+    let running = issuer().await;
+    let accounts = running.issuer.accounts();
+    let created = accounts
+        .create(
+            NewAccount::new("validation-service")
+                .scope("workflow:read")
+                .scope("validation:write")
+                .allowed_ip("127.0.0.0/8"),
+        )
+        .await
+        .unwrap();
+    let client_id = created.account.client_id.clone();
+    let secret = created.client_secret.expose_secret().to_owned();
+    let token_url = format!("{}/token", running.url);
+    let grant = |secret: &str| {
+        ClientCredentials::new(&token_url, &client_id)
+            .dialect(Dialect::Json)
+            .auth(ClientAuth::SecretPost(secret.to_owned().into()))
+            .scope("workflow:read")
+            .scope("validation:write")
+    };
+
+    let answer = grant(&secret)
+        .fetch()
+        .await
+        .expect("a token in the JSON dialect");
+    assert_eq!(
+        answer.scope.as_deref(),
+        Some("workflow:read validation:write")
+    );
+    assert!(answer.expires_in.is_some());
+    let tokens = TokenManager::new(grant(&secret)).unwrap();
+    let token = tokens.token().await.expect("a token");
+    assert!(tokens.token().await.unwrap().same_as(&token), "cached");
+    assert_eq!(tokens.metrics().fetches, 1);
+    let verifier = s2s_auth::Verifier::builder()
+        .issuer(s2s_auth::Issuer::discover(running.url.clone()))
+        .audience("api")
+        .build()
+        .unwrap();
+    let verified = verifier
+        .verify(token.secret())
+        .await
+        .expect("the token verifies");
+    assert!(verified.scopes().contains("validation:write"));
+
+    // The same account through the form dialect.
+    ClientCredentials::new(&token_url, &client_id)
+        .auth(ClientAuth::SecretBasic(secret.clone().into()))
+        .fetch()
+        .await
+        .expect("a token in the form dialect");
+
+    // AUTH_101: a wrong secret.
+    let err = grant("cs_wrong").fetch().await.expect_err("wrong secret");
+    assert_eq!(
+        (err.kind(), err.code(), err.status()),
+        (
+            ErrorKind::Config,
+            Some(Code::InvalidClient),
+            Some(StatusCode::UNAUTHORIZED)
+        ),
+        "{err}"
+    );
+    // AUTH_102: a scope the account does not have.
+    let err = grant(&secret)
+        .scope("admin:all")
+        .fetch()
+        .await
+        .expect_err("unallowed scope");
+    assert_eq!(
+        (err.kind(), err.code()),
+        (ErrorKind::Config, Some(Code::InsufficientScope)),
+        "{err}"
+    );
+    // AUTH_104: an account allowed only from elsewhere.
+    let elsewhere = accounts
+        .create(
+            NewAccount::new("elsewhere")
+                .scope("workflow:read")
+                .allowed_ip("10.0.1.0/24"),
+        )
+        .await
+        .unwrap();
+    let err = ClientCredentials::new(&token_url, &elsewhere.account.client_id)
+        .dialect(Dialect::Json)
+        .auth(ClientAuth::SecretPost(
+            elsewhere.client_secret.expose_secret().to_owned().into(),
+        ))
+        .fetch()
+        .await
+        .expect_err("forbidden source address");
+    assert_eq!(
+        (err.kind(), err.code(), err.status()),
+        (
+            ErrorKind::Config,
+            Some(Code::IpNotAllowed),
+            Some(StatusCode::FORBIDDEN)
+        ),
+        "{err}"
+    );
+    // AUTH_103: the account disabled.
+    accounts.disable(&client_id).await.unwrap();
+    let err = grant(&secret).fetch().await.expect_err("disabled");
+    assert_eq!(
+        (err.kind(), err.code(), err.status()),
+        (
+            ErrorKind::Config,
+            Some(Code::AccountDisabled),
+            Some(StatusCode::UNAUTHORIZED)
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().starts_with("AUTH_103: "), "{err}");
+    running.shutdown().await;
+}
