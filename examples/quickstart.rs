@@ -1,7 +1,10 @@
 //! The whole story in one process, on 127.0.0.1:
 //!
 //! 1. `s2s-issuer`, the authorization server, starts in-process with in-memory storage; two
-//!    service accounts are created: `orders` (granted `inventory:read`) and `reporting` (not).
+//!    service accounts are created through its admin API, as the seed's Auth Service API
+//!    creates them (`POST /admin/service-accounts` with `name`, `description`, `scopes`,
+//!    `allowedIps`; the answer's `serviceAccountId`, `clientId`, `clientSecret`): `orders`
+//!    (granted `inventory:read`) and `reporting` (not).
 //! 2. The inventory service verifies bearer tokens against the issuer's keys (found through
 //!    discovery) with `VerifyLayer`, and requires `inventory:read` with `RequireScope`.
 //! 3. The orders service calls it through the reqwest middleware: one token, fetched once and
@@ -24,7 +27,7 @@ use std::{
 };
 
 use aws_lc_rs::{
-    rand::SystemRandom,
+    rand::{SecureRandom as _, SystemRandom},
     signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair},
 };
 use axum::{Json, Router, routing::get};
@@ -35,8 +38,7 @@ use s2s_auth::{
     reqwest::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
-use s2s_issuer::{IssuerConfig, accounts::NewAccount};
-use secrecy::ExposeSecret as _;
+use s2s_issuer::IssuerConfig;
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = "inventory-api";
@@ -49,22 +51,33 @@ async fn main() -> ExitCode {
     s2s_examples::init_tracing("warn");
     let mut story = Story::default();
 
-    // 1. The authorization server and two service accounts.
+    // 1. The authorization server and two service accounts, made through its admin API.
+    let admin_token = random_token();
     let mut config = IssuerConfig::default();
     config.listen = "127.0.0.1:0".parse().expect("an address");
     config.db = ":memory:".into();
     config.default_audience = Some(AUDIENCE.into());
+    config.admin_token = Some(admin_token.clone().into());
     let issuer = s2s_issuer::spawn(config).await.expect("the issuer starts");
-    let accounts = issuer.issuer.accounts();
-    let orders = accounts
-        .create(NewAccount::new("orders").scope("inventory:read"))
-        .await
-        .expect("create orders");
-    let reporting = accounts
-        .create(NewAccount::new("reporting").scope("reports:read"))
-        .await
-        .expect("create reporting");
-    println!("issuer      {}  (accounts: orders, reporting)", issuer.url);
+    let admin = |body: Value| create_service_account(&issuer.url, &admin_token, body);
+    let orders = admin(json!({
+        "name": "orders",
+        "description": "Service account for the Orders Service",
+        "scopes": ["inventory:read"],
+        "allowedIps": ["127.0.0.1/32"]
+    }))
+    .await;
+    let reporting = admin(json!({
+        "name": "reporting",
+        "description": "Service account for the Reporting Service",
+        "scopes": ["reports:read"],
+        "allowedIps": ["127.0.0.1/32"]
+    }))
+    .await;
+    println!(
+        "issuer      {}  (service accounts: orders {}, reporting {})",
+        issuer.url, orders.service_account_id, reporting.service_account_id
+    );
 
     // 2. The inventory service.
     let verifier = Verifier::builder()
@@ -98,10 +111,7 @@ async fn main() -> ExitCode {
             .build();
         (tokens, http)
     };
-    let (orders_tokens, orders_http) = client(
-        &orders.account.client_id,
-        orders.client_secret.expose_secret(),
-    );
+    let (orders_tokens, orders_http) = client(&orders.client_id, &orders.client_secret);
     let mut ok = 0;
     for _ in 0..CALLS {
         let response = orders_http.get(&items_url).send().await.expect("call");
@@ -116,10 +126,7 @@ async fn main() -> ExitCode {
     );
 
     // 4a. An account without the scope.
-    let (_, reporting_http) = client(
-        &reporting.account.client_id,
-        reporting.client_secret.expose_secret(),
-    );
+    let (_, reporting_http) = client(&reporting.client_id, &reporting.client_secret);
     let (status, body) = answer(
         reporting_http
             .get(&items_url)
@@ -176,10 +183,7 @@ async fn main() -> ExitCode {
         tokio::task::yield_now().await;
     }
     let rotation = issuer.issuer.rotate_signing_key().await.expect("rotate");
-    let (new_tokens, new_http) = client(
-        &orders.account.client_id,
-        orders.client_secret.expose_secret(),
-    );
+    let (new_tokens, new_http) = client(&orders.client_id, &orders.client_secret);
     let new_kid = header_kid(new_tokens.token().await.expect("a token").secret());
     let newcomer_budget = Arc::new(AtomicUsize::new(ROTATION_TRAFFIC - NEWCOMER_CALLS));
     callers.spawn(traffic(new_http, newcomer_budget));
@@ -205,6 +209,42 @@ async fn main() -> ExitCode {
     );
     issuer.shutdown().await;
     story.end()
+}
+
+/// What the admin API's 201 answer tells about a new service account.
+struct ServiceAccount {
+    service_account_id: String,
+    client_id: String,
+    client_secret: String,
+}
+
+/// `POST {issuer}/admin/service-accounts` with the seed's fields; the secret is in this answer
+/// only.
+async fn create_service_account(issuer: &str, admin_token: &str, body: Value) -> ServiceAccount {
+    let response = reqwest::Client::new()
+        .post(format!("{issuer}/admin/service-accounts"))
+        .bearer_auth(admin_token)
+        .json(&body)
+        .send()
+        .await
+        .expect("the admin API answers");
+    let (status, body) = answer(response).await;
+    assert_eq!(status, 201, "the service account is created: {body}");
+    let field = |name: &str| body[name].as_str().unwrap_or_default().to_owned();
+    ServiceAccount {
+        service_account_id: field("serviceAccountId"),
+        client_id: field("clientId"),
+        client_secret: field("clientSecret"),
+    }
+}
+
+/// A fresh admin token for this run (256 random bits, hex).
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random source");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn items(Claims(claims): Claims) -> Json<Value> {

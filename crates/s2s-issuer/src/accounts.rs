@@ -33,9 +33,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Clock, Error, audit,
+    Clock, Error, audit, dates,
     secret::{SecretHasher, generate_client_id, generate_secret},
-    store::{AccountChanges, AccountRow, NewAccountRow, Store},
+    store::{
+        AccountChanges, AccountRef, AccountRow, NewAccountRow, SERVICE_ACCOUNT_ID_PREFIX, Store,
+    },
 };
 
 /// The longest grace period of a secret rotation: 7 days.
@@ -66,14 +68,20 @@ impl Status {
     }
 }
 
-/// A service account as stored (without its secret).
+/// A service account as stored (without its secret). In JSON its fields are the seed's
+/// (`serviceAccountId`, `name`, `status`, `clientId`, `scopes`, `createdAt`, `expiresAt`, …),
+/// every time an RFC 3339 date in UTC.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Account {
-    /// The client id (32 hex characters): `sub` and `client_id` of its tokens.
-    pub client_id: String,
+    /// The account's id in the admin API: `svc_` and 16 hex digits.
+    pub service_account_id: String,
     /// A unique, human-readable name.
     pub name: String,
+    /// Active or disabled.
+    pub status: Status,
+    /// The client id (32 hex characters): `sub` and `client_id` of its tokens.
+    pub client_id: String,
     /// Free text.
     pub description: String,
     /// The scopes it may be granted.
@@ -83,17 +91,27 @@ pub struct Account {
     pub allowed_ips: Vec<IpNet>,
     /// Audiences it may request (`audience` / `resource`) besides the default one.
     pub audiences: Vec<String>,
-    /// Active or disabled.
-    pub status: Status,
     /// Creation time, Unix seconds.
+    #[serde(serialize_with = "dates::serialize")]
     pub created_at: u64,
     /// Last change, Unix seconds.
+    #[serde(serialize_with = "dates::serialize")]
     pub updated_at: u64,
+    /// When the account stops getting tokens (401 `unauthorized_client`, AUTH_103), Unix
+    /// seconds; `None` (JSON `null`): never.
+    #[serde(serialize_with = "dates::serialize_opt")]
+    pub expires_at: Option<u64>,
     /// Last secret rotation, Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "dates::serialize_opt"
+    )]
     pub secret_rotated_at: Option<u64>,
     /// Until when the secret before the last rotation is still accepted, Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "dates::serialize_opt"
+    )]
     pub previous_secret_expires_at: Option<u64>,
 }
 
@@ -106,6 +124,11 @@ impl Account {
         }
         let ip = canonical_ip(ip);
         self.allowed_ips.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether the account is past its `expires_at` at `now` (Unix seconds).
+    pub fn is_expired(&self, now: u64) -> bool {
+        self.expires_at.is_some_and(|t| now >= t)
     }
 }
 
@@ -120,7 +143,7 @@ fn serialize_nets<S: serde::Serializer>(nets: &[IpNet], s: S) -> Result<S::Ok, S
     s.collect_seq(nets.iter().map(ToString::to_string))
 }
 
-/// A new account: what the admin API's `POST /admin/accounts` takes.
+/// A new account: what the admin API's `POST /admin/service-accounts` takes.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NewAccount {
@@ -138,6 +161,10 @@ pub struct NewAccount {
     /// Audiences the account may request besides the default one.
     #[serde(default)]
     pub audiences: Vec<String>,
+    /// When the account stops getting tokens, Unix seconds (JSON: RFC 3339 or `null`); must
+    /// be in the future.
+    #[serde(default, deserialize_with = "dates::deserialize_opt")]
+    pub expires_at: Option<u64>,
 }
 
 impl NewAccount {
@@ -172,9 +199,16 @@ impl NewAccount {
         self.audiences.push(audience.into());
         self
     }
+
+    /// Sets when the account stops getting tokens (Unix seconds).
+    pub fn expires_at(mut self, unix_secs: u64) -> Self {
+        self.expires_at = Some(unix_secs);
+        self
+    }
 }
 
-/// A change to an account: what `PATCH /admin/accounts/{clientId}` takes. `None` keeps a field.
+/// A change to an account: what `PATCH /admin/service-accounts/{serviceAccountId}` takes.
+/// `None` keeps a field.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccountUpdate {
@@ -190,6 +224,9 @@ pub struct AccountUpdate {
     pub audiences: Option<Vec<String>>,
     /// Enable or disable.
     pub status: Option<Status>,
+    /// A new expiry, Unix seconds (in the future), or `Some(None)` (JSON `null`) for none.
+    #[serde(default, deserialize_with = "dates::deserialize_patch")]
+    pub expires_at: Option<Option<u64>>,
 }
 
 /// A created account and its secret, shown this once.
@@ -243,12 +280,15 @@ impl Accounts {
         let scopes = validate_scopes("scopes", &new.scopes)?;
         let nets = parse_nets("allowedIps", &new.allowed_ips)?;
         let audiences = validate_audiences("audiences", &new.audiences)?;
+        let expires_at = self.validate_expiry(new.expires_at)?;
         let secret = generate_secret();
         let hash = self.hasher.hash(&secret).await?;
         let client_id = generate_client_id();
+        let service_account_id = generate_service_account_id();
         let row = self
             .store
             .insert_account(NewAccountRow {
+                service_account_id: &service_account_id,
                 client_id: &client_id,
                 name: &name,
                 description: &description,
@@ -256,6 +296,7 @@ impl Accounts {
                 allowed_ips: to_json(&nets.iter().map(ToString::to_string).collect::<Vec<_>>()),
                 audiences: to_json(&audiences),
                 secret_hash: &hash,
+                expires_at,
                 now: self.now(),
             })
             .await?;
@@ -267,11 +308,12 @@ impl Accounts {
         })
     }
 
-    /// One account.
-    pub async fn get(&self, client_id: &str) -> Result<Option<Account>, Error> {
+    /// One account, named by its service account id (`svc_…`) or its client id (as every
+    /// method here that takes an `id`).
+    pub async fn get(&self, id: &str) -> Result<Option<Account>, Error> {
         Ok(self
             .store
-            .account(client_id)
+            .account(AccountRef::parse(id))
             .await?
             .as_ref()
             .map(account_from_row))
@@ -304,7 +346,7 @@ impl Accounts {
     }
 
     /// Changes an account; the change applies to the next token request.
-    pub async fn update(&self, client_id: &str, update: AccountUpdate) -> Result<Account, Error> {
+    pub async fn update(&self, id: &str, update: AccountUpdate) -> Result<Account, Error> {
         let mut changes = AccountChanges::default();
         if let Some(name) = &update.name {
             changes.name = Some(validate_name("name", name)?);
@@ -325,11 +367,15 @@ impl Accounts {
             changes.audiences = Some(to_json(&validate_audiences("audiences", audiences)?));
         }
         changes.status = update.status.map(Status::as_str);
+        if let Some(expires_at) = update.expires_at {
+            changes.expires_at = Some(self.validate_expiry(expires_at)?);
+        }
         let row = self
             .store
-            .update_account(client_id, changes, self.now())
+            .update_account(AccountRef::parse(id), changes, self.now())
             .await?
-            .ok_or_else(|| Error::NotFound(client_id.to_owned()))?;
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        let client_id = row.client_id.as_str();
         if update.status == Some(Status::Disabled) {
             self.hasher.forget(client_id);
         }
@@ -340,6 +386,7 @@ impl Accounts {
             (update.scopes.is_some(), "scopes"),
             (update.allowed_ips.is_some(), "allowedIps"),
             (update.audiences.is_some(), "audiences"),
+            (update.expires_at.is_some(), "expiresAt"),
         ] {
             if changed {
                 what.push(field.to_owned());
@@ -353,15 +400,21 @@ impl Accounts {
     }
 
     /// Disables an account (shorthand for an update of its status).
-    pub async fn disable(&self, client_id: &str) -> Result<Account, Error> {
-        self.update(
-            client_id,
-            AccountUpdate {
-                status: Some(Status::Disabled),
-                ..AccountUpdate::default()
-            },
-        )
-        .await
+    pub async fn disable(&self, id: &str) -> Result<Account, Error> {
+        self.set_status(id, Status::Disabled).await
+    }
+
+    /// Enables a disabled account again.
+    pub async fn enable(&self, id: &str) -> Result<Account, Error> {
+        self.set_status(id, Status::Active).await
+    }
+
+    async fn set_status(&self, id: &str, status: Status) -> Result<Account, Error> {
+        let update = AccountUpdate {
+            status: Some(status),
+            ..AccountUpdate::default()
+        };
+        self.update(id, update).await
     }
 
     /// Gives the account a new secret. With a non-zero `grace_period` (at most
@@ -369,7 +422,7 @@ impl Accounts {
     /// earlier rotation stops at once.
     pub async fn rotate_secret(
         &self,
-        client_id: &str,
+        id: &str,
         grace_period: Duration,
     ) -> Result<RotatedSecret, Error> {
         if grace_period > MAX_GRACE_PERIOD {
@@ -385,13 +438,13 @@ impl Accounts {
             .then(|| now.saturating_add(i64::try_from(grace_period.as_secs()).unwrap_or(i64::MAX)));
         let row = self
             .store
-            .rotate_secret(client_id, &hash, previous_expires_at, now)
+            .rotate_secret(AccountRef::parse(id), &hash, previous_expires_at, now)
             .await?
-            .ok_or_else(|| Error::NotFound(client_id.to_owned()))?;
-        self.hasher.forget(client_id);
+            .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        self.hasher.forget(&row.client_id);
         audit::admin(
             "secret_rotated",
-            Some(client_id),
+            Some(&row.client_id),
             &format!("grace_period_seconds={}", grace_period.as_secs()),
         );
         Ok(RotatedSecret {
@@ -401,18 +454,19 @@ impl Accounts {
     }
 
     /// Deletes an account; its tokens already issued stay valid until they expire.
-    pub async fn delete(&self, client_id: &str) -> Result<(), Error> {
-        if !self.store.delete_account(client_id).await? {
-            return Err(Error::NotFound(client_id.to_owned()));
-        }
-        self.hasher.forget(client_id);
-        audit::admin("account_deleted", Some(client_id), "");
+    pub async fn delete(&self, id: &str) -> Result<(), Error> {
+        let Some(client_id) = self.store.delete_account(AccountRef::parse(id)).await? else {
+            return Err(Error::NotFound(id.to_owned()));
+        };
+        self.hasher.forget(&client_id);
+        audit::admin("account_deleted", Some(&client_id), "");
         Ok(())
     }
 
     /// The account and the secret hashes it accepts now.
     pub(crate) async fn credentials(&self, client_id: &str) -> Result<Option<Credentials>, Error> {
-        let Some(row) = self.store.account(client_id).await? else {
+        // By client id only: a `svc_…` id is no credential.
+        let Some(row) = self.store.account(AccountRef::ClientId(client_id)).await? else {
             return Ok(None);
         };
         let now = self.now();
@@ -446,6 +500,28 @@ impl Accounts {
     fn now(&self) -> i64 {
         i64::try_from(self.clock.unix_now()).unwrap_or(i64::MAX)
     }
+
+    /// An expiry must lie in the future (an account created or changed to be expired already
+    /// is a mistake).
+    fn validate_expiry(&self, expires_at: Option<u64>) -> Result<Option<i64>, Error> {
+        let Some(t) = expires_at else {
+            return Ok(None);
+        };
+        if t <= self.clock.unix_now() {
+            return Err(Error::invalid(
+                "expiresAt",
+                format!("{} is not in the future", dates::format(t)),
+            ));
+        }
+        Ok(Some(i64::try_from(t).unwrap_or(i64::MAX)))
+    }
+}
+
+/// A new service account id: `svc_` and 8 random bytes in lowercase hex.
+fn generate_service_account_id() -> String {
+    let bytes: [u8; 8] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{SERVICE_ACCOUNT_ID_PREFIX}{hex}")
 }
 
 fn to_json(list: &[String]) -> String {
@@ -462,6 +538,7 @@ fn unix(t: i64) -> u64 {
 
 pub(crate) fn account_from_row(row: &AccountRow) -> Account {
     Account {
+        service_account_id: row.service_account_id.clone(),
         client_id: row.client_id.clone(),
         name: row.name.clone(),
         description: row.description.clone(),
@@ -478,6 +555,7 @@ pub(crate) fn account_from_row(row: &AccountRow) -> Account {
         },
         created_at: unix(row.created_at),
         updated_at: unix(row.updated_at),
+        expires_at: row.expires_at.map(unix),
         secret_rotated_at: row.secret_rotated_at.map(unix),
         previous_secret_expires_at: row.previous_secret_expires_at.map(unix),
     }
@@ -630,6 +708,7 @@ mod tests {
     #[test]
     fn ip_containment_treats_mapped_addresses_as_ipv4() {
         let account = Account {
+            service_account_id: "svc_0000000000000000".into(),
             client_id: "c".into(),
             name: "n".into(),
             description: String::new(),
@@ -639,6 +718,7 @@ mod tests {
             status: Status::Active,
             created_at: 0,
             updated_at: 0,
+            expires_at: None,
             secret_rotated_at: None,
             previous_secret_expires_at: None,
         };

@@ -10,23 +10,30 @@
 //! // Without an admin token the admin API is not served at all.
 //! config.admin_token = Some(std::env::var("S2S_ISSUER_ADMIN_TOKEN")?.into());
 //! let running = s2s_issuer::spawn(config).await?;
-//! // curl -X POST {url}/admin/accounts -H "Authorization: Bearer $S2S_ISSUER_ADMIN_TOKEN" \
+//! // curl -X POST {url}/admin/service-accounts -H "Authorization: Bearer $S2S_ISSUER_ADMIN_TOKEN" \
 //! //      -H 'Content-Type: application/json' \
 //! //      -d '{"name":"billing","scopes":["orders:read"],"allowedIps":["10.0.0.0/8"]}'
-//! println!("{}/admin/accounts", running.url);
+//! println!("{}/admin/service-accounts", running.url);
 //! # Ok(()) }
 //! ```
 //!
+//! The service-account resource is the seed's Auth Service API (field names as it spells them,
+//! dates in RFC 3339 UTC); `{id}` is the `serviceAccountId` (`svc_…`) or the `clientId`:
+//!
 //! | request | answer |
 //! |---|---|
-//! | `POST /admin/accounts` `{name, description?, scopes[], allowedIps[], audiences[]}` | 201, the account with `clientSecret` (shown once) |
-//! | `GET /admin/accounts?limit=&cursor=` | 200 `{accounts, nextCursor}` |
-//! | `GET /admin/accounts/{clientId}` | 200, the account |
-//! | `PATCH /admin/accounts/{clientId}` `{name?, description?, scopes?, allowedIps?, audiences?, status?}` | 200, the account |
-//! | `POST /admin/accounts/{clientId}/rotate-secret` `{gracePeriodSeconds?}` | 200, the account with the new `clientSecret` |
-//! | `DELETE /admin/accounts/{clientId}` | 204 |
+//! | `POST /admin/service-accounts` `{name, description?, scopes[], allowedIps[], audiences[]?, expiresAt?}` | 201 `{serviceAccountId, name, status, clientId, clientSecret, scopes, createdAt, expiresAt, message, …}` (the secret shown once) |
+//! | `GET /admin/service-accounts?limit=&cursor=` | 200 `{accounts, nextCursor}` |
+//! | `GET /admin/service-accounts/{id}` | 200, the account |
+//! | `PATCH /admin/service-accounts/{id}` `{name?, description?, scopes?, allowedIps?, audiences?, status?, expiresAt?}` | 200, the account |
+//! | `POST /admin/service-accounts/{id}/rotate-secret` `{gracePeriodSeconds?}` | 200, the account with the new `clientSecret` and a `message` |
+//! | `POST /admin/service-accounts/{id}/disable`, `…/enable` | 200, the account |
+//! | `DELETE /admin/service-accounts/{id}` | 204 |
 //! | `GET /admin/keys` | 200 `{keys: [{kid, alg, active, createdAt, retireAt?}]}` |
 //! | `POST /admin/keys/rotate` | 200 `{kid, previousKid, previousRetireAt}` |
+//!
+//! `/admin/accounts…` is the same resource under its former name (deprecated; answers carry
+//! `Deprecation: true` and a `Link` to the new path).
 //!
 //! Errors are `{"error", "error_description"}` (plus `"field"` for validation errors): 400
 //! `invalid_request` (the description names the field), 401 `unauthorized` (missing or wrong
@@ -37,10 +44,10 @@
 use axum::{
     Json, Router,
     body::Bytes,
-    extract::{Path, RawQuery, Request, State},
+    extract::{OriginalUri, Path, RawQuery, Request, State},
     http::{
-        HeaderMap, HeaderValue, StatusCode,
-        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE},
+        HeaderMap, HeaderName, HeaderValue, StatusCode, Uri,
+        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE},
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -57,18 +64,54 @@ use crate::{
     accounts::{Account, AccountUpdate, DEFAULT_PAGE, NewAccount},
 };
 
+/// The service-account resource's path, and its deprecated former one.
+const RESOURCE: &str = "/service-accounts";
+const LEGACY_RESOURCE: &str = "/accounts";
+
 /// The admin routes (nested under `/admin` by [`Issuer::router`]).
 pub(crate) fn router(issuer: Issuer) -> Router<Issuer> {
+    let accounts = || {
+        Router::new()
+            .route("/", post(create).get(list))
+            .route("/{id}", get(get_one).patch(update).delete(delete))
+            .route("/{id}/rotate-secret", post(rotate_secret))
+            .route("/{id}/disable", post(disable))
+            .route("/{id}/enable", post(enable))
+    };
     Router::new()
-        .route("/accounts", post(create).get(list))
-        .route(
-            "/accounts/{client_id}",
-            get(get_one).patch(update).delete(delete),
+        .nest(RESOURCE, accounts())
+        .nest(
+            LEGACY_RESOURCE,
+            accounts().layer(middleware::from_fn(deprecated)),
         )
-        .route("/accounts/{client_id}/rotate-secret", post(rotate_secret))
         .route("/keys", get(keys))
         .route("/keys/rotate", post(rotate_keys))
         .layer(middleware::from_fn_with_state(issuer, require_admin))
+}
+
+/// Marks answers of the former `/admin/accounts` paths (RFC 9745) and links the same request's
+/// path under the new resource (RFC 8288 `successor-version`).
+async fn deprecated(request: Request, next: Next) -> Response {
+    let successor = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|OriginalUri(uri)| {
+            let legacy = format!("/admin{LEGACY_RESOURCE}");
+            uri.path()
+                .replacen(&legacy, &format!("/admin{RESOURCE}"), 1)
+        });
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        HeaderName::from_static("deprecation"),
+        HeaderValue::from_static("true"),
+    );
+    if let Some(link) = successor
+        .and_then(|p| HeaderValue::try_from(format!("<{p}>; rel=\"successor-version\"")).ok())
+    {
+        headers.insert(LINK, link);
+    }
+    response
 }
 
 /// An admin API error.
@@ -196,17 +239,19 @@ fn json_body<T: serde::de::DeserializeOwned>(
         .map_err(|rejection| AdminError::bad_request(rejection.body_text()))
 }
 
-/// An account with its new secret.
+/// An account with its new secret, and the seed's reminder that it is shown once.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct WithSecret<'a> {
     #[serde(flatten)]
     account: &'a Account,
     client_secret: &'a str,
+    message: &'static str,
 }
 
 async fn create(
     State(issuer): State<Issuer>,
+    OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
@@ -218,15 +263,26 @@ async fn create(
         Json(WithSecret {
             account: &created.account,
             client_secret: created.client_secret.expose_secret(),
+            message: "Service account created successfully. Save the client secret as it won't be shown again.",
         }),
     )
         .into_response();
-    if let Ok(location) =
-        HeaderValue::try_from(format!("/admin/accounts/{}", created.account.client_id))
-    {
+    if let Ok(location) = HeaderValue::try_from(location(&uri, &created.account)) {
         response.headers_mut().insert(LOCATION, location);
     }
     Ok(response)
+}
+
+/// The new account's URL path: by `serviceAccountId` under the seed's resource, by `clientId`
+/// under the former one (as it always was).
+fn location(uri: &Uri, account: &Account) -> String {
+    let collection = uri.path().trim_end_matches('/');
+    let id = if collection.ends_with(RESOURCE) {
+        &account.service_account_id
+    } else {
+        &account.client_id
+    };
+    format!("{collection}/{id}")
 }
 
 async fn list(
@@ -260,24 +316,38 @@ async fn list(
 
 async fn get_one(
     State(issuer): State<Issuer>,
-    Path(client_id): Path<String>,
+    Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    match issuer.accounts().get(&client_id).await? {
+    match issuer.accounts().get(&id).await? {
         Some(account) => Ok(Json(account).into_response()),
-        None => Err(Error::NotFound(client_id).into()),
+        None => Err(Error::NotFound(id).into()),
     }
 }
 
 async fn update(
     State(issuer): State<Issuer>,
-    Path(client_id): Path<String>,
+    Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
     let update: AccountUpdate = json_body(&headers, &body, false)?
         .ok_or_else(|| AdminError::bad_request("a JSON body is required"))?;
-    let account = issuer.accounts().update(&client_id, update).await?;
+    let account = issuer.accounts().update(&id, update).await?;
     Ok(Json(account).into_response())
+}
+
+async fn disable(
+    State(issuer): State<Issuer>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    Ok(Json(issuer.accounts().disable(&id).await?).into_response())
+}
+
+async fn enable(
+    State(issuer): State<Issuer>,
+    Path(id): Path<String>,
+) -> Result<Response, AdminError> {
+    Ok(Json(issuer.accounts().enable(&id).await?).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -289,7 +359,7 @@ struct RotateSecret {
 
 async fn rotate_secret(
     State(issuer): State<Issuer>,
-    Path(client_id): Path<String>,
+    Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, AdminError> {
@@ -297,22 +367,23 @@ async fn rotate_secret(
     let rotated = issuer
         .accounts()
         .rotate_secret(
-            &client_id,
+            &id,
             std::time::Duration::from_secs(request.grace_period_seconds),
         )
         .await?;
     Ok(Json(WithSecret {
         account: &rotated.account,
         client_secret: rotated.client_secret.expose_secret(),
+        message: "Client secret rotated successfully. Save the client secret as it won't be shown again.",
     })
     .into_response())
 }
 
 async fn delete(
     State(issuer): State<Issuer>,
-    Path(client_id): Path<String>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, AdminError> {
-    issuer.accounts().delete(&client_id).await?;
+    issuer.accounts().delete(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -188,10 +188,20 @@ impl Default for SecretHashConfig {
 pub struct IssuerConfig {
     /// Address the `serve` command listens on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
-    /// The issuer identifier: the `iss` of every token and the base of the endpoint URLs, e.g.
-    /// `https://auth.example.com`. The CLI derives `http://{listen}` when it is not set;
-    /// [`Issuer::open`](crate::Issuer::open) requires it.
+    /// The issuer URL: the base of every endpoint and the metadata's `issuer`, e.g.
+    /// `https://auth.example.com`. A path is served as the base path: with
+    /// `https://api.example.com/auth` the endpoints are `/auth/token`,
+    /// `/auth/.well-known/jwks.json`, `/auth/admin/...`, and the discovery documents
+    /// `/auth/.well-known/openid-configuration` and (RFC 8414 §3)
+    /// `/.well-known/oauth-authorization-server/auth`. The CLI derives `http://{listen}` when it
+    /// is not set; [`Issuer::open`](crate::Issuer::open) requires it.
     pub issuer: Option<String>,
+    /// The `iss` claim of issued tokens, when it is not the issuer URL: any StringOrURI of RFC
+    /// 7519 §2, e.g. `auth-service` as the seed's validators expect. Discovery (RFC 8414, OIDC)
+    /// still names the issuer URL, so a verifier of such tokens checks `iss` against this value
+    /// and takes the keys from the JWKS URL directly (s2s-auth: `Issuer::jwks(iss, jwks_url)`).
+    /// Default: the issuer URL.
+    pub token_issuer: Option<String>,
     /// The database: a SQLite file path, a `sqlite:` URL, or `:memory:`. Default
     /// `s2s-issuer.db`.
     pub db: String,
@@ -229,6 +239,7 @@ impl Default for IssuerConfig {
         IssuerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             issuer: None,
+            token_issuer: None,
             db: "s2s-issuer.db".into(),
             token_lifetime_secs: 1800,
             default_audience: None,
@@ -281,6 +292,9 @@ impl IssuerConfig {
     pub fn validate(&self) -> Result<(), Error> {
         if let Some(issuer) = &self.issuer {
             validate_issuer(issuer)?;
+        }
+        if let Some(iss) = &self.token_issuer {
+            validate_string_or_uri("token_issuer", iss)?;
         }
         if self.db.trim().is_empty() {
             return Err(config_error("db", "is empty"));
@@ -383,6 +397,52 @@ pub(crate) fn validate_issuer(issuer: &str) -> Result<(), Error> {
     if url.host().is_none() {
         return Err(config_error("issuer", "has no host"));
     }
+    // The path becomes the routes' base path: plain segments only (no route syntax, no
+    // percent-escapes, no empty or dot segments).
+    let path = url.path().trim_end_matches('/');
+    let plain = |segment: &str| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    };
+    if !path.is_empty() && !path[1..].split('/').all(plain) {
+        return Err(config_error(
+            "issuer",
+            format!(
+                "the path `{path}` must be segments of letters, digits, `-`, `.`, `_` or `~` (e.g. /auth)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The base path of an issuer URL: `/auth` for `https://host/auth/`, empty for none.
+pub(crate) fn base_path(issuer: &str) -> String {
+    url::Url::parse(issuer)
+        .map(|url| url.path().trim_end_matches('/').to_owned())
+        .unwrap_or_default()
+}
+
+/// A StringOrURI (RFC 7519 §2): a string, which must be a URI when it contains `:`.
+fn validate_string_or_uri(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() || value.chars().count() > 500 {
+        return Err(config_error(field, "must be 1 to 500 characters"));
+    }
+    if value.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(config_error(
+            field,
+            "must not contain spaces or control characters",
+        ));
+    }
+    if value.contains(':') && url::Url::parse(value).is_err() {
+        return Err(config_error(
+            field,
+            format!("`{value}` contains `:` but is not a URI (RFC 7519 §2 StringOrURI)"),
+        ));
+    }
     Ok(())
 }
 
@@ -446,6 +506,11 @@ mod tests {
             ),
             ("[rate_limit.per_ip]\nburst = 1", "per_second"),
             ("signing_alg = \"HS256\"", "signing_alg"),
+            ("issuer = \"http://a.example/{x}\"", "issuer"),
+            ("issuer = \"http://a.example/a%2Fb\"", "issuer"),
+            ("token_issuer = \"\"", "token_issuer"),
+            ("token_issuer = \"a b\"", "token_issuer"),
+            ("token_issuer = \"1:2\"", "token_issuer"),
         ] {
             let err = IssuerConfig::from_toml_str(text).unwrap_err().to_string();
             assert!(err.contains(field), "{text:?} → {err}");

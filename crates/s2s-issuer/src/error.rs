@@ -20,8 +20,8 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
-    /// No service account has this client id.
-    #[error("no service account with client id `{0}`")]
+    /// No service account has this service account id or client id.
+    #[error("no service account `{0}`")]
     NotFound(String),
     /// The change conflicts with stored data (e.g. a name already in use).
     #[error("conflict: {0}")]

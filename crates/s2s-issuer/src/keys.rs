@@ -43,7 +43,7 @@ use jsonwebtoken::{
 use serde::Serialize;
 
 use crate::{
-    Clock, Error, SigningAlg, audit,
+    Clock, Error, SigningAlg, audit, dates,
     store::{KeyRow, Store},
 };
 
@@ -57,10 +57,14 @@ pub struct SigningKeyInfo {
     pub alg: &'static str,
     /// Whether it signs new tokens.
     pub active: bool,
-    /// Creation time, Unix seconds.
+    /// Creation time, Unix seconds (RFC 3339 in JSON).
+    #[serde(serialize_with = "dates::serialize")]
     pub created_at: u64,
-    /// For a rotated-out key: when it leaves the JWKS, Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// For a rotated-out key: when it leaves the JWKS, Unix seconds (RFC 3339 in JSON).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "dates::serialize_opt"
+    )]
     pub retire_at: Option<u64>,
 }
 
@@ -73,8 +77,11 @@ pub struct KeyRotation {
     /// The key it replaced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_kid: Option<String>,
-    /// When the replaced key leaves the JWKS, Unix seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// When the replaced key leaves the JWKS, Unix seconds (RFC 3339 in JSON).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "dates::serialize_opt"
+    )]
     pub previous_retire_at: Option<u64>,
 }
 

@@ -36,10 +36,15 @@
 //!
 //! | | |
 //! |---|---|
-//! | `POST /token` | the grant ([`token`]) |
+//! | `POST /token` | the grant ([`token`]), a form (RFC 6749) or the seed's JSON body |
 //! | `GET /.well-known/jwks.json` | the public keys ([`keys`]) |
 //! | `GET /.well-known/openid-configuration`, `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
-//! | `/admin/...` | accounts and keys ([`admin`]), only when an admin token is configured |
+//! | `/admin/service-accounts...`, `/admin/keys...` | accounts and keys ([`admin`]), only when an admin token is configured |
+//!
+//! All of them live under the issuer URL's path: with the issuer `https://api.example.com/auth`
+//! (the seed's) they are `/auth/token`, `/auth/.well-known/jwks.json`, `/auth/admin/...`; the
+//! RFC 8414 metadata is also at `/.well-known/oauth-authorization-server/auth` (RFC 8414 §3).
+//! The tokens' `iss` is the issuer URL unless [`IssuerConfig::token_issuer`] names another.
 //!
 //! The router needs the client's socket address (for `allowedIps` and the per-IP rate limit):
 //! serve it with [`serve`], or with
@@ -59,6 +64,8 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod config;
+mod dates;
+mod dialect;
 mod error;
 pub mod keys;
 mod ratelimit;
@@ -94,6 +101,10 @@ pub struct Issuer {
 
 pub(crate) struct Inner {
     pub(crate) issuer_url: String,
+    /// The `iss` claim (the issuer URL unless configured).
+    pub(crate) token_iss: String,
+    /// The issuer URL's path without a trailing `/` (`/auth`), or empty.
+    pub(crate) base_path: String,
     pub(crate) default_audience: String,
     pub(crate) token_lifetime: u64,
     pub(crate) trust_forwarded_for: bool,
@@ -111,6 +122,7 @@ impl std::fmt::Debug for Inner {
         // No admin token digest, no keys, no hashes.
         f.debug_struct("Issuer")
             .field("issuer_url", &self.issuer_url)
+            .field("token_iss", &self.token_iss)
             .field("default_audience", &self.default_audience)
             .field("token_lifetime", &self.token_lifetime)
             .field("admin_api", &self.admin_token_digest.is_some())
@@ -155,6 +167,11 @@ impl Issuer {
                     .default_audience
                     .clone()
                     .unwrap_or_else(|| issuer_url.clone()),
+                token_iss: config
+                    .token_issuer
+                    .clone()
+                    .unwrap_or_else(|| issuer_url.clone()),
+                base_path: config::base_path(&issuer_url),
                 issuer_url,
                 token_lifetime: config.token_lifetime_secs,
                 trust_forwarded_for: config.trust_forwarded_for,
@@ -168,8 +185,8 @@ impl Issuer {
         })
     }
 
-    /// The routes: token endpoint, JWKS, metadata and (with an admin token) the admin API.
-    /// Serve with connect info (see the crate docs).
+    /// The routes: token endpoint, JWKS, metadata and (with an admin token) the admin API,
+    /// under the issuer URL's path. Serve with connect info (see the crate docs).
     pub fn router(&self) -> Router {
         let mut router = Router::new()
             .route("/token", post(token::handler))
@@ -179,6 +196,14 @@ impl Issuer {
         if self.inner.admin_token_digest.is_some() {
             router = router.nest("/admin", admin::router(self.clone()));
         }
+        let base = &self.inner.base_path;
+        if !base.is_empty() {
+            // RFC 8414 §3: the well-known segment goes between the host and the issuer's path.
+            router = Router::new().nest(base, router).route(
+                &format!("/.well-known/oauth-authorization-server{base}"),
+                get(metadata),
+            );
+        }
         router.with_state(self.clone())
     }
 
@@ -187,9 +212,14 @@ impl Issuer {
         &self.inner.accounts
     }
 
-    /// The issuer identifier (`iss`).
+    /// The issuer URL (the metadata's `issuer`, the base of every endpoint).
     pub fn issuer_url(&self) -> &str {
         &self.inner.issuer_url
+    }
+
+    /// The `iss` claim of issued tokens: [`IssuerConfig::token_issuer`], else the issuer URL.
+    pub fn token_issuer(&self) -> &str {
+        &self.inner.token_iss
     }
 
     /// The `aud` of tokens whose request names no audience.

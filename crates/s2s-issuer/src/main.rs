@@ -2,12 +2,13 @@
 //!
 //! ```text
 //! s2s-issuer serve [--config FILE] [--db PATH|:memory:] [--listen ADDR] [--issuer URL]
-//!                  [--default-audience AUD] [--token-lifetime SECS] [--admin-token-file FILE]
+//!                  [--token-issuer ISS] [--default-audience AUD] [--token-lifetime SECS]
+//!                  [--admin-token-file FILE]
 //! s2s-issuer accounts [--config FILE] [--db PATH] create --name N --scope S... [--allowed-ip CIDR]...
 //!                                                 [--audience AUD]... [--description TEXT]
 //! s2s-issuer accounts [--config FILE] [--db PATH] list
-//! s2s-issuer accounts [--config FILE] [--db PATH] disable CLIENT_ID
-//! s2s-issuer accounts [--config FILE] [--db PATH] enable CLIENT_ID
+//! s2s-issuer accounts [--config FILE] [--db PATH] disable SERVICE_ACCOUNT_ID|CLIENT_ID
+//! s2s-issuer accounts [--config FILE] [--db PATH] enable SERVICE_ACCOUNT_ID|CLIENT_ID
 //! s2s-issuer keys [--config FILE] [--db PATH] rotate
 //! ```
 //!
@@ -19,10 +20,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
-use s2s_issuer::{
-    Error, Issuer, IssuerConfig,
-    accounts::{AccountUpdate, NewAccount, Status},
-};
+use s2s_issuer::{Error, Issuer, IssuerConfig, accounts::NewAccount};
 use secrecy::{ExposeSecret as _, SecretString};
 
 /// A client-credentials authorization server: service accounts, token endpoint, JWKS.
@@ -42,9 +40,13 @@ enum Command {
         /// Listen address, e.g. 127.0.0.1:8080 (port 0 picks a free one).
         #[arg(long)]
         listen: Option<SocketAddr>,
-        /// The issuer URL (`iss`); default http://{listen address}.
+        /// The issuer URL; its path is served as the base path (e.g. http://HOST/auth);
+        /// default http://{listen address}.
         #[arg(long)]
         issuer: Option<String>,
+        /// The tokens' `iss` claim when it is not the issuer URL (e.g. auth-service).
+        #[arg(long, value_name = "ISS")]
+        token_issuer: Option<String>,
         /// The `aud` of tokens whose request names none; default the issuer URL.
         #[arg(long)]
         default_audience: Option<String>,
@@ -105,12 +107,12 @@ enum AccountAction {
     List,
     /// Disable an account: its token requests are refused at once.
     Disable {
-        /// The account's client id.
+        /// The account's service account id (svc_…) or client id.
         client_id: String,
     },
     /// Enable a disabled account.
     Enable {
-        /// The account's client id.
+        /// The account's service account id (svc_…) or client id.
         client_id: String,
     },
 }
@@ -166,6 +168,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             common,
             listen,
             issuer,
+            token_issuer,
             default_audience,
             token_lifetime,
             admin_token_file,
@@ -176,6 +179,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             if issuer.is_some() {
                 config.issuer = issuer;
+            }
+            if token_issuer.is_some() {
+                config.token_issuer = token_issuer;
             }
             if default_audience.is_some() {
                 config.default_audience = default_audience;
@@ -263,8 +269,10 @@ async fn accounts(issuer: &Issuer, action: AccountAction) -> Result<(), Error> {
                     scopes: split_scopes(scopes),
                     allowed_ips,
                     audiences,
+                    expires_at: None,
                 })
                 .await?;
+            println!("service_account_id: {}", created.account.service_account_id);
             println!("client_id:     {}", created.account.client_id);
             println!("client_secret: {}", created.client_secret.expose_secret());
             eprintln!("The secret is shown this once and stored only as a hash: keep it now.");
@@ -304,11 +312,7 @@ async fn accounts(issuer: &Issuer, action: AccountAction) -> Result<(), Error> {
             println!("{client_id} disabled");
         }
         AccountAction::Enable { client_id } => {
-            let update = AccountUpdate {
-                status: Some(Status::Active),
-                ..AccountUpdate::default()
-            };
-            issuer.accounts().update(&client_id, update).await?;
+            issuer.accounts().enable(&client_id).await?;
             println!("{client_id} enabled");
         }
     }

@@ -36,6 +36,8 @@ pub(crate) struct AccountRow {
     pub(crate) secret_rotated_at: Option<i64>,
     pub(crate) created_at: i64,
     pub(crate) updated_at: i64,
+    pub(crate) service_account_id: String,
+    pub(crate) expires_at: Option<i64>,
 }
 
 /// One row of `signing_keys`.
@@ -52,6 +54,7 @@ pub(crate) struct KeyRow {
 
 /// The values of a new account row.
 pub(crate) struct NewAccountRow<'a> {
+    pub(crate) service_account_id: &'a str,
     pub(crate) client_id: &'a str,
     pub(crate) name: &'a str,
     pub(crate) description: &'a str,
@@ -59,6 +62,7 @@ pub(crate) struct NewAccountRow<'a> {
     pub(crate) allowed_ips: String,
     pub(crate) audiences: String,
     pub(crate) secret_hash: &'a str,
+    pub(crate) expires_at: Option<i64>,
     pub(crate) now: i64,
 }
 
@@ -71,7 +75,43 @@ pub(crate) struct AccountChanges {
     pub(crate) allowed_ips: Option<String>,
     pub(crate) audiences: Option<String>,
     pub(crate) status: Option<&'static str>,
+    /// `Some(None)` clears the expiry.
+    pub(crate) expires_at: Option<Option<i64>>,
 }
+
+/// How the admin API names an account: by its service account id (`svc_…`) or its client id.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum AccountRef<'a> {
+    ServiceAccountId(&'a str),
+    ClientId(&'a str),
+}
+
+impl<'a> AccountRef<'a> {
+    /// `svc_…` is a service account id, anything else a client id (client ids are hex).
+    pub(crate) fn parse(id: &'a str) -> Self {
+        if id.starts_with(SERVICE_ACCOUNT_ID_PREFIX) {
+            AccountRef::ServiceAccountId(id)
+        } else {
+            AccountRef::ClientId(id)
+        }
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            AccountRef::ServiceAccountId(_) => "service_account_id",
+            AccountRef::ClientId(_) => "client_id",
+        }
+    }
+
+    fn value(self) -> &'a str {
+        match self {
+            AccountRef::ServiceAccountId(v) | AccountRef::ClientId(v) => v,
+        }
+    }
+}
+
+/// The prefix of service account ids.
+pub(crate) const SERVICE_ACCOUNT_ID_PREFIX: &str = "svc_";
 
 /// The value of `db` that means "in memory".
 pub(crate) fn is_memory(db: &str) -> bool {
@@ -147,10 +187,11 @@ impl Store {
 
     pub(crate) async fn insert_account(&self, row: NewAccountRow<'_>) -> Result<AccountRow, Error> {
         sqlx::query_as::<_, AccountRow>(
-            "INSERT INTO accounts (client_id, name, description, scopes, allowed_ips, audiences, \
-             status, secret_hash, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?) RETURNING *",
+            "INSERT INTO accounts (service_account_id, client_id, name, description, scopes, \
+             allowed_ips, audiences, status, secret_hash, expires_at, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?) RETURNING *",
         )
+        .bind(row.service_account_id)
         .bind(row.client_id)
         .bind(row.name)
         .bind(row.description)
@@ -158,6 +199,7 @@ impl Store {
         .bind(row.allowed_ips)
         .bind(row.audiences)
         .bind(row.secret_hash)
+        .bind(row.expires_at)
         .bind(row.now)
         .bind(row.now)
         .fetch_one(&self.pool)
@@ -171,13 +213,12 @@ impl Store {
         })
     }
 
-    pub(crate) async fn account(&self, client_id: &str) -> Result<Option<AccountRow>, Error> {
-        Ok(
-            sqlx::query_as::<_, AccountRow>("SELECT * FROM accounts WHERE client_id = ?")
-                .bind(client_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+    pub(crate) async fn account(&self, id: AccountRef<'_>) -> Result<Option<AccountRow>, Error> {
+        let query = format!("SELECT * FROM accounts WHERE {} = ?", id.column());
+        Ok(sqlx::query_as::<_, AccountRow>(&query)
+            .bind(id.value())
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Accounts with `id > after`, in creation order.
@@ -206,67 +247,78 @@ impl Store {
 
     pub(crate) async fn update_account(
         &self,
-        client_id: &str,
+        id: AccountRef<'_>,
         changes: AccountChanges,
         now: i64,
     ) -> Result<Option<AccountRow>, Error> {
         let name = changes.name.clone();
-        sqlx::query_as::<_, AccountRow>(
+        let query = format!(
             "UPDATE accounts SET name = COALESCE(?, name), description = COALESCE(?, description), \
              scopes = COALESCE(?, scopes), allowed_ips = COALESCE(?, allowed_ips), \
-             audiences = COALESCE(?, audiences), status = COALESCE(?, status), updated_at = ? \
-             WHERE client_id = ? RETURNING *",
-        )
-        .bind(changes.name)
-        .bind(changes.description)
-        .bind(changes.scopes)
-        .bind(changes.allowed_ips)
-        .bind(changes.audiences)
-        .bind(changes.status)
-        .bind(now)
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| {
-            if unique_violation(&e) {
-                Error::Conflict(format!(
-                    "a service account named `{}` exists",
-                    name.unwrap_or_default()
-                ))
-            } else {
-                e.into()
-            }
-        })
+             audiences = COALESCE(?, audiences), status = COALESCE(?, status), \
+             expires_at = CASE WHEN ? THEN ? ELSE expires_at END, updated_at = ? \
+             WHERE {} = ? RETURNING *",
+            id.column()
+        );
+        sqlx::query_as::<_, AccountRow>(&query)
+            .bind(changes.name)
+            .bind(changes.description)
+            .bind(changes.scopes)
+            .bind(changes.allowed_ips)
+            .bind(changes.audiences)
+            .bind(changes.status)
+            .bind(changes.expires_at.is_some())
+            .bind(changes.expires_at.flatten())
+            .bind(now)
+            .bind(id.value())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| {
+                if unique_violation(&e) {
+                    Error::Conflict(format!(
+                        "a service account named `{}` exists",
+                        name.unwrap_or_default()
+                    ))
+                } else {
+                    e.into()
+                }
+            })
     }
 
     /// Replaces the secret hash; the old one stays valid until `previous_expires_at` when set.
     pub(crate) async fn rotate_secret(
         &self,
-        client_id: &str,
+        id: AccountRef<'_>,
         new_hash: &str,
         previous_expires_at: Option<i64>,
         now: i64,
     ) -> Result<Option<AccountRow>, Error> {
-        Ok(sqlx::query_as::<_, AccountRow>(
+        let query = format!(
             "UPDATE accounts SET \
              previous_secret_hash = CASE WHEN ?1 IS NULL THEN NULL ELSE secret_hash END, \
              previous_secret_expires_at = ?1, secret_hash = ?2, secret_rotated_at = ?3, \
-             updated_at = ?3 WHERE client_id = ?4 RETURNING *",
-        )
-        .bind(previous_expires_at)
-        .bind(new_hash)
-        .bind(now)
-        .bind(client_id)
-        .fetch_optional(&self.pool)
-        .await?)
+             updated_at = ?3 WHERE {} = ?4 RETURNING *",
+            id.column()
+        );
+        Ok(sqlx::query_as::<_, AccountRow>(&query)
+            .bind(previous_expires_at)
+            .bind(new_hash)
+            .bind(now)
+            .bind(id.value())
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
-    pub(crate) async fn delete_account(&self, client_id: &str) -> Result<bool, Error> {
-        let done = sqlx::query("DELETE FROM accounts WHERE client_id = ?")
-            .bind(client_id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
+    /// Deletes an account; its client id when it existed.
+    pub(crate) async fn delete_account(&self, id: AccountRef<'_>) -> Result<Option<String>, Error> {
+        let query = format!(
+            "DELETE FROM accounts WHERE {} = ? RETURNING client_id",
+            id.column()
+        );
+        Ok(sqlx::query_scalar::<_, String>(&query)
+            .bind(id.value())
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     // ---- signing keys ----
@@ -329,4 +381,68 @@ fn restrict_permissions(path: &std::path::Path) {
     }
     #[cfg(not(unix))]
     let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database made before the service-account-id migration gets an id for every account
+    /// (unique, `svc_` + 16 hex), no expiry, and can be addressed by either id afterwards.
+    #[tokio::test]
+    async fn accounts_of_an_older_database_get_service_account_ids() {
+        let path = std::env::temp_dir().join(format!(
+            "s2s-issuer-migration-{}-{:x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePool::connect_with(options).await.unwrap();
+        let mut first_only = sqlx::migrate!("./migrations");
+        first_only.migrations = first_only.migrations[..1].to_vec().into();
+        first_only.run(&pool).await.unwrap();
+        for (client_id, name) in [("c1", "one"), ("c2", "two")] {
+            sqlx::query(
+                "INSERT INTO accounts (client_id, name, status, secret_hash, created_at, \
+                 updated_at) VALUES (?, ?, 'ACTIVE', 'h', 1, 1)",
+            )
+            .bind(client_id)
+            .bind(name)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        let one = store
+            .account(AccountRef::ClientId("c1"))
+            .await
+            .unwrap()
+            .unwrap();
+        let two = store
+            .account(AccountRef::ClientId("c2"))
+            .await
+            .unwrap()
+            .unwrap();
+        for row in [&one, &two] {
+            let hex = row.service_account_id.strip_prefix("svc_").unwrap();
+            assert_eq!(hex.len(), 16, "{}", row.service_account_id);
+            assert!(hex.bytes().all(|b| b.is_ascii_hexdigit()));
+            assert_eq!(row.expires_at, None);
+        }
+        assert_ne!(one.service_account_id, two.service_account_id);
+        let by_svc = store
+            .account(AccountRef::parse(&one.service_account_id))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_svc.client_id, "c1");
+        store.close().await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 }

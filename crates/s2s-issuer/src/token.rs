@@ -29,8 +29,10 @@
 //! absent) and `audience` / `resource` (RFC 8707; one of the account's `audiences` or the
 //! default audience).
 //!
-//! Answers: `200 {"access_token","token_type":"Bearer","expires_in","scope"}`, or an RFC 6749
-//! §5.2 error `{"error","error_description","code"}`, all with `Cache-Control: no-store`:
+//! Answers, all with `Cache-Control: no-store`: `200` in the request's dialect
+//! ([`dialect`](crate::dialect)): `{"access_token","token_type":"Bearer","expires_in","scope"}` for
+//! a form, `{"accessToken","expiresIn","tokenType":"Bearer","scope"}` for JSON; or, in both, an
+//! RFC 6749 §5.2 error `{"error","error_description","code"}`:
 //!
 //! | case | status | error | code |
 //! |---|---|---|---|
@@ -38,7 +40,7 @@
 //! | `grant_type` other than `client_credentials` | 400 | `unsupported_grant_type` | |
 //! | unknown client, wrong or missing secret | 401 (+ `WWW-Authenticate: Basic`) | `invalid_client` | AUTH_101 |
 //! | a scope the account does not have | 400 | `invalid_scope` | AUTH_102 |
-//! | disabled account | 401 | `unauthorized_client` | AUTH_103 |
+//! | disabled account, or past its `expiresAt` | 401 | `unauthorized_client` | AUTH_103 |
 //! | source IP outside `allowedIps` | 403 | `unauthorized_client` | AUTH_104 |
 //! | rate limited (per IP or per client id) | 429 (+ `Retry-After`) | `rate_limited` | AUTH_106 |
 //! | an audience the account may not request | 400 | `invalid_target` | AUTH_107 |
@@ -56,9 +58,7 @@ use axum::{
     extract::{ConnectInfo, Request, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
-        header::{
-            AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE,
-        },
+        header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE},
     },
     response::{IntoResponse, Response},
 };
@@ -67,7 +67,7 @@ use s2s_auth::Code;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{Issuer, accounts::canonical_ip, accounts::is_scope_token, audit};
+use crate::{Issuer, accounts::canonical_ip, accounts::is_scope_token, audit, dialect::Dialect};
 
 /// The largest token request body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -308,15 +308,6 @@ fn source_ip(request: &Request, trust_forwarded_for: bool) -> Option<IpAddr> {
         .map(|ConnectInfo(addr)| canonical_ip(addr.ip()))
 }
 
-/// The success body.
-#[derive(Serialize)]
-struct TokenResponse<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_in: u64,
-    scope: &'a str,
-}
-
 /// The access token's claims (RFC 9068).
 #[derive(Serialize)]
 struct AccessClaims<'a> {
@@ -375,25 +366,14 @@ async fn issue(
             "the body is unreadable or larger than {MAX_BODY} bytes"
         ))
     })?;
-    let content_type = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let mut params = match content_type.as_deref() {
-        Some("application/x-www-form-urlencoded") => parse_form(&body)?,
-        Some("application/json") => parse_json(&body)?,
-        _ => {
-            return Err(TokenError::invalid_request(
-                "the Content-Type must be application/x-www-form-urlencoded (or application/json)",
-            ));
-        }
+    let dialect = Dialect::of(&parts.headers).ok_or_else(|| {
+        TokenError::invalid_request(
+            "the Content-Type must be application/x-www-form-urlencoded (or application/json)",
+        )
+    })?;
+    let mut params = match dialect {
+        Dialect::Form => parse_form(&body)?,
+        Dialect::Json => parse_json(&body)?,
     };
 
     match params.grant_type.as_deref() {
@@ -498,6 +478,14 @@ async fn issue(
         )
         .code(Code::AccountDisabled));
     }
+    if account.is_expired(inner.clock.unix_now()) {
+        return Err(TokenError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized_client",
+            "the service account has expired",
+        )
+        .code(Code::AccountDisabled));
+    }
     let ip_allowed = account.allowed_ips.is_empty() || ip.is_some_and(|ip| account.allows_ip(ip));
     if !ip_allowed {
         return Err(TokenError::new(
@@ -574,7 +562,7 @@ async fn issue(
     let jti: [u8; 16] = rand::random();
     let jti = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(jti);
     let claims = AccessClaims {
-        iss: &inner.issuer_url,
+        iss: &inner.token_iss,
         sub: &account.client_id,
         client_id: &account.client_id,
         aud,
@@ -598,13 +586,7 @@ async fn issue(
         jti: &claims.jti,
         exp,
     });
-    let mut response = Json(TokenResponse {
-        access_token: &token,
-        token_type: "Bearer",
-        expires_in: inner.token_lifetime,
-        scope: &scope,
-    })
-    .into_response();
+    let mut response = dialect.answer(&token, inner.token_lifetime, &scope);
     no_store(response.headers_mut());
     Ok(response)
 }

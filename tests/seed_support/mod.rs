@@ -1,0 +1,258 @@
+//! Shared by `seed_api.rs` and `seed_clients.rs`: an `s2s-issuer` served as the seed's Auth
+//! Service (`http://127.0.0.1:PORT/auth`, audience `api`), and a service behind `VerifyLayer`
+//! that answers the seed's `GET /workflow-service/workflows/active`.
+#![allow(dead_code)] // each suite uses its own part
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, SystemTime},
+};
+
+use axum::{Extension, Json, Router, routing::get};
+use reqwest::{Method, StatusCode, header::HeaderMap};
+use s2s_auth::{Verified, Verifier, VerifyLayer};
+use s2s_issuer::{Clock, Issuer, IssuerConfig, config::SecretHashConfig};
+use serde_json::{Value, json};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+pub const ADMIN: &str = "seed-admin-token-0123456789abcdef";
+/// The seed's `validateToken` checks `iss == "auth-service"` and `aud == "api"`.
+pub const SEED_ISS: &str = "auth-service";
+pub const SEED_AUDIENCE: &str = "api";
+pub const BASE_PATH: &str = "/auth";
+
+/// The seed's account request, exactly as its `curl` sends it.
+pub fn seed_account_request() -> Value {
+    json!({
+        "name": "validation-service",
+        "description": "Service account for the Validation Service",
+        "scopes": ["workflow:read", "validation:write"],
+        "allowedIps": ["10.0.1.0/24", "10.0.2.0/24"]
+    })
+}
+
+/// A clock that stands still until the test moves it.
+#[derive(Clone)]
+pub struct ManualClock {
+    start: SystemTime,
+    offset: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    pub fn new() -> Self {
+        ManualClock {
+            start: SystemTime::now(),
+            offset: Arc::default(),
+        }
+    }
+    pub fn clock(&self) -> Clock {
+        let me = self.clone();
+        Clock::from_fn(move || me.start + Duration::from_secs(me.offset.load(Ordering::SeqCst)))
+    }
+    pub fn unix_now(&self) -> u64 {
+        self.clock().unix_now()
+    }
+    pub fn advance(&self, secs: u64) {
+        self.offset.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+/// An answer: status, headers, JSON body (`Null` when empty).
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub async fn of(response: reqwest::Response) -> Answer {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// An error answer with `error`, a non-empty `error_description` and the code.
+    pub fn assert_error(&self, status: u16, error: &str, code: Option<&str>) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+        assert_eq!(self.body["error"], error, "{}", self.body);
+        assert!(
+            self.body["error_description"]
+                .as_str()
+                .is_some_and(|d| !d.is_empty()),
+            "{}",
+            self.body
+        );
+        match code {
+            Some(code) => assert_eq!(self.body["code"], code, "{}", self.body),
+            None => assert!(self.body.get("code").is_none(), "{}", self.body),
+        }
+    }
+}
+
+/// An issuer serving on a free port of 127.0.0.1 with the issuer URL
+/// `http://127.0.0.1:PORT{base_path}`.
+pub struct SeedIssuer {
+    pub issuer: Issuer,
+    /// The issuer URL, e.g. `http://127.0.0.1:40123/auth`.
+    pub url: String,
+    /// `http://127.0.0.1:40123`.
+    pub origin: String,
+    pub http: reqwest::Client,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for SeedIssuer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A cheap argon2 cost: a debug build's test stays short.
+pub fn config(base_path: &str, adjust: impl FnOnce(&mut IssuerConfig)) -> IssuerConfig {
+    let mut config = IssuerConfig::default();
+    config.db = ":memory:".into();
+    config.admin_token = Some(ADMIN.into());
+    config.secret_hash = SecretHashConfig {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+    config.issuer = Some(base_path.to_owned()); // completed by `SeedIssuer::start`
+    adjust(&mut config);
+    config
+}
+
+impl SeedIssuer {
+    /// The seed's Auth Service: base path `/auth`, `iss` `auth-service`, audience `api`.
+    pub async fn seed() -> SeedIssuer {
+        SeedIssuer::start(config(BASE_PATH, |c| {
+            c.token_issuer = Some(SEED_ISS.into());
+            c.default_audience = Some(SEED_AUDIENCE.into());
+        }))
+        .await
+    }
+
+    /// Binds a free port, then opens the issuer with `http://127.0.0.1:PORT` + the path in
+    /// `config.issuer` as its URL (no port race: the listener is bound first).
+    pub async fn start(mut config: IssuerConfig) -> SeedIssuer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin = format!("http://{}", listener.local_addr().unwrap());
+        let path = config.issuer.take().unwrap_or_default();
+        let url = format!("{origin}{path}");
+        config.issuer = Some(url.clone());
+        let issuer = Issuer::open(config).await.expect("the issuer opens");
+        let task = tokio::spawn(s2s_issuer::serve(listener, issuer.clone()));
+        SeedIssuer {
+            issuer,
+            url,
+            origin,
+            http: reqwest::Client::new(),
+            task,
+        }
+    }
+
+    pub fn jwks_url(&self) -> String {
+        format!("{}/.well-known/jwks.json", self.url)
+    }
+
+    /// An admin request to `{url}/admin{path}`.
+    pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = self
+            .http
+            .request(method, format!("{}/admin{path}", self.url))
+            .bearer_auth(ADMIN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Answer::of(request.send().await.unwrap()).await
+    }
+
+    /// Creates an account through `POST /admin/service-accounts`; the 201 answer.
+    pub async fn create(&self, body: Value) -> Answer {
+        let answer = self
+            .admin(Method::POST, "/service-accounts", Some(body))
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        answer
+    }
+
+    /// A JSON-dialect token request (the seed's).
+    pub async fn token_json(&self, body: Value) -> Answer {
+        let response = self
+            .http
+            .post(format!("{}/token", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        Answer::of(response).await
+    }
+
+    /// A form-dialect token request (RFC 6749, `client_secret_post`).
+    pub async fn token_form(&self, form: &[(&str, &str)]) -> Answer {
+        let response = self
+            .http
+            .post(format!("{}/token", self.url))
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        Answer::of(response).await
+    }
+
+    pub async fn get(&self, url: &str) -> Answer {
+        Answer::of(self.http.get(url).send().await.unwrap()).await
+    }
+}
+
+/// A service behind `VerifyLayer` that trusts `iss` with the keys at `jwks_url` for audience
+/// `api`, serving the seed's `GET /workflow-service/workflows/active`; its base URL.
+pub async fn workflow_service(iss: &str, jwks_url: &str) -> (String, JoinHandle<()>) {
+    let verifier = Verifier::builder()
+        .issuer(s2s_auth::Issuer::jwks(iss, jwks_url))
+        .audience(SEED_AUDIENCE)
+        .build()
+        .expect("the verifier builds");
+    let app = Router::new()
+        .route(
+            "/workflow-service/workflows/active",
+            get(|Extension(v): Extension<Verified>| async move {
+                Json(json!({
+                    "workflows": [
+                        {"id": "wf_123", "name": "Purchase Approval", "status": "ACTIVE", "version": "1.0.0"},
+                        {"id": "wf_456", "name": "Employee Onboarding", "status": "ACTIVE", "version": "2.1.0"}
+                    ],
+                    "count": 2,
+                    "totalCount": 2,
+                    "caller": v.standard().sub,
+                }))
+            }),
+        )
+        .layer(VerifyLayer::new(verifier));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
