@@ -1,7 +1,7 @@
 //! `ClientCredentials` in the Auth Service JSON dialect (`Dialect::Json`), over real HTTP on
 //! 127.0.0.1: against a [`TokenServer`] that speaks only that dialect (and refuses forms with
 //! 415), one that speaks only RFC 6749 (and refuses JSON with 400), one that speaks both, and a
-//! real `s2s-issuer`. The request and answer field by field, caching and refresh, every seed
+//! real `s2s-issuer` served as the seed's Auth Service (`tests/seed_support`). The request and answer field by field, caching and refresh, every seed
 //! error code mapped to a typed error, each dialect against the wrong server, and issue 11's
 //! hardening (no redirects, bodies never quoted, bounded lifetimes, the shared-manager key) in
 //! this dialect too.
@@ -16,6 +16,7 @@ use futures_util::FutureExt as _;
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
     Code, ErrorKind,
+    reqwest::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
 use s2s_tests::{
@@ -24,6 +25,9 @@ use s2s_tests::{
 };
 use serde_json::json;
 use tokio::time::advance;
+
+mod seed_support;
+use seed_support::{SEED_ISS, SeedIssuer};
 
 const CLIENT_ID: &str = "val_svc_client_a1b2c3";
 const SECRET: &str = "cs_4d5e6f7g8h9i0j_ONLY_SHOWN_ONCE";
@@ -569,55 +573,35 @@ async fn shared_managers_are_keyed_on_the_dialect_too() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Against a real s2s-issuer
+// Against a real s2s-issuer, served as the seed's Auth Service
 // ---------------------------------------------------------------------------------------------
 
-async fn issuer() -> s2s_issuer::Running {
-    let mut config = s2s_issuer::IssuerConfig::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.db = ":memory:".into();
-    config.default_audience = Some("api".into());
-    // A cheap argon2 cost keeps a debug build's run short.
-    config.secret_hash = s2s_issuer::config::SecretHashConfig {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-    };
-    s2s_issuer::spawn(config).await.expect("the issuer starts")
-}
-
-/// The library's `ClientCredentials` in the JSON dialect against a real `s2s-issuer`: the seed's
-/// request, answered in the seed's dialect, gives a token that verifies; cached; the same account
-/// in the form dialect works too; a wrong secret, an unallowed scope, a disabled account and a
-/// forbidden source address are the typed errors with AUTH_101..104.
+/// The library's `ClientCredentials` in the JSON dialect against a real `s2s-issuer` served as
+/// the seed's Auth Service (`/auth`, `iss` `auth-service`, audience `api`): the seed's request,
+/// answered in the seed's dialect, gives a cached token that the seed's workflow service behind
+/// `VerifyLayer` accepts through the reqwest middleware; the same account in the form dialect
+/// works too; a wrong secret, an unallowed scope, the seed's own account (allowed only from
+/// 10.0.1.0/24 and 10.0.2.0/24) and a disabled account are the typed errors with AUTH_101..104.
 #[tokio::test]
 async fn the_json_dialect_against_a_real_s2s_issuer() {
-    use s2s_issuer::accounts::NewAccount;
-    use secrecy::ExposeSecret as _;
-
-    let running = issuer().await;
-    let accounts = running.issuer.accounts();
-    let created = accounts
-        .create(
-            NewAccount::new("validation-service")
-                .scope("workflow:read")
-                .scope("validation:write")
-                .allowed_ip("127.0.0.0/8"),
-        )
-        .await
-        .unwrap();
-    let client_id = created.account.client_id.clone();
-    let secret = created.client_secret.expose_secret().to_owned();
-    let token_url = format!("{}/token", running.url);
-    let grant = |secret: &str| {
-        ClientCredentials::new(&token_url, &client_id)
+    let auth = SeedIssuer::seed().await;
+    let (workflows, _service) = seed_support::workflow_service(SEED_ISS, &auth.jwks_url()).await;
+    let mut request = seed_support::seed_account_request();
+    request["name"] = json!("validation-service-local");
+    request["allowedIps"] = json!(["127.0.0.0/8"]);
+    let created = auth.create(request).await.body;
+    let client_id = created["clientId"].as_str().unwrap().to_owned();
+    let secret = created["clientSecret"].as_str().unwrap().to_owned();
+    let token_url = format!("{}/token", auth.url);
+    let grant = |client_id: &str, secret: &str| {
+        ClientCredentials::new(&token_url, client_id)
             .dialect(Dialect::Json)
             .auth(ClientAuth::SecretPost(secret.to_owned().into()))
             .scope("workflow:read")
             .scope("validation:write")
     };
 
-    let answer = grant(&secret)
+    let answer = grant(&client_id, &secret)
         .fetch()
         .await
         .expect("a token in the JSON dialect");
@@ -625,21 +609,23 @@ async fn the_json_dialect_against_a_real_s2s_issuer() {
         answer.scope.as_deref(),
         Some("workflow:read validation:write")
     );
-    assert!(answer.expires_in.is_some());
-    let tokens = TokenManager::new(grant(&secret)).unwrap();
-    let token = tokens.token().await.expect("a token");
-    assert!(tokens.token().await.unwrap().same_as(&token), "cached");
-    assert_eq!(tokens.metrics().fetches, 1);
-    let verifier = s2s_auth::Verifier::builder()
-        .issuer(s2s_auth::Issuer::discover(running.url.clone()))
-        .audience("api")
-        .build()
-        .unwrap();
-    let verified = verifier
-        .verify(token.secret())
-        .await
-        .expect("the token verifies");
-    assert!(verified.scopes().contains("validation:write"));
+    assert_eq!(answer.expires_in, Some(Duration::from_secs(1800)));
+
+    let tokens = TokenManager::new(grant(&client_id, &secret)).unwrap();
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(AuthorizeMiddleware::new(tokens.clone()).allow_origin(&workflows))
+        .build();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("{workflows}/workflow-service/workflows/active"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["count"], 2, "{body}");
+    }
+    assert_eq!(tokens.metrics().fetches, 1, "the token is cached");
 
     // The same account through the form dialect.
     ClientCredentials::new(&token_url, &client_id)
@@ -648,66 +634,33 @@ async fn the_json_dialect_against_a_real_s2s_issuer() {
         .await
         .expect("a token in the form dialect");
 
-    // AUTH_101: a wrong secret.
-    let err = grant("cs_wrong").fetch().await.expect_err("wrong secret");
-    assert_eq!(
-        (err.kind(), err.code(), err.status()),
-        (
-            ErrorKind::Config,
-            Some(Code::InvalidClient),
-            Some(StatusCode::UNAUTHORIZED)
-        ),
-        "{err}"
-    );
-    // AUTH_102: a scope the account does not have.
-    let err = grant(&secret)
+    let expect = |code: Code, status: StatusCode, err: s2s_auth::Error| {
+        let text = err.to_string();
+        assert_eq!(err.kind(), ErrorKind::Config, "{text}");
+        assert_eq!(err.code(), Some(code), "{text}");
+        assert_eq!(err.status(), Some(status), "{text}");
+        assert!(text.starts_with(&format!("{code}: ")), "{text}");
+        assert!(!text.contains(&secret), "{text}");
+    };
+    let err = grant(&client_id, "cs_wrong").fetch().await.unwrap_err();
+    expect(Code::InvalidClient, StatusCode::UNAUTHORIZED, err);
+    let err = grant(&client_id, &secret)
         .scope("admin:all")
         .fetch()
         .await
-        .expect_err("unallowed scope");
-    assert_eq!(
-        (err.kind(), err.code()),
-        (ErrorKind::Config, Some(Code::InsufficientScope)),
-        "{err}"
-    );
-    // AUTH_104: an account allowed only from elsewhere.
-    let elsewhere = accounts
-        .create(
-            NewAccount::new("elsewhere")
-                .scope("workflow:read")
-                .allowed_ip("10.0.1.0/24"),
-        )
-        .await
-        .unwrap();
-    let err = ClientCredentials::new(&token_url, &elsewhere.account.client_id)
-        .dialect(Dialect::Json)
-        .auth(ClientAuth::SecretPost(
-            elsewhere.client_secret.expose_secret().to_owned().into(),
-        ))
-        .fetch()
-        .await
-        .expect_err("forbidden source address");
-    assert_eq!(
-        (err.kind(), err.code(), err.status()),
-        (
-            ErrorKind::Config,
-            Some(Code::IpNotAllowed),
-            Some(StatusCode::FORBIDDEN)
-        ),
-        "{err}"
-    );
-    // AUTH_103: the account disabled.
-    accounts.disable(&client_id).await.unwrap();
-    let err = grant(&secret).fetch().await.expect_err("disabled");
-    assert_eq!(
-        (err.kind(), err.code(), err.status()),
-        (
-            ErrorKind::Config,
-            Some(Code::AccountDisabled),
-            Some(StatusCode::UNAUTHORIZED)
-        ),
-        "{err}"
-    );
-    assert!(err.to_string().starts_with("AUTH_103: "), "{err}");
-    running.shutdown().await;
+        .unwrap_err();
+    expect(Code::InsufficientScope, StatusCode::BAD_REQUEST, err);
+    // The seed's account as its `curl` creates it: allowed only from 10.0.1.0/24, 10.0.2.0/24.
+    let seeds = auth.create(seed_support::seed_account_request()).await.body;
+    let err = grant(
+        seeds["clientId"].as_str().unwrap(),
+        seeds["clientSecret"].as_str().unwrap(),
+    )
+    .fetch()
+    .await
+    .unwrap_err();
+    expect(Code::IpNotAllowed, StatusCode::FORBIDDEN, err);
+    auth.issuer.accounts().disable(&client_id).await.unwrap();
+    let err = grant(&client_id, &secret).fetch().await.unwrap_err();
+    expect(Code::AccountDisabled, StatusCode::UNAUTHORIZED, err);
 }
