@@ -139,11 +139,11 @@ impl Dialect {
 
     /// The hint added to a refusal that may come from speaking the wrong dialect.
     fn mismatch_hint(self) -> String {
+        let other = self.other();
         format!(
-            " (this grant speaks the {self} dialect; if the token endpoint expects the {}, set \
-             `ClientCredentials::dialect(Dialect::{:?})`)",
-            self.other(),
-            self.other()
+            " (this grant speaks the {self} dialect, `Content-Type: {}`; if the token endpoint \
+             takes the {other} dialect, set `ClientCredentials::dialect(Dialect::{other:?})`)",
+            self.content_type()
         )
     }
 }
@@ -151,8 +151,8 @@ impl Dialect {
 impl fmt::Display for Dialect {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Dialect::Form => "RFC 6749 form (application/x-www-form-urlencoded)",
-            Dialect::Json => "Auth Service JSON (application/json)",
+            Dialect::Form => "RFC 6749 form",
+            Dialect::Json => "Auth Service JSON",
         })
     }
 }
