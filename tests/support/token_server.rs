@@ -2,7 +2,7 @@
 //! checks bearer tokens ([`ResourceServer`]), for the outbound suites.
 //!
 //! ```no_run
-//! use s2s_tests::token_server::{ExpiresIn, Reply, ResourceServer, TokenServer};
+//! use s2s_tests::token_server::{ExpiresIn, Reply, ResourceServer, Speaks, TokenServer};
 //!
 //! # async fn demo() {
 //! let tokens = TokenServer::start().await;
