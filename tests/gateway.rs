@@ -1066,6 +1066,13 @@ async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded()
         ("//orders", "empty path segments"),
         ("//admin/x", "empty path segments"),
         ("/public//x", "empty path segments"),
+        // C-based servers and file APIs stop at a decoded NUL: `/orders%00` is `/orders`.
+        ("/orders%00", "control characters"),
+        ("/admin%00.html", "control characters"),
+        ("/public/x%0D%0Ay", "control characters"),
+        // A framework decoding again after the server reads `%252e%252e` as `..`.
+        ("/public/%252e%252e/admin", "double-encoded"),
+        ("/public/..%252Fadmin", "double-encoded"),
     ] {
         let got = call(gateway.addr, Method::GET, path, &[]).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
@@ -1185,8 +1192,18 @@ async fn case_insensitive_routes_match_any_case() {
     )
     .await;
     assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
-    // Windows drops trailing dots and spaces: IIS would serve /admin/x for these.
-    for path in ["/admin./x", "/admin%20/x", "/orders."] {
+    // Windows drops trailing dots and spaces, reads `admin::$DATA` as `admin`, `ADMIN~1` as the
+    // short name of `admin…`, and folds `ı` (%C4%B1) to `I` and `ſ` (%C5%BF) to `S`: IIS
+    // would serve /admin/x for these, which the public catch-all would otherwise forward.
+    for path in [
+        "/admin./x",
+        "/admin%20/x",
+        "/orders.",
+        "/admin::$DATA",
+        "/ADMIN~1/x",
+        "/adm%C4%B1n/x",
+        "/ord%C5%BFers",
+    ] {
         let got = call(gateway.addr, Method::GET, path, &[]).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     }
@@ -1312,6 +1329,72 @@ async fn forwarding_headers_are_the_gateways_own_unless_the_peer_is_a_trusted_pr
     assert_eq!(header(&echo, "x-forwarded-proto"), Some("https"));
     assert_eq!(header(&echo, "x-forwarded-prefix"), Some("/shop"));
     assert_eq!(header(&echo, "x_forwarded_for"), None, "{echo}");
+}
+
+/// Client-address and scheme headers under other names than the five the gateway sets:
+/// Rack reads `X-Forwarded-Ssl`/`-Scheme`, gunicorn (trusting loopback by default)
+/// `X-Forwarded-Protocol`/`-Ssl`, Spring `X-Forwarded-Ssl`, IIS `Front-End-Https`, Rails and
+/// PHP apps `Client-IP` and the CDN headers.
+const CLIENT_CLAIMS: [(&str, &str); 14] = [
+    ("x-forwarded-ssl", "on"),
+    ("x-forwarded-scheme", "https"),
+    ("x-forwarded-protocol", "ssl"),
+    ("x-forwarded-server", "shop.example"),
+    ("x-forwarded", "for=203.0.113.7"),
+    ("forwarded-for", "203.0.113.7"),
+    ("front-end-https", "on"),
+    ("x-url-scheme", "https"),
+    ("client-ip", "203.0.113.7"),
+    ("x_client_ip", "203.0.113.7"),
+    ("true-client-ip", "203.0.113.7"),
+    ("x-cluster-client-ip", "203.0.113.7"),
+    ("cf-connecting-ip", "203.0.113.7"),
+    ("fastly-client-ip", "203.0.113.7"),
+];
+
+#[tokio::test]
+async fn client_address_and_scheme_headers_of_every_name_are_removed_unless_trusted() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let writer = bearer(&world.token("orders:write"));
+    let mut sent = CLIENT_CLAIMS.to_vec();
+    sent.push(("authorization", writer.as_str()));
+    for path in ["/public", "/orders/1"] {
+        let echo = call(gateway.addr, Method::POST, path, &sent).await.json();
+        let names = header_names(&echo);
+        for (name, _) in CLIENT_CLAIMS {
+            assert!(!names.iter().any(|n| n == name), "{path}: {name}: {echo}");
+        }
+    }
+    // A trusted proxy's are kept, in their own spelling.
+    let gateway = start(&world.config("trusted_proxies = [\"127.0.0.1\"]", "")).await;
+    let echo = call(gateway.addr, Method::GET, "/public", &CLIENT_CLAIMS)
+        .await
+        .json();
+    assert_eq!(header(&echo, "x-forwarded-ssl"), Some("on"), "{echo}");
+    assert_eq!(header(&echo, "true-client-ip"), Some("203.0.113.7"));
+    assert_eq!(header(&echo, "x_client_ip"), None, "{echo}");
+}
+
+#[tokio::test]
+async fn a_request_with_two_host_headers_is_refused() {
+    let world = World::new().await;
+    for top in ["", "preserve_host = true"] {
+        let gateway = start(&world.config(top, "")).await;
+        let two = [("host", "shop.example"), ("host", "admin.internal")];
+        let got = call(gateway.addr, Method::GET, "/public", &two).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+        let description = got.json()["error_description"].as_str().unwrap().to_owned();
+        assert!(description.contains("one Host"), "{top}: {description}");
+        // One is forwarded as it came with preserve_host.
+        let got = call(gateway.addr, Method::GET, "/public", &two[..1]).await;
+        assert_eq!(got.status, StatusCode::OK, "{top}");
+    }
+    assert_eq!(
+        world.upstream.requests(),
+        2,
+        "a refused request was forwarded"
+    );
 }
 
 #[tokio::test]

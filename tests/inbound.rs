@@ -537,8 +537,8 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
     let server = KeyServer::start().await;
     let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
-    // Signed before the clock is read: its `nbf` is never a second ahead of the clock.
-    let old = token(&k1, &server);
+    // Signed before the clock is read: their `nbf` is never a second ahead of the clock.
+    let (old, new) = (token(&k1, &server), token(&k2, &server));
     let now = Arc::new(std::sync::atomic::AtomicU64::new(keys::now()));
     let clock = now.clone();
     let options = cache_options(|o| o.unknown_kid_cooldown = Duration::ZERO);
@@ -573,7 +573,7 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
 
     // k1 leaves the set (the refetch for k2 drops it): the cached k1 token goes with it.
     server.set_keys(&[&k2]);
-    verifier.verify(&token(&k2, &server)).await.unwrap();
+    verifier.verify(&new).await.unwrap();
     let refused = verifier.verify(&old).await.unwrap_err();
     assert_eq!(refused.reason(), Reason::UnknownKey);
 }
@@ -891,10 +891,19 @@ async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_rea
     assert!(verifier.is_ready());
 }
 
-/// `GET /readyz` of a gateway, with the paused clock held.
+/// `GET /readyz` of a gateway, with the paused clock held: the status and the JSON body.
+async fn readyz_answer(url: &str) -> (StatusCode, Value) {
+    clock_held(async {
+        let response = http_client().get(format!("{url}/readyz")).send().await;
+        let response = response.unwrap();
+        (response.status(), response.json().await.unwrap())
+    })
+    .await
+}
+
+/// The status of `GET /readyz`.
 async fn readyz(url: &str) -> StatusCode {
-    let response = clock_held(http_client().get(format!("{url}/readyz")).send()).await;
-    response.unwrap().status()
+    readyz_answer(url).await.0
 }
 
 #[tokio::test(start_paused = true)]
@@ -936,7 +945,12 @@ upstream = "app"
     advance(Duration::from_secs(100 + 24 * 3600 - 1)).await;
     assert_eq!(readyz(&url).await, StatusCode::OK);
     advance(Duration::from_secs(2)).await;
-    assert_eq!(readyz(&url).await, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = readyz_answer(&url).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Loaded, but too stale to use: the probe says so rather than "not loaded yet".
+    let why = body["error_description"].as_str().unwrap();
+    assert!(why.contains("maximum staleness"), "{body}");
+    assert!(!why.contains("not loaded"), "{body}");
 
     // Back: the key cache's own retries (at most a minimum TTL apart) make it ready again.
     server.set_behavior(Behavior::Normal);

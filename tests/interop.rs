@@ -9,7 +9,7 @@ use axum::{Router, routing::get};
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
     Code, ErrorKind, Issuer, RequireScope, Verifier, VerifyLayer,
-    token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
+    token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource},
 };
 use s2s_tests::peer::{self, Peer};
 
@@ -378,4 +378,24 @@ async fn oauth_errors_of_the_peer_map_to_typed_errors() {
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");
     assert_eq!(err.code(), Some(Code::InsufficientScope));
     assert_eq!(err.oauth_error(), Some("invalid_scope"));
+}
+
+/// oidc-provider takes only RFC 6749's form body: the same client in the Auth Service JSON
+/// dialect is refused, and the error says to choose the form dialect.
+#[tokio::test]
+async fn the_json_dialect_against_the_form_only_peer_fails_clearly() {
+    require_node!();
+    let peer = Peer::start();
+    let json =
+        TokenManager::new(grant(&peer, "client_secret_post").dialect(Dialect::Json)).unwrap();
+    let err = json.token().await.unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
+    assert!(text.contains("Dialect::Form"), "{text}");
+    // The same grant in the form dialect is served.
+    TokenManager::new(grant(&peer, "client_secret_post"))
+        .unwrap()
+        .token()
+        .await
+        .expect("a token in the form dialect");
 }

@@ -2,7 +2,7 @@
 //! checks bearer tokens ([`ResourceServer`]), for the outbound suites.
 //!
 //! ```no_run
-//! use s2s_tests::token_server::{ExpiresIn, Reply, ResourceServer, TokenServer};
+//! use s2s_tests::token_server::{ExpiresIn, Reply, ResourceServer, Speaks, TokenServer};
 //!
 //! # async fn demo() {
 //! let tokens = TokenServer::start().await;
@@ -11,9 +11,17 @@
 //! // … point a `ClientCredentials` grant at `tokens.token_url()`, call `api.url()` …
 //! tokens.set_reply(Reply::Status(503)); // an outage
 //! tokens.set_reply(Reply::oauth("invalid_client")); // the client was deleted
+//! tokens.set_dialect(Speaks::JsonOnly); // an Auth Service that takes only its JSON body
 //! assert_eq!(tokens.requests(), 0);
 //! # }
 //! ```
+//!
+//! Dialects ([`Speaks`]): by default the endpoint speaks RFC 6749 only (a form body, answered
+//! `access_token` / `expires_in`; any other body is refused with 400 `invalid_request`, as an
+//! RFC 6749 server finds no `grant_type` in it); [`Speaks::JsonOnly`] is the Auth Service JSON
+//! dialect only (`{"grantType", "clientId", "clientSecret", "scope"}` answered `accessToken` /
+//! `expiresIn`; a form is refused with 415); [`Speaks::Both`] answers each request in its own
+//! dialect, as `s2s-issuer` does. Error replies are written alike in every dialect.
 //!
 //! Both are real HTTP/1.1 servers on `127.0.0.1:0` (axum + hyper) on the test's runtime, so a
 //! paused tokio clock is the clock they see too ([`TokenRequest::at`]). The token endpoint counts
@@ -60,6 +68,20 @@ pub enum ExpiresIn {
     Text(String),
     /// No `expires_in` member at all.
     Omitted,
+}
+
+/// Which request bodies the token endpoint takes, and so how it answers. See the
+/// [module docs](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Speaks {
+    /// RFC 6749 only: `application/x-www-form-urlencoded`; anything else gets 400
+    /// `invalid_request`.
+    #[default]
+    FormOnly,
+    /// The Auth Service JSON dialect only: `application/json`; anything else gets 415.
+    JsonOnly,
+    /// Both, each request answered in its own dialect.
+    Both,
 }
 
 /// What the issued access tokens look like.
@@ -139,8 +161,11 @@ pub struct TokenRequest {
     pub headers: HeaderMap,
     /// The raw body.
     pub body: String,
-    /// The body decoded as `application/x-www-form-urlencoded`, in order.
+    /// The body decoded as `application/x-www-form-urlencoded`, in order (whatever the
+    /// `Content-Type`).
     pub form: Vec<(String, String)>,
+    /// The body as JSON, when it is JSON (whatever the `Content-Type`).
+    pub json: Option<Value>,
     /// The status answered (`None` while the request is held or being answered).
     pub status: Option<StatusCode>,
     /// The access token issued, when one was.
@@ -186,6 +211,8 @@ pub struct TokenServer {
 struct TokenState {
     url: String,
     reply: Mutex<Reply>,
+    speaks: Mutex<Speaks>,
+    retry_after: Mutex<Option<u64>>,
     expires_in: Mutex<ExpiresIn>,
     token_type: Mutex<String>,
     format: Mutex<TokenFormat>,
@@ -231,6 +258,8 @@ impl TokenServer {
         let state = Arc::new(TokenState {
             url: url.clone(),
             reply: Mutex::new(Reply::Token),
+            speaks: Mutex::new(Speaks::default()),
+            retry_after: Mutex::new(None),
             expires_in: Mutex::new(ExpiresIn::Seconds(3600)),
             token_type: Mutex::new("Bearer".to_owned()),
             format: Mutex::new(TokenFormat::Opaque),
@@ -265,7 +294,18 @@ impl TokenServer {
         *self.state.reply.lock().unwrap() = reply;
     }
 
-    /// The `expires_in` of token responses.
+    /// Which request bodies are taken from now on (default [`Speaks::FormOnly`]).
+    pub fn set_dialect(&self, speaks: Speaks) {
+        *self.state.speaks.lock().unwrap() = speaks;
+    }
+
+    /// Adds `Retry-After: <seconds>` to every answer that is not a token from now on (`None`,
+    /// the default: only [`Reply::RateLimited`] has one).
+    pub fn set_retry_after(&self, seconds: Option<u64>) {
+        *self.state.retry_after.lock().unwrap() = seconds;
+    }
+
+    /// The `expires_in` of token responses (`expiresIn` in the JSON dialect).
     pub fn set_expires_in(&self, expires_in: ExpiresIn) {
         *self.state.expires_in.lock().unwrap() = expires_in;
     }
@@ -356,6 +396,14 @@ async fn token_handler(
     let form = url::form_urlencoded::parse(body.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect::<Vec<_>>();
+    let json = serde_json::from_str::<Value>(&body).ok();
+    let media_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    let is_json = media_type.as_deref() == Some("application/json");
+    let is_form = media_type.as_deref() == Some("application/x-www-form-urlencoded");
     let index = {
         let mut log = state.log.lock().unwrap();
         log.push(TokenRequest {
@@ -364,6 +412,7 @@ async fn token_handler(
             headers,
             body,
             form: form.clone(),
+            json: json.clone(),
             status: None,
             token: None,
         });
@@ -372,10 +421,42 @@ async fn token_handler(
     let mut gate = state.gate.subscribe();
     let _ = gate.wait_for(|open| *open).await;
 
-    let reply = state.reply.lock().unwrap().clone();
+    let speaks = *state.speaks.lock().unwrap();
+    let refusal = match speaks {
+        Speaks::FormOnly | Speaks::Both if is_form => None,
+        Speaks::JsonOnly | Speaks::Both if is_json => None,
+        Speaks::FormOnly => Some((
+            StatusCode::BAD_REQUEST,
+            "the grant_type parameter is missing: send an application/x-www-form-urlencoded body",
+        )),
+        Speaks::JsonOnly | Speaks::Both => Some((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the Content-Type must be application/json",
+        )),
+    };
+    // A JSON request is answered in the JSON dialect (its scope read from the JSON body).
+    let json_answer = refusal.is_none() && is_json;
+    let reply = match refusal {
+        Some((code, description)) => Reply::OAuth {
+            status: code.as_u16(),
+            error: "invalid_request".into(),
+            description: Some(description.into()),
+            code: None,
+        },
+        None => state.reply.lock().unwrap().clone(),
+    };
     let (response, token) = match reply {
         Reply::Token => {
-            let (response, token) = issue(&state, &form);
+            let requested = if json_answer {
+                json.as_ref()
+                    .and_then(|j| j["scope"].as_str())
+                    .map(str::to_owned)
+            } else {
+                form.iter()
+                    .find(|(k, _)| k == "scope")
+                    .map(|(_, v)| v.clone())
+            };
+            let (response, token) = issue(&state, requested, json_answer);
             (response, Some(token))
         }
         Reply::Status(code) => (
@@ -434,14 +515,21 @@ async fn token_handler(
             body,
         } => (text(status(code), &content_type, &body), None),
     };
+    let mut response = response;
+    if let (None, Some(seconds)) = (&token, *state.retry_after.lock().unwrap()) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
     let mut log = state.log.lock().unwrap();
     log[index].status = Some(response.status());
     log[index].token = token;
     response
 }
 
-/// Issues a token per the server's settings and records it.
-fn issue(state: &TokenState, form: &[(String, String)]) -> (Response, String) {
+/// Issues a token per the server's settings and records it, answered with RFC 6749's member
+/// names, or the JSON dialect's (`accessToken`, `tokenType`, `expiresIn`).
+fn issue(state: &TokenState, requested_scope: Option<String>, json: bool) -> (Response, String) {
     let mut issued = state.issued.lock().unwrap();
     let n = issued.len() + 1;
     let token = match &*state.format.lock().unwrap() {
@@ -458,20 +546,21 @@ fn issue(state: &TokenState, form: &[(String, String)]) -> (Response, String) {
         }
     };
     issued.push(token.clone());
+    let [access_token, token_type, expires_in] = if json {
+        ["accessToken", "tokenType", "expiresIn"]
+    } else {
+        ["access_token", "token_type", "expires_in"]
+    };
     let mut body = json!({
-        "access_token": token,
-        "token_type": *state.token_type.lock().unwrap(),
+        access_token: token,
+        token_type: *state.token_type.lock().unwrap(),
     });
     match &*state.expires_in.lock().unwrap() {
-        ExpiresIn::Seconds(s) => body["expires_in"] = (*s).into(),
-        ExpiresIn::Text(s) => body["expires_in"] = s.clone().into(),
+        ExpiresIn::Seconds(s) => body[expires_in] = (*s).into(),
+        ExpiresIn::Text(s) => body[expires_in] = s.clone().into(),
         ExpiresIn::Omitted => {}
     }
-    let scope = state.scope.lock().unwrap().clone().or_else(|| {
-        form.iter()
-            .find(|(k, _)| k == "scope")
-            .map(|(_, v)| v.clone())
-    });
+    let scope = state.scope.lock().unwrap().clone().or(requested_scope);
     if let Some(scope) = scope {
         body["scope"] = scope.into();
     }

@@ -47,6 +47,7 @@ use crate::{
     error::Error,
     fetch::{self, HttpOptions},
     metrics::Metrics,
+    time::later,
 };
 
 /// The asymmetric signature algorithms this crate verifies. HMAC is never accepted: a public
@@ -505,13 +506,6 @@ impl Snapshot {
     pub(crate) fn is_usable(&self) -> bool {
         self.generation > 0 && Instant::now() < self.usable_until
     }
-}
-
-/// `now + after`, or a far instant when that does not fit (an `Instant` overflow panics).
-fn later(now: Instant, after: Duration) -> Instant {
-    now.checked_add(after)
-        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 60 * 60)))
-        .unwrap_or(now)
 }
 
 /// Why a fetch was asked for.

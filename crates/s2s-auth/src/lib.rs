@@ -19,6 +19,7 @@ mod metrics;
 pub mod rejection;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;
+mod time;
 pub mod token;
 pub mod verify;
 

@@ -102,7 +102,8 @@
 //! max_body_bytes = 10485760   # request bodies above it are refused with 413 (streamed, counted)
 //!
 //! # How request paths are read. Always refused (400): dot segments, encoded `/` and `\`,
-//! # backslashes, empty segments (`//x`), an encoded `;` (%3B).
+//! # backslashes, empty segments (`//x`), an encoded `;` (%3B), double-encoded escapes (%252e),
+//! # encoded control characters (%00).
 //! [paths]
 //! # false: a path whose segments carry `;` parameters is refused (Tomcat, Jetty and Spring
 //! # serve `/docs/..;/orders` as `/orders`). true: routes decide on the path those upstreams
@@ -110,7 +111,7 @@
 //! # path is forwarded, each segment with its parameters.
 //! allow_matrix_parameters = false
 //! # Routes match ASCII letters in any case, for upstreams that do (IIS, ASP.NET); segments
-//! # ending in `.` or a space, which Windows drops, are then refused as well.
+//! # Windows reads as another name (trailing `.` or space, `::`, `~1`, `ı`) are then refused.
 //! case_insensitive = false
 //!
 //! # Headers the upstream receives. Any the client sent under these names is removed, also

@@ -382,18 +382,19 @@ impl AuthContext {
                 && route_audiences.is_none_or(|r| r.contains(a))
         };
         if !claims.aud.iter().any(accepted) {
-            tracing::debug!(
-                target: "s2s_gateway",
-                issuer = %claims.iss,
-                aud = ?claims.aud,
-                accepted = ?issuer.map(|i| &i.audiences),
-                route_accepted = ?route_audiences,
-                "token refused: its aud names no audience of its issuer and route"
-            );
-            let rejection = Rejection::new(
+            // The caller is shown the reason's fixed summary, as for the verifier's own
+            // audience refusal; the audiences go to the log only.
+            let rejection = Rejection::summarized(
                 Reason::WrongAudience,
-                "the token is not meant for this service: its aud names none of the audiences this route accepts",
+                format!(
+                    "aud {:?} names none of the audiences of issuer `{}` ({:?}) and route ({:?})",
+                    claims.aud,
+                    claims.iss,
+                    issuer.map(|i| &i.audiences),
+                    route_audiences
+                ),
             );
+            tracing::debug!(target: "s2s_gateway", detail = rejection.detail(), "token refused");
             return with_subject(self.reject(&rejection), subject);
         }
         let identity = match identity(&verified) {
@@ -480,6 +481,22 @@ impl Shared {
         mut request: Request<Incoming>,
         peer: SocketAddr,
     ) -> (Response<Body>, Option<&str>) {
+        // RFC 9112 §3.2: more than one Host is 400. Upstreams differ on which one they take,
+        // and the gateway's own view (`Forwarded`, `X-Forwarded-Host`) is the first.
+        if request
+            .headers()
+            .get_all(header::HOST)
+            .iter()
+            .nth(1)
+            .is_some()
+        {
+            let refused = json_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the request carries more than one Host header: send exactly one",
+            );
+            return (refused, None);
+        }
         let route = match self.select(request.method(), request.uri().path()) {
             Selected::Route(route) => route,
             Selected::Answer(response, route) => return (response, route),
@@ -573,13 +590,22 @@ impl Shared {
             return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
         }
         match &self.verifier {
-            Some(v) if !v.is_ready() => json(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &serde_json::json!({
-                    "status": "not_ready",
-                    "error_description": "the issuers' key sets are not loaded yet",
-                }),
-            ),
+            Some(v) if !v.is_ready() => {
+                // The loader ends once every key set is loaded: not ready after that means
+                // a key set went past its maximum staleness.
+                let loaded = self.loader.as_ref().is_some_and(|l| l.is_finished());
+                let why = if loaded {
+                    "an issuer's key set could not be refreshed for longer than its maximum \
+                     staleness (its time to live plus max_stale): its keys are no longer used \
+                     and its tokens are answered 503 until a fetch succeeds"
+                } else {
+                    "the issuers' key sets are not loaded yet"
+                };
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({ "status": "not_ready", "error_description": why }),
+                )
+            }
             _ => json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
         }
     }

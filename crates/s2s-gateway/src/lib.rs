@@ -40,11 +40,13 @@
 //! * **Refuses ambiguous paths** with 400 (`invalid_request`, saying what is wrong), so that
 //!   the route checked is the route the upstream serves: paths are normalized, and dot
 //!   segments, encoded slashes, backslashes, empty segments (`//orders`, merged by nginx and
-//!   many frameworks) and segment parameters (`/docs/..;/orders`, which Tomcat serves as
-//!   `/orders`; also an encoded `;`) are refused. With `[paths] allow_matrix_parameters`,
-//!   routing decides on the path such upstreams resolve instead, and that path is forwarded.
-//!   With `[paths] case_insensitive`, segments ending in `.` or a space (which Windows drops)
-//!   are refused too.
+//!   many frameworks), segment parameters (`/docs/..;/orders`, which Tomcat serves as
+//!   `/orders`; also an encoded `;`), double-encoded escapes (`%252e`) and encoded control
+//!   characters (`/orders%00`, cut at the NUL by C-based servers) are refused. With
+//!   `[paths] allow_matrix_parameters`, routing decides on the path such upstreams resolve
+//!   instead, and that path is forwarded. With `[paths] case_insensitive`, segments Windows
+//!   reads as another name (a trailing `.` or space, `::` streams, `~1` short names,
+//!   `ı`/`ſ`/Kelvin sign) are refused too. More than one `Host` header is 400 (RFC 9112 §3.2).
 //! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScope`, so the answers are theirs
 //!   exactly: 401 with `WWW-Authenticate: Bearer …` and a JSON body with an `AUTH_1xx` code,
 //!   403 `insufficient_scope` naming the scopes, 503 with `Retry-After` while keys cannot be
@@ -64,7 +66,9 @@
 //!   identity headers of the verified token (`sub`; `client_id`, else `azp`; the scopes
 //!   space-separated). Forwarding headers (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`,
 //!   `X-Forwarded-Host`, `X-Forwarded-Proto`) are the gateway's own view of the connection
-//!   (`X-Forwarded-Port` and `X-Forwarded-Prefix` are removed); only from a peer in
+//!   (the other headers frameworks read for the client's address or scheme, such as
+//!   `X-Forwarded-Port`, `-Prefix`, `-Ssl`, `-Scheme`, `Front-End-Https`, `Client-IP`,
+//!   `True-Client-IP`, are removed); only from a peer in
 //!   `trusted_proxies` are the client's kept, the lists with this hop appended. `Host`
 //!   becomes the upstream's unless `preserve_host`.
 //! * **Fails in JSON**: `{"error", "error_description"}` with 502 `bad_gateway` when the

@@ -12,15 +12,21 @@
 //! * segment parameters (`/docs/..;/orders`, `/orders;jsessionid=1`): Tomcat, Jetty and Spring
 //!   strip `;…` from every segment and then resolve dot segments, so that `/docs/..;/orders`
 //!   is `/orders` to them. An encoded `;` (`%3B`) is refused in every mode: some stacks decode
-//!   it before they split parameters, others after.
+//!   it before they split parameters, others after;
+//! * double-encoded escapes (`%252e%252e%252f`), which a stack that decodes again after the
+//!   server did reads as `../`;
+//! * encoded control characters (`%00` to `%1F`, `%7F`): a decoded NUL ends the path for
+//!   C-based servers and file APIs, so `/orders%00` would pass a public `/` route and be served
+//!   as `/orders`.
 //!
 //! With [`PathOptions::matrix_parameters`] a literal `;` is accepted for upstreams that use
 //! matrix parameters; routing then decides on the path such an upstream resolves (parameters
 //! removed from every segment, then dot segments resolved), and the upstream receives that
 //! resolved path with each remaining segment's parameters, so it cannot resolve it into
-//! another route. With [`PathOptions::case_insensitive`] (IIS, ASP.NET), segments ending in `.`
-//! or a space are refused as well, since Windows drops them from file names. The normalized
-//! path is the one forwarded.
+//! another route. With [`PathOptions::case_insensitive`] (IIS, ASP.NET), segments that Windows
+//! reads as another file name are refused as well: a trailing `.` or space, `::` streams, `~1`
+//! short names, and non-ASCII letters whose case maps to ASCII (`ı`, `ſ`, the Kelvin sign).
+//! The normalized path is the one forwarded.
 
 use std::{borrow::Cow, fmt};
 
@@ -30,7 +36,7 @@ pub(crate) struct PathOptions {
     /// Accept `;` segment parameters (routing ignores them and resolves dot segments).
     pub(crate) matrix_parameters: bool,
     /// Routes match ASCII letters case-insensitively (for IIS and ASP.NET upstreams), and
-    /// segments ending in `.` or a space, which Windows drops, are refused.
+    /// segments Windows reads as another name are refused (see the module docs).
     pub(crate) case_insensitive: bool,
 }
 
@@ -45,8 +51,10 @@ pub(crate) enum PathError {
     EmptySegment,
     SegmentParameters,
     EncodedSemicolon,
+    EncodedControl,
+    DoubleEncoded,
     AboveRoot,
-    TrailingDotOrSpace,
+    WindowsAlias,
 }
 
 impl fmt::Display for PathError {
@@ -60,10 +68,18 @@ impl fmt::Display for PathError {
             PathError::EmptySegment => "empty path segments (`//`) are not accepted",
             PathError::SegmentParameters => "path segment parameters (`;`) are not allowed",
             PathError::EncodedSemicolon => "an encoded `;` (%3B) is not accepted in paths",
+            PathError::DoubleEncoded => {
+                "a double-encoded escape (%25 and two hex digits, e.g. %252e) is not accepted: \
+                 an upstream that decodes twice would read `.`, `/` or `;`"
+            }
+            PathError::EncodedControl => {
+                "encoded control characters (%00 to %1F, %7F) are not accepted in paths"
+            }
             PathError::AboveRoot => "a `..` segment climbs above the root",
-            PathError::TrailingDotOrSpace => {
-                "a segment ending in `.` or a space is not accepted by case-insensitive routes \
-                 (Windows servers drop them)"
+            PathError::WindowsAlias => {
+                "case-insensitive routes do not accept a segment that Windows servers read as \
+                 another name: a trailing `.` or space, `::` (streams), `~` and a digit (short \
+                 names), or a non-ASCII letter whose case maps to ASCII (`ı`, `ſ`, `K`)"
             }
         })
     }
@@ -131,9 +147,8 @@ pub(crate) fn parse(path: &str, options: PathOptions) -> Result<RequestPath<'_>,
                 return Err(PathError::DotSegment);
             }
             resolve = true;
-        } else if options.case_insensitive && (name.ends_with('.') || name.ends_with("%20")) {
-            // Windows drops them from file names: IIS serves `/admin./x` from `/admin/x`.
-            return Err(PathError::TrailingDotOrSpace);
+        } else if options.case_insensitive && is_windows_alias(name) {
+            return Err(PathError::WindowsAlias);
         }
         resolve |= parameters;
     }
@@ -171,6 +186,43 @@ pub(crate) fn parse(path: &str, options: PathOptions) -> Result<RequestPath<'_>,
         with_parameters: (forwarded != routed).then_some(forwarded),
         routed: Cow::Owned(routed),
     })
+}
+
+/// Whether an IIS upstream could serve the segment `name` (normalized, parameters removed)
+/// from a file of another name, which a case-insensitive route would not see: Windows drops
+/// trailing dots and spaces (`/admin./x` is `/admin/x`), `admin::$DATA` is the file `admin`,
+/// `ADMINI~1` the 8.3 short name of `administration`, and its case folding maps `ı` to `I`,
+/// `ſ` to `S` and the Kelvin sign to `k`.
+fn is_windows_alias(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        // Escapes are well-formed here (normalize_escapes checked them).
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(&[hi, lo])) => {
+                decoded.push(hex(hi).unwrap_or(0) << 4 | hex(lo).unwrap_or(0));
+                i += 3;
+            }
+            (b, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let name = String::from_utf8_lossy(&decoded);
+    name.ends_with(['.', ' '])
+        || name.contains("::")
+        || name
+            .as_bytes()
+            .windows(2)
+            .any(|w| w[0] == b'~' && w[1].is_ascii_digit())
+        || name.chars().any(|c| {
+            !c.is_ascii()
+                && c.to_uppercase()
+                    .chain(c.to_lowercase())
+                    .any(|f| f.is_ascii())
+        })
 }
 
 /// The segments of an absolute path, each with whether it is the last.
@@ -215,6 +267,21 @@ fn normalize_escapes(path: &str) -> Result<Cow<'_, str>, PathError> {
                 }
                 if value == b';' {
                     return Err(PathError::EncodedSemicolon);
+                }
+                // A decoded NUL ends the path for C-based servers and file APIs
+                // (`/orders%00` routed by `/`, served as `/orders`); CR/LF and the others
+                // split log lines and headers. No path needs them.
+                if value.is_ascii_control() {
+                    return Err(PathError::EncodedControl);
+                }
+                // `%252e%252e%252f` is `../` to a stack that decodes again after the server
+                // did (a framework's own path decoding), past every check above.
+                if value == b'%'
+                    && bytes
+                        .get(i + 3..i + 5)
+                        .is_some_and(|h| h.iter().all(|&b| hex(b).is_some()))
+                {
+                    return Err(PathError::DoubleEncoded);
                 }
                 let escape = &bytes[i..i + 3];
                 if is_unreserved(value) {
@@ -332,9 +399,17 @@ mod tests {
             ("/docs/;/orders", SegmentParameters),
             ("/docs/..%3B/orders", EncodedSemicolon),
             ("/docs/x%3bjsessionid=1", EncodedSemicolon),
+            ("/orders%00", EncodedControl),
+            ("/a%0d%0aX-Auth-Subject:%20admin", EncodedControl),
+            ("/a%7F", EncodedControl),
+            ("/docs/%252e%252e/orders", DoubleEncoded),
+            ("/docs/..%252Forders", DoubleEncoded),
+            ("/a%2500", DoubleEncoded),
         ] {
             assert_eq!(parse(path, PathOptions::default()), Err(error), "{path}");
         }
+        // A `%25` that is no escape of an escape is a plain `%`.
+        assert_eq!(normalize("/50%25off").unwrap(), "/50%25off");
         // A trailing slash is not an empty segment.
         assert_eq!(normalize("/orders/").unwrap(), "/orders/");
         assert_eq!(normalize("/").unwrap(), "/");
@@ -389,15 +464,28 @@ mod tests {
             case_insensitive: true,
             ..PathOptions::default()
         };
-        for path in ["/admin./x", "/admin%20/x", "/admin.", "/a/b...", "/a%2e/b"] {
-            assert_eq!(
-                parse(path, iis),
-                Err(PathError::TrailingDotOrSpace),
-                "{path}"
-            );
+        for path in [
+            "/admin./x",
+            "/admin%20/x",
+            "/admin.",
+            "/a/b...",
+            "/a%2e/b",
+            "/admin::$DATA",
+            "/admin%3A%3A$DATA/x",
+            "/ADMINI~1/x",
+            "/adm%C4%B1n",
+            "/adm\u{131}n",
+            "/%C5%BFecret",
+            "/%E2%84%AAeys",
+        ] {
+            assert_eq!(parse(path, iis), Err(PathError::WindowsAlias), "{path}");
             assert!(parse(path, PathOptions::default()).is_ok(), "{path}");
         }
         assert_eq!(parse("/a.b/c.json", iis).unwrap().routed(), "/a.b/c.json");
+        // Other non-ASCII letters and a `~` without a digit are no aliases.
+        for path in ["/caf%C3%A9", "/%C3%84rger", "/~user", "/a:b"] {
+            assert!(parse(path, iis).is_ok(), "{path}");
+        }
     }
 
     #[test]

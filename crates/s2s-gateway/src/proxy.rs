@@ -108,8 +108,11 @@ impl Proxy {
 }
 
 /// The forwarding headers: kept from a trusted proxy only. The gateway sets the first five
-/// from its own view of the connection; the others (which Spring and others read to build
-/// URLs) it has no view of, so they are only removed.
+/// from its own view of the connection; the others it has no view of, so they are only
+/// removed. They are what frameworks read for the client's address or scheme or to build
+/// URLs: Spring (`X-Forwarded-Port`, `-Prefix`, `-Ssl`), Rack (`X-Forwarded-Ssl`, `-Scheme`),
+/// gunicorn (`X-Forwarded-Protocol`, `-Ssl`, trusted from loopback by default), IIS
+/// (`Front-End-Https`), Rails and PHP apps (`Client-IP` and the CDN client-address headers).
 pub(crate) const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
@@ -118,6 +121,20 @@ pub(crate) const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-port",
     "x-forwarded-prefix",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-forwarded-protocol",
+    "x-forwarded-server",
+    "x-forwarded",
+    "forwarded-for",
+    "front-end-https",
+    "x-url-scheme",
+    "client-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
 ];
 
 /// Method and URL override headers: frameworks that honour them (Rails, Laravel, Express's

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::{AccessToken, ClientCredentials, TokenFuture, TokenSource};
-use crate::error::Error;
+use crate::{error::Error, time::later};
 
 /// When tokens are refreshed, and how failures are retried.
 #[derive(Clone, Debug)]
@@ -73,14 +73,6 @@ impl Default for RefreshPolicy {
             min_fetch_interval: Duration::from_secs(1),
         }
     }
-}
-
-/// `at + d`, or a century from `at` when that overflows the clock (configured bounds may be
-/// absurd too; a remote answer never reaches here unbounded).
-fn later(at: Instant, d: Duration) -> Instant {
-    at.checked_add(d)
-        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 86_400)))
-        .unwrap_or(at)
 }
 
 impl RefreshPolicy {

@@ -16,9 +16,11 @@ use url::Url;
 
 use crate::{
     discovery,
-    error::{Code, Error, ErrorKind},
+    error::Error,
     fetch::{self, HttpOptions},
 };
+
+use super::wire::{self, Dialect};
 
 /// Where the token endpoint is.
 #[derive(Clone, Debug)]
@@ -31,12 +33,14 @@ enum Endpoint {
 #[derive(Clone)]
 pub enum ClientAuth {
     /// `client_secret_basic` (the default of RFC 6749 §2.3.1): HTTP Basic with the id and
-    /// secret each form-urlencoded first.
+    /// secret each form-urlencoded first. Form dialect only.
     SecretBasic(SecretString),
-    /// `client_secret_post`: id and secret in the form body.
+    /// `client_secret_post`: id and secret in the body (`client_id` / `client_secret` in a
+    /// form, `clientId` / `clientSecret` in the [JSON dialect](Dialect::Json)).
     SecretPost(SecretString),
     /// `private_key_jwt` (RFC 7523, OIDC Core §9): a short-lived JWT signed with the client's
-    /// private key (`iss` = `sub` = client id, `aud` = token endpoint, unique `jti`).
+    /// private key (`iss` = `sub` = client id, `aud` = token endpoint, unique `jti`). Form
+    /// dialect only.
     PrivateKeyJwt {
         /// The private key.
         key: Arc<EncodingKey>,
@@ -106,6 +110,20 @@ impl ClientAuth {
 ///     .audience("https://orders.example.com");
 /// assert!(!format!("{grant:?}").contains("s3cret"));
 /// ```
+///
+/// Against an Auth Service that takes only its JSON body
+/// (`{"grantType", "clientId", "clientSecret", "scope"}`, answered with `accessToken` /
+/// `expiresIn`), choose [`Dialect::Json`] and `client_secret_post`:
+///
+/// ```
+/// use s2s_auth::token::{ClientAuth, ClientCredentials, Dialect};
+///
+/// let grant = ClientCredentials::new("https://api.example.com/auth/token", "val_svc_client_a1b2c3")
+///     .dialect(Dialect::Json)
+///     .auth(ClientAuth::SecretPost("cs_4d5e6f7g8h9i0j".into()))
+///     .scope("workflow:read")
+///     .scope("validation:write");
+/// ```
 #[derive(Clone)]
 pub struct ClientCredentials {
     endpoint: Endpoint,
@@ -115,6 +133,7 @@ pub struct ClientCredentials {
     audience: Option<String>,
     resources: Vec<String>,
     params: Vec<(String, String)>,
+    dialect: Dialect,
     http: HttpOptions,
     /// The token endpoint and the client that posts to it (one that follows no redirect).
     resolved: Arc<OnceCell<(Url, reqwest::Client)>>,
@@ -124,6 +143,7 @@ impl fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ClientCredentials")
             .field("endpoint", &self.endpoint)
+            .field("dialect", &self.dialect)
             .field("client_id", &self.client_id)
             .field("auth", &self.auth)
             .field("scopes", &self.scopes)
@@ -165,48 +185,6 @@ impl fmt::Debug for TokenResponse {
 /// overflows.
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(u32::MAX as u64);
 
-#[derive(Deserialize)]
-struct WireResponse {
-    access_token: String,
-    token_type: String,
-    #[serde(default)]
-    expires_in: Option<serde_json::Value>,
-    #[serde(default)]
-    scope: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct WireError {
-    error: String,
-    #[serde(default)]
-    error_description: Option<String>,
-    #[serde(default)]
-    code: Option<String>,
-}
-
-/// `expires_in` as a number of seconds, or a string of one (some servers send that); `null`
-/// counts as absent. Negative or non-numeric values are an error; huge ones are lowered to
-/// [`MAX_EXPIRES_IN`].
-fn parse_expires_in(value: Option<&serde_json::Value>) -> Result<Option<Duration>, Error> {
-    let seconds = match value {
-        None | Some(serde_json::Value::Null) => return Ok(None),
-        Some(serde_json::Value::Number(n)) => n.as_f64(),
-        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
-        Some(_) => None,
-    };
-    match seconds {
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Some(
-            Duration::try_from_secs_f64(s)
-                .unwrap_or(MAX_EXPIRES_IN)
-                .min(MAX_EXPIRES_IN),
-        )),
-        _ => Err(Error::transient(
-            "the token endpoint answered an `expires_in` that is not a non-negative number of \
-             seconds; the token is not used",
-        )),
-    }
-}
-
 /// `secs` seconds, at most [`MAX_EXPIRES_IN`].
 fn bounded_secs(secs: u64) -> Duration {
     Duration::from_secs(secs).min(MAX_EXPIRES_IN)
@@ -233,6 +211,7 @@ impl ClientCredentials {
             audience: None,
             resources: Vec::new(),
             params: Vec::new(),
+            dialect: Dialect::default(),
             http: HttpOptions::default(),
             resolved: Arc::default(),
         }
@@ -262,9 +241,17 @@ impl ClientCredentials {
         self
     }
 
-    /// Sends another form parameter.
+    /// Sends another parameter (a form parameter, or a string member of the JSON body).
     pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// How the request is written and the answer read (default [`Dialect::Form`], RFC 6749).
+    /// See [`Dialect`] for how each setting of the grant maps onto the JSON dialect, and what
+    /// it refuses.
+    pub fn dialect(mut self, dialect: Dialect) -> Self {
+        self.dialect = dialect;
         self
     }
 
@@ -279,8 +266,8 @@ impl ClientCredentials {
         &self.client_id
     }
 
-    /// What identifies the cached token: a SHA-256 digest of the whole grant (endpoint, client
-    /// id, client authentication with its secret or key, sorted scopes, audience, resources,
+    /// What identifies the cached token: a SHA-256 digest of the whole grant (endpoint, dialect,
+    /// client id, client authentication with its secret or key, sorted scopes, audience, resources,
     /// extra parameters, HTTP options), so that the secret itself is never kept as a key and two
     /// grants that differ in anything never share a token.
     pub(crate) fn cache_key(&self) -> [u8; 32] {
@@ -297,6 +284,7 @@ impl ClientCredentials {
             Endpoint::Url(u) => (field(b"url"), field(u.as_bytes())),
             Endpoint::Discover(u) => (field(b"discover"), field(u.as_bytes())),
         };
+        field(format!("{:?}", self.dialect).as_bytes());
         field(self.client_id.as_bytes());
         match &self.auth {
             ClientAuth::SecretBasic(secret) => {
@@ -342,6 +330,42 @@ impl ClientCredentials {
         if self.client_id.is_empty() {
             return Err(Error::config("the client id is empty"));
         }
+        self.check_dialect()
+    }
+
+    /// Refuses what the dialect cannot express (see [`Dialect`]).
+    fn check_dialect(&self) -> Result<(), Error> {
+        if self.dialect != Dialect::Json {
+            return Ok(());
+        }
+        match &self.auth {
+            ClientAuth::SecretPost(_) => {}
+            ClientAuth::SecretBasic(_) => {
+                return Err(Error::config(
+                    "the JSON dialect sends the client secret as `clientSecret` in the body: \
+                     authenticate with ClientAuth::SecretPost, not client_secret_basic (the \
+                     default)",
+                ));
+            }
+            ClientAuth::PrivateKeyJwt { .. } => {
+                return Err(Error::config(
+                    "the JSON dialect has no member for a client assertion: use \
+                     ClientAuth::SecretPost, or the form dialect for private_key_jwt",
+                ));
+            }
+        }
+        let reserved = self.dialect.reserved();
+        if let Some((name, _)) = self
+            .params
+            .iter()
+            .find(|(k, _)| reserved.contains(&k.as_str()))
+        {
+            return Err(Error::config(format!(
+                "the extra parameter `{}` would overwrite the JSON dialect's own member of that \
+                 name: set scopes, audience and resources with their own methods",
+                crate::rejection::sanitize(name, 40)
+            )));
+        }
         Ok(())
     }
 
@@ -368,20 +392,22 @@ impl ClientCredentials {
     /// final token endpoint URL instead). A 2xx answer that is not a token response is an error
     /// that never quotes the body (it may hold a token).
     pub async fn fetch(&self) -> Result<TokenResponse, Error> {
+        self.check_dialect()?;
         let (url, client) = self.resolve().await?;
-        let mut form: Vec<(&str, &str)> = vec![("grant_type", "client_credentials")];
+        let names = self.dialect.names();
+        let mut params: Vec<(&str, &str)> = vec![(names.grant_type, "client_credentials")];
         let scope = self.scopes.join(" ");
         if !scope.is_empty() {
-            form.push(("scope", &scope));
+            params.push(("scope", &scope));
         }
         if let Some(audience) = &self.audience {
-            form.push(("audience", audience));
+            params.push(("audience", audience));
         }
         for resource in &self.resources {
-            form.push(("resource", resource));
+            params.push(("resource", resource));
         }
         for (k, v) in &self.params {
-            form.push((k, v));
+            params.push((k, v));
         }
         let mut request = client.post(url.clone());
         let assertion;
@@ -393,22 +419,24 @@ impl ClientCredentials {
                 );
             }
             ClientAuth::SecretPost(secret) => {
-                form.push(("client_id", &self.client_id));
-                form.push(("client_secret", secret.expose_secret()));
+                params.push((names.client_id, &self.client_id));
+                params.push((names.client_secret, secret.expose_secret()));
             }
             ClientAuth::PrivateKeyJwt { key, alg, kid } => {
                 assertion = self.client_assertion(url, key, *alg, kid.clone())?;
-                form.push(("client_id", &self.client_id));
-                form.push((
+                params.push((names.client_id, &self.client_id));
+                params.push((
                     "client_assertion_type",
                     "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
                 ));
-                form.push(("client_assertion", &assertion));
+                params.push(("client_assertion", &assertion));
             }
         }
+        let (content_type, body) = self.dialect.encode(&params);
         let response = request
             .header(http::header::ACCEPT, "application/json")
-            .form(&form)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(body)
             .send()
             .await
             .map_err(|e| fetch::request_error(e, "requesting a token"))?;
@@ -419,9 +447,15 @@ impl ClientCredentials {
         let retry_after = retry_after(response.headers());
         let body = fetch::read_body(response, self.http.max_body).await?;
         if status.is_success() {
-            parse_success(&body)
+            wire::parse_success(self.dialect, &body)
         } else {
-            Err(parse_error(status, &body, retry_after, &self.client_id))
+            Err(wire::parse_error(
+                self.dialect,
+                status,
+                &body,
+                retry_after,
+                &self.client_id,
+            ))
         }
     }
 
@@ -493,47 +527,9 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
         .map(bounded_secs)
 }
 
-fn parse_success(body: &[u8]) -> Result<TokenResponse, Error> {
-    // Never quote the body: a 2xx body may hold a token. serde's syntax errors are fixed texts
-    // ("EOF while parsing a list at line 1 column 33"); its data errors may quote a value, so
-    // only their position is given.
-    let wire: WireResponse = serde_json::from_slice(body).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Data => format!(
-                "JSON without the members of a token response (at line {} column {})",
-                e.line(),
-                e.column()
-            ),
-            _ => format!("not JSON ({e})"),
-        };
-        Error::transient(format!(
-            "the token endpoint answered 2xx with a body that is {what}; the body is not shown: \
-             it may hold a token"
-        ))
-    })?;
-    if !wire.token_type.eq_ignore_ascii_case("bearer") {
-        return Err(Error::config(format!(
-            "the token endpoint issued a `{}` token; only Bearer tokens are supported",
-            crate::rejection::sanitize(&wire.token_type, 40)
-        )));
-    }
-    if wire.access_token.is_empty() {
-        return Err(Error::transient(
-            "the token endpoint returned an empty access_token",
-        ));
-    }
-    let expires_in =
-        parse_expires_in(wire.expires_in.as_ref())?.or_else(|| jwt_lifetime(&wire.access_token));
-    Ok(TokenResponse {
-        access_token: wire.access_token.into(),
-        expires_in,
-        scope: wire.scope,
-    })
-}
-
 /// The remaining lifetime of a JWT access token, from its `exp` (not verified: only used to
 /// schedule the refresh of the token it came with).
-fn jwt_lifetime(token: &str) -> Option<Duration> {
+pub(crate) fn jwt_lifetime(token: &str) -> Option<Duration> {
     #[derive(Deserialize)]
     struct Exp {
         exp: u64,
@@ -547,84 +543,6 @@ fn jwt_lifetime(token: &str) -> Option<Duration> {
     Some(bounded_secs(exp.saturating_sub(now)))
 }
 
-fn parse_error(
-    status: http::StatusCode,
-    body: &[u8],
-    retry_after: Option<Duration>,
-    client_id: &str,
-) -> Error {
-    let Ok(wire) = serde_json::from_slice::<WireError>(body) else {
-        let mut err = Error::transient(format!(
-            "the token endpoint answered {status} without an OAuth error: `{}`",
-            fetch::excerpt(body)
-        ))
-        .with_status(status);
-        if !(status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS) {
-            err = Error::config(err.message().to_owned()).with_status(status);
-        }
-        if let Some(after) = retry_after {
-            err = err.with_retry_after(after);
-        }
-        return err;
-    };
-    let description = wire
-        .error_description
-        .as_deref()
-        .map(|d| format!(": {}", crate::rejection::sanitize(d, 200)))
-        .unwrap_or_default();
-    let (kind, fix) = match wire.error.as_str() {
-        "invalid_client" => (
-            ErrorKind::Config,
-            format!("check the client id `{client_id}`, its secret or key, and the auth method"),
-        ),
-        "invalid_scope" => (
-            ErrorKind::Config,
-            "ask only for scopes this client is allowed".into(),
-        ),
-        "unauthorized_client" => (
-            ErrorKind::Config,
-            "the client may not use the client credentials grant (disabled, or not allowed from here)".into(),
-        ),
-        "unsupported_grant_type" | "invalid_grant" | "invalid_request" | "invalid_target" => (
-            ErrorKind::Config,
-            "the server refused the request as configured".into(),
-        ),
-        _ if status.is_server_error()
-            || status == http::StatusCode::TOO_MANY_REQUESTS
-            || wire.error == "temporarily_unavailable" =>
-        {
-            (ErrorKind::Transient, "retrying".into())
-        }
-        _ => (ErrorKind::Config, "the server refused the request".into()),
-    };
-    let code = wire
-        .code
-        .as_deref()
-        .and_then(Code::from_code_str)
-        .or(match wire.error.as_str() {
-            "invalid_client" => Some(Code::InvalidClient),
-            "invalid_scope" => Some(Code::InsufficientScope),
-            _ if status == http::StatusCode::TOO_MANY_REQUESTS => Some(Code::RateLimited),
-            _ => None,
-        });
-    let mut err = Error::new(
-        kind,
-        format!(
-            "the token endpoint answered {status} `{}`{description}; {fix}",
-            crate::rejection::sanitize(&wire.error, 60)
-        ),
-    )
-    .with_status(status)
-    .with_oauth_error(crate::rejection::sanitize(&wire.error, 60));
-    if let Some(code) = code {
-        err = err.with_code(code);
-    }
-    if let Some(after) = retry_after {
-        err = err.with_retry_after(after);
-    }
-    err
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,51 +554,5 @@ mod tests {
         let decoded = String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
         assert_eq!(decoded, "my+client:p%3Aa%25s%2Bs+%C3%A9");
         assert!(value.is_sensitive());
-    }
-
-    #[test]
-    fn token_responses() {
-        let ok = parse_success(
-            br#"{"access_token":"abc","token_type":"bearer","expires_in":"3600","scope":"a b"}"#,
-        )
-        .unwrap();
-        assert_eq!(ok.expires_in, Some(Duration::from_secs(3600)));
-        assert_eq!(ok.scope.as_deref(), Some("a b"));
-        assert!(!format!("{ok:?}").contains("abc"));
-        let err = parse_success(br#"{"access_token":"abc","token_type":"DPoP","expires_in":1}"#)
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Config);
-        let err = parse_success(br#"{"access_token":"secret-token"}"#).unwrap_err();
-        assert!(!err.to_string().contains("secret-token"), "{err}");
-    }
-
-    #[test]
-    fn error_responses_are_classified() {
-        let err = parse_error(
-            http::StatusCode::UNAUTHORIZED,
-            br#"{"error":"invalid_client","error_description":"bad secret"}"#,
-            None,
-            "svc",
-        );
-        assert_eq!(err.kind(), ErrorKind::Config);
-        assert_eq!(err.code(), Some(Code::InvalidClient));
-        assert_eq!(err.oauth_error(), Some("invalid_client"));
-        let err = parse_error(
-            http::StatusCode::SERVICE_UNAVAILABLE,
-            b"<html><body><h1>503 Service Unavailable</h1></body></html>",
-            Some(Duration::from_secs(5)),
-            "svc",
-        );
-        assert!(err.is_transient());
-        assert!(err.message().contains("503 Service Unavailable"), "{err}");
-        assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
-        let err = parse_error(
-            http::StatusCode::FORBIDDEN,
-            br#"{"error":"unauthorized_client","code":"AUTH_104"}"#,
-            None,
-            "svc",
-        );
-        assert_eq!(err.code(), Some(Code::IpNotAllowed));
-        assert_eq!(err.kind(), ErrorKind::Config);
     }
 }

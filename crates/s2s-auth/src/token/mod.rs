@@ -17,11 +17,32 @@
 //! Send tokens with [`AuthorizeLayer`](crate::layer::AuthorizeLayer) (tower, hyper) or the
 //! reqwest middleware (feature `reqwest`), each bound to the origins the token is for.
 //!
+//! Two [`Dialect`]s: RFC 6749's form (the default, for any OAuth 2.0 server) and the Auth Service
+//! JSON dialect, for a server that takes only `{"grantType", "clientId", "clientSecret",
+//! "scope"}` and answers `{"accessToken", "expiresIn", "tokenType", "scope"}`:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), s2s_auth::Error> {
+//! use s2s_auth::token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource};
+//!
+//! let tokens = TokenManager::new(
+//!     ClientCredentials::new("https://api.example.com/auth/token", "val_svc_client_a1b2c3")
+//!         .dialect(Dialect::Json)
+//!         .auth(ClientAuth::SecretPost(std::env::var("CLIENT_SECRET").unwrap().into()))
+//!         .scope("workflow:read"),
+//! )?;
+//! # let _ = tokens.token().await?; Ok(()) }
+//! ```
+//!
+//! Errors read alike in both: the OAuth `error`, its description and the stable `AUTH_1xx`
+//! [`Code`](crate::Code), which decides whether the error is permanent (`AUTH_101`–`AUTH_104`:
+//! fix the configuration or the account) or transient (`AUTH_106`, after its `Retry-After`).
+//!
 //! Whatever the token endpoint answers, nothing panics and nothing runs away: lifetimes are
 //! clamped to [`RefreshPolicy::min_lifetime`]..[`RefreshPolicy::max_lifetime`] (negative or
 //! non-numeric ones are an error), requests are spaced by at least
 //! [`RefreshPolicy::min_fetch_interval`], redirects of token requests are never followed, and a
-//! 2xx body that is not a token response is never quoted.
+//! 2xx body that is not a token response is never quoted, in either dialect.
 
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
@@ -31,9 +52,11 @@ use crate::error::Error;
 
 mod cache;
 mod client_credentials;
+mod wire;
 
 pub use cache::{RefreshPolicy, TokenManager, TokenMetrics};
 pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
+pub use wire::Dialect;
 
 /// An access token ready to send: the `Authorization` header value is built once.
 ///
