@@ -84,6 +84,7 @@
 //! | `audience`           | `S2S_TOKEN_AUDIENCE`| `audience` parameter (Auth0 and others)                |
 //! | `resources`          | `S2S_TOKEN_RESOURCE`| `resource` parameters (RFC 8707)                       |
 //! | `params`             | —                   | other form parameters (a table of strings)             |
+//! | `dialect`            | `S2S_TOKEN_DIALECT` | `form` (RFC 6749, default) or `json` ([`Dialect`])     |
 //! | `destinations`       | `S2S_DESTINATIONS`  | origins the token may be sent to ([`AuthorizeLayer::allow_origin`](crate::layer::AuthorizeLayer::allow_origin)) |
 //! | `allow_insecure_http`| `S2S_ALLOW_INSECURE_HTTP` | plain http token endpoint and destinations beyond loopback |
 //!
@@ -107,7 +108,7 @@ use crate::{
     fetch::{self, HttpOptions},
     jwks::KeyCacheOptions,
     layer::AuthorizeLayer,
-    token::{ClientAuth, ClientCredentials, TokenManager},
+    token::{ClientAuth, ClientCredentials, Dialect, TokenManager},
     verify::{Issuer, Verifier},
 };
 
@@ -354,6 +355,7 @@ pub struct ClientConfig {
     params: BTreeMap<String, String>,
     #[serde(default)]
     destinations: Vec<String>,
+    dialect: Option<String>,
     #[serde(default)]
     allow_insecure_http: bool,
     /// From the environment only.
@@ -459,6 +461,7 @@ impl ClientConfig {
         env.set("S2S_TOKEN_AUDIENCE", &mut self.audience);
         env.list("S2S_TOKEN_RESOURCE", &mut self.resources);
         env.list("S2S_DESTINATIONS", &mut self.destinations);
+        env.set("S2S_TOKEN_DIALECT", &mut self.dialect);
         env.flag("S2S_ALLOW_INSECURE_HTTP", &mut self.allow_insecure_http)?;
         Ok(self)
     }
@@ -478,6 +481,15 @@ impl ClientConfig {
         // Again here: a `ClientConfig` inside an application's own configuration is deserialised
         // without `from_toml_str`.
         self.refuse_inline_secret()?;
+        let dialect = match self.dialect.as_deref() {
+            None | Some("form") => Dialect::Form,
+            Some("json") => Dialect::Json,
+            Some(other) => {
+                return Err(Error::config(format!(
+                    "dialect: `{other}` is not form (RFC 6749) or json (the Auth Service's)"
+                )));
+            }
+        };
         let client_id = self
             .client_id
             .clone()
@@ -549,7 +561,7 @@ impl ClientConfig {
         for (name, value) in &self.params {
             grant = grant.param(name, value);
         }
-        Ok(grant)
+        Ok(grant.dialect(dialect))
     }
 
     /// A [`TokenManager`] for [`ClientConfig::grant`].
@@ -870,6 +882,14 @@ mod tests {
             (
                 "token_url = \"https://a/t\"\nclient_id = \"c\"\nclient_secret_env = \"A\"\nclient_secret_file = \"/b\"\n",
                 "client_secret_file: give either",
+            ),
+            (
+                "token_url = \"https://a/t\"\nclient_id = \"c\"\nauth = \"private_key_jwt\"\nprivate_key_file = \"/nonexistent/key.pem\"\n",
+                "private_key_file: cannot read /nonexistent/key.pem",
+            ),
+            (
+                "token_url = \"https://a/t\"\nclient_id = \"c\"\ndialect = \"xml\"\n",
+                "dialect: `xml` is not form",
             ),
         ];
         for (toml, expected) in cases {
