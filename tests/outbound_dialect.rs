@@ -351,6 +351,36 @@ async fn a_json_only_server_refuses_the_form_dialect_clearly() {
 }
 
 #[tokio::test]
+async fn a_client_configuration_chooses_the_dialect() {
+    let server = json_server().await;
+    let config = |dialect: &str| {
+        s2s_auth::config::ClientConfig::from_toml_str(&format!(
+            "token_url = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nauth = \"post\"\n\
+             scopes = [\"workflow:read\"]\n{dialect}",
+            server.token_url()
+        ))
+        .unwrap()
+        .with_env_from(|name| (name == "S2S_CLIENT_SECRET").then(|| SECRET.to_owned()))
+        .unwrap()
+    };
+    // The default, RFC 6749's form, is refused by this server; `dialect = "json"` is served.
+    let err = config("").grant().unwrap().fetch().await.unwrap_err();
+    assert_eq!(
+        err.status(),
+        Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        "{err}"
+    );
+    let tokens = config("dialect = \"json\"\n").token_manager().unwrap();
+    tokens.token().await.expect("a token in the JSON dialect");
+    assert_eq!(
+        server.recorded().len(),
+        2,
+        "one refused form, one JSON request"
+    );
+    assert!(!format!("{:?}", config("")).contains(SECRET));
+}
+
+#[tokio::test]
 async fn a_form_only_server_refuses_the_json_dialect_clearly() {
     let server = TokenServer::start().await; // RFC 6749 only
     let err = json_grant(&server)
