@@ -711,14 +711,16 @@ impl Drop for Front {
 }
 
 impl Front {
-    /// `routes` are `[[route]]` tables for the upstream `app`; `tables` go after them.
-    async fn start(upstream: &Process, routes: &str, tables: &str) -> Front {
+    /// `routes` are `[[route]]` tables for the upstream `app`; `extra` goes before the issuer
+    /// (top-level keys, then any tables).
+    async fn start(upstream: &Process, routes: &str, extra: &str) -> Front {
         let key = TestKey::generate(Algorithm::ES256, "k1");
         let keys = KeyServer::start().await;
         keys.set_keys(&[&key]);
         let config = format!(
             r#"
 realm = "orders"
+{extra}
 
 [[issuer]]
 id = "{issuer}"
@@ -729,7 +731,6 @@ audiences = ["{AUD}"]
 url = "http://{up}"
 
 {routes}
-{tables}
 "#,
             issuer = keys.issuer(),
             jwks = keys.jwks_url(),
@@ -1291,6 +1292,40 @@ async fn wsgi_never_sees_forwarding_headers_from_an_untrusted_client() {
         }
     }
     assert_none(&failures, "client forwarding headers");
+}
+
+/// From a configured trusted proxy, forwarding headers in their own spelling are kept (the
+/// lists with this hop appended): the refusals above are about the peer, not the headers. Other
+/// spellings of them are still removed.
+#[tokio::test]
+async fn wsgi_sees_the_forwarding_headers_of_a_trusted_proxy() {
+    let wsgi = require!(gunicorn);
+    let front = Front::start(wsgi, WSGI_ROUTES, r#"trusted_proxies = ["127.0.0.0/8"]"#).await;
+    let answer = raw(
+        front.addr,
+        "GET",
+        "/public/echo",
+        &[
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("Forwarded", "for=203.0.113.9;proto=https"),
+            ("X-Forwarded-Proto", "https"),
+            ("X_Forwarded_For", "198.51.100.7"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.json()["scheme"], "https");
+    let environ = answer.environ();
+    let xff = var(&environ, "HTTP_X_FORWARDED_FOR").unwrap_or_default();
+    assert!(
+        xff.starts_with("203.0.113.9") && xff.ends_with("127.0.0.1") && !xff.contains("198.51"),
+        "HTTP_X_FORWARDED_FOR={xff}"
+    );
+    let forwarded = var(&environ, "HTTP_FORWARDED").unwrap_or_default();
+    assert!(
+        forwarded.starts_with("for=203.0.113.9;proto=https") && forwarded.contains("for=127.0.0.1"),
+        "HTTP_FORWARDED={forwarded}"
+    );
+    assert_eq!(var(&environ, "HTTP_X_FORWARDED_PROTO"), Some("https"));
 }
 
 /// The CGI mapping applies to every header the gateway manages, not only to identity headers:
