@@ -489,6 +489,28 @@ fn assert_same_answer(gateway: &Answer, reference: &Answer, case: &str) {
     assert_eq!(gateway.body, reference.body, "{case}: body");
 }
 
+/// The gateway's audience refusal is the reference's but for the description, which names no
+/// audience (an unauthenticated caller learns the reason, not the configuration).
+fn assert_same_refusal(gateway: &Answer, reference: &Answer, case: &str) {
+    assert_eq!(gateway.status, reference.status, "{case}");
+    let challenge = |a: &Answer| {
+        let c = a.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        c.split(", error_description").next().unwrap().to_owned()
+    };
+    assert_eq!(challenge(gateway), challenge(reference), "{case}");
+    let (got, want) = (gateway.json(), reference.json());
+    assert_eq!(got["error"], want["error"], "{case}");
+    assert_eq!(got["code"], want["code"], "{case}");
+    let description = got["error_description"].as_str().unwrap();
+    assert!(
+        !description.contains("-api"),
+        "{case}: the refusal lists audiences: {description}"
+    );
+}
+
 fn assert_gateway_error(answer: &Answer, status: StatusCode, error: &str) {
     assert_eq!(answer.status, status, "{:?}", answer.body);
     assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
@@ -550,13 +572,11 @@ async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
         header(&echo, "host"),
         Some(world.upstream.addr.to_string().as_str())
     );
-    assert_eq!(
-        header(&echo, "x-forwarded-for"),
-        Some("203.0.113.7, 127.0.0.1")
-    );
+    // The client is no trusted proxy: its forwarding headers are replaced by the gateway's.
+    assert_eq!(header(&echo, "x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(
         header(&echo, "forwarded"),
-        Some(format!("for=203.0.113.7, for=127.0.0.1;proto=http;host=\"{host}\"").as_str())
+        Some(format!("for=127.0.0.1;proto=http;host=\"{host}\"").as_str())
     );
     for hop in [
         "x-hop",
@@ -981,7 +1001,7 @@ async fn each_issuer_is_held_to_its_own_audiences() {
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),
     };
-    assert_same_answer(&got, &want, "billing token for orders-api");
+    assert_same_refusal(&got, &want, "billing token for orders-api");
     assert_eq!(got.json()["code"], "AUTH_107");
     assert_eq!(world.upstream.requests(), 1);
 }
@@ -1012,6 +1032,414 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .unwrap();
     let got = send(gateway.addr, request).await;
     assert_eq!(got.status, StatusCode::OK);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening: paths, spelled-out headers, forwarding, method override, audiences, typ
+// ---------------------------------------------------------------------------------------------
+
+/// A public catch-all: what the path refusals protect the other routes from.
+const CATCH_ALL: &str = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
+
+/// The names of the headers the upstream received.
+fn header_names(echo: &Value) -> Vec<String> {
+    echo["headers"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", CATCH_ALL)).await;
+    for (path, says) in [
+        // Tomcat, Jetty and Spring: `/public/..;/orders` is `/orders`.
+        ("/public/..;/orders", "segment parameters"),
+        ("/public/..;x=1/admin/x", "segment parameters"),
+        ("/public;jsessionid=AB/../admin", "segment parameters"),
+        ("/orders;jsessionid=AB", "segment parameters"),
+        ("/public/..%3B/orders", "%3B"),
+        // nginx and CPython merge slashes: `//orders` is `/orders` behind the public `/`.
+        ("//orders", "empty path segments"),
+        ("//admin/x", "empty path segments"),
+        ("/public//x", "empty path segments"),
+    ] {
+        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+        let description = got.json()["error_description"].as_str().unwrap().to_owned();
+        assert!(description.contains(says), "{path}: {description}");
+    }
+    assert_eq!(world.upstream.requests(), 0, "a refused path was forwarded");
+    // A trailing slash is no empty segment.
+    let got = call(gateway.addr, Method::GET, "/public/", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(got.json()["target"], "/public/");
+}
+
+#[tokio::test]
+async fn matrix_parameters_route_on_the_path_the_upstream_resolves() {
+    let world = World::new().await;
+    let gateway = start(&world.config(
+        "",
+        &format!(
+            "{CATCH_ALL}[[route]]\nprefix = \"/strip\"\nupstream = \"app\"\npublic = true\nstrip_prefix = true\n\
+             [paths]\nallow_matrix_parameters = true\n"
+        ),
+    ))
+    .await;
+    // What Tomcat resolves `/public/..;/orders` to is what is routed: the protected /orders.
+    for path in [
+        "/public/..;/orders",
+        "/public;x=1/..;y/orders/1",
+        "/x/../admin",
+    ] {
+        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        assert_eq!(
+            got.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: {:?}",
+            got.body
+        );
+    }
+    let reader = bearer(&world.token("orders:read"));
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/admin/..;/public/..;/admin",
+        &[("authorization", &reader)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN, "{:?}", got.body);
+    assert_eq!(world.upstream.requests(), 0);
+    // The upstream receives the path that was routed, each segment with its parameters.
+    for (path, target) in [
+        ("/public/..;/orders", "/orders"),
+        ("/orders;jsessionid=AB/1?q=1", "/orders;jsessionid=AB/1?q=1"),
+        ("/public/x/..;v=2/y;v=3", "/public/y;v=3"),
+    ] {
+        let got = call(
+            gateway.addr,
+            Method::GET,
+            path,
+            &[("authorization", &reader)],
+        )
+        .await;
+        assert_eq!(got.status, StatusCode::OK, "{path}: {:?}", got.body);
+        assert_eq!(got.json()["target"], target, "{path}");
+    }
+    let got = call(gateway.addr, Method::GET, "/strip;a=1/x;b=2", &[]).await;
+    assert_eq!(got.json()["target"], "/x;b=2");
+    // Still refused: climbing above the root, empty segments, an encoded `;`.
+    for path in [
+        "/..;/orders",
+        "//orders",
+        "/public/;x/orders",
+        "/public/..%3B/orders",
+    ] {
+        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    assert_eq!(world.upstream.requests(), 4);
+}
+
+#[tokio::test]
+async fn case_insensitive_routes_match_any_case() {
+    let world = World::new().await;
+    // Case-sensitive (the default): `/ORDERS` is no route of /orders, so the public catch-all
+    // takes it, and an IIS upstream would serve its /orders.
+    let strict = start(&world.config("", CATCH_ALL)).await;
+    let got = call(strict.addr, Method::GET, "/ORDERS", &[]).await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(world.upstream.requests(), 1);
+    let gateway = start(&world.config(
+        "",
+        &format!("{CATCH_ALL}[paths]\ncase_insensitive = true\n"),
+    ))
+    .await;
+    for path in ["/ORDERS", "/Orders/1", "/%41dmin/x"] {
+        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        assert_eq!(
+            got.status,
+            StatusCode::UNAUTHORIZED,
+            "{path}: {:?}",
+            got.body
+        );
+    }
+    let reader = bearer(&world.token("orders:read"));
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/ADMIN",
+        &[("authorization", &reader)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::FORBIDDEN);
+    let got = call(
+        gateway.addr,
+        Method::PUT,
+        "/oRdErS",
+        &[("authorization", &reader)],
+    )
+    .await;
+    assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    // Windows drops trailing dots and spaces: IIS would serve /admin/x for these.
+    for path in ["/admin./x", "/admin%20/x", "/orders."] {
+        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    assert_eq!(world.upstream.requests(), 1);
+    // The path is forwarded as the client wrote it.
+    let got = call(
+        gateway.addr,
+        Method::GET,
+        "/Orders/1",
+        &[("authorization", &reader)],
+    )
+    .await;
+    assert_eq!(got.json()["target"], "/Orders/1");
+}
+
+#[tokio::test]
+async fn identity_header_variants_are_removed_whatever_their_spelling() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    // CGI-style stacks read every one of these as X-Auth-Subject and the like.
+    let spoofed = [
+        ("X_Auth_Subject", "admin"),
+        ("x_auth_subject", "admin"),
+        ("X-Auth_Client-Id", "billing"),
+        ("X_AUTH_SCOPES", "orders:admin"),
+        ("x-auth-scopes", "orders:admin"),
+    ];
+    let is_identity = |name: &str| {
+        let folded = name.replace('_', "-");
+        ["x-auth-subject", "x-auth-client-id", "x-auth-scopes"].contains(&folded.as_str())
+    };
+    // A token without sub and scope: no identity value replaces the spoofed ones.
+    let mut claims = keys::claims(&world.keys.issuer(), AUD);
+    claims.as_object_mut().unwrap().remove("sub");
+    claims.as_object_mut().unwrap().remove("scope");
+    let token = bearer(&world.key.sign(&claims));
+    let mut headers = vec![("authorization", token.as_str())];
+    headers.extend(spoofed);
+    let echo = call(gateway.addr, Method::GET, "/any", &headers)
+        .await
+        .json();
+    let names = header_names(&echo);
+    let identity: Vec<&String> = names.iter().filter(|n| is_identity(n)).collect();
+    assert_eq!(identity, ["x-auth-client-id"], "{echo}");
+    assert_eq!(header(&echo, "x-auth-client-id"), Some("svc-orders"));
+    // A public route: none at all.
+    let echo = call(gateway.addr, Method::GET, "/public", &spoofed)
+        .await
+        .json();
+    let names = header_names(&echo);
+    assert!(!names.iter().any(|n| is_identity(n)), "{echo}");
+    // Configured names are matched the same way.
+    let custom = start(&world.config("", "[identity_headers]\nsubject = \"X-Caller\"\n")).await;
+    let echo = call(
+        custom.addr,
+        Method::GET,
+        "/public",
+        &[("x_caller", "admin")],
+    )
+    .await
+    .json();
+    assert!(
+        !header_names(&echo).iter().any(|n| n == "x_caller"),
+        "{echo}"
+    );
+}
+
+const FORWARDING: [(&str, &str); 8] = [
+    ("x-forwarded-for", "203.0.113.7"),
+    ("forwarded", "for=203.0.113.7;proto=https"),
+    ("x-real-ip", "203.0.113.7"),
+    ("x-forwarded-host", "shop.example"),
+    ("x-forwarded-proto", "https"),
+    ("x-forwarded-prefix", "/shop"),
+    ("x-forwarded-port", "443"),
+    ("x_forwarded_for", "198.51.100.9"),
+];
+
+#[tokio::test]
+async fn forwarding_headers_are_the_gateways_own_unless_the_peer_is_a_trusted_proxy() {
+    let world = World::new().await;
+    // Not trusted: no list, or a list without the peer (127.0.0.1).
+    for top in [
+        "",
+        "trusted_proxies = [\"10.0.0.0/8\", \"::1/128\", \"192.0.2.1\"]",
+    ] {
+        let gateway = start(&world.config(top, "")).await;
+        let host = gateway.addr.to_string();
+        let echo = call(gateway.addr, Method::GET, "/public", &FORWARDING)
+            .await
+            .json();
+        assert_eq!(header(&echo, "x-forwarded-for"), Some("127.0.0.1"), "{top}");
+        assert_eq!(
+            header(&echo, "forwarded"),
+            Some(format!("for=127.0.0.1;proto=http;host=\"{host}\"").as_str())
+        );
+        assert_eq!(header(&echo, "x-real-ip"), Some("127.0.0.1"));
+        assert_eq!(header(&echo, "x-forwarded-host"), Some(host.as_str()));
+        assert_eq!(header(&echo, "x-forwarded-proto"), Some("http"));
+        for removed in ["x_forwarded_for", "x-forwarded-prefix", "x-forwarded-port"] {
+            assert_eq!(header(&echo, removed), None, "{echo}");
+        }
+    }
+    // Trusted: kept, and the lists get this hop appended; a variant spelling is still removed.
+    let gateway = start(&world.config("trusted_proxies = [\"127.0.0.0/8\"]", "")).await;
+    let host = gateway.addr.to_string();
+    let echo = call(gateway.addr, Method::GET, "/public", &FORWARDING)
+        .await
+        .json();
+    assert_eq!(
+        header(&echo, "x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
+    assert_eq!(
+        header(&echo, "forwarded"),
+        Some(
+            format!("for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host=\"{host}\"")
+                .as_str()
+        )
+    );
+    assert_eq!(header(&echo, "x-real-ip"), Some("203.0.113.7"));
+    assert_eq!(header(&echo, "x-forwarded-host"), Some("shop.example"));
+    assert_eq!(header(&echo, "x-forwarded-proto"), Some("https"));
+    assert_eq!(header(&echo, "x-forwarded-prefix"), Some("/shop"));
+    assert_eq!(header(&echo, "x_forwarded_for"), None, "{echo}");
+}
+
+#[tokio::test]
+async fn method_override_headers_never_reach_the_upstream() {
+    let world = World::new().await;
+    let gateway = start(&world.config("", "")).await;
+    let writer = bearer(&world.token("orders:write"));
+    // POST /orders is allowed with orders:write; DELETE is not routed at all.
+    let overrides = [
+        ("authorization", writer.as_str()),
+        ("x-http-method-override", "DELETE"),
+        ("X-HTTP-Method", "DELETE"),
+        ("x-method-override", "DELETE"),
+        ("x_http_method_override", "DELETE"),
+        ("X_Method_Override", "DELETE"),
+        // The URL overrides of Symfony and IIS modules: /orders/1 routed, /admin served.
+        ("X-Original-URL", "/admin"),
+        ("x_rewrite_url", "/admin"),
+    ];
+    for path in ["/orders/1", "/public/form"] {
+        let got = call(gateway.addr, Method::POST, path, &overrides).await;
+        assert_eq!(got.status, StatusCode::OK, "{path}");
+        let echo = got.json();
+        assert_eq!(echo["method"], "POST");
+        let names = header_names(&echo);
+        assert!(
+            !names.iter().any(|n| {
+                let n = n.replace('_', "-");
+                n.contains("method") || n.ends_with("-url")
+            }),
+            "{path}: {echo}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_route_accepts_only_its_audiences() {
+    let world = World::new().await;
+    let other_key = TestKey::generate(Algorithm::ES256, "o1");
+    let other = KeyServer::start().await;
+    other.set_keys(&[&other_key]);
+    let tables = format!(
+        "[[route]]\nprefix = \"/billing\"\nupstream = \"app\"\naudiences = [\"billing-api\"]\n\
+         [[route]]\nprefix = \"/shop\"\nupstream = \"app\"\naudiences = [\"orders-api\"]\n\
+         [[issuer]]\nid = \"{}\"\njwks_url = \"{}\"\naudiences = [\"billing-api\"]\n",
+        other.issuer(),
+        other.jwks_url()
+    );
+    let text = world.config("", &tables).replacen(
+        &format!("audiences = [\"{AUD}\"]"),
+        &format!("audiences = [\"{AUD}\", \"billing-api\"]"),
+        1,
+    );
+    let gateway = start(&text).await;
+    let token = |key: &TestKey, iss: &str, aud: Value| {
+        let mut claims = keys::claims(iss, AUD);
+        claims["aud"] = aud;
+        bearer(&key.sign(&claims))
+    };
+    let issuer = world.keys.issuer();
+    let billing = token(&world.key, &issuer, json!("billing-api"));
+    let orders = token(&world.key, &issuer, json!("orders-api"));
+    let both = token(&world.key, &issuer, json!(["billing-api", "orders-api"]));
+    // The other issuer's token names orders-api, which is not one of that issuer's.
+    let foreign = token(
+        &other_key,
+        &other.issuer(),
+        json!(["billing-api", "orders-api"]),
+    );
+    for (path, token, status) in [
+        ("/billing/1", &billing, StatusCode::OK),
+        ("/shop/1", &billing, StatusCode::UNAUTHORIZED),
+        ("/shop/1", &orders, StatusCode::OK),
+        ("/billing/1", &orders, StatusCode::UNAUTHORIZED),
+        ("/billing/1", &both, StatusCode::OK),
+        ("/shop/1", &both, StatusCode::OK),
+        ("/billing/1", &foreign, StatusCode::OK),
+        ("/shop/1", &foreign, StatusCode::UNAUTHORIZED),
+        // No route audiences: any of the issuer's.
+        ("/any", &billing, StatusCode::OK),
+        ("/any", &orders, StatusCode::OK),
+    ] {
+        let got = call(gateway.addr, Method::GET, path, &[("authorization", token)]).await;
+        assert_eq!(got.status, status, "{path}: {:?}", got.body);
+        if status == StatusCode::UNAUTHORIZED {
+            let body = got.json();
+            assert_eq!(body["code"], "AUTH_107", "{body}");
+            let challenge = got.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+            let description = body["error_description"].as_str().unwrap();
+            assert!(!description.contains("-api"), "{description}");
+        }
+    }
+    assert_eq!(world.upstream.requests(), 7);
+}
+
+#[tokio::test]
+async fn require_at_jwt_refuses_tokens_not_typed_at_jwt() {
+    let world = World::new().await;
+    let claims = keys::claims(&world.keys.issuer(), AUD);
+    let typed = |typ: &str| {
+        let header = json!({ "alg": "ES256", "typ": typ, "kid": "k1" });
+        bearer(&world.key.sign_with_header(&header, &claims))
+    };
+    let (jwt, at_jwt) = (typed("JWT"), typed("at+jwt"));
+    let lenient = start(&world.config("", "")).await;
+    let got = call(
+        lenient.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &jwt)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    let strict = start(&world.config("require_at_jwt = true", "")).await;
+    let got = call(strict.addr, Method::GET, "/any", &[("authorization", &jwt)]).await;
+    assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{:?}", got.body);
+    let challenge = got.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+    assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+    let got = call(
+        strict.addr,
+        Method::GET,
+        "/any",
+        &[("authorization", &at_jwt)],
+    )
+    .await;
+    assert_eq!(got.status, StatusCode::OK);
+    assert_eq!(world.upstream.requests(), 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,12 @@
 //! preserve_host = false
 //! # Allow http:// issuer and JWKS URLs to hosts that are not loopback (default false).
 //! allow_insecure_http = false
+//! # Accept only RFC 9068 access tokens, `typ: at+jwt` (default false).
+//! require_at_jwt = false
+//! # Peers whose Forwarded, X-Forwarded-For, X-Real-IP, X-Forwarded-Host and X-Forwarded-Proto
+//! # headers are kept, the lists with this hop appended (CIDRs; a bare address is /32 or /128).
+//! # From any other peer they are replaced with the gateway's view. Default: none.
+//! trusted_proxies = ["10.0.0.0/8", "::1/128"]
 //!
 //! # One table per accepted issuer. Keys come from its discovery metadata
 //! # ({id}/.well-known/openid-configuration, then RFC 8414's), or from `jwks_url` when given.
@@ -65,12 +71,15 @@
 //! # all; matched literally, so list HEAD beside GET, and OPTIONS in a public route of the same
 //! # prefix for CORS preflights) decide, and a method it does not list is 405, never a shorter
 //! # prefix's route. Without `public = true` a route needs a valid token, and `scopes.all_of` /
-//! # `scopes.any_of` add the scopes it needs.
+//! # `scopes.any_of` add the scopes it needs. `audiences` narrows the token's issuer's: the
+//! # token's `aud` must name one that is both the route's and its issuer's (so a billing-api
+//! # token cannot pass /orders); each must be some issuer's. Default: any of the issuer's.
 //! [[route]]
 //! prefix = "/orders"
 //! methods = ["GET", "HEAD"]
 //! upstream = "orders"
 //! scopes.any_of = ["orders:read", "orders:admin"]
+//! audiences = ["orders-api"]
 //!
 //! [[route]]
 //! prefix = "/orders"
@@ -92,7 +101,20 @@
 //! [limits]
 //! max_body_bytes = 10485760   # request bodies above it are refused with 413 (streamed, counted)
 //!
-//! # Headers the upstream receives (after any the client sent under these names are removed).
+//! # How request paths are read. Always refused (400): dot segments, encoded `/` and `\`,
+//! # backslashes, empty segments (`//x`), an encoded `;` (%3B).
+//! [paths]
+//! # false: a path whose segments carry `;` parameters is refused (Tomcat, Jetty and Spring
+//! # serve `/docs/..;/orders` as `/orders`). true: routes decide on the path those upstreams
+//! # resolve (parameters removed from each segment, then `.` and `..` resolved), and that
+//! # path is forwarded, each segment with its parameters.
+//! allow_matrix_parameters = false
+//! # Routes match ASCII letters in any case, for upstreams that do (IIS, ASP.NET); segments
+//! # ending in `.` or a space, which Windows drops, are then refused as well.
+//! case_insensitive = false
+//!
+//! # Headers the upstream receives. Any the client sent under these names is removed, also
+//! # spelt with `_` for `-` or in another case (CGI stacks read those as the same header).
 //! [identity_headers]
 //! subject = "X-Auth-Subject"
 //! client_id = "X-Auth-Client-Id"
@@ -110,10 +132,11 @@ use std::{
 };
 
 use http::{HeaderName, Method, uri::Authority, uri::Scheme};
+use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::path;
+use crate::path::{self, PathOptions};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -286,6 +309,11 @@ struct RawConfig {
     preserve_host: bool,
     #[serde(default)]
     allow_insecure_http: bool,
+    #[serde(default)]
+    require_at_jwt: bool,
+    trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    paths: RawPaths,
     #[serde(default, rename = "issuer")]
     issuers: Vec<Spanned<RawIssuer>>,
     #[serde(default)]
@@ -324,8 +352,18 @@ struct RawRoute {
     methods: Option<Spanned<Vec<Spanned<String>>>>,
     public: Option<Spanned<bool>>,
     scopes: Option<Spanned<RawScopes>>,
+    audiences: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     strip_prefix: bool,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPaths {
+    #[serde(default)]
+    allow_matrix_parameters: bool,
+    #[serde(default)]
+    case_insensitive: bool,
 }
 
 #[derive(Deserialize)]
@@ -377,6 +415,10 @@ pub struct Config {
     pub(crate) strip_authorization: bool,
     pub(crate) preserve_host: bool,
     pub(crate) allow_insecure_http: bool,
+    pub(crate) require_at_jwt: bool,
+    /// Peers whose forwarding headers are kept (and appended to).
+    pub(crate) trusted_proxies: Vec<IpNet>,
+    pub(crate) paths: PathOptions,
     pub(crate) issuers: Vec<IssuerConfig>,
     pub(crate) upstreams: Vec<UpstreamConfig>,
     pub(crate) routes: Vec<RouteConfig>,
@@ -412,6 +454,8 @@ pub(crate) struct RouteConfig {
     pub(crate) methods: Option<Vec<Method>>,
     pub(crate) upstream: usize,
     pub(crate) access: Access,
+    /// The audiences the route accepts (within its issuer's): `None`, any of the issuer's.
+    pub(crate) audiences: Option<Vec<String>>,
     pub(crate) strip_prefix: bool,
 }
 
@@ -606,6 +650,21 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         );
     }
 
+    let paths = PathOptions {
+        matrix_parameters: raw.paths.allow_matrix_parameters,
+        case_insensitive: raw.paths.case_insensitive,
+    };
+    let trusted_proxies = raw.trusted_proxies.as_ref().map_or_else(Vec::new, |list| {
+        list.get_ref()
+            .iter()
+            .filter_map(|v| {
+                parse_cidr(v.get_ref())
+                    .map_err(|message| errors.at(v.span(), message))
+                    .ok()
+            })
+            .collect()
+    });
+
     // Routes.
     let mut routes: Vec<RouteConfig> = Vec::new();
     let mut route_spans: Vec<Range<usize>> = Vec::new();
@@ -737,6 +796,35 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
                 "a public route requires no token, so it cannot require scopes: remove `public` or `scopes`",
             );
         }
+        let audiences = route.audiences.as_ref().map(|list| {
+            if public {
+                errors.at(
+                    list.span(),
+                    "a public route requires no token, so it cannot require audiences: remove `public` or `audiences`",
+                );
+            } else if list.get_ref().is_empty() {
+                errors.at(
+                    list.span(),
+                    "an empty audience list accepts no token: name the audiences, or leave `audiences` out \
+                     to accept any of the issuers'",
+                );
+            }
+            for a in list.get_ref() {
+                let v = a.get_ref();
+                if v.is_empty() {
+                    errors.at(a.span(), "an audience must not be empty");
+                } else if !public && !issuers.iter().any(|i| i.audiences.contains(v)) {
+                    errors.at(
+                        a.span(),
+                        format!(
+                            "audience `{v}` is not among any [[issuer]]'s audiences, so no token could \
+                             pass: add it to its issuer's `audiences`"
+                        ),
+                    );
+                }
+            }
+            list.get_ref().iter().map(|a| a.get_ref().clone()).collect()
+        });
         let access = if public {
             Access::Public
         } else {
@@ -745,7 +833,7 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         };
         // Two routes with the same prefix must not both take a method.
         for (other, other_span) in routes.iter().zip(&route_spans) {
-            if other.prefix != *prefix {
+            if !path::same_prefix(&other.prefix, prefix, paths.case_insensitive) {
                 continue;
             }
             let overlap = match (&other.methods, &methods) {
@@ -769,6 +857,7 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
             methods,
             upstream,
             access,
+            audiences,
             strip_prefix: route.strip_prefix,
         });
     }
@@ -821,7 +910,10 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         (&ih.scopes, &scopes),
     ];
     for (i, (spanned, name)) in named.iter().enumerate() {
-        if named[..i].iter().any(|(_, n)| n == name) {
+        if named[..i]
+            .iter()
+            .any(|(_, n)| crate::proxy::same_cgi_name(n.as_str(), name.as_str()))
+        {
             let message = format!("header `{name}` is used for two identity values");
             match spanned {
                 Some(s) => errors.at(s.span(), message),
@@ -836,6 +928,9 @@ fn check(raw: RawConfig, errors: &mut Errors<'_>) -> Config {
         strip_authorization: raw.strip_authorization,
         preserve_host: raw.preserve_host,
         allow_insecure_http: raw.allow_insecure_http,
+        require_at_jwt: raw.require_at_jwt,
+        trusted_proxies,
+        paths,
         issuers,
         upstreams,
         routes,
@@ -858,6 +953,23 @@ fn line_of(source: &str, offset: usize) -> (usize, usize) {
     let line = source[..offset].matches('\n').count() + 1;
     let start = source[..offset].rfind('\n').map_or(0, |i| i + 1);
     (line, source[start..offset].chars().count() + 1)
+}
+
+/// A `trusted_proxies` entry: a CIDR block, or one address (/32, /128).
+fn parse_cidr(value: &str) -> Result<IpNet, String> {
+    if let Ok(ip) = value.parse::<std::net::IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    match value.parse::<IpNet>() {
+        Ok(net) if net.trunc() == net => Ok(net),
+        Ok(net) => Err(format!(
+            "`{value}` has address bits set beyond its prefix length: write `{}`",
+            net.trunc()
+        )),
+        Err(_) => Err(format!(
+            "`{value}` is not a CIDR block: write e.g. \"10.0.0.0/8\", \"::1/128\" or a single address"
+        )),
+    }
 }
 
 /// An issuer or JWKS URL, against s2s-auth's https policy.
@@ -956,15 +1068,9 @@ pub(crate) fn parse_duration(s: &str) -> Option<Duration> {
     }
 }
 
-/// Headers the gateway manages itself and that cannot carry identity.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "host",
-    "content-length",
-    "content-type",
-    "forwarded",
-    "x-forwarded-for",
-];
+/// Headers the gateway or HTTP manages and that cannot carry identity (besides the forwarding
+/// and method override headers, which the gateway sets or removes itself).
+const RESERVED_HEADERS: &[&str] = &["authorization", "host", "content-length", "content-type"];
 
 fn header_name(
     value: Option<&Spanned<String>>,
@@ -976,7 +1082,12 @@ fn header_name(
     };
     match HeaderName::from_bytes(v.get_ref().as_bytes()) {
         Ok(name)
-            if RESERVED_HEADERS.contains(&name.as_str()) || crate::proxy::is_hop_by_hop(&name) =>
+            if RESERVED_HEADERS
+                .iter()
+                .chain(crate::proxy::FORWARDING_HEADERS)
+                .chain(crate::proxy::OVERRIDE_HEADERS)
+                .any(|r| crate::proxy::same_cgi_name(r, name.as_str()))
+                || crate::proxy::is_hop_by_hop(&name) =>
         {
             errors.at(
                 v.span(),
@@ -1091,6 +1202,50 @@ mod tests {
         assert!(e[1].2.contains("audience"), "{e:#?}");
         let allowed = format!("allow_insecure_http = true\n{text}").replace("[]", "[\"a\"]");
         Config::from_toml_str(&allowed).unwrap();
+    }
+
+    #[test]
+    fn hardening_keys() {
+        let route = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
+        let c = Config::from_toml_str(&format!(
+            "trusted_proxies = [\"10.0.0.0/8\", \"::1\", \"192.0.2.7\"]\nrequire_at_jwt = true\n\
+             {UPSTREAM}{route}[paths]\nallow_matrix_parameters = true\ncase_insensitive = true\n"
+        ))
+        .unwrap();
+        let nets: Vec<String> = c.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        assert!(c.require_at_jwt && c.paths.matrix_parameters && c.paths.case_insensitive);
+        let c = Config::from_toml_str(&format!("{UPSTREAM}{route}")).unwrap();
+        assert!(c.trusted_proxies.is_empty() && !c.require_at_jwt);
+        assert_eq!(c.paths, PathOptions::default());
+    }
+
+    #[test]
+    fn prefixes_differing_in_case_overlap_when_routes_ignore_case() {
+        let routes = format!(
+            "{UPSTREAM}[[route]]\nprefix = \"/Orders\"\nupstream = \"app\"\npublic = true\n\
+             [[route]]\nprefix = \"/orders\"\nupstream = \"app\"\npublic = true\n"
+        );
+        Config::from_toml_str(&routes).unwrap();
+        let e = errors_of(&format!("{routes}[paths]\ncase_insensitive = true\n"));
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].2.contains("overlaps the route of line 3"), "{e:#?}");
+    }
+
+    #[test]
+    fn identity_headers_cannot_be_forwarding_or_override_headers_in_any_spelling() {
+        for (subject, client_id) in [
+            ("X_Forwarded_For", "X-Auth-Client-Id"),
+            ("X-Real-IP", "X-Auth-Client-Id"),
+            ("X-HTTP-Method-Override", "X-Auth-Client-Id"),
+            ("X-Auth-Subject", "X_Auth_Subject"),
+        ] {
+            let e = errors_of(&format!(
+                "{UPSTREAM}[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n\
+                 [identity_headers]\nsubject = \"{subject}\"\nclient_id = \"{client_id}\"\n"
+            ));
+            assert_eq!(e.len(), 1, "{subject}: {e:#?}");
+        }
     }
 
     #[test]

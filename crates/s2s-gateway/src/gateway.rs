@@ -20,12 +20,14 @@
 //!
 //! 1. the reserved health paths (`GET`/`HEAD` of `health.liveness` and `health.readiness`),
 //!    answered by the gateway;
-//! 2. path normalization (see the crate docs): an ambiguous path is 400;
-//! 3. routing: the longest matching prefix; its methods decide (405 with `Allow` otherwise);
-//!    no route is 404. None of these reach an upstream;
+//! 2. path normalization (see the crate docs): an ambiguous path is 400, and with matrix
+//!    parameters accepted the path routed is the one such upstreams resolve;
+//! 3. routing: the longest matching prefix (in any case with `[paths] case_insensitive`); its
+//!    methods decide (405 with `Allow` otherwise); no route is 404. None of these reach an
+//!    upstream;
 //! 4. for a route that is not public: s2s-auth's [`VerifyLayer`] (401/503, RFC 6750), the
-//!    issuer's audiences, then [`RequireScope`] (403 `insufficient_scope`). The answers are the
-//!    layers' own;
+//!    issuer's audiences narrowed by the route's, then [`RequireScope`] (403
+//!    `insufficient_scope`). The answers are the layers' own;
 //! 5. the forwarding (see the crate docs): 413, 502 and 504 are the gateway's JSON answers.
 //!
 //! One `tracing` event per request (target `s2s_gateway::access`, level INFO): method, path
@@ -58,7 +60,7 @@ use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
 use crate::{
     Body, Error,
     config::{Access, Config, IssuerConfig, Scopes},
-    path,
+    path::{self, PathOptions},
     proxy::{ClientAddr, Identity, Proxy, Target},
     response::{json, json_error},
 };
@@ -80,6 +82,7 @@ struct Shared {
     routes: Vec<Route>,
     liveness: String,
     readiness: String,
+    paths: PathOptions,
     verifier: Option<Verifier>,
     /// Loads the key sets in the background until they are all there.
     loader: Option<tokio::task::JoinHandle<()>>,
@@ -133,7 +136,11 @@ impl Gateway {
             let target = Arc::new(Target {
                 proxy: proxy.clone(),
                 upstream: config.upstreams[route.upstream].clone(),
-                strip_prefix: route.strip_prefix.then(|| route.prefix.clone()),
+                strip_segments: if route.strip_prefix {
+                    route.prefix.trim_end_matches('/').matches('/').count()
+                } else {
+                    0
+                },
             });
             let forward = tower::service_fn(move |request: Request<Incoming>| {
                 let target = target.clone();
@@ -157,10 +164,16 @@ impl Gateway {
                         }
                     };
                     let auth = auth.clone();
+                    let audiences: Option<Arc<[String]>> =
+                        route.audiences.as_deref().map(Arc::from);
                     let after_verify = tower::service_fn(move |request: Request<Incoming>| {
                         let auth = auth.clone();
                         let inner = scoped.clone();
-                        async move { Ok::<_, Infallible>(auth.after_verify(request, inner).await) }
+                        let audiences = audiences.clone();
+                        async move {
+                            let response = auth.after_verify(request, audiences.as_deref(), inner);
+                            Ok::<_, Infallible>(response.await)
+                        }
                     });
                     RouteService::new(
                         VerifyLayer::new(verifier.clone())
@@ -191,6 +204,7 @@ impl Gateway {
                 routes,
                 liveness: config.liveness_path.clone(),
                 readiness: config.readiness_path.clone(),
+                paths: config.paths,
                 verifier,
                 loader,
             }),
@@ -286,10 +300,12 @@ fn build_verifier(config: &Config) -> Result<Option<Verifier>, Error> {
     if config.issuers.is_empty() {
         return Ok(None);
     }
-    let mut builder = Verifier::builder().http(HttpOptions {
-        allow_insecure_http: config.allow_insecure_http,
-        ..HttpOptions::default()
-    });
+    let mut builder = Verifier::builder()
+        .http(HttpOptions {
+            allow_insecure_http: config.allow_insecure_http,
+            ..HttpOptions::default()
+        })
+        .require_at_jwt(config.require_at_jwt);
     let mut audiences: Vec<&str> = Vec::new();
     for issuer in &config.issuers {
         builder = builder.issuer(match &issuer.jwks_url {
@@ -330,8 +346,8 @@ async fn load_keys(verifier: Verifier) {
     }
 }
 
-/// What happens between `VerifyLayer` and `RequireScope`: the issuer's own audiences, and the
-/// identity headers of the verified token.
+/// What happens between `VerifyLayer` and `RequireScope`: the audiences (the issuer's own,
+/// narrowed by the route's), and the identity headers of the verified token.
 struct AuthContext {
     issuers: Vec<IssuerConfig>,
     responder: Responder,
@@ -346,6 +362,7 @@ impl AuthContext {
     async fn after_verify(
         &self,
         mut request: Request<Incoming>,
+        route_audiences: Option<&[String]>,
         inner: RouteService,
     ) -> Response<Body> {
         let Some(verified) = request.extensions().get::<Verified>().cloned() else {
@@ -357,16 +374,25 @@ impl AuthContext {
         let claims = verified.standard();
         let subject = claims.sub.as_deref().map(Arc::<str>::from);
         // One verifier serves every issuer with the union of the audiences: hold each issuer
-        // to its own.
-        if let Some(issuer) = self.issuers.iter().find(|i| i.id == claims.iss)
-            && !claims.aud.iter().any(|a| issuer.audiences.contains(a))
-        {
+        // to its own, and the route to the ones it names. The caller learns the reason, the
+        // log the audiences.
+        let issuer = self.issuers.iter().find(|i| i.id == claims.iss);
+        let accepted = |a: &String| {
+            issuer.is_some_and(|i| i.audiences.contains(a))
+                && route_audiences.is_none_or(|r| r.contains(a))
+        };
+        if !claims.aud.iter().any(accepted) {
+            tracing::debug!(
+                target: "s2s_gateway",
+                issuer = %claims.iss,
+                aud = ?claims.aud,
+                accepted = ?issuer.map(|i| &i.audiences),
+                route_accepted = ?route_audiences,
+                "token refused: its aud names no audience of its issuer and route"
+            );
             let rejection = Rejection::new(
                 Reason::WrongAudience,
-                format!(
-                    "the token is not meant for this service: its aud must include `{}`",
-                    issuer.audiences.join("` or `")
-                ),
+                "the token is not meant for this service: its aud names none of the audiences this route accepts",
             );
             return with_subject(self.reject(&rejection), subject);
         }
@@ -481,7 +507,7 @@ impl Shared {
                 None,
             );
         }
-        let path = match path::normalize(raw_path) {
+        let path = match path::parse(raw_path, self.paths) {
             Ok(path) => path,
             Err(e) if raw_path.starts_with('/') => {
                 return Selected::Answer(
@@ -495,14 +521,18 @@ impl Shared {
             }
             Err(_) => return Selected::Answer(not_found(), None),
         };
+        let case_insensitive = self.paths.case_insensitive;
         let Some(longest) = self
             .routes
             .iter()
-            .find(|r| path::matches_prefix(&path, &r.prefix))
+            .find(|r| path::matches_prefix(path.routed(), &r.prefix, case_insensitive))
         else {
             return Selected::Answer(not_found(), None);
         };
-        let candidates = self.routes.iter().filter(|r| r.prefix == longest.prefix);
+        let candidates = self
+            .routes
+            .iter()
+            .filter(|r| path::same_prefix(&r.prefix, &longest.prefix, case_insensitive));
         if let Some(route) = candidates
             .clone()
             .find(|r| r.methods.as_ref().is_none_or(|m| m.contains(method)))

@@ -36,22 +36,37 @@
 //! * **Refuses by default.** Only configured routes are forwarded: a path no route matches is
 //!   404, a method its route does not list is 405, both without touching an upstream and
 //!   without looking at the token (the route table is public knowledge of the gateway; which
-//!   token is missing is not). Paths are normalized before routing and ambiguous ones (dot
-//!   segments, encoded slashes, backslashes) are 400, so that the route checked is the route
-//!   the upstream serves. Matching is case-sensitive.
+//!   token is missing is not). Matching is case-sensitive unless `[paths] case_insensitive`.
+//! * **Refuses ambiguous paths** with 400 (`invalid_request`, saying what is wrong), so that
+//!   the route checked is the route the upstream serves: paths are normalized, and dot
+//!   segments, encoded slashes, backslashes, empty segments (`//orders`, merged by nginx and
+//!   many frameworks) and segment parameters (`/docs/..;/orders`, which Tomcat serves as
+//!   `/orders`; also an encoded `;`) are refused. With `[paths] allow_matrix_parameters`,
+//!   routing decides on the path such upstreams resolve instead, and that path is forwarded.
+//!   With `[paths] case_insensitive`, segments ending in `.` or a space (which Windows drops)
+//!   are refused too.
 //! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScope`, so the answers are theirs
 //!   exactly: 401 with `WWW-Authenticate: Bearer …` and a JSON body with an `AUTH_1xx` code,
 //!   403 `insufficient_scope` naming the scopes, 503 with `Retry-After` while keys cannot be
-//!   loaded. Each issuer's tokens must name one of *that issuer's* audiences.
+//!   loaded. Each issuer's tokens must name one of *that issuer's* audiences, and of the
+//!   route's `audiences` when it names some (401 `AUTH_107`, without listing them).
+//!   `require_at_jwt` accepts only RFC 9068 access tokens (`typ: at+jwt`).
 //! * **Forwards** method, normalized path, query, headers and bodies, streaming both ways
 //!   (nothing is buffered; request bodies are counted against `limits.max_body_bytes`, 413
 //!   beyond). Removed: hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the headers it
-//!   names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`), any
-//!   identity header the client sent (`X-Auth-Subject`, `X-Auth-Client-Id`, `X-Auth-Scopes`
-//!   by default), optionally `Authorization`. Added: the identity headers of the verified
-//!   token (`sub`; `client_id`, else `azp`; the scopes space-separated), `X-Forwarded-For`
-//!   and `Forwarded` (`for`, `proto`, `host`) appended to any the client sent. `Host` becomes
-//!   the upstream's unless `preserve_host`.
+//!   names, `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`); on
+//!   every route, any header the client sent that a CGI-style stack (Rack, PHP-FPM, WSGI)
+//!   reads as an identity header (`X-Auth-Subject`, `X-Auth-Client-Id`, `X-Auth-Scopes` by
+//!   default; compared with case folded and `_`, or any punctuation, read as `-`, so
+//!   `X_Auth_Subject` too), or as a method or URL override (`X-HTTP-Method-Override`,
+//!   `X-HTTP-Method`, `X-Method-Override`, `X-Original-URL`, `X-Rewrite-URL`: the route
+//!   checked the request's own method and path); optionally `Authorization`. Added: the
+//!   identity headers of the verified token (`sub`; `client_id`, else `azp`; the scopes
+//!   space-separated). Forwarding headers (`Forwarded`, `X-Forwarded-For`, `X-Real-IP`,
+//!   `X-Forwarded-Host`, `X-Forwarded-Proto`) are the gateway's own view of the connection
+//!   (`X-Forwarded-Port` and `X-Forwarded-Prefix` are removed); only from a peer in
+//!   `trusted_proxies` are the client's kept, the lists with this hop appended. `Host`
+//!   becomes the upstream's unless `preserve_host`.
 //! * **Fails in JSON**: `{"error", "error_description"}` with 502 `bad_gateway` when the
 //!   upstream cannot be reached, 504 `gateway_timeout` when it does not connect within
 //!   `timeouts.connect` or answer within `timeouts.request`.

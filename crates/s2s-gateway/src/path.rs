@@ -3,11 +3,36 @@
 //! A route must decide on the same path the upstream will act on, or a request could pick a
 //! lenient route and land on a strict one's handler. So the path is normalized first (RFC 3986
 //! §6.2.2: percent-encoded unreserved characters decoded, other escapes in upper case), and
-//! paths that upstreams resolve in different ways are refused outright: dot segments (`.`, `..`,
-//! also when percent-encoded) and encoded or literal backslashes and encoded slashes. The
-//! normalized path is the one forwarded.
+//! paths that upstreams resolve in different ways are refused outright:
+//!
+//! * dot segments (`.`, `..`, also when percent-encoded), which servers resolve or not;
+//! * encoded or literal backslashes and encoded slashes, which some servers take for `/`;
+//! * empty segments (`//orders`, `/orders//x`), which nginx, CPython's `http.server` and many
+//!   frameworks merge, so that a public `/` route could reach `/orders`;
+//! * segment parameters (`/docs/..;/orders`, `/orders;jsessionid=1`): Tomcat, Jetty and Spring
+//!   strip `;…` from every segment and then resolve dot segments, so that `/docs/..;/orders`
+//!   is `/orders` to them. An encoded `;` (`%3B`) is refused in every mode: some stacks decode
+//!   it before they split parameters, others after.
+//!
+//! With [`PathOptions::matrix_parameters`] a literal `;` is accepted for upstreams that use
+//! matrix parameters; routing then decides on the path such an upstream resolves (parameters
+//! removed from every segment, then dot segments resolved), and the upstream receives that
+//! resolved path with each remaining segment's parameters, so it cannot resolve it into
+//! another route. With [`PathOptions::case_insensitive`] (IIS, ASP.NET), segments ending in `.`
+//! or a space are refused as well, since Windows drops them from file names. The normalized
+//! path is the one forwarded.
 
 use std::{borrow::Cow, fmt};
+
+/// How request paths are read: the `[paths]` table of the configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PathOptions {
+    /// Accept `;` segment parameters (routing ignores them and resolves dot segments).
+    pub(crate) matrix_parameters: bool,
+    /// Routes match ASCII letters case-insensitively (for IIS and ASP.NET upstreams), and
+    /// segments ending in `.` or a space, which Windows drops, are refused.
+    pub(crate) case_insensitive: bool,
+}
 
 /// Why a request path is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,6 +42,11 @@ pub(crate) enum PathError {
     EncodedSeparator,
     Backslash,
     DotSegment,
+    EmptySegment,
+    SegmentParameters,
+    EncodedSemicolon,
+    AboveRoot,
+    TrailingDotOrSpace,
 }
 
 impl fmt::Display for PathError {
@@ -27,7 +57,37 @@ impl fmt::Display for PathError {
             PathError::EncodedSeparator => "encoded `/` or `\\` (%2F, %5C) are not accepted",
             PathError::Backslash => "`\\` is not accepted in paths",
             PathError::DotSegment => "`.` and `..` segments are not accepted",
+            PathError::EmptySegment => "empty path segments (`//`) are not accepted",
+            PathError::SegmentParameters => "path segment parameters (`;`) are not allowed",
+            PathError::EncodedSemicolon => "an encoded `;` (%3B) is not accepted in paths",
+            PathError::AboveRoot => "a `..` segment climbs above the root",
+            PathError::TrailingDotOrSpace => {
+                "a segment ending in `.` or a space is not accepted by case-insensitive routes \
+                 (Windows servers drop them)"
+            }
         })
+    }
+}
+
+/// A request path as routed and as forwarded.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct RequestPath<'a> {
+    /// What routes match: normalized, no segment parameters, no dot segments.
+    routed: Cow<'a, str>,
+    /// What the upstream receives when it differs from `routed`: the same segments, each with
+    /// its parameters (only with matrix parameters accepted).
+    with_parameters: Option<String>,
+}
+
+impl RequestPath<'_> {
+    /// The path routes are matched against.
+    pub(crate) fn routed(&self) -> &str {
+        &self.routed
+    }
+
+    /// The path the upstream receives: the routed one, with segment parameters where given.
+    pub(crate) fn forwarded(&self) -> &str {
+        self.with_parameters.as_deref().unwrap_or(&self.routed)
     }
 }
 
@@ -44,9 +104,95 @@ fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-/// The normal form of `path`, or why it is refused. Borrows when the path is already normal
-/// (the common case costs one scan).
+/// The normal form of `path` in the strict mode (no segment parameters), or why it is refused:
+/// how route prefixes and health paths must be written.
 pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    parse(path, PathOptions::default()).map(|p| p.routed)
+}
+
+/// The request path as routes see it and as the upstream receives it, or why it is refused.
+/// Borrows when the path is already normal (the common case costs two scans, no allocation).
+pub(crate) fn parse(path: &str, options: PathOptions) -> Result<RequestPath<'_>, PathError> {
+    let normal = normalize_escapes(path)?;
+    let mut resolve = false;
+    for (segment, last) in segments(&normal) {
+        let (name, parameters) = match segment.split_once(';') {
+            Some((name, _)) => (name, true),
+            None => (segment, false),
+        };
+        if parameters && !options.matrix_parameters {
+            return Err(PathError::SegmentParameters);
+        }
+        if name.is_empty() && !last {
+            return Err(PathError::EmptySegment);
+        }
+        if name == "." || name == ".." {
+            if !options.matrix_parameters {
+                return Err(PathError::DotSegment);
+            }
+            resolve = true;
+        } else if options.case_insensitive && (name.ends_with('.') || name.ends_with("%20")) {
+            // Windows drops them from file names: IIS serves `/admin./x` from `/admin/x`.
+            return Err(PathError::TrailingDotOrSpace);
+        }
+        resolve |= parameters;
+    }
+    if !resolve {
+        return Ok(RequestPath {
+            routed: normal,
+            with_parameters: None,
+        });
+    }
+    // Matrix parameters: what Tomcat and the like act on. Parameters are removed from each
+    // segment, then dot segments resolved (RFC 3986 §5.2.4; a dot segment's parameters go
+    // with it); each remaining segment keeps its own parameters for the upstream.
+    let mut kept: Vec<(&str, &str)> = Vec::new();
+    for (segment, last) in segments(&normal) {
+        let name = segment.split(';').next().unwrap_or_default();
+        match name {
+            "." => {}
+            ".." => {
+                kept.pop().ok_or(PathError::AboveRoot)?;
+            }
+            _ => kept.push((name, segment)),
+        }
+        if last && (name == "." || name == "..") {
+            kept.push(("", ""));
+        }
+    }
+    let (mut routed, mut forwarded) = (String::new(), String::new());
+    for (name, segment) in kept {
+        routed.push('/');
+        routed.push_str(name);
+        forwarded.push('/');
+        forwarded.push_str(segment);
+    }
+    Ok(RequestPath {
+        with_parameters: (forwarded != routed).then_some(forwarded),
+        routed: Cow::Owned(routed),
+    })
+}
+
+/// The segments of an absolute path, each with whether it is the last.
+fn segments(path: &str) -> impl Iterator<Item = (&str, bool)> {
+    let mut rest = path.strip_prefix('/');
+    std::iter::from_fn(move || {
+        let current = rest?;
+        Some(match current.split_once('/') {
+            Some((segment, tail)) => {
+                rest = Some(tail);
+                (segment, false)
+            }
+            None => {
+                rest = None;
+                (current, true)
+            }
+        })
+    })
+}
+
+/// `path` with percent-escapes in their normal form, or why it is refused.
+fn normalize_escapes(path: &str) -> Result<Cow<'_, str>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -66,6 +212,9 @@ pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
                 let value = hi << 4 | lo;
                 if value == b'/' || value == b'\\' {
                     return Err(PathError::EncodedSeparator);
+                }
+                if value == b';' {
+                    return Err(PathError::EncodedSemicolon);
                 }
                 let escape = &bytes[i..i + 3];
                 if is_unreserved(value) {
@@ -88,28 +237,45 @@ pub(crate) fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
             }
         }
     }
-    let normal: Cow<'_, str> = match out {
+    Ok(match out {
         // Only ASCII bytes were changed, and only whole escapes: still UTF-8 where the input
         // was (and the input is a &str).
         Some(o) => Cow::Owned(String::from_utf8(o).map_err(|_| PathError::BadEscape)?),
         None => Cow::Borrowed(path),
-    };
-    if normal.split('/').any(|s| s == "." || s == "..") {
-        return Err(PathError::DotSegment);
-    }
-    Ok(normal)
+    })
 }
 
 /// Whether `prefix` covers `path` on whole segments: `/orders` covers `/orders` and
-/// `/orders/1`, not `/ordersx`.
-pub(crate) fn matches_prefix(path: &str, prefix: &str) -> bool {
+/// `/orders/1`, not `/ordersx`; with `case_insensitive`, also `/ORDERS/1`.
+pub(crate) fn matches_prefix(path: &str, prefix: &str, case_insensitive: bool) -> bool {
     if prefix == "/" {
         return true;
     }
-    path.starts_with(prefix)
+    let Some(head) = path.get(..prefix.len()) else {
+        return false;
+    };
+    same_prefix(head, prefix, case_insensitive)
         && (path.len() == prefix.len()
             || prefix.ends_with('/')
             || path.as_bytes()[prefix.len()] == b'/')
+}
+
+/// Whether two prefixes are the same to routing.
+pub(crate) fn same_prefix(a: &str, b: &str, case_insensitive: bool) -> bool {
+    if case_insensitive {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a == b
+    }
+}
+
+/// `path` without its first `n` segments (`""` when none is left): a stripped route prefix,
+/// counted in segments so that case and segment parameters do not matter.
+pub(crate) fn without_segments(path: &str, n: usize) -> &str {
+    match path.match_indices('/').nth(n) {
+        Some((i, _)) => &path[i..],
+        None => "",
+    }
 }
 
 #[cfg(test)]
@@ -156,13 +322,106 @@ mod tests {
     }
 
     #[test]
+    fn empty_segments_and_parameters_are_refused_by_default() {
+        use PathError::*;
+        for (path, error) in [
+            ("//orders", EmptySegment),
+            ("/orders//x", EmptySegment),
+            ("/docs/..;/orders", SegmentParameters),
+            ("/orders;jsessionid=1", SegmentParameters),
+            ("/docs/;/orders", SegmentParameters),
+            ("/docs/..%3B/orders", EncodedSemicolon),
+            ("/docs/x%3bjsessionid=1", EncodedSemicolon),
+        ] {
+            assert_eq!(parse(path, PathOptions::default()), Err(error), "{path}");
+        }
+        // A trailing slash is not an empty segment.
+        assert_eq!(normalize("/orders/").unwrap(), "/orders/");
+        assert_eq!(normalize("/").unwrap(), "/");
+    }
+
+    #[test]
+    fn matrix_parameters_route_on_the_path_the_upstream_resolves() {
+        let matrix = PathOptions {
+            matrix_parameters: true,
+            ..PathOptions::default()
+        };
+        for (path, routed, forwarded) in [
+            ("/docs/..;/orders", "/orders", "/orders"),
+            ("/docs/..;x=1/orders/1", "/orders/1", "/orders/1"),
+            (
+                "/orders;jsessionid=AB/1",
+                "/orders/1",
+                "/orders;jsessionid=AB/1",
+            ),
+            (
+                "/orders/;jsessionid=AB",
+                "/orders/",
+                "/orders/;jsessionid=AB",
+            ),
+            ("/a/./b;v=1/../c", "/a/c", "/a/c"),
+            ("/a/b/..", "/a/", "/a/"),
+            ("/a/%2e%2e;x", "/", "/"),
+            ("/orders/1", "/orders/1", "/orders/1"),
+        ] {
+            let parsed = parse(path, matrix).unwrap();
+            assert_eq!(
+                (parsed.routed(), parsed.forwarded()),
+                (routed, forwarded),
+                "{path}"
+            );
+        }
+        use PathError::*;
+        for (path, error) in [
+            ("/..;/orders", AboveRoot),
+            ("/a/../..", AboveRoot),
+            ("/docs/;x/orders", EmptySegment),
+            ("//orders", EmptySegment),
+            ("/docs/..%3B/orders", EncodedSemicolon),
+        ] {
+            assert_eq!(parse(path, matrix), Err(error), "{path}");
+        }
+    }
+
+    #[test]
+    fn case_insensitive_paths_refuse_what_windows_drops() {
+        let iis = PathOptions {
+            case_insensitive: true,
+            ..PathOptions::default()
+        };
+        for path in ["/admin./x", "/admin%20/x", "/admin.", "/a/b...", "/a%2e/b"] {
+            assert_eq!(
+                parse(path, iis),
+                Err(PathError::TrailingDotOrSpace),
+                "{path}"
+            );
+            assert!(parse(path, PathOptions::default()).is_ok(), "{path}");
+        }
+        assert_eq!(parse("/a.b/c.json", iis).unwrap().routed(), "/a.b/c.json");
+    }
+
+    #[test]
     fn prefixes_match_whole_segments() {
-        assert!(matches_prefix("/orders", "/orders"));
-        assert!(matches_prefix("/orders/1", "/orders"));
-        assert!(!matches_prefix("/ordersx", "/orders"));
-        assert!(!matches_prefix("/order", "/orders"));
-        assert!(matches_prefix("/orders/1", "/orders/"));
-        assert!(!matches_prefix("/orders", "/orders/"));
-        assert!(matches_prefix("/anything", "/"));
+        let m = |path, prefix| matches_prefix(path, prefix, false);
+        assert!(m("/orders", "/orders"));
+        assert!(m("/orders/1", "/orders"));
+        assert!(!m("/ordersx", "/orders"));
+        assert!(!m("/order", "/orders"));
+        assert!(m("/orders/1", "/orders/"));
+        assert!(!m("/orders", "/orders/"));
+        assert!(m("/anything", "/"));
+        assert!(!m("/ORDERS/1", "/orders"));
+        assert!(matches_prefix("/ORDERS/1", "/orders", true));
+        assert!(matches_prefix("/Orders", "/orders", true));
+        assert!(!matches_prefix("/Ordersx", "/orders", true));
+        assert!(!matches_prefix("/a\u{e9}", "/ab", true));
+    }
+
+    #[test]
+    fn prefixes_are_stripped_by_segments() {
+        assert_eq!(without_segments("/orders/1", 1), "/1");
+        assert_eq!(without_segments("/orders;a=1/1", 1), "/1");
+        assert_eq!(without_segments("/orders", 1), "");
+        assert_eq!(without_segments("/orders/1", 0), "/orders/1");
     }
 }

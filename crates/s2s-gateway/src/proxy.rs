@@ -20,10 +20,12 @@ use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
 };
 
+use ipnet::IpNet;
+
 use crate::{
     Body,
     config::{Config, IdentityHeaders, UpstreamConfig},
-    path,
+    path::{self, PathOptions},
     response::json_error,
 };
 
@@ -49,14 +51,16 @@ pub(crate) struct Proxy {
     identity: IdentityHeaders,
     strip_authorization: bool,
     preserve_host: bool,
+    trusted_proxies: Vec<IpNet>,
+    paths: PathOptions,
 }
 
 /// Where one route forwards to.
 pub(crate) struct Target {
     pub(crate) proxy: Arc<Proxy>,
     pub(crate) upstream: UpstreamConfig,
-    /// The route prefix to remove from the path, when the route says so.
-    pub(crate) strip_prefix: Option<String>,
+    /// How many leading path segments (the route prefix's) to remove; 0 for none.
+    pub(crate) strip_segments: usize,
 }
 
 impl Proxy {
@@ -76,8 +80,69 @@ impl Proxy {
             identity: config.identity.clone(),
             strip_authorization: config.strip_authorization,
             preserve_host: config.preserve_host,
+            trusted_proxies: config.trusted_proxies.clone(),
+            paths: config.paths,
         }
     }
+
+    /// Whether `ip` is a configured trusted proxy, whose forwarding headers are kept.
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether the client's header `name` must not reach the upstream: an identity header, a
+    /// method or URL override, or a forwarding header from a peer that is not trusted, under any
+    /// spelling a CGI-style stack reads as the same name. A trusted proxy's forwarding headers
+    /// are kept in their own spelling only.
+    fn is_refused(&self, name: &HeaderName, trusted: bool) -> bool {
+        let n = name.as_str();
+        let names = &self.identity;
+        [&names.subject, &names.client_id, &names.scopes]
+            .iter()
+            .any(|h| same_cgi_name(h.as_str(), n))
+            || OVERRIDE_HEADERS.iter().any(|h| same_cgi_name(h, n))
+            || FORWARDING_HEADERS
+                .iter()
+                .any(|h| same_cgi_name(h, n) && !(trusted && *h == n))
+    }
+}
+
+/// The forwarding headers: kept from a trusted proxy only. The gateway sets the first five
+/// from its own view of the connection; the others (which Spring and others read to build
+/// URLs) it has no view of, so they are only removed.
+pub(crate) const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-for",
+    "x-real-ip",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+];
+
+/// Method and URL override headers: frameworks that honour them (Rails, Laravel, Express's
+/// method-override; Symfony and IIS modules for the URL ones) would run another method or
+/// path than the one the route allowed, so they never reach an upstream.
+pub(crate) const OVERRIDE_HEADERS: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+];
+
+/// Whether two header names are the same to a CGI-style stack (Rack, PHP-FPM, WSGI servers),
+/// which reads `X_Auth_Subject` as `X-Auth-Subject` (`HTTP_X_AUTH_SUBJECT`): ASCII case is
+/// folded and every character that is not a letter or digit is read as `-`.
+pub(crate) fn same_cgi_name(a: &str, b: &str) -> bool {
+    let fold = |c: u8| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_lowercase()
+        } else {
+            b'-'
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| fold(x) == fold(y))
 }
 
 /// Why an upstream exchange failed.
@@ -109,7 +174,12 @@ impl Target {
                 );
             }
         };
-        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+        // An IPv4 client of a dual-stack listener is an IPv4 address, not `::ffff:a.b.c.d`.
+        let client = parts
+            .extensions
+            .get::<ClientAddr>()
+            .map(|c| c.0.ip().to_canonical());
+        let trusted = client.is_some_and(|ip| proxy.is_trusted(ip));
         let identity = parts.extensions.remove::<Identity>().unwrap_or_default();
         let original_host = parts
             .headers
@@ -119,10 +189,15 @@ impl Target {
 
         let headers = &mut parts.headers;
         remove_hop_by_hop(headers);
-        let names = &proxy.identity;
-        for name in [&names.subject, &names.client_id, &names.scopes] {
+        let refused: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| proxy.is_refused(name, trusted))
+            .cloned()
+            .collect();
+        for name in refused {
             headers.remove(name);
         }
+        let names = &proxy.identity;
         // The gateway answered any `Expect: 100-continue` itself and streams the body at once.
         headers.remove(header::EXPECT);
         if proxy.strip_authorization {
@@ -142,12 +217,26 @@ impl Target {
             headers.insert(names.scopes.clone(), v);
         }
         if let Some(ip) = client {
-            append_list(headers, X_FORWARDED_FOR, ip.to_string().as_bytes());
+            // Lists get this hop appended; single values are the first proxy's, so a trusted
+            // proxy's stay and otherwise they are the gateway's view.
+            let address = ip.to_string();
+            append_list(headers, X_FORWARDED_FOR, address.as_bytes());
             append_list(
                 headers,
                 header::FORWARDED,
                 forwarded_element(ip, original_host.as_ref()).as_bytes(),
             );
+            for (name, value) in [
+                (X_REAL_IP, HeaderValue::from_str(&address).ok()),
+                (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
+                (X_FORWARDED_HOST, original_host),
+            ] {
+                if let Some(value) = value
+                    && !headers.contains_key(&name)
+                {
+                    headers.insert(name, value);
+                }
+            }
         }
         parts.uri = uri;
         parts.version = Version::HTTP_11;
@@ -193,11 +282,10 @@ impl Target {
     /// The upstream URI: its scheme and authority, its base path, the request's normalized
     /// path (less the route prefix when stripped) and query.
     fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
-        let normal = path::normalize(uri.path()).ok()?;
-        let mut rest: &str = &normal;
-        if let Some(prefix) = &self.strip_prefix {
-            rest = rest.strip_prefix(prefix.trim_end_matches('/'))?;
-        }
+        // The same parse routing did: the path forwarded is the one routed (with segment
+        // parameters where they are accepted).
+        let parsed = path::parse(uri.path(), self.proxy.paths).ok()?;
+        let rest = path::without_segments(parsed.forwarded(), self.strip_segments);
         let base = &self.upstream.base_path;
         let query = uri.query();
         let mut pq =
@@ -263,6 +351,9 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Whether `name` is hop-by-hop by RFC 9110 §7.6.1 (and the de-facto `Proxy-*` and
 /// `Keep-Alive`): such headers describe one connection and are never forwarded.

@@ -98,6 +98,94 @@ methods = ["GET", "get"]
 }
 
 #[test]
+fn check_locates_errors_in_the_hardening_keys() {
+    let run = |name: &str, text: &str| {
+        let file = TempFile::new(name, text);
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(&file.0)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (file.0.display().to_string(), stderr)
+    };
+    let (name, stderr) = run(
+        "hardening",
+        r#"trusted_proxies = ["10.0.0.0/33", "::1/128", "10.0.0.1/8"]
+require_at_jwt = true
+
+[[issuer]]
+id = "https://auth.example.com"
+audiences = ["orders-api"]
+
+[upstreams.app]
+url = "http://127.0.0.1:9000"
+
+[[route]]
+prefix = "/orders"
+upstream = "app"
+audiences = ["billing-api"]
+
+[[route]]
+prefix = "/docs;x"
+upstream = "app"
+public = true
+audiences = ["orders-api"]
+"#,
+    );
+    for (location, message) in [
+        ("1:20", "`10.0.0.0/33` is not a CIDR block"),
+        (
+            "1:46",
+            "`10.0.0.1/8` has address bits set beyond its prefix length: write `10.0.0.0/8`",
+        ),
+        (
+            "14:14",
+            "audience `billing-api` is not among any [[issuer]]'s audiences",
+        ),
+        (
+            "17:10",
+            "`/docs;x` is not a usable path prefix: path segment parameters",
+        ),
+        (
+            "20:13",
+            "a public route requires no token, so it cannot require audiences",
+        ),
+    ] {
+        assert!(
+            stderr.contains(&format!("{name}:{location}: error: {message}")),
+            "{location} {message}:\n{stderr}"
+        );
+    }
+    // Wrong types stop the parse, located like any other.
+    for (text, location, message) in [
+        (
+            "trusted_proxies = \"10.0.0.0/8\"\n",
+            "1:19",
+            "invalid type: string",
+        ),
+        (
+            "[paths]\ncase_insensitive = \"yes\"\n",
+            "2:20",
+            "invalid type: string",
+        ),
+        (
+            "[paths]\nallow_matrix = true\n",
+            "2:1",
+            "unknown field `allow_matrix`",
+        ),
+        ("require_at_jwt = 1\n", "1:18", "invalid type: integer"),
+    ] {
+        let (name, stderr) = run("types", text);
+        assert!(
+            stderr.contains(&format!("{name}:{location}: error: {message}")),
+            "{text}: {location} {message}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
 fn check_accepts_a_good_file_and_a_syntax_error_is_located() {
     let good = TempFile::new(
         "good",
