@@ -90,6 +90,7 @@ fn corpus() -> Vec<Row> {
         (".%2e; (mixed dots)", Default, GET, "/public/.%2E;/orders", &[], Bad("segment parameters")),
         ("%2e%2e%3B (all encoded)", Default, GET, "/public/%2e%2e%3B/admin", &[], Bad("%3B")),
         ("%2e%2e%3b under the catch-all", Default, GET, "/%2e%2e%3b/admin", &[], Bad("%3B")),
+        // (`..`, `%2e%2e` and `%2F` were refused before issue 11: tests/gateway.rs has them.)
         // Empty segments: nginx, CPython's http.server and many frameworks merge slashes, so
         // `//orders` behind the public catch-all `/` is their `/orders`.
         ("leading //", Default, GET, "//orders", &[], Bad("empty path segments")),
@@ -97,10 +98,6 @@ fn corpus() -> Vec<Row> {
         ("/// run", Default, GET, "///orders/1", &[], Bad("empty path segments")),
         ("empty segment inside a protected route", Default, GET, "/orders//1", &[("authorization", "$reader")], Bad("empty path segments")),
         ("empty segment inside a public route", Default, GET, "/public//x", &[], Bad("empty path segments")),
-        ("empty segment after an encoded slash", Default, GET, "/public/%2F/orders", &[], Bad("")),
-        // Mixed encodings of dot segments, with and without parameters.
-        ("%2e%2e after a public prefix", Default, GET, "/public/%2e%2e/admin", &[], Bad("")),
-        ("%2E. after a public prefix", Default, GET, "/public/%2E./orders", &[], Bad("")),
         // Matrix parameters allowed: routing decides on the path the upstream resolves.
         ("matrix: ..; resolves into /orders, needs a token", Matrix, GET, "/public/..;/orders", &[], Challenge),
         ("matrix: ..;x=1 resolves into /admin, needs its scope", Matrix, GET, "/public/..;x=1/admin", &[("authorization", "$reader")], Scope),
@@ -122,7 +119,6 @@ fn corpus() -> Vec<Row> {
         ("x_auth_subject, public route", Default, GET, "/public", &[("x_auth_subject", "admin")], Passes(&[No(SUBJECT)])),
         ("X_AUTH_SCOPES, token with scope", Default, GET, "/any", &[("authorization", "$reader"), ("X_AUTH_SCOPES", "orders:admin")], Passes(&[Only(SCOPES, "orders:read")])),
         ("X-Auth_Scopes, token without scope", Default, GET, "/any", &[("authorization", "$nosub"), ("X-Auth_Scopes", "orders:admin")], Passes(&[No(SCOPES)])),
-        ("X-AUTH-SCOPES, token without scope", Default, GET, "/any", &[("authorization", "$nosub"), ("X-AUTH-SCOPES", "orders:admin")], Passes(&[No(SCOPES)])),
         ("X-Auth_Client-Id, public route", Default, GET, "/public", &[("X-Auth_Client-Id", "billing")], Passes(&[No(CLIENT)])),
         ("x_auth_client_id, token with client_id", Default, GET, "/any", &[("authorization", "$reader"), ("x_auth_client_id", "billing")], Passes(&[Only(CLIENT, "svc-orders")])),
         ("all three, underscored, on a matrix gateway", Matrix, GET, "/public", &[("X_AUTH_SUBJECT", "a"), ("X_AUTH_CLIENT_ID", "b"), ("X_AUTH_SCOPES", "c")], Passes(&[No(SUBJECT), No(CLIENT), No(SCOPES)])),
@@ -144,6 +140,7 @@ fn corpus() -> Vec<Row> {
         // 5. Route audiences: one issuer's token for billing-api cannot pass /shop.
         ("billing-api token on an orders-api route", Default, GET, "/shop/1", &[("authorization", "$billing")], Invalid("AUTH_107")),
         ("orders-api token on a billing-api route", Default, GET, "/billing/1", &[("authorization", "$orders")], Invalid("AUTH_107")),
+        // The control: a route still takes its own audience.
         ("billing-api token on a billing-api route", Default, GET, "/billing/1", &[("authorization", "$billing")], Passes(&[Target("/billing/1")])),
     ]
 }
