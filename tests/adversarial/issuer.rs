@@ -69,10 +69,12 @@ enum Expect {
 const FAILURES_PER_CLIENT_IP: u32 = 3;
 const FAILURES_PER_IP: u32 = 6;
 
+/// (name, from, who, `X-Forwarded-For`, times, expect)
+type Row = (&'static str, Peer, Who, Option<&'static str>, u32, Expect);
+
 #[rustfmt::skip]
-fn corpus() -> Vec<(&'static str, Peer, Who, Option<&'static str>, u32, Expect)> {
+fn corpus() -> Vec<Row> {
     use Expect::*;
-    // (name, from, who, X-Forwarded-For, times, expect)
     vec![
         ("wrong secrets under the victim's id", Peer::Attacker, Who::VictimWrongSecret, None, FAILURES_PER_CLIENT_IP, BadClient),
         ("one more: the attacker's own budget is spent", Peer::Attacker, Who::VictimWrongSecret, None, 1, Limited),
