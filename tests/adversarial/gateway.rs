@@ -103,6 +103,7 @@ fn corpus() -> Vec<Row> {
         ("matrix: ..;x=1 resolves into /admin, needs its scope", Matrix, GET, "/public/..;x=1/admin", &[("authorization", "$reader")], Scope),
         ("matrix: params on every segment into /orders", Matrix, GET, "/public;a=1/x;b=2/..;c/..;d/orders/1", &[], Challenge),
         ("matrix: forwarded as resolved", Matrix, GET, "/public/..;/orders", &[("authorization", "$reader")], Passes(&[Target("/orders")])),
+        ("matrix: %3B before ..", Matrix, GET, "/public/x%3B/../admin", &[], Bad("%3B")),
         ("matrix: climbing above the root", Matrix, GET, "/..;/orders", &[], Bad("")),
         ("matrix: %3B still refused", Matrix, GET, "/public/..%3B/orders", &[], Bad("%3B")),
         ("matrix: empty segments still refused", Matrix, GET, "//orders", &[], Bad("empty path segments")),
@@ -110,8 +111,10 @@ fn corpus() -> Vec<Row> {
         ("no case: /ORDERS needs a token", NoCase, GET, "/ORDERS", &[], Challenge),
         ("no case: /Admin needs its scope", NoCase, GET, "/Admin/x", &[("authorization", "$reader")], Scope),
         ("no case: %41dmin needs its scope", NoCase, GET, "/%41DMIN", &[("authorization", "$reader")], Scope),
+        ("no case: ..; in another case", NoCase, GET, "/PUBLIC/..;/orders", &[], Bad("segment parameters")),
         ("no case: trailing dot", NoCase, GET, "/admin./x", &[], Bad("")),
         ("no case: trailing space", NoCase, GET, "/admin%20/x", &[], Bad("")),
+        ("no case: a dot, then a space", NoCase, GET, "/admin.%20/x", &[], Bad("")),
         // 2. Identity headers spelled with underscores or in other cases, with and without the
         // claim in the token, on protected and public routes.
         ("X_Auth_Subject, token with sub", Default, GET, "/any", &[("authorization", "$reader"), ("X_Auth_Subject", "admin")], Passes(&[Only(SUBJECT, "svc-orders")])),
@@ -125,8 +128,10 @@ fn corpus() -> Vec<Row> {
         // 3. Forwarding headers from a peer that is no trusted proxy: the gateway's own view.
         ("X-Forwarded-For from the client", Default, GET, "/public", &[("x-forwarded-for", "203.0.113.7")], Passes(&[Only("x-forwarded-for", "127.0.0.1")])),
         ("X_Forwarded_For from the client", Default, GET, "/public", &[("X_Forwarded_For", "203.0.113.7")], Passes(&[Only("x-forwarded-for", "127.0.0.1")])),
+        ("X-Forwarded_For (mixed spelling) from the client", Default, GET, "/public", &[("X-Forwarded_For", "203.0.113.7")], Passes(&[Only("x-forwarded-for", "127.0.0.1")])),
         ("Forwarded from the client", Default, GET, "/public", &[("forwarded", "for=203.0.113.7;proto=https")], Passes(&[Only("forwarded", "for=127.0.0.1;proto=http;host=\"$host\"")])),
         ("X-Real-IP from the client", Default, GET, "/public", &[("x-real-ip", "203.0.113.7")], Passes(&[Only("x-real-ip", "127.0.0.1")])),
+        ("x_real_ip from the client", Default, GET, "/public", &[("x_real_ip", "203.0.113.7")], Passes(&[Only("x-real-ip", "127.0.0.1")])),
         ("X-Forwarded-Host from the client", Default, GET, "/public", &[("x-forwarded-host", "shop.example")], Passes(&[Only("x-forwarded-host", "$host")])),
         ("X-Forwarded-Proto from the client", Default, GET, "/any", &[("authorization", "$reader"), ("x-forwarded-proto", "https")], Passes(&[Only("x-forwarded-proto", "http")])),
         ("X-Forwarded-Prefix from the client", Default, GET, "/public", &[("x-forwarded-prefix", "/shop")], Passes(&[No("x-forwarded-prefix")])),
@@ -137,6 +142,8 @@ fn corpus() -> Vec<Row> {
         ("X-Method-Override", Default, POST, "/orders/1", &[("authorization", "$writer"), ("X-Method-Override", "PUT")], Passes(&[Verb("POST"), No("x-method-override")])),
         ("x_http_method_override", Default, POST, "/orders/1", &[("authorization", "$writer"), ("x_http_method_override", "DELETE")], Passes(&[Verb("POST"), No("x-http-method-override")])),
         ("X-HTTP-Method-Override on a public route", Default, POST, "/public/form", &[("X-HTTP-Method-Override", "DELETE")], Passes(&[Verb("POST"), No("x-http-method-override")])),
+        ("X_HTTP_Method on a matrix gateway", Matrix, POST, "/public", &[("X_HTTP_Method", "DELETE")], Passes(&[Verb("POST"), No("x-http-method")])),
+        ("X-Original-URL and X-Rewrite-URL (URL overrides)", Default, POST, "/orders/1", &[("authorization", "$writer"), ("X-Original-URL", "/admin"), ("x_rewrite_url", "/admin")], Passes(&[Target("/orders/1"), No("x-original-url"), No("x-rewrite-url")])),
         // 5. Route audiences: one issuer's token for billing-api cannot pass /shop.
         ("billing-api token on an orders-api route", Default, GET, "/shop/1", &[("authorization", "$billing")], Invalid("AUTH_107")),
         ("orders-api token on a billing-api route", Default, GET, "/billing/1", &[("authorization", "$orders")], Invalid("AUTH_107")),
