@@ -115,6 +115,10 @@ fn corpus() -> Vec<Row> {
         ("no case: trailing dot", NoCase, GET, "/admin./x", &[], Bad("")),
         ("no case: trailing space", NoCase, GET, "/admin%20/x", &[], Bad("")),
         ("no case: a dot, then a space", NoCase, GET, "/admin.%20/x", &[], Bad("")),
+        ("no case: dotless i (U+0131) folds to I", NoCase, GET, "/adm%C4%B1n/x", &[], Bad("")),
+        ("no case: long s (U+017F) folds to S", NoCase, GET, "/%C5%BFhop/1", &[], Bad("")),
+        ("no case: an NTFS stream name", NoCase, GET, "/admin::$INDEX_ALLOCATION/x", &[], Bad("")),
+        ("no case: an NTFS stream with one colon", NoCase, GET, "/admin:$I30:$INDEX_ALLOCATION/x", &[], Bad("")),
         // 2. Identity headers spelled with underscores or in other cases, with and without the
         // claim in the token, on protected and public routes.
         ("X_Auth_Subject, token with sub", Default, GET, "/any", &[("authorization", "$reader"), ("X_Auth_Subject", "admin")], Passes(&[Only(SUBJECT, "svc-orders")])),
@@ -131,6 +135,7 @@ fn corpus() -> Vec<Row> {
         ("X-Forwarded_For (mixed spelling) from the client", Default, GET, "/public", &[("X-Forwarded_For", "203.0.113.7")], Passes(&[Only("x-forwarded-for", "127.0.0.1")])),
         ("Forwarded from the client", Default, GET, "/public", &[("forwarded", "for=203.0.113.7;proto=https")], Passes(&[Only("forwarded", "for=127.0.0.1;proto=http;host=\"$host\"")])),
         ("X-Real-IP from the client", Default, GET, "/public", &[("x-real-ip", "203.0.113.7")], Passes(&[Only("x-real-ip", "127.0.0.1")])),
+        ("client-address and scheme headers of other names", Default, GET, "/public", &[("X-Client-IP", "203.0.113.7"), ("True-Client-IP", "203.0.113.7"), ("CF-Connecting-IP", "203.0.113.7"), ("Fastly-Client-IP", "203.0.113.7"), ("X-Cluster-Client-IP", "203.0.113.7"), ("X-Forwarded", "for=203.0.113.7"), ("Forwarded-For", "203.0.113.7"), ("X-Forwarded-Server", "evil"), ("X-Forwarded-Scheme", "https"), ("X-Original-Forwarded-For", "203.0.113.7")], Passes(&[No("x-client-ip"), No("true-client-ip"), No("cf-connecting-ip"), No("fastly-client-ip"), No("x-cluster-client-ip"), No("x-forwarded"), No("forwarded-for"), No("x-forwarded-server"), No("x-forwarded-scheme"), No("x-original-forwarded-for")])),
         ("x_real_ip from the client", Default, GET, "/public", &[("x_real_ip", "203.0.113.7")], Passes(&[Only("x-real-ip", "127.0.0.1")])),
         ("X-Forwarded-Host from the client", Default, GET, "/public", &[("x-forwarded-host", "shop.example")], Passes(&[Only("x-forwarded-host", "$host")])),
         ("X-Forwarded-Proto from the client", Default, GET, "/any", &[("authorization", "$reader"), ("x-forwarded-proto", "https")], Passes(&[Only("x-forwarded-proto", "http")])),
