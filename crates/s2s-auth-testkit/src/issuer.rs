@@ -11,7 +11,7 @@ use std::{
 use axum::middleware;
 use s2s_issuer::{Clock, Issuer, IssuerConfig, KeyRotation, SigningAlg, accounts::NewAccount};
 use secrecy::ExposeSecret as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::net::TcpListener;
 
 use crate::{
@@ -212,10 +212,10 @@ impl TestIssuer {
         }
     }
 
-    /// A token signed by the issuer's active key with `claims` over the defaults: `iss` = the
-    /// issuer, `aud` = the default audience, `sub` = `client_id` = `test-client`, `iat` =
-    /// `nbf` = now and `exp` = now + 300 by the issuer's (possibly skewed) clock, a random
-    /// `jti`. A member of `claims` replaces the default; `null` removes it.
+    /// A token signed by the issuer's active key with `claims` over the defaults
+    /// ([`keys::token_claims`]: `iss` = the issuer, `aud` = the default audience, valid for
+    /// 300 s from now by the issuer's, possibly skewed, clock). A member of `claims` replaces
+    /// the default; `null` removes it.
     ///
     /// # Panics
     ///
@@ -224,16 +224,7 @@ impl TestIssuer {
         let now = skewed(SystemTime::now(), self.skew.load(Ordering::SeqCst))
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let defaults = json!({
-            "iss": self.issuer.token_issuer(),
-            "aud": self.audience(),
-            "sub": "test-client",
-            "client_id": "test-client",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 300,
-            "jti": keys::jti(),
-        });
+        let defaults = keys::token_claims(self.issuer.token_issuer(), self.audience(), now);
         self.issuer
             .sign_claims(&keys::merge(defaults, claims))
             .unwrap_or_else(|e| panic!("the test issuer cannot sign: {e}"))

@@ -331,6 +331,21 @@ pub fn claims(iss: &str, aud: &str) -> Value {
     })
 }
 
+/// The defaults of a minted token, valid for 300 s from `now`: `iss`, `aud`, `sub` =
+/// `client_id` = `test-client`, `iat` = `nbf` = `now`, `exp` = `now` + 300, a random `jti`.
+pub fn token_claims(iss: &str, aud: &str, now: u64) -> Value {
+    json!({
+        "iss": iss,
+        "aud": aud,
+        "sub": "test-client",
+        "client_id": "test-client",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 300,
+        "jti": jti(),
+    })
+}
+
 /// `claims` over `defaults`: every member of `claims` replaces the default's, and a `null`
 /// member removes it (to test a token without `exp`, say).
 ///

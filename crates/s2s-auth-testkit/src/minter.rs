@@ -2,7 +2,7 @@
 
 use jsonwebtoken::Algorithm;
 use s2s_auth::{Issuer, KeySet, Verifier};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::keys::{self, TestKey};
 
@@ -83,8 +83,8 @@ impl Minter {
         &self.key
     }
 
-    /// A token with `claims` over the defaults: `iss`, `aud`, `sub` = `client_id` =
-    /// `test-client`, `iat` = `nbf` = now, `exp` = now + 300, a random `jti`; header
+    /// A token with `claims` over the defaults ([`keys::token_claims`]: its issuer and
+    /// audience, `sub` = `client_id` = `test-client`, valid for 300 s from now); header
     /// `{alg, typ: "at+jwt", kid}`. A member of `claims` replaces the default, `null` removes it:
     /// `json!({"exp": 1})` is expired, `json!({"aud": null})` has no audience.
     ///
@@ -92,17 +92,7 @@ impl Minter {
     ///
     /// When `claims` is not a JSON object.
     pub fn token(&self, claims: Value) -> String {
-        let now = keys::now();
-        let defaults = json!({
-            "iss": self.issuer,
-            "aud": self.audience,
-            "sub": "test-client",
-            "client_id": "test-client",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 300,
-            "jti": keys::jti(),
-        });
+        let defaults = keys::token_claims(&self.issuer, &self.audience, keys::now());
         self.key.sign(&keys::merge(defaults, claims))
     }
 

@@ -166,11 +166,11 @@ async fn a_slow_body_trickles_the_real_document() {
         .bytes()
         .await
         .unwrap();
-    let tick = Duration::from_millis(10);
+    let tick = Duration::from_millis(25);
     issuer.set_fault(
         Endpoint::Jwks,
         Fault::SlowBody {
-            bytes_per_tick: 64,
+            bytes_per_tick: 16,
             tick,
         },
     );
@@ -179,7 +179,7 @@ async fn a_slow_body_trickles_the_real_document() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.content_length(), Some(real.len() as u64));
     let body = response.bytes().await.unwrap();
-    let pieces = real.len().div_ceil(64) as u32;
+    let pieces = real.len().div_ceil(16) as u32;
     assert!(
         started.elapsed() >= tick * pieces,
         "{:?}",
