@@ -29,8 +29,13 @@ use s2s_gateway::{Config, Gateway};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-/// Serves `body` for every request on 127.0.0.1:0, on a thread of its own.
-fn serve_static(body: &'static [u8], content_type: &'static str) -> SocketAddr {
+/// Runs `serve` with a listener on 127.0.0.1:0 on a thread of its own (a current-thread
+/// runtime, as a separate process would have); returns the bound address.
+fn on_own_thread<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -40,27 +45,33 @@ fn serve_static(body: &'static [u8], content_type: &'static str) -> SocketAddr {
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let _ = stream.set_nodelay(true);
-                let service = hyper::service::service_fn(
-                    move |_: Request<hyper::body::Incoming>| async move {
-                        let mut response = Response::new(Full::new(Bytes::from_static(body)));
-                        response.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static(content_type),
-                        );
-                        Ok::<_, Infallible>(response)
-                    },
-                );
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
+            serve(listener).await;
         });
     });
     rx.recv().unwrap()
+}
+
+/// Serves `body` for every request on 127.0.0.1:0, on a thread of its own.
+fn serve_static(body: &'static [u8], content_type: &'static str) -> SocketAddr {
+    on_own_thread(move |listener| async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = stream.set_nodelay(true);
+            let service =
+                hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| async move {
+                    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(content_type),
+                    );
+                    Ok::<_, Infallible>(response)
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -115,23 +126,13 @@ public = true
 "#
     ))
     .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let gateway = on_own_thread(move |listener| async move {
+        let gateway = Gateway::from_config(config).await.unwrap();
+        gateway
+            .serve(listener, std::future::pending())
+            .await
             .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let gateway = Gateway::from_config(config).await.unwrap();
-            gateway
-                .serve(listener, std::future::pending())
-                .await
-                .unwrap();
-        });
     });
-    let gateway = rx.recv().unwrap();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
