@@ -26,18 +26,15 @@ use std::{
     },
 };
 
-use aws_lc_rs::{
-    rand::{SecureRandom as _, SystemRandom},
-    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair},
-};
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use axum::{Json, Router, routing::get};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use s2s_auth::{
     Issuer, RequireScope, Verifier, VerifyLayer,
     extract::Claims,
     reqwest::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
+use s2s_auth_testkit::{Algorithm, Minter, TestKey};
 use s2s_issuer::IssuerConfig;
 use serde_json::{Value, json};
 
@@ -257,20 +254,13 @@ async fn answer(response: reqwest::Response) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// A well-formed token for the issuer, signed by a key that is not the issuer's.
+/// A well-formed token for the issuer, signed by a key that is not the issuer's but names the
+/// issuer's key id.
 fn forge(issuer: &str, kid: &str) -> String {
-    let pkcs8 =
-        EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-            .expect("a P-256 key");
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some(kid.into());
-    header.typ = Some("at+jwt".into());
-    let now = jsonwebtoken::get_current_timestamp();
-    let claims = json!({
-        "iss": issuer, "sub": "intruder", "client_id": "intruder", "aud": AUDIENCE,
-        "scope": "inventory:read", "iat": now, "exp": now + 300,
-    });
-    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pkcs8.as_ref())).expect("sign")
+    Minter::with_key(TestKey::generate(Algorithm::ES256, kid))
+        .issuer(issuer)
+        .audience(AUDIENCE)
+        .token(json!({ "sub": "intruder", "client_id": "intruder", "scope": "inventory:read" }))
 }
 
 fn short(kid: &str) -> &str {

@@ -7,6 +7,15 @@
 //! A row says how to build the request (headers and query) from the [`Ctx`] (keys, issuer,
 //! a watched server that must never be contacted) and what must come back. The key server
 //! failing (at a cold start, and for longer than the keys may be used) has rows of its own.
+//!
+//! The gateway's corpus (paths, spelled-out headers, forwarding, method override, route
+//! audiences) is in [`gateway`], the issuer's (lockout, unknown ids, forwarded addresses) in
+//! [`issuer`].
+
+#[path = "adversarial/gateway.rs"]
+mod gateway;
+#[path = "adversarial/issuer.rs"]
+mod issuer;
 
 use std::{sync::Arc, time::Duration};
 

@@ -14,12 +14,13 @@
 //! # }
 //! ```
 //!
-//! [`TestKey`] generates keys with aws-lc-rs at test time (nothing is checked in) and signs
-//! whatever the test asks for: well-formed tokens, hand-written headers, raw (even invalid or
-//! duplicate-key) JSON. [`weak_rsa_jwk`] publishes an RSA key below 2048 bits (a random odd
-//! modulus, no private key) that a verifier must skip when it loads the set.
+//! The keys and tokens are `s2s_auth_testkit::keys`, re-exported: [`TestKey`] generates keys at
+//! test time (nothing is checked in) and signs whatever the test asks for: well-formed tokens,
+//! hand-written headers, raw (even invalid or duplicate-key) JSON. [`weak_rsa_jwk`] publishes an
+//! RSA key below 2048 bits (a random odd modulus, no private key) that a verifier must skip when
+//! it loads the set.
 //!
-//! [`KeyServer`] is a real HTTP/1.1 server on `127.0.0.1` serving `/jwks.json` and the two
+//! [`KeyServer`] is a real HTTP/1.1 server on `127.0.0.1` (the kit's `Server`) serving `/jwks.json` and the two
 //! discovery documents (`/.well-known/openid-configuration`, RFC 8414
 //! `/.well-known/oauth-authorization-server`). Tests swap its keys, inject faults with
 //! [`Behavior`] and read its request counters. Dropping it closes the listener *and* every open
@@ -32,323 +33,22 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
-use aws_lc_rs::{
-    encoding::{AsDer, PublicKeyX509Der},
-    rsa::KeySize,
-    signature::{self as lc, KeyPair as _},
-};
 use axum::{
     Router,
     body::{Body, Bytes},
-    extract::State,
-    http::{HeaderValue, Request, StatusCode, header},
+    extract::{Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
-use base64::{
-    Engine as _,
-    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
-};
 use futures_util::stream;
-use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, EncodingKey};
+pub use s2s_auth_testkit::keys::*;
+use s2s_auth_testkit::server::Server;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, task::JoinSet};
-use tower_service::Service as _;
-
-// ---------------------------------------------------------------------------------------------
-// Keys and tokens
-// ---------------------------------------------------------------------------------------------
-
-/// A signing key generated at test time (with aws-lc-rs), with its public JWK.
-#[derive(Clone)]
-pub struct TestKey {
-    /// The key id, published as the JWK's `kid` and put in the headers [`TestKey::sign`] writes.
-    pub kid: String,
-    /// The algorithm this key signs with (and the JWK's `alg`).
-    pub alg: Algorithm,
-    key: EncodingKey,
-    jwk: Value,
-    public_pem: String,
-}
-
-impl fmt::Debug for TestKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TestKey")
-            .field("kid", &self.kid)
-            .field("alg", &self.alg)
-            .field("jwk", &self.jwk)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TestKey {
-    /// Generates a fresh key for `alg`: RS256/RS384/RS512/PS256/PS384/PS512 (RSA 2048), ES256
-    /// (P-256), ES384 (P-384), EdDSA (Ed25519).
-    ///
-    /// # Panics
-    ///
-    /// On any other algorithm (HMAC has no public key; use [`hs256_token`]).
-    pub fn generate(alg: Algorithm, kid: &str) -> TestKey {
-        use Algorithm::*;
-        match alg {
-            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => rsa_key(alg, KeySize::Rsa2048, kid),
-            ES256 => ec_key(alg, &lc::ECDSA_P256_SHA256_FIXED_SIGNING, "P-256", kid),
-            ES384 => ec_key(alg, &lc::ECDSA_P384_SHA384_FIXED_SIGNING, "P-384", kid),
-            EdDSA => {
-                let pair = lc::Ed25519KeyPair::generate().expect("generate Ed25519 key");
-                let pkcs8 = pair.to_pkcs8().expect("Ed25519 PKCS#8");
-                let public = pair.public_key();
-                let jwk = json!({
-                    "kty": "OKP",
-                    "kid": kid,
-                    "use": "sig",
-                    "alg": "EdDSA",
-                    "crv": "Ed25519",
-                    "x": b64(public.as_ref()),
-                });
-                let spki = public_spki(public);
-                TestKey::new(
-                    alg,
-                    kid,
-                    EncodingKey::from_ed_der(pkcs8.as_ref()),
-                    jwk,
-                    &spki,
-                )
-            }
-            other => panic!("TestKey::generate: unsupported algorithm {other:?}"),
-        }
-    }
-
-    fn new(alg: Algorithm, kid: &str, key: EncodingKey, jwk: Value, spki: &[u8]) -> TestKey {
-        TestKey {
-            kid: kid.to_owned(),
-            alg,
-            key,
-            jwk,
-            public_pem: pem("PUBLIC KEY", spki),
-        }
-    }
-
-    /// Public JWK as JSON: `kty`, `kid`, `use: "sig"`, `alg`, and `n`/`e` or `crv`/`x`/`y` or
-    /// `crv`/`x`.
-    pub fn jwk(&self) -> Value {
-        self.jwk.clone()
-    }
-
-    /// Same JWK without the `alg` member.
-    pub fn jwk_without_alg(&self) -> Value {
-        let mut jwk = self.jwk.clone();
-        jwk.as_object_mut().expect("JWK is an object").remove("alg");
-        jwk
-    }
-
-    /// Public key in SPKI PEM (`-----BEGIN PUBLIC KEY-----`, 64-column lines, trailing newline).
-    pub fn public_pem(&self) -> String {
-        self.public_pem.clone()
-    }
-
-    /// Signs `claims` with header `{alg, typ: "at+jwt", kid}`.
-    pub fn sign(&self, claims: &Value) -> String {
-        let header = json!({ "alg": alg_name(self.alg), "typ": "at+jwt", "kid": self.kid });
-        self.sign_with_header(&header, claims)
-    }
-
-    /// Signs with a caller-given header JSON object (`alg` and `kid` NOT filled in
-    /// automatically: whatever the JSON says is encoded verbatim as the header segment),
-    /// producing a real signature of this key's alg over `header.payload`. Lets tests craft
-    /// `crit`/`jku`/`typ`/alg-mismatch cases.
-    pub fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
-        let header = serde_json::to_string(header).expect("serialize header");
-        let claims = serde_json::to_string(claims).expect("serialize claims");
-        self.sign_raw(&header, &claims)
-    }
-
-    /// Signs raw header and payload byte strings (already JSON text, encoded base64url by this
-    /// fn), e.g. to test duplicate JSON keys. The signature uses this key's alg whatever the
-    /// header says.
-    pub fn sign_raw(&self, header_json: &str, payload_json: &str) -> String {
-        let input = format!(
-            "{}.{}",
-            b64(header_json.as_bytes()),
-            b64(payload_json.as_bytes())
-        );
-        let signature = jsonwebtoken::crypto::sign(input.as_bytes(), &self.key, self.alg)
-            .unwrap_or_else(|e| panic!("sign with {:?}: {e}", self.alg));
-        format!("{input}.{signature}")
-    }
-}
-
-fn rsa_key(alg: Algorithm, size: KeySize, kid: &str) -> TestKey {
-    let pair = aws_lc_rs::rsa::KeyPair::generate(size).expect("generate RSA key");
-    let pkcs8 = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).expect("RSA PKCS#8");
-    let key = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
-        .expect("jsonwebtoken reads the RSA PKCS#8 key");
-    let public = pair.public_key();
-    let jwk = rsa_jwk(
-        alg,
-        kid,
-        public.modulus().big_endian_without_leading_zero(),
-        public.exponent().big_endian_without_leading_zero(),
-    );
-    let spki = public_spki(public);
-    TestKey::new(alg, kid, key, jwk, &spki)
-}
-
-fn rsa_jwk(alg: Algorithm, kid: &str, n: &[u8], e: &[u8]) -> Value {
-    json!({
-        "kty": "RSA",
-        "kid": kid,
-        "use": "sig",
-        "alg": alg_name(alg),
-        "n": b64(n),
-        "e": b64(e),
-    })
-}
-
-/// An RS256 public JWK (`kid`, `use: "sig"`, `e` = AQAB) whose modulus is a random odd number
-/// of exactly `bits` bits. There is no private key: it stands for an RSA key too short to trust,
-/// which a verifier must skip when it loads the set, so a token naming its `kid` is refused
-/// whatever its signature.
-///
-/// # Panics
-///
-/// Below 2 bits.
-pub fn weak_rsa_jwk(bits: usize, kid: &str) -> Value {
-    assert!(bits >= 2, "weak_rsa_jwk: {bits} bits");
-    let mut n = vec![0u8; bits.div_ceil(8)];
-    aws_lc_rs::rand::fill(&mut n).expect("random modulus");
-    // Bit `bits - 1` is the highest: clear those above it in the first byte, then set it.
-    let top = (bits - 1) % 8;
-    n[0] &= ((1u16 << (top + 1)) - 1) as u8;
-    n[0] |= 1 << top;
-    *n.last_mut().expect("at least one byte") |= 1;
-    rsa_jwk(Algorithm::RS256, kid, &n, &[1, 0, 1])
-}
-
-fn ec_key(
-    alg: Algorithm,
-    signing: &'static lc::EcdsaSigningAlgorithm,
-    crv: &str,
-    kid: &str,
-) -> TestKey {
-    let pair = lc::EcdsaKeyPair::generate(signing).expect("generate EC key");
-    let pkcs8 = pair.to_pkcs8v1().expect("EC PKCS#8");
-    let public = pair.public_key();
-    // Uncompressed point: 0x04 || x || y.
-    let point = public.as_ref();
-    let (x, y) = point[1..].split_at((point.len() - 1) / 2);
-    let jwk = json!({
-        "kty": "EC",
-        "kid": kid,
-        "use": "sig",
-        "alg": alg_name(alg),
-        "crv": crv,
-        "x": b64(x),
-        "y": b64(y),
-    });
-    let spki = public_spki(public);
-    TestKey::new(
-        alg,
-        kid,
-        EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk,
-        &spki,
-    )
-}
-
-fn public_spki<K: AsDer<PublicKeyX509Der<'static>>>(public: &K) -> Vec<u8> {
-    public.as_der().expect("SPKI DER").as_ref().to_vec()
-}
-
-fn alg_name(alg: Algorithm) -> String {
-    serde_json::to_value(alg)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .expect("Algorithm serializes to a string")
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = STANDARD.encode(der);
-    let mut out = format!("-----BEGIN {label}-----\n");
-    for line in body.as_bytes().chunks(64) {
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str(&format!("-----END {label}-----\n"));
-    out
-}
-
-/// base64url (no padding) of `bytes`.
-pub fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A compact token from raw segments: header JSON text, payload JSON text, signature bytes
-/// (each base64url-encoded here). Pass an empty signature for `alg: none` shapes.
-pub fn unsigned_token(header_json: &str, payload_json: &str, signature: &[u8]) -> String {
-    format!(
-        "{}.{}.{}",
-        b64(header_json.as_bytes()),
-        b64(payload_json.as_bytes()),
-        b64(signature)
-    )
-}
-
-/// HS256 token whose HMAC secret is the given bytes (for the "HS256 signed with the RSA public
-/// key as secret" attack: pass `key.public_pem().as_bytes()`), header
-/// `{alg: "HS256", typ: "at+jwt", kid}` (the same header [`TestKey::sign`] writes, so only the
-/// algorithm differs from a legitimate token).
-pub fn hs256_token(secret: &[u8], kid: &str, claims: &Value) -> String {
-    let header = json!({ "alg": "HS256", "typ": "at+jwt", "kid": kid });
-    let input = format!(
-        "{}.{}",
-        b64(header.to_string().as_bytes()),
-        b64(claims.to_string().as_bytes())
-    );
-    let signature = jsonwebtoken::crypto::sign(
-        input.as_bytes(),
-        &EncodingKey::from_secret(secret),
-        Algorithm::HS256,
-    )
-    .expect("HS256 sign");
-    format!("{input}.{signature}")
-}
-
-/// JWKS JSON `{"keys": [...]}` from JWK values.
-pub fn jwks(jwks: &[Value]) -> Value {
-    json!({ "keys": jwks })
-}
-
-/// Current unix time in seconds (from [`SystemTime`]).
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
-/// Standard valid claims: `iss`, `aud`, `sub: "svc-orders"`, `client_id: "svc-orders"`,
-/// `scope: "orders:read orders:write"`, `iat` = `nbf` = now, `exp` = now + 300, random `jti`.
-pub fn claims(iss: &str, aud: &str) -> Value {
-    let now = now();
-    let mut jti = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut jti).expect("random jti");
-    json!({
-        "iss": iss,
-        "aud": aud,
-        "sub": "svc-orders",
-        "client_id": "svc-orders",
-        "scope": "orders:read orders:write",
-        "iat": now,
-        "nbf": now,
-        "exp": now + 300,
-        "jti": jti.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-    })
-}
 
 // ---------------------------------------------------------------------------------------------
 // The key server
@@ -385,7 +85,7 @@ pub enum Behavior {
 pub struct KeyServer {
     url: String,
     state: Arc<ServerState>,
-    task: tokio::task::JoinHandle<()>,
+    _server: Server,
 }
 
 struct ServerState {
@@ -420,7 +120,7 @@ impl KeyServer {
     /// Binds `127.0.0.1:0` and starts serving on the current tokio runtime: an empty
     /// `{"keys": []}` with `Cache-Control: max-age=300`, both discovery documents enabled.
     pub async fn start() -> KeyServer {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind 127.0.0.1:0");
         let url = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -439,9 +139,14 @@ impl KeyServer {
             .route(JWKS_PATH, get(jwks_handler))
             .route(OIDC_PATH, get(oidc_handler))
             .route(RFC8414_PATH, get(rfc8414_handler))
+            .layer(middleware::from_fn_with_state(state.clone(), count))
             .with_state(state.clone());
-        let task = tokio::spawn(serve(listener, router, state.clone()));
-        KeyServer { url, state, task }
+        let server = Server::on(listener, router);
+        KeyServer {
+            url,
+            state,
+            _server: server,
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -514,41 +219,10 @@ impl KeyServer {
     }
 }
 
-impl Drop for KeyServer {
-    fn drop(&mut self) {
-        // Drops the listener and the JoinSet of connections: every socket closes.
-        self.task.abort();
-    }
-}
-
-/// Accept loop. Connections live in a `JoinSet` owned by this task, so aborting it closes
-/// them all (`axum::serve` would leave them running).
-async fn serve(listener: TcpListener, router: Router, state: Arc<ServerState>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            // Reap finished connections so the set does not grow without bound.
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let router = router.clone();
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            state.requests.fetch_add(1, Ordering::SeqCst);
-            router.clone().call(req)
-        });
-        connections.spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// Counts every request, of any method and path.
+async fn count(State(state): State<Arc<ServerState>>, request: Request, next: Next) -> Response {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    next.run(request).await
 }
 
 async fn jwks_handler(State(state): State<Arc<ServerState>>) -> Response {

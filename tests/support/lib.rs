@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end suites.
 
+pub mod gateway;
 pub mod keys;
 pub mod peer;
 pub mod time;

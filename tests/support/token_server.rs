@@ -23,7 +23,7 @@
 //! `expiresIn`; a form is refused with 415); [`Speaks::Both`] answers each request in its own
 //! dialect, as `s2s-issuer` does. Error replies are written alike in every dialect.
 //!
-//! Both are real HTTP/1.1 servers on `127.0.0.1:0` (axum + hyper) on the test's runtime, so a
+//! Both are real HTTP/1.1 servers on `127.0.0.1:0` (the kit's `Server`) on the test's runtime, so a
 //! paused tokio clock is the clock they see too ([`TokenRequest::at`]). The token endpoint counts
 //! every request on arrival, records its headers and form body, and can hold requests at a gate
 //! ([`TokenServer::hold`] / [`TokenServer::release`]) so that a test decides when they are
@@ -45,14 +45,13 @@ use axum::{
     Json, Router,
     body::Bytes,
     extract::State,
-    http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
-use hyper_util::rt::TokioIo;
+use s2s_auth_testkit::server::Server;
 use serde_json::{Value, json};
-use tokio::{net::TcpListener, sync::watch, task::JoinSet, time::Instant};
-use tower_service::Service as _;
+use tokio::{net::TcpListener, sync::watch, time::Instant};
 
 use crate::keys::{self, TestKey};
 
@@ -205,7 +204,7 @@ impl TokenRequest {
 pub struct TokenServer {
     url: String,
     state: Arc<TokenState>,
-    task: tokio::task::JoinHandle<()>,
+    _server: Server,
 }
 
 struct TokenState {
@@ -275,8 +274,11 @@ impl TokenServer {
             .route(TOKEN_PATH, any(token_handler))
             .route("/.well-known/openid-configuration", get(metadata_handler))
             .with_state(state.clone());
-        let task = tokio::spawn(serve(listener, router));
-        TokenServer { url, state, task }
+        TokenServer {
+            url,
+            state,
+            _server: Server::on(listener, router),
+        }
     }
 
     /// `http://127.0.0.1:PORT`: also the issuer identifier of the discovery document.
@@ -376,12 +378,6 @@ impl TokenServer {
     /// The latest access token issued.
     pub fn latest_token(&self) -> Option<String> {
         self.state.issued.lock().unwrap().last().cloned()
-    }
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -605,7 +601,7 @@ fn text(status: StatusCode, content_type: &str, body: &str) -> Response {
 pub struct ResourceServer {
     url: String,
     state: Arc<ResourceState>,
-    task: tokio::task::JoinHandle<()>,
+    _server: Server,
 }
 
 struct ResourceState {
@@ -650,8 +646,11 @@ impl ResourceServer {
         let router = Router::new()
             .fallback(resource_handler)
             .with_state(state.clone());
-        let task = tokio::spawn(serve(listener, router));
-        ResourceServer { url, state, task }
+        ResourceServer {
+            url,
+            state,
+            _server: Server::on(listener, router),
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -698,12 +697,6 @@ impl ResourceServer {
     /// The `Authorization` header of each request, in order of arrival (`None`: absent).
     pub fn authorizations(&self) -> Vec<Option<String>> {
         self.state.authorizations.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ResourceServer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -757,32 +750,4 @@ async fn resource_handler(State(state): State<Arc<ResourceState>>, headers: Head
         HeaderValue::from_str(&challenge).expect("a valid challenge"),
     );
     response
-}
-
-/// Accept loop. Connections live in a `JoinSet` owned by this task, so aborting it closes them
-/// all.
-async fn serve(listener: TcpListener, router: Router) {
-    let mut connections = JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // Out of file descriptors or similar: let the connections make progress.
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
-        };
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-            router.clone().call(req)
-        });
-        connections.spawn(async move {
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
 }

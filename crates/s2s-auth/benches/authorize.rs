@@ -1,11 +1,11 @@
-//! The warm path of `AuthorizeLayer` (a real `TokenManager` holding a token) over a no-op
-//! service, against the bare service, in the same run (goal: under 100 ns added per request).
+//! The warm path of `AuthorizeLayer` (a real `TokenManager` holding a token of the real issuer)
+//! over a no-op service, against the bare service, in the same run (goal: under 100 ns added per
+//! request).
 //!
 //! `cargo bench -p s2s-auth --bench authorize`
 
 use std::{convert::Infallible, hint::black_box};
 
-use axum::{Json, Router, routing::post};
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt as _;
 use http::Request;
@@ -13,33 +13,28 @@ use s2s_auth::{
     AuthorizeLayer,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
+use s2s_auth_testkit::TestIssuer;
 use tower::{Service, ServiceBuilder, service_fn};
 
-fn warm_manager(runtime: &tokio::runtime::Runtime) -> TokenManager {
+/// A manager holding a token of the real issuer (the test kit's, in-process), which must stay
+/// up as long as the manager is used.
+fn warm_manager(runtime: &tokio::runtime::Runtime) -> (TestIssuer, TokenManager) {
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/token", listener.local_addr().unwrap());
-        let app = Router::new().route(
-            "/token",
-            post(|| async {
-                Json(serde_json::json!({
-                    "access_token": "a".repeat(900), "token_type": "Bearer", "expires_in": 3600
-                }))
-            }),
-        );
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let issuer = TestIssuer::start().await;
+        let account = issuer.account("bench", &[]).await;
         let manager = TokenManager::new(
-            ClientCredentials::new(url, "bench").auth(ClientAuth::SecretBasic("s".into())),
+            ClientCredentials::new(issuer.token_url(), account.client_id)
+                .auth(ClientAuth::SecretBasic(account.client_secret.into())),
         )
         .unwrap();
         manager.token().await.expect("first token");
-        manager
+        (issuer, manager)
     })
 }
 
 fn authorize(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let manager = warm_manager(&runtime);
+    let (_issuer, manager) = warm_manager(&runtime);
     let echo = service_fn(|request: Request<()>| async move { Ok::<_, Infallible>(request) });
     let mut bare = echo;
     let mut layered = ServiceBuilder::new()

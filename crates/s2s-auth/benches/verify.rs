@@ -5,67 +5,25 @@
 
 use std::hint::black_box;
 
-use aws_lc_rs::{
-    rand::SystemRandom,
-    rsa::KeySize,
-    signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, ECDSA_P384_SHA384_FIXED_SIGNING, EcdsaKeyPair,
-        Ed25519KeyPair, KeyPair as _,
-    },
-};
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, jwk::Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
 use s2s_auth::{Issuer, KeySet, Verifier};
+use s2s_auth_testkit::TestKey;
 use serde_json::json;
 
 const ISSUER: &str = "https://auth.example.com/realms/services";
 const AUDIENCE: &str = "https://orders.internal.example.com";
 const KID: &str = "2024-rotation-key-7f3c9a1e";
 
-/// A fresh signing key and its public JWK.
-fn signing_key(alg: Algorithm) -> (EncodingKey, serde_json::Value) {
-    let rng = SystemRandom::new();
-    let key = match alg {
-        Algorithm::RS256 | Algorithm::PS256 => {
-            use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
-            let pair = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048).expect("RSA key");
-            let der = AsDer::<Pkcs8V1Der>::as_der(&pair).expect("PKCS#8");
-            let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
-            let pem = format!("-----BEGIN PRIVATE KEY-----\n{b64}\n-----END PRIVATE KEY-----\n");
-            EncodingKey::from_rsa_pem(pem.as_bytes()).expect("RSA PEM")
-        }
-        Algorithm::ES256 => EncodingKey::from_ec_der(
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .expect("P-256 key")
-                .as_ref(),
-        ),
-        Algorithm::ES384 => EncodingKey::from_ec_der(
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng)
-                .expect("P-384 key")
-                .as_ref(),
-        ),
-        Algorithm::EdDSA => {
-            // jsonwebtoken derives no JWK from an Ed25519 PKCS#8 v2 key: build it from the pair.
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).expect("Ed25519 key");
-            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("Ed25519 pair");
-            let x = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-            let jwk = json!({"kty": "OKP", "crv": "Ed25519", "x": x, "kid": KID, "alg": "EdDSA"});
-            return (EncodingKey::from_ed_der(pkcs8.as_ref()), jwk);
-        }
-        other => panic!("no benchmark key for {other:?}"),
-    };
-    let mut jwk = Jwk::from_encoding_key(&key, alg).expect("JWK");
-    jwk.common.key_id = Some(KID.into());
-    (key, serde_json::to_value(jwk).expect("JSON"))
+/// A fresh signing key (its public JWK is `key.jwk()`).
+fn signing_key(alg: Algorithm) -> TestKey {
+    TestKey::generate(alg, KID)
 }
 
-/// A token shaped like those of real authorization servers (about 800 bytes for ES256).
-fn token(alg: Algorithm, key: &EncodingKey) -> String {
+/// A token shaped like those of real authorization servers (about 800 bytes for ES256), header
+/// `{alg, typ: "at+jwt", kid}`.
+fn token(key: &TestKey) -> String {
     let now = jsonwebtoken::get_current_timestamp();
-    let mut header = Header::new(alg);
-    header.kid = Some(KID.into());
-    header.typ = Some("at+jwt".into());
     let claims = json!({
         "iss": ISSUER, "sub": "service-account-billing-worker",
         "aud": [AUDIENCE, "https://audit.internal.example.com"],
@@ -77,7 +35,7 @@ fn token(alg: Algorithm, key: &EncodingKey) -> String {
         "acr": "1", "typ": "Bearer", "session_state": "b5c7f0e2-4d3a-4b1c-9e8f-7a6b5c4d3e2f",
         "resource_access": { "orders": { "roles": ["reader", "writer"] } },
     });
-    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+    key.sign(&claims)
 }
 
 /// A verifier with the validated-token cache off (`cache_entries` 0) or bounded.
@@ -106,10 +64,10 @@ fn cold_verify(c: &mut Criterion) {
         Algorithm::ES384,
         Algorithm::EdDSA,
     ] {
-        let (key, jwk) = signing_key(alg);
-        let verifier = verifier(&jwk);
-        let token = token(alg, &key);
-        let jwk: Jwk = serde_json::from_value(jwk).expect("JWK");
+        let key = signing_key(alg);
+        let verifier = verifier(&key.jwk());
+        let token = token(&key);
+        let jwk: Jwk = serde_json::from_value(key.jwk()).expect("JWK");
         let decoding = DecodingKey::from_jwk(&jwk).expect("decoding key");
         let mut validation = Validation::new(alg);
         validation.set_audience(&[AUDIENCE]);
@@ -131,9 +89,9 @@ fn cold_verify(c: &mut Criterion) {
 }
 
 fn rejections(c: &mut Criterion) {
-    let (key, jwk) = signing_key(Algorithm::ES256);
-    let verifier = verifier(&jwk);
-    let good = token(Algorithm::ES256, &key);
+    let key = signing_key(Algorithm::ES256);
+    let verifier = verifier(&key.jwk());
+    let good = token(&key);
     let garbage = "x".repeat(good.len());
     let mut tampered = good.clone();
     tampered.replace_range(good.len() - 8.., "AAAAAAAA");
@@ -149,9 +107,9 @@ fn rejections(c: &mut Criterion) {
 
 /// A token seen before: SHA-256 and a cache lookup instead of the signature check.
 fn cached_verify(c: &mut Criterion) {
-    let (key, jwk) = signing_key(Algorithm::ES256);
-    let verifier = verifier_with_cache(&jwk, s2s_auth::verify::DEFAULT_TOKEN_CACHE_ENTRIES);
-    let token = token(Algorithm::ES256, &key);
+    let key = signing_key(Algorithm::ES256);
+    let verifier = verifier_with_cache(&key.jwk(), s2s_auth::verify::DEFAULT_TOKEN_CACHE_ENTRIES);
+    let token = token(&key);
     for _ in 0..3 {
         assert!(verifier.verify_with_held_keys(&token).is_ok());
     }
@@ -169,7 +127,8 @@ fn cached_verify(c: &mut Criterion) {
 
 /// Every token new (the cache's worst case): with the cache on, each verification also inserts.
 fn cold_verify_with_cache(c: &mut Criterion) {
-    let (key, jwk) = signing_key(Algorithm::ES256);
+    let key = signing_key(Algorithm::ES256);
+    let jwk = key.jwk();
     let cached = verifier_with_cache(&jwk, s2s_auth::verify::DEFAULT_TOKEN_CACHE_ENTRIES);
     let uncached = verifier(&jwk);
     let mut group = c.benchmark_group("cold_verify_new_tokens/ES256");
@@ -178,7 +137,7 @@ fn cold_verify_with_cache(c: &mut Criterion) {
         // outside the measurement.
         group.bench_function(name, |b| {
             b.iter_batched(
-                || token(Algorithm::ES256, &key),
+                || token(&key),
                 |token| verifier.verify_with_held_keys(black_box(&token)),
                 BatchSize::SmallInput,
             )

@@ -15,24 +15,27 @@
 use std::{
     convert::Infallible,
     net::SocketAddr,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::{Request, Response, body::Bytes};
 use hyper_util::{
     client::legacy::Client,
     rt::{TokioExecutor, TokioIo},
 };
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use s2s_auth_testkit::Minter;
 use s2s_gateway::{Config, Gateway};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-/// Serves `body` for every request on 127.0.0.1:0, on a thread of its own.
-fn serve_static(body: &'static [u8], content_type: &'static str) -> SocketAddr {
+/// Runs `serve` with a listener on 127.0.0.1:0 on a thread of its own (a current-thread
+/// runtime, as a separate process would have); returns the bound address.
+fn on_own_thread<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(TcpListener) -> Fut + Send + 'static,
+    Fut: Future<Output = ()>,
+{
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -42,31 +45,33 @@ fn serve_static(body: &'static [u8], content_type: &'static str) -> SocketAddr {
         rt.block_on(async move {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             tx.send(listener.local_addr().unwrap()).unwrap();
-            loop {
-                let (stream, _) = listener.accept().await.unwrap();
-                let _ = stream.set_nodelay(true);
-                let service = hyper::service::service_fn(
-                    move |_: Request<hyper::body::Incoming>| async move {
-                        let mut response = Response::new(Full::new(Bytes::from_static(body)));
-                        response.headers_mut().insert(
-                            hyper::header::CONTENT_TYPE,
-                            hyper::header::HeaderValue::from_static(content_type),
-                        );
-                        Ok::<_, Infallible>(response)
-                    },
-                );
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
-            }
+            serve(listener).await;
         });
     });
     rx.recv().unwrap()
 }
 
-fn b64(bytes: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(bytes)
+/// Serves `body` for every request on 127.0.0.1:0, on a thread of its own.
+fn serve_static(body: &'static [u8], content_type: &'static str) -> SocketAddr {
+    on_own_thread(move |listener| async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let _ = stream.set_nodelay(true);
+            let service =
+                hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| async move {
+                    let mut response = Response::new(Full::new(Bytes::from_static(body)));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(content_type),
+                    );
+                    Ok::<_, Infallible>(response)
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    })
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -88,32 +93,16 @@ fn main() {
         .unwrap_or(if benching { 20_000 } else { 300 });
 
     // An ES256 key, its JWKS, and a token for the gateway's audience.
-    let rng = aws_lc_rs::rand::SystemRandom::new();
-    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-    let point = pair.public_key().as_ref();
-    let jwks = json!({"keys": [{
-        "kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "use": "sig",
-        "x": b64(&point[1..33]), "y": b64(&point[33..65]),
-    }]})
-    .to_string();
+    let minter = Minter::es256();
+    let jwks = minter.jwks().to_string();
     let jwks: &'static [u8] = Box::leak(jwks.into_bytes().into_boxed_slice());
     let keys = serve_static(jwks, "application/json");
     let upstream = serve_static(b"ok", "text/plain");
     let issuer = format!("http://{keys}");
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut header = Header::new(Algorithm::ES256);
-    header.kid = Some("k1".into());
-    header.typ = Some("at+jwt".into());
-    let claims = json!({
-        "iss": issuer, "aud": "orders-api", "sub": "svc-bench", "client_id": "svc-bench",
-        "scope": "orders:read", "iat": now, "exp": now + 3600,
-    });
-    let token =
-        jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(pkcs8.as_ref())).unwrap();
+    let token = minter
+        .issuer(&issuer)
+        .audience("orders-api")
+        .token(json!({ "sub": "svc-bench", "client_id": "svc-bench", "scope": "orders:read" }));
 
     let config = Config::from_toml_str(&format!(
         r#"
@@ -137,23 +126,13 @@ public = true
 "#
     ))
     .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+    let gateway = on_own_thread(move |listener| async move {
+        let gateway = Gateway::from_config(config).await.unwrap();
+        gateway
+            .serve(listener, std::future::pending())
+            .await
             .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            let gateway = Gateway::from_config(config).await.unwrap();
-            gateway
-                .serve(listener, std::future::pending())
-                .await
-                .unwrap();
-        });
     });
-    let gateway = rx.recv().unwrap();
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -190,7 +190,8 @@ pub(crate) fn parse(path: &str, options: PathOptions) -> Result<RequestPath<'_>,
 
 /// Whether an IIS upstream could serve the segment `name` (normalized, parameters removed)
 /// from a file of another name, which a case-insensitive route would not see: Windows drops
-/// trailing dots and spaces (`/admin./x` is `/admin/x`), `admin::$DATA` is the file `admin`,
+/// trailing dots and spaces (`/admin./x` is `/admin/x`), any `:` names an NTFS stream
+/// (`admin::$DATA` is the file `admin`, `admin::$INDEX_ALLOCATION` the directory),
 /// `ADMINI~1` the 8.3 short name of `administration`, and its case folding maps `ı` to `I`,
 /// `ſ` to `S` and the Kelvin sign to `k`.
 fn is_windows_alias(name: &str) -> bool {
@@ -212,7 +213,7 @@ fn is_windows_alias(name: &str) -> bool {
     }
     let name = String::from_utf8_lossy(&decoded);
     name.ends_with(['.', ' '])
-        || name.contains("::")
+        || name.contains(':')
         || name
             .as_bytes()
             .windows(2)
@@ -472,6 +473,8 @@ mod tests {
             "/a%2e/b",
             "/admin::$DATA",
             "/admin%3A%3A$DATA/x",
+            "/admin:$I30:$INDEX_ALLOCATION/x",
+            "/a:b",
             "/ADMINI~1/x",
             "/adm%C4%B1n",
             "/adm\u{131}n",
@@ -483,7 +486,7 @@ mod tests {
         }
         assert_eq!(parse("/a.b/c.json", iis).unwrap().routed(), "/a.b/c.json");
         // Other non-ASCII letters and a `~` without a digit are no aliases.
-        for path in ["/caf%C3%A9", "/%C3%84rger", "/~user", "/a:b"] {
+        for path in ["/caf%C3%A9", "/%C3%84rger", "/~user"] {
             assert!(parse(path, iis).is_ok(), "{path}");
         }
     }

@@ -127,6 +127,7 @@ pub(crate) const FORWARDING_HEADERS: &[&str] = &[
     "x-forwarded-server",
     "x-forwarded",
     "forwarded-for",
+    "x-original-forwarded-for",
     "front-end-https",
     "x-url-scheme",
     "client-ip",

@@ -127,24 +127,44 @@ fn key_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Key(format!("{what}: {e}"))
 }
 
-/// A new key pair as a database row (PKCS#8 private key, public JWK with kid).
-fn generate(alg: SigningAlg, now: i64) -> Result<KeyRow, Error> {
-    let pkcs8 = match alg {
-        SigningAlg::ES256 => {
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .map_err(|e| key_error("generating a P-256 key", e))?
-                .as_ref()
-                .to_vec()
-        }
+/// A new private key for `alg` as PKCS#8 v1 DER: P-256 for ES256, RSA 2048 for RS256 (what the
+/// issuer stores). Public for tools and tests that need keys of the same kind (the
+/// `s2s-auth-testkit` crate generates its keys here).
+pub fn generate_private_key(alg: SigningAlg) -> Result<Vec<u8>, Error> {
+    match alg {
+        SigningAlg::ES256 => Ok(EcdsaKeyPair::generate_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            &SystemRandom::new(),
+        )
+        .map_err(|e| key_error("generating a P-256 key", e))?
+        .as_ref()
+        .to_vec()),
         SigningAlg::RS256 => {
             let pair = aws_lc_rs::rsa::KeyPair::generate(KeySize::Rsa2048)
                 .map_err(|e| key_error("generating an RSA key", e))?;
             let der: aws_lc_rs::encoding::Pkcs8V1Der<'_> = pair
                 .as_der()
                 .map_err(|e| key_error("encoding the RSA key", e))?;
-            der.as_ref().to_vec()
+            Ok(der.as_ref().to_vec())
         }
-    };
+    }
+}
+
+/// `der` as PEM with this label (`PRIVATE KEY`, `PUBLIC KEY`): base64 in 64-column lines, a
+/// trailing newline. jsonwebtoken reads RSA keys only from PEM.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in STANDARD.encode(der).as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+/// A new key pair as a database row (PKCS#8 private key, public JWK with kid).
+fn generate(alg: SigningAlg, now: i64) -> Result<KeyRow, Error> {
+    let pkcs8 = generate_private_key(alg)?;
     let key = encoding_key(alg, &pkcs8)?;
     let mut jwk = Jwk::from_encoding_key(&key, algorithm(alg))
         .map_err(|e| key_error("deriving the public key", e))?;
@@ -176,17 +196,8 @@ fn algorithm(alg: SigningAlg) -> Algorithm {
 fn encoding_key(alg: SigningAlg, pkcs8: &[u8]) -> Result<EncodingKey, Error> {
     match alg {
         SigningAlg::ES256 => Ok(EncodingKey::from_ec_der(pkcs8)),
-        SigningAlg::RS256 => {
-            let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
-            let b64 = STANDARD.encode(pkcs8);
-            for line in b64.as_bytes().chunks(64) {
-                pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-                pem.push('\n');
-            }
-            pem.push_str("-----END PRIVATE KEY-----\n");
-            EncodingKey::from_rsa_pem(pem.as_bytes())
-                .map_err(|e| key_error("loading the RSA key", e))
-        }
+        SigningAlg::RS256 => EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8).as_bytes())
+            .map_err(|e| key_error("loading the RSA key", e)),
     }
 }
 

@@ -251,6 +251,14 @@ impl Issuer {
         self.inner.keys.rotate().await
     }
 
+    /// Signs `claims` (any JSON object) with the active signing key, header
+    /// `{alg, typ: "at+jwt", kid}`: the token endpoint's last step without its checks, for tools
+    /// and tests that need tokens with chosen claims (`s2s-auth-testkit`). Nothing is filled in:
+    /// the claims are signed as given.
+    pub fn sign_claims(&self, claims: &impl serde::Serialize) -> Result<String, Error> {
+        Ok(self.inner.keys.sign(claims)?.0)
+    }
+
     /// The published signing keys, the active one first.
     pub async fn signing_keys(&self) -> Result<Vec<SigningKeyInfo>, Error> {
         Ok(self.inner.keys.infos().await)
