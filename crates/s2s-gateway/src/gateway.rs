@@ -306,20 +306,14 @@ fn build_verifier(config: &Config) -> Result<Option<Verifier>, Error> {
             ..HttpOptions::default()
         })
         .require_at_jwt(config.require_at_jwt);
-    let mut audiences: Vec<&str> = Vec::new();
+    // Each issuer with its own audiences: the verifier refuses a token naming another
+    // issuer's, before the route narrows them.
     for issuer in &config.issuers {
-        builder = builder.issuer(match &issuer.jwks_url {
+        let keys = match &issuer.jwks_url {
             Some(url) => Issuer::jwks(&issuer.id, url),
             None => Issuer::discover(&issuer.id),
-        });
-        for a in &issuer.audiences {
-            if !audiences.contains(&a.as_str()) {
-                audiences.push(a);
-            }
-        }
-    }
-    for a in audiences {
-        builder = builder.audience(a);
+        };
+        builder = builder.issuer(keys.audiences(&issuer.audiences));
     }
     Ok(Some(builder.build()?))
 }
@@ -373,8 +367,8 @@ impl AuthContext {
         };
         let claims = verified.standard();
         let subject = claims.sub.as_deref().map(Arc::<str>::from);
-        // One verifier serves every issuer with the union of the audiences: hold each issuer
-        // to its own, and the route to the ones it names. The caller learns the reason, the
+        // The verifier held the token to its issuer's audiences; the route narrows them: one
+        // `aud` must be both the issuer's and the route's. The caller learns the reason, the
         // log the audiences.
         let issuer = self.issuers.iter().find(|i| i.id == claims.iss);
         let accepted = |a: &String| {
