@@ -106,7 +106,7 @@ use serde::{Deserialize, de::IgnoredAny};
 use crate::{
     error::Error,
     fetch::{self, HttpOptions},
-    jwks::KeyCacheOptions,
+    keys::KeyCacheOptions,
     layer::AuthorizeLayer,
     token::{ClientAuth, ClientCredentials, Dialect, TokenManager},
     verify::{Issuer, Verifier},

@@ -13,7 +13,7 @@ pub mod error;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod fetch;
-pub mod jwks;
+pub mod keys;
 pub mod layer;
 mod metrics;
 pub mod rejection;
@@ -26,7 +26,7 @@ pub mod verify;
 pub use bearer::BearerToken;
 pub use claims::{Scopes, StandardClaims, Verified};
 pub use error::{Code, Error, ErrorKind};
-pub use jwks::{KeyCache, KeyCacheOptions, KeySet};
+pub use keys::{KeyCache, KeyCacheOptions, KeySet};
 pub use layer::{AuthorizeLayer, RequireScope, VerifyLayer};
 pub use metrics::MetricsSnapshot;
 pub use rejection::{Reason, Rejection, Responder};

@@ -50,12 +50,12 @@ use http::HeaderValue;
 
 use crate::error::Error;
 
-mod cache;
 mod client_credentials;
+mod manager;
 mod wire;
 
-pub use cache::{RefreshPolicy, TokenManager, TokenMetrics};
 pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
+pub use manager::{RefreshPolicy, TokenManager, TokenMetrics};
 pub use wire::Dialect;
 
 /// An access token ready to send: the `Authorization` header value is built once.
