@@ -4,13 +4,12 @@
 use std::{
     fmt,
     sync::{
-        Arc, OnceLock, Weak,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use arc_swap::ArcSwap;
 use tokio::time::Instant;
 use url::Url;
 
@@ -20,6 +19,7 @@ use crate::{
     error::Error,
     fetch::{self, HttpOptions},
     metrics::Metrics,
+    refresh::{Backoff, Refresh, Refreshing},
     time::later,
 };
 
@@ -128,29 +128,19 @@ struct Shared {
     remote: Remote,
     options: KeyCacheOptions,
     client: reqwest::Client,
-    current: ArcSwap<Snapshot>,
-    /// Held while fetching: concurrent fetchers wait, then find the result (single flight).
-    fetching: tokio::sync::Mutex<Option<Url>>,
+    /// The keys held; the flight's state is the `jwks_uri` found by discovery.
+    value: Refreshing<Arc<Snapshot>, Option<Url>>,
     /// Milliseconds since `epoch` (+1; 0 = never) of the last unknown-kid fetch and failure.
     last_kid_fetch: AtomicU64,
     last_failure: AtomicU64,
     last_error: std::sync::Mutex<Option<Arc<str>>>,
     epoch: Instant,
-    refresher: OnceLock<tokio::task::JoinHandle<()>>,
     metrics: Arc<Metrics>,
-}
-
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if let Some(task) = self.refresher.get() {
-            task.abort();
-        }
-    }
 }
 
 impl fmt::Debug for KeyCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let snapshot = self.shared.current.load();
+        let snapshot = self.shared.value.load();
         f.debug_struct("KeyCache")
             .field("remote", &self.shared.remote)
             .field("keys", &snapshot.keys)
@@ -172,18 +162,19 @@ impl KeyCache {
                 remote,
                 options,
                 client,
-                current: ArcSwap::from_pointee(Snapshot {
-                    keys: KeySet::default(),
-                    generation: 0,
-                    refresh_at: epoch,
-                    usable_until: epoch,
-                }),
-                fetching: tokio::sync::Mutex::new(None),
+                value: Refreshing::new(
+                    Arc::new(Snapshot {
+                        keys: KeySet::default(),
+                        generation: 0,
+                        refresh_at: epoch,
+                        usable_until: epoch,
+                    }),
+                    None,
+                ),
                 last_kid_fetch: AtomicU64::new(0),
                 last_failure: AtomicU64::new(0),
                 last_error: std::sync::Mutex::new(None),
                 epoch,
-                refresher: OnceLock::new(),
                 metrics,
             }),
         })
@@ -191,23 +182,23 @@ impl KeyCache {
 
     /// The current keys, without a lock.
     pub(crate) fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
-        self.shared.current.load()
+        self.shared.value.load()
     }
 
     /// Whether a set has been fetched (it may be too stale to use: see [`KeyCache::is_usable`]).
     pub fn is_loaded(&self) -> bool {
-        self.shared.current.load().generation > 0
+        self.shared.value.load().generation > 0
     }
 
     /// Whether the cache holds keys it may verify with: fetched, and not older than their time
     /// to live plus [`KeyCacheOptions::max_stale`].
     pub fn is_usable(&self) -> bool {
-        self.shared.current.load().is_usable()
+        self.shared.value.load().is_usable()
     }
 
     /// The current key set (empty before the first fetch), even when too stale to use.
     pub fn keys(&self) -> KeySet {
-        self.shared.current.load().keys.clone()
+        self.shared.value.load().keys.clone()
     }
 
     /// Fetches the set now unless another fetch completed since `seen_generation` or `reason`'s
@@ -224,20 +215,22 @@ impl KeyCache {
         wanted_kid: Option<&str>,
     ) -> Result<(), Error> {
         let shared = &self.shared;
-        if let Some(err) = self.backing_off(seen_generation, reason) {
-            return err;
-        }
-        let mut jwks_uri = shared.fetching.lock().await;
-        // Another caller may have fetched (or failed) while this one waited.
-        if let Some(err) = self.backing_off(seen_generation, reason) {
-            return err;
-        }
+        // Asked again once the flight is ours: another caller may have fetched (or failed)
+        // while this one waited.
+        let flight = shared
+            .value
+            .flight(|_| self.backing_off(seen_generation, reason))
+            .await;
+        let mut jwks_uri = match flight {
+            Ok(flight) => flight,
+            Err(answer) => return answer,
+        };
         let started = Instant::now();
         let result = shared.fetch_once(&mut jwks_uri).await;
         shared.metrics.jwks_fetches.fetch_add(1, Ordering::Relaxed);
-        match result {
+        let result = match result {
             Ok((keys, ttl)) => {
-                let generation = shared.current.load().generation + 1;
+                let generation = shared.value.load().generation + 1;
                 // Refresh when 80% of the time to live has passed, so that a slow or failing
                 // key server has the remaining 20% to recover before the keys are stale.
                 let now = Instant::now();
@@ -256,8 +249,8 @@ impl KeyCache {
                 if reason == FetchReason::UnknownKid && !found {
                     self.start_kid_cooldown();
                 }
-                let keys = keys.reuse_unchanged(&shared.current.load().keys);
-                shared.current.store(Arc::new(Snapshot {
+                let keys = keys.reuse_unchanged(&shared.value.load().keys);
+                shared.value.store(Arc::new(Snapshot {
                     keys,
                     generation,
                     refresh_at,
@@ -279,7 +272,7 @@ impl KeyCache {
                 shared.last_failure.store(self.now_ms(), Ordering::Relaxed);
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(err.to_string().into());
-                let held = shared.current.load();
+                let held = shared.value.load();
                 if held.generation > 0 && !held.is_usable() {
                     tracing::error!(
                         target: "s2s_auth::jwks",
@@ -301,13 +294,15 @@ impl KeyCache {
                 }
                 Err(err)
             }
-        }
+        };
+        jwks_uri.finish();
+        result
     }
 
     /// `Some(result)` when `fetch` should not fetch now.
     fn backing_off(&self, seen_generation: u64, reason: FetchReason) -> Option<Result<(), Error>> {
         let shared = &self.shared;
-        if shared.current.load().generation != seen_generation {
+        if shared.value.load().generation != seen_generation {
             return Some(Ok(()));
         }
         let (last, interval) = match reason {
@@ -360,43 +355,30 @@ impl KeyCache {
     }
 
     fn start_refresher(&self) {
-        let weak = Arc::downgrade(&self.shared);
-        let _ = self
-            .shared
-            .refresher
-            .get_or_init(|| tokio::spawn(refresh_loop(weak)));
+        self.shared.value.start(&self.shared);
     }
 }
 
-/// Refreshes the set before its time to live ends; on failure retries with jittered exponential
-/// back-off (1 s doubling up to the minimum time to live), keeping the old keys meanwhile.
-async fn refresh_loop(weak: Weak<Shared>) {
-    let mut failures = 0u32;
-    let mut retry_at = None;
-    loop {
-        let wake = {
-            let Some(shared) = weak.upgrade() else { return };
-            retry_at.unwrap_or_else(|| shared.current.load().refresh_at)
-        };
-        tokio::time::sleep_until(wake).await;
-        let Some(shared) = weak.upgrade() else { return };
-        let cache = KeyCache { shared };
-        let generation = cache.snapshot().generation;
-        match cache.fetch(generation, FetchReason::Refresh, None).await {
-            Ok(()) => {
-                failures = 0;
-                retry_at = None;
-            }
-            Err(_) => {
-                failures = failures.saturating_add(1);
-                let cap = cache.shared.options.min_ttl.max(Duration::from_secs(1));
-                let base = Duration::from_secs(1)
-                    .saturating_mul(1 << failures.min(16))
-                    .min(cap);
-                let jitter = rand::random_range(0.5..1.0);
-                retry_at = Some(Instant::now() + base.mul_f64(jitter));
-            }
+/// The background refresh: before the time to live ends; on failure retried with jittered
+/// exponential back-off (2 s doubling up to the minimum time to live), keeping the old keys
+/// meanwhile.
+impl Refresh for Shared {
+    fn due_at(&self) -> Option<Instant> {
+        Some(self.value.load().refresh_at)
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            first: Duration::from_secs(2),
+            max: self.options.min_ttl.max(Duration::from_secs(1)),
         }
+    }
+
+    async fn refresh(self: Arc<Self>) -> Result<(), Duration> {
+        let cache = KeyCache { shared: self };
+        let generation = cache.snapshot().generation;
+        let result = cache.fetch(generation, FetchReason::Refresh, None).await;
+        result.map_err(|_| Duration::ZERO)
     }
 }
 

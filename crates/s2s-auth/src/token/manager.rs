@@ -4,20 +4,23 @@ use std::{
     collections::HashMap,
     fmt,
     sync::{
-        Arc, Mutex, OnceLock, Weak,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use arc_swap::ArcSwapOption;
 use http::HeaderValue;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use super::{AccessToken, ClientCredentials, TokenFuture, TokenSource};
-use crate::{error::Error, time::later};
+use crate::{
+    error::Error,
+    refresh::{Backoff, Refresh, Refreshing},
+    time::later,
+};
 
 /// When tokens are refreshed, and how failures are retried.
 #[derive(Clone, Debug)]
@@ -99,12 +102,13 @@ impl RefreshPolicy {
         (later(now, lifetime - skew), later(now, refresh_in))
     }
 
-    fn backoff(&self, failures: u32) -> Duration {
-        let base = self
-            .min_backoff
-            .saturating_mul(1 << failures.saturating_sub(1).min(16))
-            .min(self.max_backoff);
-        base.mul_f64(rand::random_range(0.5..1.0))
+    /// The back-off of failed refreshes: [`RefreshPolicy::min_backoff`] doubling up to
+    /// [`RefreshPolicy::max_backoff`].
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            first: self.min_backoff,
+            max: self.max_backoff,
+        }
     }
 
     /// How long the endpoint asked to be left alone after `err` (`Retry-After`), bounded.
@@ -143,19 +147,11 @@ pub struct TokenManager {
 struct Shared {
     grant: ClientCredentials,
     policy: RefreshPolicy,
-    current: ArcSwapOption<Held>,
-    /// Held while fetching (single flight).
-    fetching: tokio::sync::Mutex<()>,
-    /// Completed fetch attempts, so a waiter can tell that one finished while it waited.
-    attempts: AtomicU64,
+    /// The token held, if any.
+    value: Refreshing<Option<Arc<Held>>>,
     last_failure: Mutex<Option<(Instant, Error)>>,
     /// When the latest request to the token endpoint started (for `min_fetch_interval`).
     last_fetch: Mutex<Option<Instant>>,
-    refresher: OnceLock<tokio::task::JoinHandle<()>>,
-    /// Wakes the background task when a token is stored, so that it schedules on the new one
-    /// (a forced refresh may bring a shorter life). Apart from `Shared`, which the sleeping task
-    /// must not keep alive.
-    stored: Arc<tokio::sync::Notify>,
     fetches: AtomicU64,
     failures: AtomicU64,
     warm_hits: AtomicU64,
@@ -168,19 +164,11 @@ struct Held {
     refresh_at: Instant,
 }
 
-impl Drop for Shared {
-    fn drop(&mut self) {
-        if let Some(task) = self.refresher.get() {
-            task.abort();
-        }
-    }
-}
-
 impl fmt::Debug for TokenManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TokenManager")
             .field("grant", &self.shared.grant)
-            .field("holds_token", &self.shared.current.load().is_some())
+            .field("holds_token", &self.shared.value.load().is_some())
             .finish()
     }
 }
@@ -198,13 +186,9 @@ impl TokenManager {
             shared: Arc::new(Shared {
                 grant,
                 policy,
-                current: ArcSwapOption::empty(),
-                fetching: tokio::sync::Mutex::new(()),
-                attempts: AtomicU64::new(0),
+                value: Refreshing::new(None, ()),
                 last_failure: Mutex::new(None),
                 last_fetch: Mutex::new(None),
-                refresher: OnceLock::new(),
-                stored: Arc::default(),
                 fetches: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
                 warm_hits: AtomicU64::new(0),
@@ -246,34 +230,37 @@ impl TokenManager {
 
     async fn fetch_shared(&self) -> Result<AccessToken, Error> {
         let shared = &self.shared;
-        let seen = shared.attempts.load(Ordering::Acquire);
-        let _fetching = shared.fetching.lock().await;
-        if let Some(token) = self.current() {
-            return Ok(token);
-        }
-        // An attempt finished while this caller waited, or failed a moment ago: share its
-        // outcome rather than asking the token endpoint again.
-        let recent_failure = shared
-            .last_failure
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .filter(|(at, err)| {
-                shared.attempts.load(Ordering::Acquire) != seen
-                    || at.elapsed()
-                        < shared
-                            .policy
-                            .retry_interval
-                            .max(shared.policy.server_delay(err))
-            })
-            .map(|(_, e)| e.duplicate());
-        if let Some(err) = recent_failure {
-            return Err(err);
-        }
-        self.fetch_now("cold").await
+        let flight = shared.value.flight(|waited| {
+            if let Some(token) = self.current() {
+                return Some(Ok(token));
+            }
+            // An attempt finished while this caller waited, or failed a moment ago: share its
+            // outcome rather than asking the token endpoint again.
+            shared
+                .last_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|(at, err)| {
+                    waited
+                        || at.elapsed()
+                            < shared
+                                .policy
+                                .retry_interval
+                                .max(shared.policy.server_delay(err))
+                })
+                .map(|(_, e)| Err(e.duplicate()))
+        });
+        let flight = match flight.await {
+            Ok(flight) => flight,
+            Err(answer) => return answer,
+        };
+        let result = self.fetch_now("cold").await;
+        flight.finish();
+        result
     }
 
-    /// One request to the token endpoint; the caller holds `fetching`.
+    /// One request to the token endpoint; the caller holds the flight.
     async fn fetch_now(&self, why: &'static str) -> Result<AccessToken, Error> {
         let shared = &self.shared;
         let last = *shared.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
@@ -303,13 +290,13 @@ impl TokenManager {
             let token = AccessToken::new(response.access_token.expose_secret())?;
             Ok((token, response.expires_in))
         });
-        let result = match outcome {
+        match outcome {
             Ok((token, expires_in)) => {
                 let lifetime = shared
                     .policy
                     .clamp_lifetime(expires_in.unwrap_or(shared.policy.default_lifetime));
                 let (usable_until, refresh_at) = shared.policy.schedule(Instant::now(), lifetime);
-                shared.current.store(Some(Arc::new(Held {
+                shared.value.store(Some(Arc::new(Held {
                     token: token.clone(),
                     usable_until,
                     refresh_at,
@@ -318,7 +305,6 @@ impl TokenManager {
                     .last_failure
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = None;
-                shared.stored.notify_one();
                 span.record("outcome", "ok");
                 tracing::info!(
                     parent: &span,
@@ -346,81 +332,59 @@ impl TokenManager {
                     .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), err.duplicate()));
                 Err(err)
             }
-        };
-        shared.attempts.fetch_add(1, Ordering::Release);
-        result
+        }
     }
 
     fn start_refresher(&self) {
-        let weak = Arc::downgrade(&self.shared);
-        let stored = self.shared.stored.clone();
-        let _ = self
-            .shared
-            .refresher
-            .get_or_init(|| tokio::spawn(refresh_loop(weak, stored)));
+        self.shared.value.start(&self.shared);
     }
 }
 
-/// Refreshes the held token at its `refresh_at`; on failure retries with back-off while the
-/// token lasts (and after, so that the next caller finds a token again).
-async fn refresh_loop(weak: Weak<Shared>, stored: Arc<tokio::sync::Notify>) {
-    let mut failures = 0u32;
-    // What the endpoint's last refusal asked for (`Retry-After`).
-    let mut server_delay = Duration::ZERO;
-    loop {
-        let wake = {
-            let Some(shared) = weak.upgrade() else { return };
-            let held = shared.current.load();
-            match (&*held, failures) {
-                (Some(held), 0) => held.refresh_at,
-                _ => later(
-                    Instant::now(),
-                    shared.policy.backoff(failures.max(1)).max(server_delay),
-                ),
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(wake) => {}
-            // A token was stored meanwhile (by a cold or forced fetch): schedule on it.
-            () = stored.notified() => {
-                failures = 0;
-                continue;
-            }
-        }
-        let Some(shared) = weak.upgrade() else { return };
-        let manager = TokenManager { shared };
-        let _fetching = manager.shared.fetching.lock().await;
-        let due = match &*manager.shared.current.load() {
+/// The background refresh: at the held token's `refresh_at`; on failure retried with back-off
+/// while the token lasts (and after, so that the next caller finds a token again).
+impl Refresh for Shared {
+    fn due_at(&self) -> Option<Instant> {
+        self.value.load().as_ref().map(|held| held.refresh_at)
+    }
+
+    fn backoff(&self) -> Backoff {
+        self.policy.backoff()
+    }
+
+    async fn refresh(self: Arc<Self>) -> Result<(), Duration> {
+        let manager = TokenManager { shared: self };
+        let Ok(flight) = manager
+            .shared
+            .value
+            .flight(|_| None::<std::convert::Infallible>)
+            .await;
+        let due = match &*manager.shared.value.load() {
             Some(held) => Instant::now() >= held.refresh_at,
             None => true,
         };
         if !due {
             // Replaced meanwhile (a forced refresh): schedule on the new token.
-            failures = 0;
-            continue;
+            return Ok(());
         }
-        match manager.fetch_now("refresh").await {
-            Ok(_) => failures = 0,
-            Err(err) => {
-                failures = failures.saturating_add(1);
-                server_delay = manager.shared.policy.server_delay(&err);
-                if !err.is_transient() {
-                    tracing::error!(
-                        client_id = manager.shared.grant.client_id(),
-                        error = %err,
-                        "token refresh refused; the held token is served until it expires: fix \
-                         the configuration"
-                    );
-                }
-            }
+        let result = manager.fetch_now("refresh").await;
+        flight.finish();
+        let Err(err) = result else { return Ok(()) };
+        if !err.is_transient() {
+            tracing::error!(
+                client_id = manager.shared.grant.client_id(),
+                error = %err,
+                "token refresh refused; the held token is served until it expires: fix \
+                 the configuration"
+            );
         }
+        Err(manager.shared.policy.server_delay(&err))
     }
 }
 
 impl TokenManager {
     /// Reads the held token if it is still usable: an atomic load and a clock read.
     fn with_held<R>(&self, f: impl FnOnce(&Held) -> R) -> Option<R> {
-        let held = self.shared.current.load();
+        let held = self.shared.value.load();
         let held = held.as_ref()?;
         if Instant::now() >= held.usable_until {
             return None;
@@ -449,11 +413,11 @@ impl TokenSource for TokenManager {
     }
 
     fn invalidate(&self, rejected: &AccessToken) {
-        let current = self.shared.current.load();
+        let current = self.shared.value.load();
         if let Some(held) = &*current
             && held.token.same_as(rejected)
         {
-            let previous = self.shared.current.compare_and_swap(&current, None);
+            let previous = self.shared.value.cell().compare_and_swap(&current, None);
             if previous.as_ref().is_some_and(|p| p.token.same_as(rejected)) {
                 self.shared.forced_refreshes.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
@@ -490,8 +454,8 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_bounded() {
         let policy = RefreshPolicy::default();
-        assert!(policy.backoff(1) <= Duration::from_secs(1));
-        assert!(policy.backoff(3) >= Duration::from_secs(2));
-        assert!(policy.backoff(30) <= Duration::from_secs(30));
+        assert!(policy.backoff().delay(1) <= Duration::from_secs(1));
+        assert!(policy.backoff().delay(3) >= Duration::from_secs(2));
+        assert!(policy.backoff().delay(30) <= Duration::from_secs(30));
     }
 }
