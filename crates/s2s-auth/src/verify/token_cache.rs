@@ -164,3 +164,98 @@ impl std::hash::Hasher for SignatureHasher {
 
 /// Default bound of the validated-token cache.
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: u64 = 10_000;
+
+#[cfg(test)]
+mod tests {
+    use std::hash::BuildHasher as _;
+
+    use super::*;
+
+    /// A signature segment as base64url text (ES256: 86 characters).
+    fn signature(seed: u64) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut x = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        (0..86)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                ALPHABET[(x % 64) as usize] as char
+            })
+            .collect()
+    }
+
+    fn hash(text: &str) -> u64 {
+        SignatureHash.hash_one(text)
+    }
+
+    #[test]
+    fn the_admission_filter_admits_a_token_seen_before_and_forgets_it_under_churn() {
+        // The smallest filter: 64 slots.
+        let cache = TokenCache::new(1).unwrap();
+        assert_eq!(cache.seen_once.len(), 64);
+        let first = signature(1);
+        assert!(!cache.admit(&first), "admitted the first time it is seen");
+        assert!(cache.admit(&first), "not admitted the second time");
+        assert!(cache.admit(&first));
+        assert!(
+            !cache.admit(&signature(2)),
+            "another token is admitted unseen"
+        );
+        // Thousands of other tokens overwrite both of its slots: it starts over.
+        for seed in 3..5_000 {
+            cache.admit(&signature(seed));
+        }
+        assert!(!cache.admit(&first), "remembered through churn");
+        assert!(cache.admit(&first));
+        // Bounded: four slots per entry, a power of two, at most 2^20.
+        assert_eq!(doorkeeper_slots(0), 64);
+        assert_eq!(doorkeeper_slots(10_000), 65_536);
+        assert_eq!(doorkeeper_slots(u64::MAX), 1 << 20);
+        assert!(TokenCache::new(0).is_none());
+    }
+
+    #[test]
+    fn the_hasher_tells_apart_signatures_that_differ_in_one_character_of_its_window() {
+        const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for seed in 0..8 {
+            let base = signature(seed);
+            // Equal text, equal hash (and from a separate copy).
+            assert_eq!(hash(&base), hash(&base.clone()));
+            // Any one character changed within the first 16 changes the hash (the whole
+            // signature is compared on a hit, so the rest needs no hashing).
+            for position in 0..16 {
+                for replacement in ALPHABET.chars() {
+                    let mut changed = base.clone().into_bytes();
+                    if changed[position] == replacement as u8 {
+                        continue;
+                    }
+                    changed[position] = replacement as u8;
+                    let changed = String::from_utf8(changed).unwrap();
+                    assert_ne!(hash(&base), hash(&changed), "{position}: {changed}");
+                }
+            }
+            // Every length up to the window hashes apart from every other.
+            let prefixes: Vec<u64> = (0..=16).map(|n| hash(&base[..n])).collect();
+            for (i, a) in prefixes.iter().enumerate() {
+                for b in &prefixes[i + 1..] {
+                    assert_ne!(a, b, "prefixes of {base}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_hasher_spreads_signatures_over_the_filter_slots() {
+        // 4,096 signatures over 1,024 slots, as a uniform hash spreads them (about Poisson(4):
+        // some 19 slots empty, none with more than 15); the low bits are what the filter
+        // indexes by.
+        let mut slots = vec![0u32; 1024];
+        for seed in 0..4096 {
+            slots[(hash(&signature(seed)) % 1024) as usize] += 1;
+        }
+        let empty = slots.iter().filter(|n| **n == 0).count();
+        assert!(empty <= 40, "{empty} empty slots: {slots:?}");
+        assert!(slots.iter().all(|n| *n <= 16), "{slots:?}");
+    }
+}
