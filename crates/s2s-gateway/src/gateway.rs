@@ -202,13 +202,13 @@ impl Gateway {
         Ok(Gateway {
             shared: Arc::new(Shared {
                 routes,
-                liveness: config.liveness_path.clone(),
-                readiness: config.readiness_path.clone(),
+                liveness: config.health.liveness.clone(),
+                readiness: config.health.readiness.clone(),
                 paths: config.paths,
                 verifier,
                 loader,
             }),
-            drain_timeout: config.drain_timeout,
+            drain_timeout: config.timeouts.drain,
         })
     }
 
