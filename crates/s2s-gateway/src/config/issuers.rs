@@ -5,7 +5,9 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::error::Errors;
+use s2s_auth::config::VerifierConfig;
+
+use super::{Config, error::Errors};
 
 /// One `[[issuer]]` as written.
 #[derive(Deserialize)]
@@ -75,6 +77,39 @@ pub(super) fn check(
     issuers
 }
 
+/// The library's configuration of the verifier of `config`'s issuers (`None` without issuers:
+/// every route is public), so that s2s-auth's one piece of code builds it from configuration:
+/// the `[[issuer]]` tables with their `id`, `jwks_url` and `audiences`, and the top-level
+/// `allow_insecure_http` and `require_at_jwt`, are the same keys in
+/// [`VerifierConfig`]. Each issuer keeps its own audiences: the verifier refuses a token naming
+/// another issuer's, before a route narrows them.
+pub(crate) fn verifier_config(config: &Config) -> Result<Option<VerifierConfig>, s2s_auth::Error> {
+    if config.issuers.is_empty() {
+        return Ok(None);
+    }
+    let issuers: toml::value::Array = config
+        .issuers
+        .iter()
+        .map(|issuer| {
+            let mut table = toml::Table::new();
+            table.insert("id".into(), issuer.id.clone().into());
+            if let Some(url) = &issuer.jwks_url {
+                table.insert("jwks_url".into(), url.clone().into());
+            }
+            table.insert("audiences".into(), issuer.audiences.clone().into());
+            table.into()
+        })
+        .collect();
+    let mut verifier = toml::Table::new();
+    verifier.insert("issuer".into(), issuers.into());
+    verifier.insert(
+        "allow_insecure_http".into(),
+        config.allow_insecure_http.into(),
+    );
+    verifier.insert("require_at_jwt".into(), config.require_at_jwt.into());
+    VerifierConfig::from_toml_str(&verifier.to_string()).map(Some)
+}
+
 /// An issuer or JWKS URL, against s2s-auth's https policy.
 fn check_endpoint(url: &str, span: Range<usize>, allow_insecure: bool, errors: &mut Errors<'_>) {
     match url::Url::parse(url) {
@@ -90,6 +125,7 @@ fn check_endpoint(url: &str, span: Range<usize>, allow_insecure: bool, errors: &
 #[cfg(test)]
 mod tests {
     use super::super::tests::{UPSTREAM, errors_of};
+    use super::verifier_config;
     use crate::Config;
 
     const ROUTE: &str = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\n";
@@ -129,5 +165,32 @@ mod tests {
                 ),
             ],
         );
+    }
+
+    #[tokio::test]
+    async fn the_issuers_build_the_library_verifier_configuration() {
+        let public = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
+        let c = Config::from_toml_str(&format!("{UPSTREAM}{public}")).unwrap();
+        assert!(verifier_config(&c).unwrap().is_none());
+        let c = Config::from_toml_str(&format!(
+            "require_at_jwt = true\nallow_insecure_http = true\n{UPSTREAM}\
+             [[issuer]]\nid = \"http://auth.example.com\"\naudiences = [\"orders-api\"]\n\
+             [[issuer]]\nid = \"https://partner.example.net\"\n\
+             jwks_url = \"https://partner.example.net/keys.json\"\naudiences = [\"a\", \"b\"]\n\
+             {ROUTE}"
+        ))
+        .unwrap();
+        let verifier = verifier_config(&c).unwrap().unwrap();
+        let debug = format!("{verifier:?}");
+        for part in [
+            r#"id: "http://auth.example.com", jwks_url: None, audiences: ["orders-api"]"#,
+            r#"id: "https://partner.example.net", jwks_url: Some("https://partner.example.net/keys.json"), audiences: ["a", "b"]"#,
+            "require_at_jwt: true",
+            "allow_insecure_http: true",
+        ] {
+            assert!(debug.contains(part), "{part}: {debug}");
+        }
+        // The plain http issuer passes the library's checks too: `allow_insecure_http` went along.
+        verifier.build().unwrap();
     }
 }

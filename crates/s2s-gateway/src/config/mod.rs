@@ -156,7 +156,7 @@ mod upstreams;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub(crate) use health::HealthPaths;
 pub(crate) use identity::IdentityHeaders;
-pub(crate) use issuers::IssuerConfig;
+pub(crate) use issuers::{IssuerConfig, verifier_config};
 pub(crate) use limits::Timeouts;
 pub use limits::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
