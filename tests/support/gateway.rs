@@ -233,6 +233,24 @@ impl Drop for Running {
     }
 }
 
+impl Running {
+    /// `method path` with `headers` and no body, to this gateway.
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        call(self.addr, method, path, headers).await
+    }
+
+    /// `GET path` with no header.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, &[]).await
+    }
+
+    /// `method path` with this `Authorization` value (e.g. [`bearer`]).
+    pub async fn authorized(&self, method: Method, path: &str, authorization: &str) -> Answer {
+        self.call(method, path, &[("authorization", authorization)])
+            .await
+    }
+}
+
 pub async fn start(config: &str) -> Running {
     let config = Config::from_toml_str(config).unwrap_or_else(|e| panic!("{e}\n{config}"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
