@@ -136,7 +136,7 @@ fn assert_gateway_error(answer: &Answer, status: StatusCode, error: &str) {
 #[tokio::test]
 async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let token = world.token("orders:read orders:write");
     let host = gateway.addr.to_string();
     let answer = gateway
@@ -207,13 +207,13 @@ async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
             answer.headers
         );
     }
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
 }
 
 #[tokio::test]
 async fn spoofed_identity_headers_never_reach_the_upstream() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let spoofed = [
         ("x-auth-subject", "admin"),
         ("X-Auth-Subject", "root"),
@@ -269,7 +269,7 @@ async fn identity_header_names_are_configurable_and_authorization_can_be_strippe
 #[tokio::test]
 async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     // No client_id: azp (as Entra ID and others send it) names the client.
     let mut claims = keys::claims(&world.keys.issuer(), AUD);
     claims["client_id"] = Value::Null;
@@ -301,13 +301,13 @@ async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
     let got = gateway.authorized(Method::GET, "/any", &token).await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
     assert_eq!(got.json()["code"], "AUTH_105");
-    assert_eq!(world.upstream.requests(), 2);
+    world.assert_forwarded(2, "requests forwarded");
 }
 
 #[tokio::test]
 async fn a_public_route_needs_no_token() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let answer = gateway.call(Method::POST, "/public/form?a=1", &[]).await;
     assert_eq!(answer.status, StatusCode::OK);
     let echo = answer.json();
@@ -319,7 +319,7 @@ async fn a_public_route_needs_no_token() {
         .authorized(Method::GET, "/public", "Bearer junk")
         .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(world.upstream.requests(), 2);
+    world.assert_forwarded(2, "requests forwarded");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,7 +329,7 @@ async fn a_public_route_needs_no_token() {
 #[tokio::test]
 async fn rejections_are_the_verify_layers_own() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let other_key = TestKey::generate(Algorithm::ES256, "k1");
     let mut wrong_aud = keys::claims(&world.keys.issuer(), "billing-api");
     wrong_aud["scope"] = "orders:read".into();
@@ -382,19 +382,15 @@ async fn rejections_are_the_verify_layers_own() {
         "{:?}",
         got.headers
     );
-    assert_eq!(
-        world.upstream.requests(),
-        0,
-        "a refused request reached the upstream"
-    );
+    world.assert_forwarded(0, "a refused request reached the upstream");
 }
 
 #[tokio::test]
 async fn each_route_requires_its_scopes() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let reader = bearer(&world.token("orders:read"));
-    let writer = bearer(&world.token("orders:write"));
+    let gateway = world.gateway("", "").await;
+    let reader = world.bearer("orders:read");
+    let writer = world.bearer("orders:write");
     let ok = |a: &Answer| a.status == StatusCode::OK;
     // GET /orders: any of orders:read, orders:admin.
     assert!(ok(&gateway
@@ -435,15 +431,15 @@ async fn each_route_requires_its_scopes() {
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     // /any: any valid token.
     assert!(ok(&gateway.authorized(Method::PUT, "/any", &writer).await));
-    assert_eq!(world.upstream.requests(), 3);
+    world.assert_forwarded(3, "requests forwarded");
 }
 
 #[tokio::test]
 async fn unknown_routes_and_ambiguous_paths_never_reach_an_upstream() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let admin = bearer(&world.token("orders:admin orders:read orders:write"));
-    let reader = bearer(&world.token("orders:read"));
+    let gateway = world.gateway("", "").await;
+    let admin = world.bearer("orders:admin orders:read orders:write");
+    let reader = world.bearer("orders:read");
     for (method, path, auth) in [
         (Method::GET, "/nowhere", None),
         (Method::GET, "/nowhere", Some(&admin)),
@@ -470,7 +466,7 @@ async fn unknown_routes_and_ambiguous_paths_never_reach_an_upstream() {
         let got = gateway.get(path).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     }
-    assert_eq!(world.upstream.requests(), 0);
+    world.assert_forwarded(0, "requests forwarded");
     // Escaped letters are the same path: /%61dmin is /admin and needs its scope.
     let got = gateway.authorized(Method::GET, "/%61dmin", &reader).await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
@@ -538,7 +534,7 @@ async fn each_issuer_is_held_to_its_own_audiences() {
     };
     assert_same_refusal(&got, &want, "billing token for orders-api");
     assert_eq!(got.json()["code"], "AUTH_107");
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
 }
 
 #[tokio::test]
@@ -551,7 +547,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .unwrap();
     let got = send(gateway.addr, request).await;
     assert_gateway_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    assert_eq!(world.upstream.requests(), 0);
+    world.assert_forwarded(0, "requests forwarded");
     // Streamed (chunked) past the limit: cut off and answered 413.
     let chunks = stream::iter(
         (0..4).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from_static(&CHUNK[..600])))),
@@ -576,7 +572,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
 #[tokio::test]
 async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded() {
     let world = World::new().await;
-    let gateway = start(&world.config("", CATCH_ALL)).await;
+    let gateway = world.gateway("", CATCH_ALL).await;
     for (path, says) in [
         // Tomcat, Jetty and Spring: `/public/..;/orders` is `/orders`.
         ("/public/..;/orders", "segment parameters"),
@@ -601,7 +597,7 @@ async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded()
         let description = got.json()["error_description"].as_str().unwrap().to_owned();
         assert!(description.contains(says), "{path}: {description}");
     }
-    assert_eq!(world.upstream.requests(), 0, "a refused path was forwarded");
+    world.assert_forwarded(0, "a refused path was forwarded");
     // A trailing slash is no empty segment.
     let got = gateway.get("/public/").await;
     assert_eq!(got.status, StatusCode::OK);
@@ -633,12 +629,12 @@ async fn matrix_parameters_route_on_the_path_the_upstream_resolves() {
             got.body
         );
     }
-    let reader = bearer(&world.token("orders:read"));
+    let reader = world.bearer("orders:read");
     let got = gateway
         .authorized(Method::GET, "/admin/..;/public/..;/admin", &reader)
         .await;
     assert_eq!(got.status, StatusCode::FORBIDDEN, "{:?}", got.body);
-    assert_eq!(world.upstream.requests(), 0);
+    world.assert_forwarded(0, "requests forwarded");
     // The upstream receives the path that was routed, each segment with its parameters.
     for (path, target) in [
         ("/public/..;/orders", "/orders"),
@@ -661,7 +657,7 @@ async fn matrix_parameters_route_on_the_path_the_upstream_resolves() {
         let got = gateway.get(path).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     }
-    assert_eq!(world.upstream.requests(), 4);
+    world.assert_forwarded(4, "requests forwarded");
 }
 
 #[tokio::test]
@@ -669,10 +665,10 @@ async fn case_insensitive_routes_match_any_case() {
     let world = World::new().await;
     // Case-sensitive (the default): `/ORDERS` is no route of /orders, so the public catch-all
     // takes it, and an IIS upstream would serve its /orders.
-    let strict = start(&world.config("", CATCH_ALL)).await;
+    let strict = world.gateway("", CATCH_ALL).await;
     let got = strict.get("/ORDERS").await;
     assert_eq!(got.status, StatusCode::OK);
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
     let gateway = start(&world.config(
         "",
         &format!("{CATCH_ALL}[paths]\ncase_insensitive = true\n"),
@@ -687,7 +683,7 @@ async fn case_insensitive_routes_match_any_case() {
             got.body
         );
     }
-    let reader = bearer(&world.token("orders:read"));
+    let reader = world.bearer("orders:read");
     let got = gateway.authorized(Method::GET, "/ADMIN", &reader).await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     let got = gateway.authorized(Method::PUT, "/oRdErS", &reader).await;
@@ -707,7 +703,7 @@ async fn case_insensitive_routes_match_any_case() {
         let got = gateway.get(path).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
     }
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
     // The path is forwarded as the client wrote it.
     let got = gateway.authorized(Method::GET, "/Orders/1", &reader).await;
     assert_eq!(got.json()["target"], "/Orders/1");
@@ -716,7 +712,7 @@ async fn case_insensitive_routes_match_any_case() {
 #[tokio::test]
 async fn identity_header_variants_are_removed_whatever_their_spelling() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     // CGI-style stacks read every one of these as X-Auth-Subject and the like.
     let spoofed = [
         ("X_Auth_Subject", "admin"),
@@ -843,8 +839,8 @@ const CLIENT_CLAIMS: [(&str, &str); 14] = [
 #[tokio::test]
 async fn client_address_and_scheme_headers_of_every_name_are_removed_unless_trusted() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let writer = bearer(&world.token("orders:write"));
+    let gateway = world.gateway("", "").await;
+    let writer = world.bearer("orders:write");
     let mut sent = CLIENT_CLAIMS.to_vec();
     sent.push(("authorization", writer.as_str()));
     for path in ["/public", "/orders/1"] {
@@ -879,18 +875,14 @@ async fn a_request_with_two_host_headers_is_refused() {
         let got = gateway.call(Method::GET, "/public", &two[..1]).await;
         assert_eq!(got.status, StatusCode::OK, "{top}");
     }
-    assert_eq!(
-        world.upstream.requests(),
-        2,
-        "a refused request was forwarded"
-    );
+    world.assert_forwarded(2, "a refused request was forwarded");
 }
 
 #[tokio::test]
 async fn method_override_headers_never_reach_the_upstream() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let writer = bearer(&world.token("orders:write"));
+    let gateway = world.gateway("", "").await;
+    let writer = world.bearer("orders:write");
     // POST /orders is allowed with orders:write; DELETE is not routed at all.
     let overrides = [
         ("authorization", writer.as_str()),
@@ -977,7 +969,7 @@ async fn a_route_accepts_only_its_audiences() {
             assert!(!description.contains("-api"), "{description}");
         }
     }
-    assert_eq!(world.upstream.requests(), 7);
+    world.assert_forwarded(7, "requests forwarded");
 }
 
 #[tokio::test]
@@ -989,17 +981,17 @@ async fn require_at_jwt_refuses_tokens_not_typed_at_jwt() {
         bearer(&world.key.sign_with_header(&header, &claims))
     };
     let (jwt, at_jwt) = (typed("JWT"), typed("at+jwt"));
-    let lenient = start(&world.config("", "")).await;
+    let lenient = world.gateway("", "").await;
     let got = lenient.authorized(Method::GET, "/any", &jwt).await;
     assert_eq!(got.status, StatusCode::OK);
-    let strict = start(&world.config("require_at_jwt = true", "")).await;
+    let strict = world.gateway("require_at_jwt = true", "").await;
     let got = strict.authorized(Method::GET, "/any", &jwt).await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{:?}", got.body);
     let challenge = got.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
     let got = strict.authorized(Method::GET, "/any", &at_jwt).await;
     assert_eq!(got.status, StatusCode::OK);
-    assert_eq!(world.upstream.requests(), 2);
+    world.assert_forwarded(2, "requests forwarded");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1017,7 +1009,7 @@ fn peak_rss() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_upload_streams_through_without_buffering() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let state = world.upstream.state.clone();
     let before = peak_rss();
     let total = 100 * MB / CHUNK.len() as u64;
@@ -1054,7 +1046,7 @@ async fn a_100_mb_upload_streams_through_without_buffering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_download_streams_through_without_buffering() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let before = peak_rss();
     let uri = format!("http://{}/download", gateway.addr);
     let response = within(
@@ -1094,7 +1086,7 @@ async fn a_100_mb_download_streams_through_without_buffering() {
 #[tokio::test]
 async fn an_upstream_that_is_down_is_502() {
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let got = gateway.get("/down/x").await;
     assert_gateway_error(&got, StatusCode::BAD_GATEWAY, "bad_gateway");
     let description = got.json()["error_description"].as_str().unwrap().to_owned();
@@ -1112,7 +1104,7 @@ async fn a_slow_upstream_is_504() {
     let got = gateway.get("/slow").await;
     assert_gateway_error(&got, StatusCode::GATEWAY_TIMEOUT, "gateway_timeout");
     // It did reach the upstream, which never answered.
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
     within(
         "the upstream's arrival",
         world.upstream.state.arrived.notified(),
@@ -1129,7 +1121,7 @@ async fn a_slow_upstream_is_504() {
 async fn readiness_waits_for_the_key_sets_liveness_does_not() {
     let world = World::new().await;
     world.keys.set_behavior(Behavior::Status(500));
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     // The loader tried (and failed) at least once: not ready.
     wait_until("a key fetch", || async { world.keys.jwks_hits() > 0 }).await;
     let live = gateway.get("/healthz").await;
@@ -1146,13 +1138,13 @@ async fn readiness_waits_for_the_key_sets_liveness_does_not() {
     .await;
     let post = gateway.call(Method::POST, "/healthz", &[]).await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(world.upstream.requests(), 0);
+    world.assert_forwarded(0, "requests forwarded");
 }
 
 #[tokio::test]
 async fn shutdown_refuses_new_connections_and_finishes_requests_in_flight() {
     let world = World::new().await;
-    let mut gateway = start(&world.config("", "")).await;
+    let mut gateway = world.gateway("", "").await;
     let addr = gateway.addr;
     let in_flight = tokio::spawn(async move { call(addr, Method::GET, "/hold", &[]).await });
     within(
@@ -1244,7 +1236,7 @@ async fn one_access_line_per_request_with_subject_and_never_the_token() {
         })
         .clone();
     let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     let token = world.token("orders:read");
     let ok = gateway
         .call(

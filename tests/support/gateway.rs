@@ -373,6 +373,22 @@ impl World {
         config(&self.keys, &self.upstream, top, tables)
     }
 
+    /// A gateway on the test configuration (see [`config`]).
+    pub async fn gateway(&self, top: &str, tables: &str) -> Running {
+        start(&self.config(top, tables)).await
+    }
+
+    /// Asserts how many requests reached the upstream so far.
+    #[track_caller]
+    pub fn assert_forwarded(&self, requests: usize, what: &str) {
+        assert_eq!(self.upstream.requests(), requests, "{what}");
+    }
+
+    /// `Bearer` + a token with the standard claims and `scope`.
+    pub fn bearer(&self, scope: &str) -> String {
+        bearer(&self.token(scope))
+    }
+
     /// A token with the standard claims (`sub` = `client_id` = svc-orders) and `scope`.
     pub fn token(&self, scope: &str) -> String {
         let mut claims = keys::claims(&self.keys.issuer(), AUD);
