@@ -69,19 +69,12 @@ fn health_path(value: Option<&Spanned<String>>, default: &str, errors: &mut Erro
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{UPSTREAM, errors_of};
-    use crate::Config;
-
-    const ROUTE: &str = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
+    use super::super::tests::{PUBLIC, assert_one_error, public_with};
 
     #[test]
     fn defaults_and_own_paths() {
-        let c = Config::from_toml_str(&format!("{UPSTREAM}{ROUTE}")).unwrap();
-        assert_eq!(c.health.both(), ["/healthz", "/readyz"]);
-        let c = Config::from_toml_str(&format!(
-            "{UPSTREAM}{ROUTE}[health]\nliveness = \"/-/live\"\nreadiness = \"/-/ready\"\n"
-        ))
-        .unwrap();
+        assert_eq!(public_with("").health.both(), ["/healthz", "/readyz"]);
+        let c = public_with("[health]\nliveness = \"/-/live\"\nreadiness = \"/-/ready\"\n");
         assert_eq!(c.health.both(), ["/-/live", "/-/ready"]);
     }
 
@@ -96,10 +89,7 @@ mod tests {
                 "must differ from the liveness path",
             ),
         ] {
-            let e = errors_of(&format!("{UPSTREAM}{ROUTE}[health]\n{health}\n"));
-            assert_eq!(e.len(), 1, "{health}: {e:#?}");
-            assert_eq!(e[0].0, 8, "{health}: {e:#?}");
-            assert!(e[0].2.contains(says), "{health}: {e:#?}");
+            assert_one_error(&format!("{PUBLIC}[health]\n{health}\n"), 8, says);
         }
     }
 }

@@ -93,15 +93,12 @@ fn header_name(
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{UPSTREAM, errors_of};
-    use crate::Config;
-
-    const ROUTE: &str = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
+    use super::super::tests::{assert_one_error, public_with};
 
     #[test]
     fn defaults_and_own_names() {
-        let c = Config::from_toml_str(&format!("{UPSTREAM}{ROUTE}")).unwrap();
-        let names = |c: &Config| {
+        let names = |rest: &str| {
+            let c = public_with(rest);
             let i = &c.identity;
             [
                 i.subject.to_string(),
@@ -110,55 +107,48 @@ mod tests {
             ]
         };
         assert_eq!(
-            names(&c),
+            names(""),
             ["x-auth-subject", "x-auth-client-id", "x-auth-scopes"]
         );
-        let c = Config::from_toml_str(&format!(
-            "{UPSTREAM}{ROUTE}[identity_headers]\nsubject = \"X-User\"\nscopes = \"X-Scope\"\n"
-        ))
-        .unwrap();
-        assert_eq!(names(&c), ["x-user", "x-auth-client-id", "x-scope"]);
+        assert_eq!(
+            names("[identity_headers]\nsubject = \"X-User\"\nscopes = \"X-Scope\"\n"),
+            ["x-user", "x-auth-client-id", "x-scope"]
+        );
     }
 
     #[test]
     fn identity_headers_cannot_be_forwarding_or_override_headers_in_any_spelling() {
-        for (subject, client_id, says) in [
+        let taken = "cannot carry identity";
+        for (headers, line, says) in [
+            ("subject = \"X_Forwarded_For\"", 8, taken),
+            ("subject = \"X-Real-IP\"", 8, taken),
+            ("client_id = \"X-HTTP-Method-Override\"", 8, taken),
+            ("scopes = \"Connection\"", 8, taken),
+            ("subject = \"Authorization\"", 8, taken),
+            ("subject = \"X Auth\"", 8, "is not a header name"),
             (
-                "X_Forwarded_For",
-                "X-Auth-Client-Id",
-                "cannot carry identity",
+                "subject = \"A\"\nclient_id = \"a\"",
+                9,
+                "used for two identity values",
             ),
-            ("X-Real-IP", "X-Auth-Client-Id", "cannot carry identity"),
             (
-                "X-HTTP-Method-Override",
-                "X-Auth-Client-Id",
-                "cannot carry identity",
+                "client_id = \"X_Auth_Subject\"",
+                8,
+                "used for two identity values",
             ),
-            ("Connection", "X-Auth-Client-Id", "cannot carry identity"),
-            ("Authorization", "X-Auth-Client-Id", "cannot carry identity"),
-            ("X Auth", "X-Auth-Client-Id", "is not a header name"),
+            // `scopes` keeps its default, so the clash is reported where `subject` is not:
+            // for the file.
             (
-                "X-Auth-Subject",
-                "X_Auth_Subject",
+                "subject = \"X-Auth-Scopes\"",
+                0,
                 "used for two identity values",
             ),
         ] {
-            let e = errors_of(&format!(
-                "{UPSTREAM}{ROUTE}[identity_headers]\nsubject = \"{subject}\"\nclient_id = \"{client_id}\"\n"
-            ));
-            assert_eq!(e.len(), 1, "{subject}: {e:#?}");
-            assert!(e[0].2.contains(says), "{subject}: {e:#?}");
+            let text = format!(
+                "{}[identity_headers]\n{headers}\n",
+                super::super::tests::PUBLIC
+            );
+            assert_one_error(&text, line, says);
         }
-    }
-
-    #[test]
-    fn a_default_name_taken_by_another_value_is_reported_for_the_file() {
-        let e = errors_of(&format!(
-            "{UPSTREAM}{ROUTE}[identity_headers]\nsubject = \"X-Auth-Scopes\"\n"
-        ));
-        // `scopes` keeps its default, so the clash is reported where `subject` is not: nowhere.
-        assert_eq!(e.len(), 1, "{e:#?}");
-        assert_eq!((e[0].0, e[0].1), (0, 0), "{e:#?}");
-        assert!(e[0].2.contains("used for two identity values"), "{e:#?}");
     }
 }

@@ -124,7 +124,7 @@ fn check_endpoint(url: &str, span: Range<usize>, allow_insecure: bool, errors: &
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{UPSTREAM, errors_of};
+    use super::super::tests::{UPSTREAM, errors_of, public_with};
     use super::verifier_config;
     use crate::Config;
 
@@ -169,9 +169,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_issuers_build_the_library_verifier_configuration() {
-        let public = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
-        let c = Config::from_toml_str(&format!("{UPSTREAM}{public}")).unwrap();
-        assert!(verifier_config(&c).unwrap().is_none());
+        assert!(verifier_config(&public_with("")).unwrap().is_none());
         let c = Config::from_toml_str(&format!(
             "require_at_jwt = true\nallow_insecure_http = true\n{UPSTREAM}\
              [[issuer]]\nid = \"http://auth.example.com\"\naudiences = [\"orders-api\"]\n\

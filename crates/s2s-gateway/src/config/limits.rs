@@ -109,11 +109,8 @@ fn parse_duration(s: &str) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{UPSTREAM, errors_of};
+    use super::super::tests::{PUBLIC, errors_of, public_with};
     use super::*;
-    use crate::Config;
-
-    const ROUTE: &str = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
 
     #[test]
     fn durations() {
@@ -128,16 +125,15 @@ mod tests {
 
     #[test]
     fn defaults_and_values() {
-        let c = Config::from_toml_str(&format!("{UPSTREAM}{ROUTE}")).unwrap();
+        let c = public_with("");
         assert_eq!(c.timeouts.connect, DEFAULT_CONNECT_TIMEOUT);
         assert_eq!(c.timeouts.request, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(c.drain_timeout(), DEFAULT_DRAIN_TIMEOUT);
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
-        let c = Config::from_toml_str(&format!(
-            "{UPSTREAM}{ROUTE}[timeouts]\nconnect = \"250ms\"\nrequest = \"2m\"\ndrain = \"1s\"\n\
-             [limits]\nmax_body_bytes = 1\n"
-        ))
-        .unwrap();
+        let c = public_with(
+            "[timeouts]\nconnect = \"250ms\"\nrequest = \"2m\"\ndrain = \"1s\"\n\
+             [limits]\nmax_body_bytes = 1\n",
+        );
         assert_eq!(c.timeouts.connect, Duration::from_millis(250));
         assert_eq!(c.timeouts.request, Duration::from_secs(120));
         assert_eq!(c.drain_timeout(), Duration::from_secs(1));
@@ -147,7 +143,7 @@ mod tests {
     #[test]
     fn zero_and_negative_are_refused() {
         let e = errors_of(&format!(
-            "{UPSTREAM}{ROUTE}[timeouts]\nconnect = \"0s\"\n[limits]\nmax_body_bytes = -1\n"
+            "{PUBLIC}[timeouts]\nconnect = \"0s\"\n[limits]\nmax_body_bytes = -1\n"
         ));
         let found: Vec<(usize, usize)> = e.iter().map(|e| (e.0, e.1)).collect();
         assert_eq!(found, [(8, 11), (10, 18)], "{e:#?}");

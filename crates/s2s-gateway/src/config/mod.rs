@@ -310,6 +310,26 @@ pub(crate) mod tests {
     /// An upstream `app` (lines 1 and 2), for the sections' tests.
     pub(crate) const UPSTREAM: &str = "[upstreams.app]\nurl = \"http://127.0.0.1:9000\"\n";
 
+    /// [`UPSTREAM`] and a public catch-all route to it (lines 1 to 6): a valid configuration.
+    pub(crate) const PUBLIC: &str = "[upstreams.app]\nurl = \"http://127.0.0.1:9000\"\n\
+        [[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
+
+    /// The configuration of [`PUBLIC`] followed by `rest` (from line 7), which must be valid.
+    pub(crate) fn public_with(rest: &str) -> Config {
+        let text = format!("{PUBLIC}{rest}");
+        Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    /// Asserts that `text` has exactly one error, on `line` (0: the file as a whole), saying `says`.
+    #[track_caller]
+    pub(crate) fn assert_one_error(text: &str, line: usize, says: &str) {
+        let e = errors_of(text);
+        assert!(
+            e.len() == 1 && e[0].0 == line && e[0].2.contains(says),
+            "{text}\n{e:#?}"
+        );
+    }
+
     /// The errors of `text` as (line, column, message); (0, 0) for the file as a whole.
     pub(crate) fn errors_of(text: &str) -> Vec<(usize, usize, String)> {
         Config::from_toml_str(text)
@@ -386,12 +406,11 @@ pub(crate) mod tests {
 
     #[test]
     fn flags_default_to_false() {
-        let route = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
-        let c = Config::from_toml_str(&format!("{UPSTREAM}{route}")).unwrap();
+        let c = public_with("");
         assert!(!c.strip_authorization && !c.preserve_host);
         assert!(!c.allow_insecure_http && !c.require_at_jwt);
         let c = Config::from_toml_str(&format!(
-            "strip_authorization = true\npreserve_host = true\nrequire_at_jwt = true\n{UPSTREAM}{route}"
+            "strip_authorization = true\npreserve_host = true\nrequire_at_jwt = true\n{PUBLIC}"
         ))
         .unwrap();
         assert!(c.strip_authorization && c.preserve_host && c.require_at_jwt);

@@ -25,18 +25,13 @@ impl From<&RawPaths> for PathOptions {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::UPSTREAM;
-    use crate::{Config, path::PathOptions};
+    use super::super::tests::public_with;
+    use crate::path::PathOptions;
 
     #[test]
     fn both_keys_default_to_false() {
-        let route = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
-        let c = Config::from_toml_str(&format!("{UPSTREAM}{route}")).unwrap();
-        assert_eq!(c.paths, PathOptions::default());
-        let c = Config::from_toml_str(&format!(
-            "{UPSTREAM}{route}[paths]\nallow_matrix_parameters = true\ncase_insensitive = true\n"
-        ))
-        .unwrap();
+        assert_eq!(public_with("").paths, PathOptions::default());
+        let c = public_with("[paths]\nallow_matrix_parameters = true\ncase_insensitive = true\n");
         assert!(c.paths.matrix_parameters && c.paths.case_insensitive);
     }
 }

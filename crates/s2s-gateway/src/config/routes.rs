@@ -324,19 +324,12 @@ fn strings(list: &RawList) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{UPSTREAM, errors_of};
+    use super::super::tests::{UPSTREAM, assert_one_error, errors_of, public_with};
     use super::*;
     use crate::Config;
 
     const ISSUER: &str =
         "[[issuer]]\nid = \"https://auth.example.com\"\naudiences = [\"orders-api\"]\n";
-
-    /// The errors of one route, below an upstream `app` and an issuer (lines 1 to 5).
-    fn route_errors(route: &str) -> Vec<(usize, usize, String)> {
-        errors_of(&format!(
-            "{UPSTREAM}{ISSUER}[[route]]\nupstream = \"app\"\n{route}"
-        ))
-    }
 
     #[test]
     fn each_key_of_a_route_is_checked_where_it_is() {
@@ -403,10 +396,9 @@ mod tests {
                 "not among any [[issuer]]'s audiences",
             ),
         ] {
-            let e = route_errors(route);
-            assert_eq!(e.len(), 1, "{route}: {e:#?}");
-            assert_eq!(e[0].0, line, "{route}: {e:#?}");
-            assert!(e[0].2.contains(says), "{route}: {e:#?}");
+            // An upstream `app` and an issuer on lines 1 to 5, the route from line 6.
+            let text = format!("{UPSTREAM}{ISSUER}[[route]]\nupstream = \"app\"\n{route}");
+            assert_one_error(&text, line, says);
         }
     }
 
@@ -423,22 +415,14 @@ mod tests {
 
     #[test]
     fn routes_and_issuers_are_needed() {
-        let e = errors_of(UPSTREAM);
-        assert_eq!(e.len(), 1, "{e:#?}");
-        assert!(e[0].2.contains("no [[route]] is configured"), "{e:#?}");
-        let e = errors_of(&format!(
-            "{UPSTREAM}[[route]]\nprefix = \"/\"\nupstream = \"app\"\n"
-        ));
-        assert_eq!(e.len(), 1, "{e:#?}");
-        assert!(e[0].2.contains("no [[issuer]]"), "{e:#?}");
+        assert_one_error(UPSTREAM, 0, "no [[route]] is configured");
+        let text = format!("{UPSTREAM}[[route]]\nprefix = \"/\"\nupstream = \"app\"\n");
+        assert_one_error(&text, 0, "no [[issuer]]");
     }
 
     #[test]
     fn a_public_only_config_needs_no_issuer() {
-        let c = Config::from_toml_str(&format!(
-            "{UPSTREAM}[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n"
-        ))
-        .unwrap();
+        let c = public_with("");
         assert_eq!(c.counts(), (1, 0, 1));
         assert_eq!(c.upstreams[0].authority.as_str(), "127.0.0.1:9000");
     }

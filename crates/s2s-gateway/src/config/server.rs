@@ -86,15 +86,12 @@ fn parse_cidr(value: &str) -> Result<IpNet, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{UPSTREAM, errors_of};
+    use super::super::tests::{PUBLIC, errors_of, public_with};
     use super::*;
-    use crate::Config;
-
-    const ROUTE: &str = "[[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n";
 
     #[test]
     fn defaults() {
-        let c = Config::from_toml_str(&format!("{UPSTREAM}{ROUTE}")).unwrap();
+        let c = public_with("");
         assert_eq!(c.listen().to_string(), DEFAULT_LISTEN);
         assert_eq!(c.realm, "api");
         assert!(c.trusted_proxies.is_empty());
@@ -114,7 +111,7 @@ mod tests {
     #[test]
     fn each_bad_value_is_located() {
         let e = errors_of(&format!(
-            "listen = \"8080\"\nrealm = \"a\\\"b\"\ntrusted_proxies = [\"::1\", \"nope\"]\n{UPSTREAM}{ROUTE}"
+            "listen = \"8080\"\nrealm = \"a\\\"b\"\ntrusted_proxies = [\"::1\", \"nope\"]\n{PUBLIC}"
         ));
         let found: Vec<(usize, usize)> = e.iter().map(|e| (e.0, e.1)).collect();
         assert_eq!(found, [(1, 10), (2, 9), (3, 27)], "{e:#?}");
