@@ -129,14 +129,21 @@ fn assert_gateway_error(answer: &Answer, status: StatusCode, error: &str) {
     );
 }
 
+/// Each of `paths` is refused 400 `invalid_request` by the gateway itself.
+async fn assert_paths_refused(gateway: &Running, paths: &[&str]) {
+    for path in paths {
+        let got = gateway.get(path).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forwarding
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let token = world.token("orders:read orders:write");
     let host = gateway.addr.to_string();
     let answer = gateway
@@ -212,8 +219,7 @@ async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
 
 #[tokio::test]
 async fn spoofed_identity_headers_never_reach_the_upstream() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let spoofed = [
         ("x-auth-subject", "admin"),
         ("X-Auth-Subject", "root"),
@@ -268,8 +274,7 @@ async fn identity_header_names_are_configurable_and_authorization_can_be_strippe
 
 #[tokio::test]
 async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     // No client_id: azp (as Entra ID and others send it) names the client.
     let mut claims = keys::claims(&world.keys.issuer(), AUD);
     claims["client_id"] = Value::Null;
@@ -306,8 +311,7 @@ async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
 
 #[tokio::test]
 async fn a_public_route_needs_no_token() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let answer = gateway.call(Method::POST, "/public/form?a=1", &[]).await;
     assert_eq!(answer.status, StatusCode::OK);
     let echo = answer.json();
@@ -328,8 +332,7 @@ async fn a_public_route_needs_no_token() {
 
 #[tokio::test]
 async fn rejections_are_the_verify_layers_own() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let other_key = TestKey::generate(Algorithm::ES256, "k1");
     let mut wrong_aud = keys::claims(&world.keys.issuer(), "billing-api");
     wrong_aud["scope"] = "orders:read".into();
@@ -387,8 +390,7 @@ async fn rejections_are_the_verify_layers_own() {
 
 #[tokio::test]
 async fn each_route_requires_its_scopes() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let reader = world.bearer("orders:read");
     let writer = world.bearer("orders:write");
     let ok = |a: &Answer| a.status == StatusCode::OK;
@@ -436,8 +438,7 @@ async fn each_route_requires_its_scopes() {
 
 #[tokio::test]
 async fn unknown_routes_and_ambiguous_paths_never_reach_an_upstream() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let admin = world.bearer("orders:admin orders:read orders:write");
     let reader = world.bearer("orders:read");
     for (method, path, auth) in [
@@ -457,15 +458,16 @@ async fn unknown_routes_and_ambiguous_paths_never_reach_an_upstream() {
     assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert_eq!(got.headers[header::ALLOW], "GET, HEAD, POST");
     // Paths an upstream could resolve into another route: refused.
-    for path in [
-        "/public/../admin",
-        "/public/%2e%2e/admin",
-        "/public%2F..%2Fadmin",
-        "/public/./x",
-    ] {
-        let got = gateway.get(path).await;
-        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
-    }
+    assert_paths_refused(
+        &gateway,
+        &[
+            "/public/../admin",
+            "/public/%2e%2e/admin",
+            "/public%2F..%2Fadmin",
+            "/public/./x",
+        ],
+    )
+    .await;
     world.assert_forwarded(0, "requests forwarded");
     // Escaped letters are the same path: /%61dmin is /admin and needs its scope.
     let got = gateway.authorized(Method::GET, "/%61dmin", &reader).await;
@@ -571,8 +573,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
 
 #[tokio::test]
 async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded() {
-    let world = World::new().await;
-    let gateway = world.gateway("", CATCH_ALL).await;
+    let (world, gateway) = World::with_gateway("", CATCH_ALL).await;
     for (path, says) in [
         // Tomcat, Jetty and Spring: `/public/..;/orders` is `/orders`.
         ("/public/..;/orders", "segment parameters"),
@@ -648,15 +649,16 @@ async fn matrix_parameters_route_on_the_path_the_upstream_resolves() {
     let got = gateway.get("/strip;a=1/x;b=2").await;
     assert_eq!(got.json()["target"], "/x;b=2");
     // Still refused: climbing above the root, empty segments, an encoded `;`.
-    for path in [
-        "/..;/orders",
-        "//orders",
-        "/public/;x/orders",
-        "/public/..%3B/orders",
-    ] {
-        let got = gateway.get(path).await;
-        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
-    }
+    assert_paths_refused(
+        &gateway,
+        &[
+            "/..;/orders",
+            "//orders",
+            "/public/;x/orders",
+            "/public/..%3B/orders",
+        ],
+    )
+    .await;
     world.assert_forwarded(4, "requests forwarded");
 }
 
@@ -691,18 +693,19 @@ async fn case_insensitive_routes_match_any_case() {
     // Windows drops trailing dots and spaces, reads `admin::$DATA` as `admin`, `ADMIN~1` as the
     // short name of `admin…`, and folds `ı` (%C4%B1) to `I` and `ſ` (%C5%BF) to `S`: IIS
     // would serve /admin/x for these, which the public catch-all would otherwise forward.
-    for path in [
-        "/admin./x",
-        "/admin%20/x",
-        "/orders.",
-        "/admin::$DATA",
-        "/ADMIN~1/x",
-        "/adm%C4%B1n/x",
-        "/ord%C5%BFers",
-    ] {
-        let got = gateway.get(path).await;
-        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
-    }
+    assert_paths_refused(
+        &gateway,
+        &[
+            "/admin./x",
+            "/admin%20/x",
+            "/orders.",
+            "/admin::$DATA",
+            "/ADMIN~1/x",
+            "/adm%C4%B1n/x",
+            "/ord%C5%BFers",
+        ],
+    )
+    .await;
     world.assert_forwarded(1, "requests forwarded");
     // The path is forwarded as the client wrote it.
     let got = gateway.authorized(Method::GET, "/Orders/1", &reader).await;
@@ -711,8 +714,7 @@ async fn case_insensitive_routes_match_any_case() {
 
 #[tokio::test]
 async fn identity_header_variants_are_removed_whatever_their_spelling() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     // CGI-style stacks read every one of these as X-Auth-Subject and the like.
     let spoofed = [
         ("X_Auth_Subject", "admin"),
@@ -838,8 +840,7 @@ const CLIENT_CLAIMS: [(&str, &str); 14] = [
 
 #[tokio::test]
 async fn client_address_and_scheme_headers_of_every_name_are_removed_unless_trusted() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let writer = world.bearer("orders:write");
     let mut sent = CLIENT_CLAIMS.to_vec();
     sent.push(("authorization", writer.as_str()));
@@ -880,8 +881,7 @@ async fn a_request_with_two_host_headers_is_refused() {
 
 #[tokio::test]
 async fn method_override_headers_never_reach_the_upstream() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let writer = world.bearer("orders:write");
     // POST /orders is allowed with orders:write; DELETE is not routed at all.
     let overrides = [
@@ -1008,8 +1008,7 @@ fn peak_rss() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_upload_streams_through_without_buffering() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let state = world.upstream.state.clone();
     let before = peak_rss();
     let total = 100 * MB / CHUNK.len() as u64;
@@ -1045,8 +1044,7 @@ async fn a_100_mb_upload_streams_through_without_buffering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_download_streams_through_without_buffering() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let before = peak_rss();
     let uri = format!("http://{}/download", gateway.addr);
     let response = within(
@@ -1085,8 +1083,7 @@ async fn a_100_mb_download_streams_through_without_buffering() {
 
 #[tokio::test]
 async fn an_upstream_that_is_down_is_502() {
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let got = gateway.get("/down/x").await;
     assert_gateway_error(&got, StatusCode::BAD_GATEWAY, "bad_gateway");
     let description = got.json()["error_description"].as_str().unwrap().to_owned();
@@ -1235,8 +1232,7 @@ async fn one_access_line_per_request_with_subject_and_never_the_token() {
             captured
         })
         .clone();
-    let world = World::new().await;
-    let gateway = world.gateway("", "").await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let token = world.token("orders:read");
     let ok = gateway
         .call(

@@ -373,6 +373,13 @@ impl World {
         config(&self.keys, &self.upstream, top, tables)
     }
 
+    /// A world and a gateway on its test configuration (see [`config`]).
+    pub async fn with_gateway(top: &str, tables: &str) -> (World, Running) {
+        let world = World::new().await;
+        let gateway = world.gateway(top, tables).await;
+        (world, gateway)
+    }
+
     /// A gateway on the test configuration (see [`config`]).
     pub async fn gateway(&self, top: &str, tables: &str) -> Running {
         start(&self.config(top, tables)).await
