@@ -1083,7 +1083,7 @@ async fn a_100_mb_download_streams_through_without_buffering() {
 
 #[tokio::test]
 async fn an_upstream_that_is_down_is_502() {
-    let (world, gateway) = World::with_gateway("", "").await;
+    let (_world, gateway) = World::with_gateway("", "").await;
     let got = gateway.get("/down/x").await;
     assert_gateway_error(&got, StatusCode::BAD_GATEWAY, "bad_gateway");
     let description = got.json()["error_description"].as_str().unwrap().to_owned();
