@@ -1289,23 +1289,8 @@ async fn one_access_line_per_request_with_subject_and_never_the_token() {
 
 #[test]
 fn configuration_errors_are_all_reported_with_their_locations() {
-    let text = r#"listen = "127.0.0.1:99999"
-
-[[issuer]]
-id = "http://auth.example.com"
-audiences = ["orders-api"]
-
-[upstreams.app]
-url = "https://app.internal"
-
-[[route]]
-prefix = "/orders"
-upstream = "ap"
-scopes.all_of = ["orders:read"]
-
-[timeouts]
-request = "30"
-"#;
+    // Beside the binary's test configurations, in s2s-gateway/tests/configs.
+    let text = include_str!("../crates/s2s-gateway/tests/configs/errors.toml");
     let errors = Config::from_toml_str(text).unwrap_err();
     let found: Vec<(usize, usize)> = errors
         .errors()
