@@ -267,87 +267,27 @@ pub async fn start(config: &str) -> Running {
     }
 }
 
-/// The test configuration: `top` goes before the tables, `tables` after the standard ones.
+/// The test configuration (`s2s-gateway/tests/configs/world.toml`): `top` goes before the
+/// tables, `tables` after the standard ones.
 pub fn config(keys: &KeyServer, upstream: &Upstream, top: &str, tables: &str) -> String {
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    format!(
-        r#"
-realm = "{REALM}"
-{top}
-
-[[issuer]]
-id = "{issuer}"
-jwks_url = "{jwks}"
-audiences = ["{AUD}"]
-
-[upstreams.app]
-url = "http://{up}"
-
-[upstreams.down]
-url = "http://{dead}"
-
-[[route]]
-prefix = "/orders"
-methods = ["GET", "HEAD"]
-upstream = "app"
-scopes.any_of = ["orders:read", "orders:admin"]
-
-[[route]]
-prefix = "/orders"
-methods = ["POST"]
-upstream = "app"
-scopes.all_of = ["orders:write"]
-
-[[route]]
-prefix = "/admin"
-upstream = "app"
-scopes.all_of = ["orders:admin"]
-
-[[route]]
-prefix = "/any"
-upstream = "app"
-
-[[route]]
-prefix = "/public"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/hold"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/slow"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/upload"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/download"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/down"
-upstream = "down"
-public = true
-
-[limits]
-max_body_bytes = 209715200
-{tables}
-"#,
-        issuer = keys.issuer(),
-        jwks = keys.jwks_url(),
-        up = upstream.addr,
-    )
+    let mut text = include_str!("../../crates/s2s-gateway/tests/configs/world.toml").to_owned();
+    for (name, value) in [
+        ("realm", REALM.to_owned()),
+        ("audience", AUD.to_owned()),
+        ("top", top.to_owned()),
+        ("issuer", keys.issuer().to_string()),
+        ("jwks", keys.jwks_url().to_string()),
+        ("upstream", upstream.addr.to_string()),
+        ("dead", dead.to_string()),
+        ("tables", tables.to_owned()),
+    ] {
+        text = text.replace(&format!("{{{name}}}"), &value);
+    }
+    text
 }
 
 /// Key server, signing key, upstream: what most tests start with.
