@@ -11,7 +11,6 @@ use std::{
     convert::Infallible,
     io,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use futures_util::stream;
@@ -1011,30 +1010,10 @@ async fn a_100_mb_upload_streams_through_without_buffering() {
     let (world, gateway) = World::with_gateway("", "").await;
     let state = world.upstream.state.clone();
     let before = peak_rss();
-    let total = 100 * MB / CHUNK.len() as u64;
     // Half-way, the client stops sending until the upstream has received bytes: a gateway
     // that buffered the body would never forward any, and the body would fail.
-    let body = stream::unfold(0u64, move |i| {
-        let state = state.clone();
-        async move {
-            if i == total {
-                return None;
-            }
-            if i == total / 2 {
-                let started =
-                    tokio::time::timeout(Duration::from_secs(10), state.upload_started.notified())
-                        .await;
-                if started.is_err() {
-                    let e: BoxError = "the upstream received nothing of the first 50 MB".into();
-                    return Some((Err(e), total));
-                }
-            }
-            Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
-        }
-    });
-    let request = Request::post("/upload")
-        .body(BodyExt::boxed(StreamBody::new(body)))
-        .unwrap();
+    let body = halting_100_mb(state, |s| &s.upload_started, "the upstream");
+    let request = Request::post("/upload").body(body).unwrap();
     let got = send(gateway.addr, request).await;
     assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
     assert_eq!(got.json()["bytes"], 100 * MB);

@@ -125,6 +125,35 @@ pub async fn serve_upstream(listener: TcpListener, state: Arc<UpstreamState>) {
 
 pub static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
+/// A 100 MB body of [`CHUNK`]s that stops half-way until `resume(state)` is notified (within
+/// 10 s), and fails if it is not: what no buffering proxy would ever let through. `receiver`
+/// names the side that should have seen bytes, for the failure.
+pub fn halting_100_mb(
+    state: Arc<UpstreamState>,
+    resume: fn(&UpstreamState) -> &Notify,
+    receiver: &'static str,
+) -> ClientBody {
+    let total = 100 * MB / CHUNK.len() as u64;
+    let body = stream::unfold(0u64, move |i| {
+        let state = state.clone();
+        async move {
+            if i == total {
+                return None;
+            }
+            if i == total / 2 {
+                let resumed =
+                    tokio::time::timeout(Duration::from_secs(10), resume(&state).notified());
+                if resumed.await.is_err() {
+                    let e: BoxError = format!("{receiver} saw nothing of the first 50 MB").into();
+                    return Some((Err(e), total));
+                }
+            }
+            Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
+        }
+    });
+    BodyExt::boxed(StreamBody::new(body))
+}
+
 pub async fn upstream(
     state: Arc<UpstreamState>,
     request: Request<Incoming>,
@@ -149,29 +178,9 @@ pub async fn upstream(
         return Ok(Response::new(full(json!({ "bytes": n }).to_string())));
     }
     if path.starts_with("/download") {
-        // 100 MB; half-way, wait until the client has seen bytes (bounded), else fail the body.
-        let total = 100 * MB / CHUNK.len() as u64;
-        let body = stream::unfold(0u64, move |i| {
-            let state = state.clone();
-            async move {
-                if i == total {
-                    return None;
-                }
-                if i == total / 2 {
-                    let seen = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        state.download_seen.notified(),
-                    )
-                    .await;
-                    if seen.is_err() {
-                        let e: BoxError = "the client saw nothing of the first 50 MB".into();
-                        return Some((Err(e), total));
-                    }
-                }
-                Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
-            }
-        });
-        let mut response = Response::new(BodyExt::boxed(StreamBody::new(body)));
+        // Half-way, wait until the client has seen bytes (bounded), else fail the body.
+        let body = halting_100_mb(state, |s| &s.download_seen, "the client");
+        let mut response = Response::new(body);
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(100 * MB));
