@@ -11,7 +11,6 @@ use std::{
     convert::Infallible,
     io,
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use futures_util::stream;
@@ -129,35 +128,42 @@ fn assert_gateway_error(answer: &Answer, status: StatusCode, error: &str) {
     );
 }
 
+/// Each of `paths` is refused 400 `invalid_request` by the gateway itself.
+async fn assert_paths_refused(gateway: &Running, paths: &[&str]) {
+    for path in paths {
+        let got = gateway.get(path).await;
+        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Forwarding
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test]
 async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let token = world.token("orders:read orders:write");
     let host = gateway.addr.to_string();
-    let answer = call(
-        gateway.addr,
-        Method::GET,
-        "/orders/42?expand=lines&x=%20y",
-        &[
-            ("authorization", &bearer(&token)),
-            ("x-custom", "kept"),
-            ("x-forwarded-for", "203.0.113.7"),
-            ("forwarded", "for=203.0.113.7"),
-            // Hop-by-hop: the fixed ones and those `Connection` names.
-            ("connection", "keep-alive, x-hop"),
-            ("x-hop", "secret"),
-            ("keep-alive", "timeout=5"),
-            ("te", "trailers"),
-            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
-            ("upgrade", "websocket"),
-        ],
-    )
-    .await;
+    let answer = gateway
+        .call(
+            Method::GET,
+            "/orders/42?expand=lines&x=%20y",
+            &[
+                ("authorization", &bearer(&token)),
+                ("x-custom", "kept"),
+                ("x-forwarded-for", "203.0.113.7"),
+                ("forwarded", "for=203.0.113.7"),
+                // Hop-by-hop: the fixed ones and those `Connection` names.
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "secret"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                ("upgrade", "websocket"),
+            ],
+        )
+        .await;
     assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
     let echo = answer.json();
     assert_eq!(echo["method"], "GET");
@@ -207,13 +213,12 @@ async fn a_valid_token_is_forwarded_with_identity_and_forwarding_headers() {
             answer.headers
         );
     }
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
 }
 
 #[tokio::test]
 async fn spoofed_identity_headers_never_reach_the_upstream() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let spoofed = [
         ("x-auth-subject", "admin"),
         ("X-Auth-Subject", "root"),
@@ -225,17 +230,16 @@ async fn spoofed_identity_headers_never_reach_the_upstream() {
     let mut headers = vec![("authorization", bearer(&token))];
     headers.extend(spoofed.iter().map(|(k, v)| (*k, v.to_string())));
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let echo = call(gateway.addr, Method::GET, "/orders", &headers)
-        .await
-        .json();
+    let echo = gateway.call(Method::GET, "/orders", &headers).await.json();
     assert_eq!(header(&echo, "x-auth-subject"), Some("svc-orders"));
     assert_eq!(header(&echo, "x-auth-client-id"), Some("svc-orders"));
     assert_eq!(header(&echo, "x-auth-scopes"), Some("orders:read"));
     // The spoofed admin scope did not open the admin route either.
-    let admin = call(gateway.addr, Method::GET, "/admin", &headers).await;
+    let admin = gateway.call(Method::GET, "/admin", &headers).await;
     assert_eq!(admin.status, StatusCode::FORBIDDEN);
     // A public route: none at all.
-    let echo = call(gateway.addr, Method::GET, "/public/page", &spoofed)
+    let echo = gateway
+        .call(Method::GET, "/public/page", &spoofed)
         .await
         .json();
     for (name, _) in spoofed {
@@ -252,13 +256,13 @@ async fn identity_header_names_are_configurable_and_authorization_can_be_strippe
     ))
     .await;
     let token = world.token("orders:read");
-    let answer = call(
-        gateway.addr,
-        Method::GET,
-        "/orders",
-        &[("authorization", &bearer(&token)), ("x-caller", "spoofed")],
-    )
-    .await;
+    let answer = gateway
+        .call(
+            Method::GET,
+            "/orders",
+            &[("authorization", &bearer(&token)), ("x-caller", "spoofed")],
+        )
+        .await;
     let echo = answer.json();
     assert_eq!(header(&echo, "x-caller"), Some("svc-orders"));
     assert_eq!(header(&echo, "x-caller-client"), Some("svc-orders"));
@@ -269,36 +273,28 @@ async fn identity_header_names_are_configurable_and_authorization_can_be_strippe
 
 #[tokio::test]
 async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     // No client_id: azp (as Entra ID and others send it) names the client.
     let mut claims = keys::claims(&world.keys.issuer(), AUD);
     claims["client_id"] = Value::Null;
     claims["azp"] = "billing-client".into();
     claims["scope"] = "orders:read".into();
     let token = bearer(&world.key.sign(&claims));
-    let echo = call(
-        gateway.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &token)],
-    )
-    .await
-    .json();
+    let echo = gateway.authorized(Method::GET, "/any", &token).await.json();
     assert_eq!(header(&echo, "x-auth-client-id"), Some("billing-client"));
     // No sub, no scope: those headers are absent, not empty (and not the client's).
     let mut claims = keys::claims(&world.keys.issuer(), AUD);
     claims.as_object_mut().unwrap().remove("sub");
     claims.as_object_mut().unwrap().remove("scope");
     let token = bearer(&world.key.sign(&claims));
-    let echo = call(
-        gateway.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &token), ("x-auth-subject", "spoofed")],
-    )
-    .await
-    .json();
+    let echo = gateway
+        .call(
+            Method::GET,
+            "/any",
+            &[("authorization", &token), ("x-auth-subject", "spoofed")],
+        )
+        .await
+        .json();
     assert_eq!(header(&echo, "x-auth-subject"), None);
     assert_eq!(header(&echo, "x-auth-scopes"), None);
     assert_eq!(header(&echo, "x-auth-client-id"), Some("svc-orders"));
@@ -306,38 +302,27 @@ async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
     let mut claims = keys::claims(&world.keys.issuer(), AUD);
     claims["sub"] = "svc\r\nx-auth-scopes: orders:admin".into();
     let token = bearer(&world.key.sign(&claims));
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &token)],
-    )
-    .await;
+    let got = gateway.authorized(Method::GET, "/any", &token).await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
     assert_eq!(got.json()["code"], "AUTH_105");
-    assert_eq!(world.upstream.requests(), 2);
+    world.assert_forwarded(2, "requests forwarded");
 }
 
 #[tokio::test]
 async fn a_public_route_needs_no_token() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let answer = call(gateway.addr, Method::POST, "/public/form?a=1", &[]).await;
+    let (world, gateway) = World::with_gateway("", "").await;
+    let answer = gateway.call(Method::POST, "/public/form?a=1", &[]).await;
     assert_eq!(answer.status, StatusCode::OK);
     let echo = answer.json();
     assert_eq!(echo["method"], "POST");
     assert_eq!(echo["target"], "/public/form?a=1");
     assert_eq!(header(&echo, "x-auth-subject"), None);
     // A token is not looked at on a public route, valid or not.
-    let answer = call(
-        gateway.addr,
-        Method::GET,
-        "/public",
-        &[("authorization", "Bearer junk")],
-    )
-    .await;
+    let answer = gateway
+        .authorized(Method::GET, "/public", "Bearer junk")
+        .await;
     assert_eq!(answer.status, StatusCode::OK);
-    assert_eq!(world.upstream.requests(), 2);
+    world.assert_forwarded(2, "requests forwarded");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -346,8 +331,7 @@ async fn a_public_route_needs_no_token() {
 
 #[tokio::test]
 async fn rejections_are_the_verify_layers_own() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let other_key = TestKey::generate(Algorithm::ES256, "k1");
     let mut wrong_aud = keys::claims(&world.keys.issuer(), "billing-api");
     wrong_aud["scope"] = "orders:read".into();
@@ -373,7 +357,7 @@ async fn rejections_are_the_verify_layers_own() {
             .iter()
             .map(|a| ("authorization", a.as_str()))
             .collect();
-        let got = call(gateway.addr, Method::GET, "/any/thing", &headers).await;
+        let got = gateway.call(Method::GET, "/any/thing", &headers).await;
         let want = reference(&world.keys, None, authorization.as_deref()).await;
         assert!(want.status.is_client_error(), "{case}: {}", want.status);
         assert_same_answer(&got, &want, case);
@@ -381,13 +365,13 @@ async fn rejections_are_the_verify_layers_own() {
     // Expired: the description counts seconds, so compare what does not move.
     let mut expired = keys::claims(&world.keys.issuer(), AUD);
     expired["exp"] = (keys::now() - 3600).into();
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &bearer(&world.key.sign(&expired)))],
-    )
-    .await;
+    let got = gateway
+        .call(
+            Method::GET,
+            "/any",
+            &[("authorization", &bearer(&world.key.sign(&expired)))],
+        )
+        .await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED);
     assert_eq!(got.json()["code"], "AUTH_105");
     assert!(
@@ -400,35 +384,20 @@ async fn rejections_are_the_verify_layers_own() {
         "{:?}",
         got.headers
     );
-    assert_eq!(
-        world.upstream.requests(),
-        0,
-        "a refused request reached the upstream"
-    );
+    world.assert_forwarded(0, "a refused request reached the upstream");
 }
 
 #[tokio::test]
 async fn each_route_requires_its_scopes() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let reader = bearer(&world.token("orders:read"));
-    let writer = bearer(&world.token("orders:write"));
+    let (world, gateway) = World::with_gateway("", "").await;
+    let reader = world.bearer("orders:read");
+    let writer = world.bearer("orders:write");
     let ok = |a: &Answer| a.status == StatusCode::OK;
     // GET /orders: any of orders:read, orders:admin.
-    assert!(ok(&call(
-        gateway.addr,
-        Method::GET,
-        "/orders",
-        &[("authorization", &reader)]
-    )
-    .await));
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/orders/1",
-        &[("authorization", &writer)],
-    )
-    .await;
+    assert!(ok(&gateway
+        .authorized(Method::GET, "/orders", &reader)
+        .await));
+    let got = gateway.authorized(Method::GET, "/orders/1", &writer).await;
     let want = reference(
         &world.keys,
         Some(RequireScope::any(["orders:read", "orders:admin"])),
@@ -438,20 +407,10 @@ async fn each_route_requires_its_scopes() {
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     assert_same_answer(&got, &want, "GET /orders with orders:write");
     // POST /orders: all of orders:write.
-    assert!(ok(&call(
-        gateway.addr,
-        Method::POST,
-        "/orders",
-        &[("authorization", &writer)]
-    )
-    .await));
-    let got = call(
-        gateway.addr,
-        Method::POST,
-        "/orders",
-        &[("authorization", &reader)],
-    )
-    .await;
+    assert!(ok(&gateway
+        .authorized(Method::POST, "/orders", &writer)
+        .await));
+    let got = gateway.authorized(Method::POST, "/orders", &reader).await;
     let want = reference(
         &world.keys,
         Some(RequireScope::all(["orders:write"])),
@@ -467,31 +426,20 @@ async fn each_route_requires_its_scopes() {
     assert!(challenge.contains("scope=\"orders:write\""), "{challenge}");
     assert_eq!(got.json()["code"], "AUTH_102");
     // /admin: orders:admin, which neither has.
-    let got = call(
-        gateway.addr,
-        Method::DELETE,
-        "/admin/x",
-        &[("authorization", &writer)],
-    )
-    .await;
+    let got = gateway
+        .authorized(Method::DELETE, "/admin/x", &writer)
+        .await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
     // /any: any valid token.
-    assert!(ok(&call(
-        gateway.addr,
-        Method::PUT,
-        "/any",
-        &[("authorization", &writer)]
-    )
-    .await));
-    assert_eq!(world.upstream.requests(), 3);
+    assert!(ok(&gateway.authorized(Method::PUT, "/any", &writer).await));
+    world.assert_forwarded(3, "requests forwarded");
 }
 
 #[tokio::test]
 async fn unknown_routes_and_ambiguous_paths_never_reach_an_upstream() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let admin = bearer(&world.token("orders:admin orders:read orders:write"));
-    let reader = bearer(&world.token("orders:read"));
+    let (world, gateway) = World::with_gateway("", "").await;
+    let admin = world.bearer("orders:admin orders:read orders:write");
+    let reader = world.bearer("orders:read");
     for (method, path, auth) in [
         (Method::GET, "/nowhere", None),
         (Method::GET, "/nowhere", Some(&admin)),
@@ -501,46 +449,31 @@ async fn unknown_routes_and_ambiguous_paths_never_reach_an_upstream() {
     ] {
         let headers: Vec<(&str, &str)> =
             auth.iter().map(|a| ("authorization", a.as_str())).collect();
-        let got = call(gateway.addr, method.clone(), path, &headers).await;
+        let got = gateway.call(method.clone(), path, &headers).await;
         assert_gateway_error(&got, StatusCode::NOT_FOUND, "not_found");
     }
     // A method the route does not list: 405 with the methods of that prefix, never a fallback.
-    let got = call(
-        gateway.addr,
-        Method::PUT,
-        "/orders/1",
-        &[("authorization", &admin)],
-    )
-    .await;
+    let got = gateway.authorized(Method::PUT, "/orders/1", &admin).await;
     assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     assert_eq!(got.headers[header::ALLOW], "GET, HEAD, POST");
     // Paths an upstream could resolve into another route: refused.
-    for path in [
-        "/public/../admin",
-        "/public/%2e%2e/admin",
-        "/public%2F..%2Fadmin",
-        "/public/./x",
-    ] {
-        let got = call(gateway.addr, Method::GET, path, &[]).await;
-        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
-    }
-    assert_eq!(world.upstream.requests(), 0);
+    assert_paths_refused(
+        &gateway,
+        &[
+            "/public/../admin",
+            "/public/%2e%2e/admin",
+            "/public%2F..%2Fadmin",
+            "/public/./x",
+        ],
+    )
+    .await;
+    world.assert_forwarded(0, "requests forwarded");
     // Escaped letters are the same path: /%61dmin is /admin and needs its scope.
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/%61dmin",
-        &[("authorization", &reader)],
-    )
-    .await;
+    let got = gateway.authorized(Method::GET, "/%61dmin", &reader).await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/%61dmin/%7e",
-        &[("authorization", &admin)],
-    )
-    .await;
+    let got = gateway
+        .authorized(Method::GET, "/%61dmin/%7e", &admin)
+        .await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.json()["target"], "/admin/~");
 }
@@ -564,23 +497,17 @@ async fn each_issuer_is_held_to_its_own_audiences() {
     // other issuer) it does not.
     let mut claims = keys::claims(&billing.issuer(), "billing-api");
     claims["sub"] = "svc-billing".into();
-    let ok = call(
-        gateway.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &bearer(&billing_key.sign(&claims)))],
-    )
-    .await;
+    let ok = gateway
+        .call(
+            Method::GET,
+            "/any",
+            &[("authorization", &bearer(&billing_key.sign(&claims)))],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
     assert_eq!(header(&ok.json(), "x-auth-subject"), Some("svc-billing"));
     let token = bearer(&billing_key.sign(&keys::claims(&billing.issuer(), AUD)));
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &token)],
-    )
-    .await;
+    let got = gateway.authorized(Method::GET, "/any", &token).await;
     // The answer of a VerifyLayer that accepts only billing-api for that issuer.
     let only_billing = Verifier::builder()
         .issuer(Issuer::jwks(billing.issuer(), billing.jwks_url()))
@@ -608,7 +535,7 @@ async fn each_issuer_is_held_to_its_own_audiences() {
     };
     assert_same_refusal(&got, &want, "billing token for orders-api");
     assert_eq!(got.json()["code"], "AUTH_107");
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
 }
 
 #[tokio::test]
@@ -621,7 +548,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
         .unwrap();
     let got = send(gateway.addr, request).await;
     assert_gateway_error(&got, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    assert_eq!(world.upstream.requests(), 0);
+    world.assert_forwarded(0, "requests forwarded");
     // Streamed (chunked) past the limit: cut off and answered 413.
     let chunks = stream::iter(
         (0..4).map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from_static(&CHUNK[..600])))),
@@ -645,8 +572,7 @@ async fn bodies_over_the_limit_are_refused_with_413() {
 
 #[tokio::test]
 async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", CATCH_ALL)).await;
+    let (world, gateway) = World::with_gateway("", CATCH_ALL).await;
     for (path, says) in [
         // Tomcat, Jetty and Spring: `/public/..;/orders` is `/orders`.
         ("/public/..;/orders", "segment parameters"),
@@ -666,14 +592,14 @@ async fn segment_parameters_and_empty_segments_are_refused_and_never_forwarded()
         ("/public/%252e%252e/admin", "double-encoded"),
         ("/public/..%252Fadmin", "double-encoded"),
     ] {
-        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        let got = gateway.get(path).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
         let description = got.json()["error_description"].as_str().unwrap().to_owned();
         assert!(description.contains(says), "{path}: {description}");
     }
-    assert_eq!(world.upstream.requests(), 0, "a refused path was forwarded");
+    world.assert_forwarded(0, "a refused path was forwarded");
     // A trailing slash is no empty segment.
-    let got = call(gateway.addr, Method::GET, "/public/", &[]).await;
+    let got = gateway.get("/public/").await;
     assert_eq!(got.status, StatusCode::OK);
     assert_eq!(got.json()["target"], "/public/");
 }
@@ -695,7 +621,7 @@ async fn matrix_parameters_route_on_the_path_the_upstream_resolves() {
         "/public;x=1/..;y/orders/1",
         "/x/../admin",
     ] {
-        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        let got = gateway.get(path).await;
         assert_eq!(
             got.status,
             StatusCode::UNAUTHORIZED,
@@ -703,45 +629,36 @@ async fn matrix_parameters_route_on_the_path_the_upstream_resolves() {
             got.body
         );
     }
-    let reader = bearer(&world.token("orders:read"));
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/admin/..;/public/..;/admin",
-        &[("authorization", &reader)],
-    )
-    .await;
+    let reader = world.bearer("orders:read");
+    let got = gateway
+        .authorized(Method::GET, "/admin/..;/public/..;/admin", &reader)
+        .await;
     assert_eq!(got.status, StatusCode::FORBIDDEN, "{:?}", got.body);
-    assert_eq!(world.upstream.requests(), 0);
+    world.assert_forwarded(0, "requests forwarded");
     // The upstream receives the path that was routed, each segment with its parameters.
     for (path, target) in [
         ("/public/..;/orders", "/orders"),
         ("/orders;jsessionid=AB/1?q=1", "/orders;jsessionid=AB/1?q=1"),
         ("/public/x/..;v=2/y;v=3", "/public/y;v=3"),
     ] {
-        let got = call(
-            gateway.addr,
-            Method::GET,
-            path,
-            &[("authorization", &reader)],
-        )
-        .await;
+        let got = gateway.authorized(Method::GET, path, &reader).await;
         assert_eq!(got.status, StatusCode::OK, "{path}: {:?}", got.body);
         assert_eq!(got.json()["target"], target, "{path}");
     }
-    let got = call(gateway.addr, Method::GET, "/strip;a=1/x;b=2", &[]).await;
+    let got = gateway.get("/strip;a=1/x;b=2").await;
     assert_eq!(got.json()["target"], "/x;b=2");
     // Still refused: climbing above the root, empty segments, an encoded `;`.
-    for path in [
-        "/..;/orders",
-        "//orders",
-        "/public/;x/orders",
-        "/public/..%3B/orders",
-    ] {
-        let got = call(gateway.addr, Method::GET, path, &[]).await;
-        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
-    }
-    assert_eq!(world.upstream.requests(), 4);
+    assert_paths_refused(
+        &gateway,
+        &[
+            "/..;/orders",
+            "//orders",
+            "/public/;x/orders",
+            "/public/..%3B/orders",
+        ],
+    )
+    .await;
+    world.assert_forwarded(4, "requests forwarded");
 }
 
 #[tokio::test]
@@ -749,17 +666,17 @@ async fn case_insensitive_routes_match_any_case() {
     let world = World::new().await;
     // Case-sensitive (the default): `/ORDERS` is no route of /orders, so the public catch-all
     // takes it, and an IIS upstream would serve its /orders.
-    let strict = start(&world.config("", CATCH_ALL)).await;
-    let got = call(strict.addr, Method::GET, "/ORDERS", &[]).await;
+    let strict = world.gateway("", CATCH_ALL).await;
+    let got = strict.get("/ORDERS").await;
     assert_eq!(got.status, StatusCode::OK);
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
     let gateway = start(&world.config(
         "",
         &format!("{CATCH_ALL}[paths]\ncase_insensitive = true\n"),
     ))
     .await;
     for path in ["/ORDERS", "/Orders/1", "/%41dmin/x"] {
-        let got = call(gateway.addr, Method::GET, path, &[]).await;
+        let got = gateway.get(path).await;
         assert_eq!(
             got.status,
             StatusCode::UNAUTHORIZED,
@@ -767,54 +684,36 @@ async fn case_insensitive_routes_match_any_case() {
             got.body
         );
     }
-    let reader = bearer(&world.token("orders:read"));
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/ADMIN",
-        &[("authorization", &reader)],
-    )
-    .await;
+    let reader = world.bearer("orders:read");
+    let got = gateway.authorized(Method::GET, "/ADMIN", &reader).await;
     assert_eq!(got.status, StatusCode::FORBIDDEN);
-    let got = call(
-        gateway.addr,
-        Method::PUT,
-        "/oRdErS",
-        &[("authorization", &reader)],
-    )
-    .await;
+    let got = gateway.authorized(Method::PUT, "/oRdErS", &reader).await;
     assert_gateway_error(&got, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
     // Windows drops trailing dots and spaces, reads `admin::$DATA` as `admin`, `ADMIN~1` as the
     // short name of `admin…`, and folds `ı` (%C4%B1) to `I` and `ſ` (%C5%BF) to `S`: IIS
     // would serve /admin/x for these, which the public catch-all would otherwise forward.
-    for path in [
-        "/admin./x",
-        "/admin%20/x",
-        "/orders.",
-        "/admin::$DATA",
-        "/ADMIN~1/x",
-        "/adm%C4%B1n/x",
-        "/ord%C5%BFers",
-    ] {
-        let got = call(gateway.addr, Method::GET, path, &[]).await;
-        assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
-    }
-    assert_eq!(world.upstream.requests(), 1);
-    // The path is forwarded as the client wrote it.
-    let got = call(
-        gateway.addr,
-        Method::GET,
-        "/Orders/1",
-        &[("authorization", &reader)],
+    assert_paths_refused(
+        &gateway,
+        &[
+            "/admin./x",
+            "/admin%20/x",
+            "/orders.",
+            "/admin::$DATA",
+            "/ADMIN~1/x",
+            "/adm%C4%B1n/x",
+            "/ord%C5%BFers",
+        ],
     )
     .await;
+    world.assert_forwarded(1, "requests forwarded");
+    // The path is forwarded as the client wrote it.
+    let got = gateway.authorized(Method::GET, "/Orders/1", &reader).await;
     assert_eq!(got.json()["target"], "/Orders/1");
 }
 
 #[tokio::test]
 async fn identity_header_variants_are_removed_whatever_their_spelling() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     // CGI-style stacks read every one of these as X-Auth-Subject and the like.
     let spoofed = [
         ("X_Auth_Subject", "admin"),
@@ -834,29 +733,21 @@ async fn identity_header_variants_are_removed_whatever_their_spelling() {
     let token = bearer(&world.key.sign(&claims));
     let mut headers = vec![("authorization", token.as_str())];
     headers.extend(spoofed);
-    let echo = call(gateway.addr, Method::GET, "/any", &headers)
-        .await
-        .json();
+    let echo = gateway.call(Method::GET, "/any", &headers).await.json();
     let names = header_names(&echo);
     let identity: Vec<&String> = names.iter().filter(|n| is_identity(n)).collect();
     assert_eq!(identity, ["x-auth-client-id"], "{echo}");
     assert_eq!(header(&echo, "x-auth-client-id"), Some("svc-orders"));
     // A public route: none at all.
-    let echo = call(gateway.addr, Method::GET, "/public", &spoofed)
-        .await
-        .json();
+    let echo = gateway.call(Method::GET, "/public", &spoofed).await.json();
     let names = header_names(&echo);
     assert!(!names.iter().any(|n| is_identity(n)), "{echo}");
     // Configured names are matched the same way.
     let custom = start(&world.config("", "[identity_headers]\nsubject = \"X-Caller\"\n")).await;
-    let echo = call(
-        custom.addr,
-        Method::GET,
-        "/public",
-        &[("x_caller", "admin")],
-    )
-    .await
-    .json();
+    let echo = custom
+        .call(Method::GET, "/public", &[("x_caller", "admin")])
+        .await
+        .json();
     assert!(
         !header_names(&echo).iter().any(|n| n == "x_caller"),
         "{echo}"
@@ -884,7 +775,8 @@ async fn forwarding_headers_are_the_gateways_own_unless_the_peer_is_a_trusted_pr
     ] {
         let gateway = start(&world.config(top, "")).await;
         let host = gateway.addr.to_string();
-        let echo = call(gateway.addr, Method::GET, "/public", &FORWARDING)
+        let echo = gateway
+            .call(Method::GET, "/public", &FORWARDING)
             .await
             .json();
         assert_eq!(header(&echo, "x-forwarded-for"), Some("127.0.0.1"), "{top}");
@@ -902,7 +794,8 @@ async fn forwarding_headers_are_the_gateways_own_unless_the_peer_is_a_trusted_pr
     // Trusted: kept, and the lists get this hop appended; a variant spelling is still removed.
     let gateway = start(&world.config("trusted_proxies = [\"127.0.0.0/8\"]", "")).await;
     let host = gateway.addr.to_string();
-    let echo = call(gateway.addr, Method::GET, "/public", &FORWARDING)
+    let echo = gateway
+        .call(Method::GET, "/public", &FORWARDING)
         .await
         .json();
     assert_eq!(
@@ -946,13 +839,12 @@ const CLIENT_CLAIMS: [(&str, &str); 14] = [
 
 #[tokio::test]
 async fn client_address_and_scheme_headers_of_every_name_are_removed_unless_trusted() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let writer = bearer(&world.token("orders:write"));
+    let (world, gateway) = World::with_gateway("", "").await;
+    let writer = world.bearer("orders:write");
     let mut sent = CLIENT_CLAIMS.to_vec();
     sent.push(("authorization", writer.as_str()));
     for path in ["/public", "/orders/1"] {
-        let echo = call(gateway.addr, Method::POST, path, &sent).await.json();
+        let echo = gateway.call(Method::POST, path, &sent).await.json();
         let names = header_names(&echo);
         for (name, _) in CLIENT_CLAIMS {
             assert!(!names.iter().any(|n| n == name), "{path}: {name}: {echo}");
@@ -960,7 +852,8 @@ async fn client_address_and_scheme_headers_of_every_name_are_removed_unless_trus
     }
     // A trusted proxy's are kept, in their own spelling.
     let gateway = start(&world.config("trusted_proxies = [\"127.0.0.1\"]", "")).await;
-    let echo = call(gateway.addr, Method::GET, "/public", &CLIENT_CLAIMS)
+    let echo = gateway
+        .call(Method::GET, "/public", &CLIENT_CLAIMS)
         .await
         .json();
     assert_eq!(header(&echo, "x-forwarded-ssl"), Some("on"), "{echo}");
@@ -974,26 +867,21 @@ async fn a_request_with_two_host_headers_is_refused() {
     for top in ["", "preserve_host = true"] {
         let gateway = start(&world.config(top, "")).await;
         let two = [("host", "shop.example"), ("host", "admin.internal")];
-        let got = call(gateway.addr, Method::GET, "/public", &two).await;
+        let got = gateway.call(Method::GET, "/public", &two).await;
         assert_gateway_error(&got, StatusCode::BAD_REQUEST, "invalid_request");
         let description = got.json()["error_description"].as_str().unwrap().to_owned();
         assert!(description.contains("one Host"), "{top}: {description}");
         // One is forwarded as it came with preserve_host.
-        let got = call(gateway.addr, Method::GET, "/public", &two[..1]).await;
+        let got = gateway.call(Method::GET, "/public", &two[..1]).await;
         assert_eq!(got.status, StatusCode::OK, "{top}");
     }
-    assert_eq!(
-        world.upstream.requests(),
-        2,
-        "a refused request was forwarded"
-    );
+    world.assert_forwarded(2, "a refused request was forwarded");
 }
 
 #[tokio::test]
 async fn method_override_headers_never_reach_the_upstream() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let writer = bearer(&world.token("orders:write"));
+    let (world, gateway) = World::with_gateway("", "").await;
+    let writer = world.bearer("orders:write");
     // POST /orders is allowed with orders:write; DELETE is not routed at all.
     let overrides = [
         ("authorization", writer.as_str()),
@@ -1007,7 +895,7 @@ async fn method_override_headers_never_reach_the_upstream() {
         ("x_rewrite_url", "/admin"),
     ];
     for path in ["/orders/1", "/public/form"] {
-        let got = call(gateway.addr, Method::POST, path, &overrides).await;
+        let got = gateway.call(Method::POST, path, &overrides).await;
         assert_eq!(got.status, StatusCode::OK, "{path}");
         let echo = got.json();
         assert_eq!(echo["method"], "POST");
@@ -1069,7 +957,7 @@ async fn a_route_accepts_only_its_audiences() {
         ("/any", &billing, StatusCode::OK),
         ("/any", &orders, StatusCode::OK),
     ] {
-        let got = call(gateway.addr, Method::GET, path, &[("authorization", token)]).await;
+        let got = gateway.authorized(Method::GET, path, token).await;
         assert_eq!(got.status, status, "{path}: {:?}", got.body);
         if status == StatusCode::UNAUTHORIZED {
             let body = got.json();
@@ -1080,7 +968,7 @@ async fn a_route_accepts_only_its_audiences() {
             assert!(!description.contains("-api"), "{description}");
         }
     }
-    assert_eq!(world.upstream.requests(), 7);
+    world.assert_forwarded(7, "requests forwarded");
 }
 
 #[tokio::test]
@@ -1092,29 +980,17 @@ async fn require_at_jwt_refuses_tokens_not_typed_at_jwt() {
         bearer(&world.key.sign_with_header(&header, &claims))
     };
     let (jwt, at_jwt) = (typed("JWT"), typed("at+jwt"));
-    let lenient = start(&world.config("", "")).await;
-    let got = call(
-        lenient.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &jwt)],
-    )
-    .await;
+    let lenient = world.gateway("", "").await;
+    let got = lenient.authorized(Method::GET, "/any", &jwt).await;
     assert_eq!(got.status, StatusCode::OK);
-    let strict = start(&world.config("require_at_jwt = true", "")).await;
-    let got = call(strict.addr, Method::GET, "/any", &[("authorization", &jwt)]).await;
+    let strict = world.gateway("require_at_jwt = true", "").await;
+    let got = strict.authorized(Method::GET, "/any", &jwt).await;
     assert_eq!(got.status, StatusCode::UNAUTHORIZED, "{:?}", got.body);
     let challenge = got.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
     assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
-    let got = call(
-        strict.addr,
-        Method::GET,
-        "/any",
-        &[("authorization", &at_jwt)],
-    )
-    .await;
+    let got = strict.authorized(Method::GET, "/any", &at_jwt).await;
     assert_eq!(got.status, StatusCode::OK);
-    assert_eq!(world.upstream.requests(), 2);
+    world.assert_forwarded(2, "requests forwarded");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1131,34 +1007,13 @@ fn peak_rss() -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_upload_streams_through_without_buffering() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let state = world.upstream.state.clone();
     let before = peak_rss();
-    let total = 100 * MB / CHUNK.len() as u64;
     // Half-way, the client stops sending until the upstream has received bytes: a gateway
     // that buffered the body would never forward any, and the body would fail.
-    let body = stream::unfold(0u64, move |i| {
-        let state = state.clone();
-        async move {
-            if i == total {
-                return None;
-            }
-            if i == total / 2 {
-                let started =
-                    tokio::time::timeout(Duration::from_secs(10), state.upload_started.notified())
-                        .await;
-                if started.is_err() {
-                    let e: BoxError = "the upstream received nothing of the first 50 MB".into();
-                    return Some((Err(e), total));
-                }
-            }
-            Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
-        }
-    });
-    let request = Request::post("/upload")
-        .body(BodyExt::boxed(StreamBody::new(body)))
-        .unwrap();
+    let body = halting_100_mb(state, |s| &s.upload_started, "the upstream");
+    let request = Request::post("/upload").body(body).unwrap();
     let got = send(gateway.addr, request).await;
     assert_eq!(got.status, StatusCode::OK, "{:?}", got.body);
     assert_eq!(got.json()["bytes"], 100 * MB);
@@ -1168,8 +1023,7 @@ async fn a_100_mb_upload_streams_through_without_buffering() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_100_mb_download_streams_through_without_buffering() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let before = peak_rss();
     let uri = format!("http://{}/download", gateway.addr);
     let response = within(
@@ -1208,9 +1062,8 @@ async fn a_100_mb_download_streams_through_without_buffering() {
 
 #[tokio::test]
 async fn an_upstream_that_is_down_is_502() {
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
-    let got = call(gateway.addr, Method::GET, "/down/x", &[]).await;
+    let (_world, gateway) = World::with_gateway("", "").await;
+    let got = gateway.get("/down/x").await;
     assert_gateway_error(&got, StatusCode::BAD_GATEWAY, "bad_gateway");
     let description = got.json()["error_description"].as_str().unwrap().to_owned();
     assert!(description.contains("`down`"), "{description}");
@@ -1224,10 +1077,10 @@ async fn an_upstream_that_is_down_is_502() {
 async fn a_slow_upstream_is_504() {
     let world = World::new().await;
     let gateway = start(&world.config("", "[timeouts]\nrequest = \"300ms\"\n")).await;
-    let got = call(gateway.addr, Method::GET, "/slow", &[]).await;
+    let got = gateway.get("/slow").await;
     assert_gateway_error(&got, StatusCode::GATEWAY_TIMEOUT, "gateway_timeout");
     // It did reach the upstream, which never answered.
-    assert_eq!(world.upstream.requests(), 1);
+    world.assert_forwarded(1, "requests forwarded");
     within(
         "the upstream's arrival",
         world.upstream.state.arrived.notified(),
@@ -1244,30 +1097,30 @@ async fn a_slow_upstream_is_504() {
 async fn readiness_waits_for_the_key_sets_liveness_does_not() {
     let world = World::new().await;
     world.keys.set_behavior(Behavior::Status(500));
-    let gateway = start(&world.config("", "")).await;
+    let gateway = world.gateway("", "").await;
     // The loader tried (and failed) at least once: not ready.
     wait_until("a key fetch", || async { world.keys.jwks_hits() > 0 }).await;
-    let live = call(gateway.addr, Method::GET, "/healthz", &[]).await;
+    let live = gateway.get("/healthz").await;
     assert_eq!(live.status, StatusCode::OK);
     assert_eq!(live.json()["status"], "ok");
-    let ready = call(gateway.addr, Method::GET, "/readyz", &[]).await;
+    let ready = gateway.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(ready.json()["status"], "not_ready");
     // Once the key server answers, readiness follows without any request needing a token.
     world.keys.set_behavior(Behavior::Normal);
     wait_until("readiness", || async {
-        call(gateway.addr, Method::GET, "/readyz", &[]).await.status == StatusCode::OK
+        gateway.get("/readyz").await.status == StatusCode::OK
     })
     .await;
-    let post = call(gateway.addr, Method::POST, "/healthz", &[]).await;
+    let post = gateway.call(Method::POST, "/healthz", &[]).await;
     assert_eq!(post.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(world.upstream.requests(), 0);
+    world.assert_forwarded(0, "requests forwarded");
 }
 
 #[tokio::test]
 async fn shutdown_refuses_new_connections_and_finishes_requests_in_flight() {
     let world = World::new().await;
-    let mut gateway = start(&world.config("", "")).await;
+    let mut gateway = world.gateway("", "").await;
     let addr = gateway.addr;
     let in_flight = tokio::spawn(async move { call(addr, Method::GET, "/hold", &[]).await });
     within(
@@ -1358,26 +1211,25 @@ async fn one_access_line_per_request_with_subject_and_never_the_token() {
             captured
         })
         .clone();
-    let world = World::new().await;
-    let gateway = start(&world.config("", "")).await;
+    let (world, gateway) = World::with_gateway("", "").await;
     let token = world.token("orders:read");
-    let ok = call(
-        gateway.addr,
-        Method::GET,
-        "/orders/log-7?secret=query",
-        &[("authorization", &bearer(&token))],
-    )
-    .await;
+    let ok = gateway
+        .call(
+            Method::GET,
+            "/orders/log-7?secret=query",
+            &[("authorization", &bearer(&token))],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
-    let refused = call(
-        gateway.addr,
-        Method::POST,
-        "/orders/log-8",
-        &[("authorization", &bearer(&token))],
-    )
-    .await;
+    let refused = gateway
+        .call(
+            Method::POST,
+            "/orders/log-8",
+            &[("authorization", &bearer(&token))],
+        )
+        .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    call(gateway.addr, Method::GET, "/nowhere/log-9", &[]).await;
+    gateway.get("/nowhere/log-9").await;
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("/log-")).collect();
     assert_eq!(lines.len(), 3, "{log}");
@@ -1416,23 +1268,8 @@ async fn one_access_line_per_request_with_subject_and_never_the_token() {
 
 #[test]
 fn configuration_errors_are_all_reported_with_their_locations() {
-    let text = r#"listen = "127.0.0.1:99999"
-
-[[issuer]]
-id = "http://auth.example.com"
-audiences = ["orders-api"]
-
-[upstreams.app]
-url = "https://app.internal"
-
-[[route]]
-prefix = "/orders"
-upstream = "ap"
-scopes.all_of = ["orders:read"]
-
-[timeouts]
-request = "30"
-"#;
+    // Beside the binary's test configurations, in s2s-gateway/tests/configs.
+    let text = include_str!("../crates/s2s-gateway/tests/configs/errors.toml");
     let errors = Config::from_toml_str(text).unwrap_err();
     let found: Vec<(usize, usize)> = errors
         .errors()

@@ -125,6 +125,35 @@ pub async fn serve_upstream(listener: TcpListener, state: Arc<UpstreamState>) {
 
 pub static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
 
+/// A 100 MB body of [`CHUNK`]s that stops half-way until `resume(state)` is notified (within
+/// 10 s), and fails if it is not: what no buffering proxy would ever let through. `receiver`
+/// names the side that should have seen bytes, for the failure.
+pub fn halting_100_mb(
+    state: Arc<UpstreamState>,
+    resume: fn(&UpstreamState) -> &Notify,
+    receiver: &'static str,
+) -> ClientBody {
+    let total = 100 * MB / CHUNK.len() as u64;
+    let body = stream::unfold(0u64, move |i| {
+        let state = state.clone();
+        async move {
+            if i == total {
+                return None;
+            }
+            if i == total / 2 {
+                let resumed =
+                    tokio::time::timeout(Duration::from_secs(10), resume(&state).notified());
+                if resumed.await.is_err() {
+                    let e: BoxError = format!("{receiver} saw nothing of the first 50 MB").into();
+                    return Some((Err(e), total));
+                }
+            }
+            Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
+        }
+    });
+    BodyExt::boxed(StreamBody::new(body))
+}
+
 pub async fn upstream(
     state: Arc<UpstreamState>,
     request: Request<Incoming>,
@@ -149,29 +178,9 @@ pub async fn upstream(
         return Ok(Response::new(full(json!({ "bytes": n }).to_string())));
     }
     if path.starts_with("/download") {
-        // 100 MB; half-way, wait until the client has seen bytes (bounded), else fail the body.
-        let total = 100 * MB / CHUNK.len() as u64;
-        let body = stream::unfold(0u64, move |i| {
-            let state = state.clone();
-            async move {
-                if i == total {
-                    return None;
-                }
-                if i == total / 2 {
-                    let seen = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        state.download_seen.notified(),
-                    )
-                    .await;
-                    if seen.is_err() {
-                        let e: BoxError = "the client saw nothing of the first 50 MB".into();
-                        return Some((Err(e), total));
-                    }
-                }
-                Some((Ok(Frame::data(Bytes::from_static(&CHUNK))), i + 1))
-            }
-        });
-        let mut response = Response::new(BodyExt::boxed(StreamBody::new(body)));
+        // Half-way, wait until the client has seen bytes (bounded), else fail the body.
+        let body = halting_100_mb(state, |s| &s.download_seen, "the client");
+        let mut response = Response::new(body);
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(100 * MB));
@@ -233,6 +242,24 @@ impl Drop for Running {
     }
 }
 
+impl Running {
+    /// `method path` with `headers` and no body, to this gateway.
+    pub async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)]) -> Answer {
+        call(self.addr, method, path, headers).await
+    }
+
+    /// `GET path` with no header.
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, &[]).await
+    }
+
+    /// `method path` with this `Authorization` value (e.g. [`bearer`]).
+    pub async fn authorized(&self, method: Method, path: &str, authorization: &str) -> Answer {
+        self.call(method, path, &[("authorization", authorization)])
+            .await
+    }
+}
+
 pub async fn start(config: &str) -> Running {
     let config = Config::from_toml_str(config).unwrap_or_else(|e| panic!("{e}\n{config}"));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -249,87 +276,27 @@ pub async fn start(config: &str) -> Running {
     }
 }
 
-/// The test configuration: `top` goes before the tables, `tables` after the standard ones.
+/// The test configuration (`s2s-gateway/tests/configs/world.toml`): `top` goes before the
+/// tables, `tables` after the standard ones.
 pub fn config(keys: &KeyServer, upstream: &Upstream, top: &str, tables: &str) -> String {
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    format!(
-        r#"
-realm = "{REALM}"
-{top}
-
-[[issuer]]
-id = "{issuer}"
-jwks_url = "{jwks}"
-audiences = ["{AUD}"]
-
-[upstreams.app]
-url = "http://{up}"
-
-[upstreams.down]
-url = "http://{dead}"
-
-[[route]]
-prefix = "/orders"
-methods = ["GET", "HEAD"]
-upstream = "app"
-scopes.any_of = ["orders:read", "orders:admin"]
-
-[[route]]
-prefix = "/orders"
-methods = ["POST"]
-upstream = "app"
-scopes.all_of = ["orders:write"]
-
-[[route]]
-prefix = "/admin"
-upstream = "app"
-scopes.all_of = ["orders:admin"]
-
-[[route]]
-prefix = "/any"
-upstream = "app"
-
-[[route]]
-prefix = "/public"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/hold"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/slow"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/upload"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/download"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/down"
-upstream = "down"
-public = true
-
-[limits]
-max_body_bytes = 209715200
-{tables}
-"#,
-        issuer = keys.issuer(),
-        jwks = keys.jwks_url(),
-        up = upstream.addr,
-    )
+    let mut text = include_str!("../../crates/s2s-gateway/tests/configs/world.toml").to_owned();
+    for (name, value) in [
+        ("realm", REALM.to_owned()),
+        ("audience", AUD.to_owned()),
+        ("top", top.to_owned()),
+        ("issuer", keys.issuer().to_string()),
+        ("jwks", keys.jwks_url().to_string()),
+        ("upstream", upstream.addr.to_string()),
+        ("dead", dead.to_string()),
+        ("tables", tables.to_owned()),
+    ] {
+        text = text.replace(&format!("{{{name}}}"), &value);
+    }
+    text
 }
 
 /// Key server, signing key, upstream: what most tests start with.
@@ -353,6 +320,29 @@ impl World {
 
     pub fn config(&self, top: &str, tables: &str) -> String {
         config(&self.keys, &self.upstream, top, tables)
+    }
+
+    /// A world and a gateway on its test configuration (see [`config`]).
+    pub async fn with_gateway(top: &str, tables: &str) -> (World, Running) {
+        let world = World::new().await;
+        let gateway = world.gateway(top, tables).await;
+        (world, gateway)
+    }
+
+    /// A gateway on the test configuration (see [`config`]).
+    pub async fn gateway(&self, top: &str, tables: &str) -> Running {
+        start(&self.config(top, tables)).await
+    }
+
+    /// Asserts how many requests reached the upstream so far.
+    #[track_caller]
+    pub fn assert_forwarded(&self, requests: usize, what: &str) {
+        assert_eq!(self.upstream.requests(), requests, "{what}");
+    }
+
+    /// `Bearer` + a token with the standard claims and `scope`.
+    pub fn bearer(&self, scope: &str) -> String {
+        bearer(&self.token(scope))
     }
 
     /// A token with the standard claims (`sub` = `client_id` = svc-orders) and `scope`.

@@ -104,28 +104,10 @@ fn main() {
         .audience("orders-api")
         .token(json!({ "sub": "svc-bench", "client_id": "svc-bench", "scope": "orders:read" }));
 
-    let config = Config::from_toml_str(&format!(
-        r#"
-[[issuer]]
-id = "{issuer}"
-jwks_url = "{issuer}/jwks.json"
-audiences = ["orders-api"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[route]]
-prefix = "/orders"
-upstream = "app"
-scopes.any_of = ["orders:read"]
-
-[[route]]
-prefix = "/public"
-upstream = "app"
-public = true
-"#
-    ))
-    .unwrap();
+    let config = include_str!("overhead.toml")
+        .replace("{issuer}", &issuer)
+        .replace("{upstream}", &upstream.to_string());
+    let config = Config::from_toml_str(&config).unwrap();
     let gateway = on_own_thread(move |listener| async move {
         let gateway = Gateway::from_config(config).await.unwrap();
         gateway

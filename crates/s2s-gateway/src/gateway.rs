@@ -50,16 +50,13 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
-use s2s_auth::{
-    Issuer, Reason, Rejection, RequireScope, Responder, Verified, Verifier, VerifyLayer,
-    fetch::HttpOptions,
-};
+use s2s_auth::{Reason, Rejection, RequireScope, Responder, Verified, Verifier, VerifyLayer};
 use tokio::{net::TcpListener, task::JoinSet};
 use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
 
 use crate::{
     Body, Error,
-    config::{Access, Config, IssuerConfig, Scopes},
+    config::{self, Access, Config, IssuerConfig, Scopes},
     path::{self, PathOptions},
     proxy::{ClientAddr, Identity, Proxy, Target},
     response::{json, json_error},
@@ -202,13 +199,13 @@ impl Gateway {
         Ok(Gateway {
             shared: Arc::new(Shared {
                 routes,
-                liveness: config.liveness_path.clone(),
-                readiness: config.readiness_path.clone(),
+                liveness: config.health.liveness.clone(),
+                readiness: config.health.readiness.clone(),
                 paths: config.paths,
                 verifier,
                 loader,
             }),
-            drain_timeout: config.drain_timeout,
+            drain_timeout: config.timeouts.drain,
         })
     }
 
@@ -297,25 +294,10 @@ impl Gateway {
 }
 
 fn build_verifier(config: &Config) -> Result<Option<Verifier>, Error> {
-    if config.issuers.is_empty() {
-        return Ok(None);
+    match config::verifier_config(config)? {
+        Some(verifier) => Ok(Some(verifier.build()?)),
+        None => Ok(None),
     }
-    let mut builder = Verifier::builder()
-        .http(HttpOptions {
-            allow_insecure_http: config.allow_insecure_http,
-            ..HttpOptions::default()
-        })
-        .require_at_jwt(config.require_at_jwt);
-    // Each issuer with its own audiences: the verifier refuses a token naming another
-    // issuer's, before the route narrows them.
-    for issuer in &config.issuers {
-        let keys = match &issuer.jwks_url {
-            Some(url) => Issuer::jwks(&issuer.id, url),
-            None => Issuer::discover(&issuer.id),
-        };
-        builder = builder.issuer(keys.audiences(&issuer.audiences));
-    }
-    Ok(Some(builder.build()?))
 }
 
 /// Loads every issuer's key set, retrying with back-off until all are there.

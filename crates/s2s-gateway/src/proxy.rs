@@ -67,7 +67,7 @@ impl Proxy {
     pub(crate) fn new(config: &Config) -> Proxy {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_connect_timeout(Some(config.timeouts.connect));
         connector.enforce_http(true);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -75,7 +75,7 @@ impl Proxy {
             .build(connector);
         Proxy {
             client,
-            request_timeout: config.request_timeout,
+            request_timeout: config.timeouts.request,
             max_body_bytes: config.max_body_bytes,
             identity: config.identity.clone(),
             strip_authorization: config.strip_authorization,

@@ -7,7 +7,7 @@ use std::{
     convert::Infallible,
     future::Future,
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -51,40 +51,53 @@ async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-#[test]
-fn check_prints_every_error_with_its_location() {
-    let file = TempFile::new(
-        "bad",
-        r#"listen = "localhost"
+/// A configuration file of `tests/configs`.
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/configs")
+        .join(name)
+}
 
-[upstreams.app]
-url = "http://127.0.0.1:9000"
-
-[[route]]
-prefix = "/orders"
-upstream = "ap"
-methods = ["GET", "get"]
-"#,
-    );
+/// `s2s-gateway check --config path`: the exit code, stdout and stderr.
+fn check(path: &Path) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
         .args(["check", "--config"])
-        .arg(&file.0)
+        .arg(path)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    let name = file.0.display().to_string();
-    for (location, message) in [
-        ("1:10", "`localhost` is not a socket address"),
-        ("8:12", "unknown upstream `ap`; known: `app`"),
-        ("9:19", "`get` is not an HTTP method"),
-    ] {
+    let text = |bytes: Vec<u8>| String::from_utf8(bytes).unwrap();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
+/// `check` refuses the file at `path` (exit code 2) and prints each `(LINE:COLUMN, message)` of
+/// `errors` as `PATH:LINE:COLUMN: error: message`; returns stderr.
+#[track_caller]
+fn assert_refused(path: &Path, errors: &[(&str, &str)]) -> String {
+    let (code, _, stderr) = check(path);
+    assert_eq!(code, Some(2), "{stderr}");
+    let name = path.display();
+    for (location, message) in errors {
         assert!(
             stderr.contains(&format!("{name}:{location}: error: {message}")),
             "{location} {message}:\n{stderr}"
         );
     }
+    stderr
+}
+
+#[test]
+fn check_prints_every_error_with_its_location() {
+    let path = fixture("bad.toml");
+    let stderr = assert_refused(
+        &path,
+        &[
+            ("1:10", "`localhost` is not a socket address"),
+            ("8:12", "unknown upstream `ap`; known: `app`"),
+            ("9:19", "`get` is not an HTTP method"),
+        ],
+    );
     // A route needs a token, and no issuer is configured: reported without a location.
+    let name = path.display();
     assert!(
         stderr.contains(&format!("{name}: error: routes require tokens")),
         "{stderr}"
@@ -99,65 +112,28 @@ methods = ["GET", "get"]
 
 #[test]
 fn check_locates_errors_in_the_hardening_keys() {
-    let run = |name: &str, text: &str| {
-        let file = TempFile::new(name, text);
-        let out = Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(&file.0)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        let stderr = String::from_utf8(out.stderr).unwrap();
-        (file.0.display().to_string(), stderr)
-    };
-    let (name, stderr) = run(
-        "hardening",
-        r#"trusted_proxies = ["10.0.0.0/33", "::1/128", "10.0.0.1/8"]
-require_at_jwt = true
-
-[[issuer]]
-id = "https://auth.example.com"
-audiences = ["orders-api"]
-
-[upstreams.app]
-url = "http://127.0.0.1:9000"
-
-[[route]]
-prefix = "/orders"
-upstream = "app"
-audiences = ["billing-api"]
-
-[[route]]
-prefix = "/docs;x"
-upstream = "app"
-public = true
-audiences = ["orders-api"]
-"#,
+    assert_refused(
+        &fixture("hardening.toml"),
+        &[
+            ("1:20", "`10.0.0.0/33` is not a CIDR block"),
+            (
+                "1:46",
+                "`10.0.0.1/8` has address bits set beyond its prefix length: write `10.0.0.0/8`",
+            ),
+            (
+                "14:14",
+                "audience `billing-api` is not among any [[issuer]]'s audiences",
+            ),
+            (
+                "17:10",
+                "`/docs;x` is not a usable path prefix: path segment parameters",
+            ),
+            (
+                "20:13",
+                "a public route requires no token, so it cannot require audiences",
+            ),
+        ],
     );
-    for (location, message) in [
-        ("1:20", "`10.0.0.0/33` is not a CIDR block"),
-        (
-            "1:46",
-            "`10.0.0.1/8` has address bits set beyond its prefix length: write `10.0.0.0/8`",
-        ),
-        (
-            "14:14",
-            "audience `billing-api` is not among any [[issuer]]'s audiences",
-        ),
-        (
-            "17:10",
-            "`/docs;x` is not a usable path prefix: path segment parameters",
-        ),
-        (
-            "20:13",
-            "a public route requires no token, so it cannot require audiences",
-        ),
-    ] {
-        assert!(
-            stderr.contains(&format!("{name}:{location}: error: {message}")),
-            "{location} {message}:\n{stderr}"
-        );
-    }
     // Wrong types stop the parse, located like any other.
     for (text, location, message) in [
         (
@@ -177,67 +153,25 @@ audiences = ["orders-api"]
         ),
         ("require_at_jwt = 1\n", "1:18", "invalid type: integer"),
     ] {
-        let (name, stderr) = run("types", text);
-        assert!(
-            stderr.contains(&format!("{name}:{location}: error: {message}")),
-            "{text}: {location} {message}:\n{stderr}"
-        );
+        let file = TempFile::new("types", text);
+        assert_refused(&file.0, &[(location, message)]);
     }
 }
 
 #[test]
 fn check_accepts_a_good_file_and_a_syntax_error_is_located() {
-    let good = TempFile::new(
-        "good",
-        r#"
-[[issuer]]
-id = "https://auth.example.com"
-audiences = ["orders-api"]
-
-[upstreams.app]
-url = "http://127.0.0.1:9000"
-
-[[route]]
-prefix = "/"
-upstream = "app"
-"#,
-    );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&good.0)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (code, stdout, stderr) = check(&fixture("good.toml"));
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stdout.contains("ok (1 routes, 1 issuers, 1 upstreams; listens on 127.0.0.1:8080)"),
         "{stdout}"
     );
-
     let syntax = TempFile::new("syntax", "[[route]]\nprefix = \"/\"\nupstream = app\n");
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&syntax.0)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains(&format!("{}:3:12: error:", syntax.0.display())),
-        "{stderr}"
-    );
-
+    assert_refused(&syntax.0, &[("3:12", "")]);
     // A file that is not there.
-    let out = Command::new(BIN)
-        .args(["check", "--config", "/nonexistent/gateway.toml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8(out.stderr)
-            .unwrap()
-            .contains("cannot read")
-    );
+    let (code, _, stderr) = check(Path::new("/nonexistent/gateway.toml"));
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("cannot read"), "{stderr}");
 }
 
 /// An upstream whose every request waits for `release`, signalling `arrived` first.
