@@ -26,9 +26,11 @@ use s2s_auth::{
     BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Scopes,
     Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
 };
+use s2s_auth_testkit::server::Server;
 use s2s_tests::{
+    app::protected_router,
     keys::{self, Behavior, KeyServer, TestKey},
-    time::clock_held,
+    time::{clock_held, wait_until},
 };
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinSet, time::advance};
@@ -89,13 +91,7 @@ struct App {
     url: String,
     http: reqwest::Client,
     verifier: Verifier,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Server,
 }
 
 async fn whoami(
@@ -123,7 +119,7 @@ async fn start_app(verifier: &Verifier, optional: bool) -> App {
         layer = layer.optional();
     }
     // RequireScope answers with the layer's realm: no responder of its own.
-    let app = Router::new()
+    let routes = Router::new()
         .route("/whoami", get(whoami))
         .route("/maybe", get(maybe))
         .merge(
@@ -135,17 +131,14 @@ async fn start_app(verifier: &Verifier, optional: bool) -> App {
             Router::new()
                 .route("/any", get(whoami))
                 .route_layer(RequireScope::any(["orders:admin", "orders:write"])),
-        )
-        .layer(layer)
-        .route("/nolayer", get(whoami));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        );
+    let app = protected_router(routes, layer, &[]).route("/nolayer", get(whoami));
+    let server = Server::start(app).await;
     App {
-        url,
+        url: server.url(),
         http: http_client(),
         verifier: verifier.clone(),
-        server,
+        _server: server,
     }
 }
 
@@ -239,19 +232,6 @@ fn assert_discreet(description: &str, server: &KeyServer, also: &[&str]) {
 #[track_caller]
 fn assert_invalid_token(answer: &Answer, code: &str) -> String {
     assert_refused(answer, 401, "invalid_token", Some(code), "")
-}
-
-/// Yields until `condition` holds; fails after 10 s of real time. Yielding never auto-advances
-/// a paused clock, so this also works with time paused.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::task::yield_now().await;
-    }
 }
 
 /// A full round trip to the key server, so that a request sent before it (e.g. by a refresh

@@ -20,7 +20,7 @@ use s2s_auth::{
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
 use s2s_tests::{
-    time::clock_held,
+    time::{clock_held, wait_until},
     token_server::{ExpiresIn, Reply, ResourceServer, Speaks, TokenServer},
 };
 use serde_json::json;
@@ -45,18 +45,6 @@ async fn json_server() -> TokenServer {
     let server = TokenServer::start().await;
     server.set_dialect(Speaks::JsonOnly);
     server
-}
-
-/// Yields until `condition` holds; fails after 10 s of real time.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::task::yield_now().await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
