@@ -50,6 +50,24 @@ fn verifier(server: &KeyServer) -> VerifierBuilder {
         .audience(AUD)
 }
 
+/// A verifier of the key server's issuer by discovery.
+fn discovering(server: &KeyServer) -> Verifier {
+    Verifier::builder()
+        .issuer(Issuer::discover(server.issuer()))
+        .audience(AUD)
+        .build()
+        .unwrap()
+}
+
+/// A key server serving one ES256 key `k1`, and the app trusting it ([`start_app`]).
+async fn one_key_app(optional: bool) -> (KeyServer, TestKey, App) {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let app = start_app(&verifier(&server).build().unwrap(), optional).await;
+    (server, key, app)
+}
+
 /// Default key-cache options, edited.
 fn cache_options(edit: impl FnOnce(&mut KeyCacheOptions)) -> KeyCacheOptions {
     let mut options = KeyCacheOptions::default();
@@ -406,11 +424,7 @@ async fn discovery_via_openid_configuration_and_the_rfc8414_fallback() {
         server.set_oidc_discovery(oidc);
         let key = TestKey::generate(Algorithm::ES256, "k1");
         server.set_keys(&[&key]);
-        let verifier = Verifier::builder()
-            .issuer(Issuer::discover(server.issuer()))
-            .audience(AUD)
-            .build()
-            .unwrap();
+        let verifier = discovering(&server);
         let app = start_app(&verifier, false).await;
 
         let (status, _, body) = app.get("/whoami", &token(&key, &server)).await;
@@ -426,11 +440,7 @@ async fn discovery_refuses_metadata_naming_another_issuer() {
     let key = TestKey::generate(Algorithm::ES256, "k1");
     server.set_keys(&[&key]);
     server.set_metadata_issuer("https://other.test");
-    let verifier = Verifier::builder()
-        .issuer(Issuer::discover(server.issuer()))
-        .audience(AUD)
-        .build()
-        .unwrap();
+    let verifier = discovering(&server);
     let app = start_app(&verifier, false).await;
 
     let answer = app.get("/whoami", &token(&key, &server)).await;
@@ -1266,10 +1276,7 @@ async fn missing_token_gets_a_bare_challenge() {
 
 #[tokio::test]
 async fn authorization_header_forms() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let (server, key, app) = one_key_app(false).await;
     let token = token(&key, &server);
 
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
@@ -1293,10 +1300,7 @@ async fn authorization_header_forms() {
 
 #[tokio::test]
 async fn insufficient_scope_is_403_naming_the_scopes() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let (server, key, app) = one_key_app(false).await;
     let read_write = token(&key, &server); // orders:read orders:write
 
     let answer = app.get("/admin", &read_write).await;
@@ -1334,10 +1338,7 @@ async fn insufficient_scope_is_403_naming_the_scopes() {
 
 #[tokio::test]
 async fn optional_mode_passes_without_a_token_but_refuses_a_bad_one() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), true).await;
+    let (server, key, app) = one_key_app(true).await;
 
     let (status, _, body) = app.call("/maybe", &[]).await;
     assert_eq!((status.as_u16(), body), (200, json!({ "claims": null })));
@@ -1362,10 +1363,7 @@ async fn optional_mode_passes_without_a_token_but_refuses_a_bad_one() {
 
 #[tokio::test]
 async fn claims_on_a_route_without_verify_layer_is_a_500_saying_to_add_it() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let (server, key, app) = one_key_app(false).await;
 
     let (status, headers, body) = app.get("/nolayer", &token(&key, &server)).await;
     assert_eq!(status, 500);

@@ -173,12 +173,19 @@ const LIFETIME: u64 = 600;
 const REFRESH: std::ops::RangeInclusive<u64> = 420..=450;
 const USABLE: u64 = 590;
 
-#[tokio::test(start_paused = true)]
-async fn background_refresh_runs_before_expiry_and_no_caller_ever_waits() {
-    let _clock = ClockHold::new();
+/// The clock held (see [`ClockHold`]), a token server whose tokens live [`LIFETIME`] seconds,
+/// and a manager of its grant.
+async fn held_scene() -> (ClockHold, TokenServer, TokenManager) {
+    let clock = ClockHold::new();
     let server = token_server().await;
     server.set_expires_in(ExpiresIn::Seconds(LIFETIME));
     let tokens = manager(&server);
+    (clock, server, tokens)
+}
+
+#[tokio::test(start_paused = true)]
+async fn background_refresh_runs_before_expiry_and_no_caller_ever_waits() {
+    let (_clock, server, tokens) = held_scene().await;
     let start = Instant::now();
     let first = tokens.token().await.expect("warm-up token");
     assert_eq!(server.requests(), 1);
@@ -222,10 +229,7 @@ async fn background_refresh_runs_before_expiry_and_no_caller_ever_waits() {
 /// the new token's schedule, not the old one's, so no caller ever waits.
 #[tokio::test(start_paused = true)]
 async fn a_forced_refresh_with_a_shorter_life_is_refreshed_on_its_own_schedule() {
-    let _clock = ClockHold::new();
-    let server = token_server().await;
-    server.set_expires_in(ExpiresIn::Seconds(LIFETIME));
-    let tokens = manager(&server);
+    let (_clock, server, tokens) = held_scene().await;
     let long = tokens.token().await.expect("first token");
     // Let the background task schedule on the long-lived token.
     tick(&server, &tokens).await;
@@ -254,10 +258,7 @@ async fn an_outage_longer_than_the_refresh_window_fails_no_call() {
     // from the due refresh to the token's end (140..=170 s), shorter than its 600 s life.
     const DOWN: u64 = 100;
     const UP: u64 = 540;
-    let _clock = ClockHold::new();
-    let server = token_server().await;
-    server.set_expires_in(ExpiresIn::Seconds(LIFETIME));
-    let tokens = manager(&server);
+    let (_clock, server, tokens) = held_scene().await;
     let start = Instant::now();
     let first = tokens.token().await.expect("warm-up token");
 
@@ -316,10 +317,7 @@ async fn an_outage_longer_than_the_refresh_window_fails_no_call() {
 
 #[tokio::test(start_paused = true)]
 async fn a_refused_refresh_keeps_serving_the_held_token_then_reports_what_to_fix() {
-    let _clock = ClockHold::new();
-    let server = token_server().await;
-    server.set_expires_in(ExpiresIn::Seconds(LIFETIME));
-    let tokens = manager(&server);
+    let (_clock, server, tokens) = held_scene().await;
     let first = tokens.token().await.expect("warm-up token");
     server.set_reply(Reply::oauth("invalid_client")); // e.g. the client's secret was rotated
 
@@ -404,10 +402,7 @@ async fn a_failed_cold_fetch_is_shared_for_the_retry_interval() {
 
 #[tokio::test(start_paused = true)]
 async fn a_rate_limited_refresh_waits_as_long_as_retry_after_says() {
-    let _clock = ClockHold::new();
-    let server = token_server().await;
-    server.set_expires_in(ExpiresIn::Seconds(LIFETIME));
-    let tokens = manager(&server);
+    let (_clock, server, tokens) = held_scene().await;
     let start = Instant::now();
     let first = tokens.token().await.expect("warm-up token");
     server.set_reply(Reply::RateLimited { retry_after: 20 });

@@ -7,6 +7,7 @@
 //! [`TokenServer`]: s2s_tests::token_server::TokenServer
 
 use axum::http::{StatusCode, header::AUTHORIZATION};
+use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
 use s2s_auth::{
     Code, Error,
     reqwest::AuthorizeMiddleware,
@@ -17,13 +18,21 @@ use s2s_tests::{
     token_server::{Reply, ResourceServer},
 };
 
-fn reqwest_client(
-    tokens: &TokenManager,
-    api: &ResourceServer,
-) -> reqwest_middleware::ClientWithMiddleware {
+fn reqwest_client(tokens: &TokenManager, api: &ResourceServer) -> ClientWithMiddleware {
     reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(AuthorizeMiddleware::new(tokens.clone()).allow_origin(api.url()))
         .build()
+}
+
+/// GET `path` of `api` through `client`, with what `build` adds to the request; the status.
+async fn get(
+    client: &ClientWithMiddleware,
+    api: &ResourceServer,
+    path: &str,
+    build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+) -> StatusCode {
+    let request = build(client.get(format!("{}{path}", api.url())));
+    request.send().await.unwrap().status()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -67,23 +76,17 @@ async fn reqwest_middleware_leaves_own_headers_alone_and_forwards_without_retry(
     let tokens = manager(&server);
     let client = reqwest_client(&tokens, &api);
 
-    let response = client
-        .get(format!("{}/orders", api.url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(get(&client, &api, "/orders", |r| r).await, StatusCode::OK);
     let service_token = format!("Bearer {}", server.latest_token().unwrap());
     assert_eq!(api.authorizations(), vec![Some(service_token)]);
 
     // Its own header: sent as it is, and a 401 is not retried with the service's token.
-    let response = client
-        .get(format!("{}/own", api.url()))
-        .header(AUTHORIZATION, "Bearer caller-chosen")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&client, &api, "/own", |r| r
+            .header(AUTHORIZATION, "Bearer caller-chosen"))
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(api.calls(), 2);
     assert_eq!(
         api.authorizations()[1].as_deref(),
@@ -92,13 +95,12 @@ async fn reqwest_middleware_leaves_own_headers_alone_and_forwards_without_retry(
 
     // Forwarding the inbound caller's token: refused as invalid_token, returned as it is (a
     // new service token would not be the caller's).
-    let response = client
-        .get(format!("{}/on-behalf", api.url()))
-        .with_extension(inbound_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&client, &api, "/on-behalf", |r| r
+            .with_extension(inbound_token()))
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(api.calls(), 3);
     assert_eq!(
         api.authorizations()[2].as_deref(),
@@ -106,13 +108,12 @@ async fn reqwest_middleware_leaves_own_headers_alone_and_forwards_without_retry(
     );
     // ... and accepted when the callee accepts it.
     api.also_accept("inbound-token");
-    let response = client
-        .get(format!("{}/on-behalf", api.url()))
-        .with_extension(inbound_token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        get(&client, &api, "/on-behalf", |r| r
+            .with_extension(inbound_token()))
+        .await,
+        StatusCode::OK
+    );
     assert_eq!(server.requests(), 1);
     assert_eq!(tokens.metrics().forced_refreshes, 0);
 }
@@ -132,12 +133,11 @@ async fn reqwest_middleware_retries_only_an_invalid_token_refusal() {
         "Basic realm=\"api\"",
     ] {
         api.set_challenge(challenge);
-        let response = client
-            .get(format!("{}/orders", api.url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{challenge}");
+        assert_eq!(
+            get(&client, &api, "/orders", |r| r).await,
+            StatusCode::UNAUTHORIZED,
+            "{challenge}"
+        );
     }
     assert_eq!(api.calls(), 3, "retried");
     assert_eq!(server.requests(), 1);
@@ -153,12 +153,11 @@ async fn reqwest_middleware_retries_only_an_invalid_token_refusal() {
     {
         api.set_challenge(challenge);
         server.revoke_issued();
-        let response = client
-            .get(format!("{}/orders", api.url()))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK, "{challenge}");
+        assert_eq!(
+            get(&client, &api, "/orders", |r| r).await,
+            StatusCode::OK,
+            "{challenge}"
+        );
         assert_eq!(server.requests(), 2 + i, "{challenge}");
         assert_eq!(api.calls(), 5 + 2 * i, "{challenge}");
     }
