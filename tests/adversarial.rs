@@ -74,7 +74,7 @@ impl Ctx {
     }
 
     fn header(&self, key: &TestKey, extra: Value) -> Value {
-        let mut header = json!({"alg": alg_name(key.alg), "typ": "at+jwt", "kid": key.kid});
+        let mut header = json!({"alg": keys::alg_name(key.alg), "typ": "at+jwt", "kid": key.kid});
         for (k, v) in extra.as_object().unwrap() {
             if v.is_null() {
                 header.as_object_mut().unwrap().remove(k);
@@ -84,14 +84,6 @@ impl Ctx {
         }
         header
     }
-}
-
-fn alg_name(alg: Algorithm) -> String {
-    serde_json::to_value(alg)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// What a row sends.
@@ -357,6 +349,17 @@ async fn unavailable_and_too_stale_keys_get_503_without_internals() {
     );
 
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+/// Fails naming every failing row of a corpus of `rows`.
+#[track_caller]
+fn assert_rows_pass(failures: &[String], rows: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {rows} rows:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 /// A verifier of the key server's issuer for [`AUDIENCE`].

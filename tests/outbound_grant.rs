@@ -19,7 +19,7 @@ use s2s_auth::{
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
 use s2s_tests::{
-    keys,
+    keys::{self, alg_name},
     logs::logs,
     outbound::{CLIENT_ID, SECRET, grant, manager, token_server},
     token_server::{Reply, TokenRequest},
@@ -43,14 +43,6 @@ fn form_decode(encoded: &str) -> String {
 fn decode_json(segment: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(segment).expect("base64url segment"))
         .expect("JSON segment")
-}
-
-fn alg_name(alg: Algorithm) -> String {
-    serde_json::to_value(alg)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// A client key pair for `private_key_jwt`, generated here with aws-lc-rs: the private key as
