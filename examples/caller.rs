@@ -36,13 +36,9 @@ const USAGE: &str = "usage: caller [--config FILE] (--issuer URL | --token-url U
 #[tokio::main]
 async fn main() -> ExitCode {
     s2s_examples::init_tracing("warn");
-    let env = |name: &str| std::env::var(name).ok();
-    let setup = match s2s_examples::setup::caller(std::env::args().skip(1), &env) {
+    let setup = match s2s_examples::setup::from_process(s2s_examples::setup::caller, USAGE) {
         Ok(setup) => setup,
-        Err(message) => {
-            eprintln!("error: {message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(usage_error) => return usage_error,
     };
     let report = match s2s_examples::setup::run_caller(setup).await {
         Ok(report) => report,

@@ -38,13 +38,9 @@ const USAGE: &str = "usage: protected_service [--config FILE] [--issuer URL] [--
 #[tokio::main]
 async fn main() -> ExitCode {
     s2s_examples::init_tracing("info");
-    let env = |name: &str| std::env::var(name).ok();
-    let setup = match s2s_examples::setup::service(std::env::args().skip(1), &env) {
+    let setup = match s2s_examples::setup::from_process(s2s_examples::setup::service, USAGE) {
         Ok(setup) => setup,
-        Err(message) => {
-            eprintln!("error: {message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
+        Err(usage_error) => return usage_error,
     };
     let listener = match tokio::net::TcpListener::bind(&setup.listen).await {
         Ok(l) => l,

@@ -56,21 +56,17 @@ async fn main() -> ExitCode {
     config.default_audience = Some(AUDIENCE.into());
     config.admin_token = Some(admin_token.clone().into());
     let issuer = s2s_issuer::spawn(config).await.expect("the issuer starts");
-    let admin = |body: Value| create_service_account(&issuer.url, &admin_token, body);
-    let orders = admin(json!({
-        "name": "orders",
-        "description": "Service account for the Orders Service",
-        "scopes": ["inventory:read"],
-        "allowedIps": ["127.0.0.1/32"]
-    }))
-    .await;
-    let reporting = admin(json!({
-        "name": "reporting",
-        "description": "Service account for the Reporting Service",
-        "scopes": ["reports:read"],
-        "allowedIps": ["127.0.0.1/32"]
-    }))
-    .await;
+    let account = |name: &str, service: &str, scope: &str| {
+        let body = json!({
+            "name": name,
+            "description": format!("Service account for the {service} Service"),
+            "scopes": [scope],
+            "allowedIps": ["127.0.0.1/32"]
+        });
+        create_service_account(&issuer.url, &admin_token, body)
+    };
+    let orders = account("orders", "Orders", "inventory:read").await;
+    let reporting = account("reporting", "Reporting", "reports:read").await;
     println!(
         "issuer      {}  (service accounts: orders {}, reporting {})",
         issuer.url, orders.service_account_id, reporting.service_account_id

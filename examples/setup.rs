@@ -16,6 +16,19 @@ use serde::Deserialize;
 /// How a setting is looked up: a flag's value, else the environment's.
 type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
 
+/// Reads an example's setup with `read` from the process's arguments and environment; on an
+/// error, prints it with `usage` and answers exit code 2 (a usage error).
+pub fn from_process<T>(
+    read: impl FnOnce(std::iter::Skip<std::env::Args>, &Lookup<'_>) -> Result<T, String>,
+    usage: &str,
+) -> Result<T, std::process::ExitCode> {
+    let env = |name: &str| std::env::var(name).ok();
+    read(std::env::args().skip(1), &env).map_err(|message| {
+        eprintln!("error: {message}\n{usage}");
+        std::process::ExitCode::from(2)
+    })
+}
+
 /// Flags given, by the `S2S_*` name they stand for; repeated flags are joined with commas.
 #[derive(Default)]
 struct Flags {
@@ -25,6 +38,15 @@ struct Flags {
 }
 
 impl Flags {
+    /// [`Flags::parse`] with the one switch both examples take, `--allow-insecure-http`.
+    fn parse_example(
+        args: impl Iterator<Item = String>,
+        with_value: &[(&str, &'static str)],
+    ) -> Result<Flags, String> {
+        let switches = [("--allow-insecure-http", "S2S_ALLOW_INSECURE_HTTP")];
+        Flags::parse(args, with_value, &switches)
+    }
+
     /// Reads `args`: `--config FILE`, the flags of `with_value` (flag, `S2S_*` name), the flags
     /// of `switches` (set to `true`) and positional arguments.
     fn parse(
@@ -110,11 +132,7 @@ const SERVICE_FLAGS: [(&str, &str); 5] = [
 
 /// Reads `protected_service`'s setup from `args` (and the file they name) and `env`.
 pub fn service(args: impl Iterator<Item = String>, env: &Lookup<'_>) -> Result<Service, String> {
-    let flags = Flags::parse(
-        args,
-        &SERVICE_FLAGS,
-        &[("--allow-insecure-http", "S2S_ALLOW_INSECURE_HTTP")],
-    )?;
+    let flags = Flags::parse_example(args, &SERVICE_FLAGS)?;
     if let Some(extra) = flags.positional.first() {
         return Err(format!("unknown argument `{extra}`"));
     }
@@ -184,11 +202,7 @@ const CALLER_FLAGS: [(&str, &str); 13] = [
 
 /// Reads `caller`'s setup from `args` (and the file they name) and `env`.
 pub fn caller(args: impl Iterator<Item = String>, env: &Lookup<'_>) -> Result<Caller, String> {
-    let flags = Flags::parse(
-        args,
-        &CALLER_FLAGS,
-        &[("--allow-insecure-http", "S2S_ALLOW_INSECURE_HTTP")],
-    )?;
+    let flags = Flags::parse_example(args, &CALLER_FLAGS)?;
     for single in [
         "S2S_CLIENT_ID",
         "S2S_ISSUER_URL",

@@ -29,8 +29,10 @@ use reqwest::{
     StatusCode,
     header::{RETRY_AFTER, WWW_AUTHENTICATE},
 };
-use s2s_auth::{Issuer, RequireScope, Verifier, VerifyLayer};
+use s2s_auth::{Issuer, Verifier, VerifyLayer};
+use s2s_auth_testkit::server::Server;
 use s2s_tests::{
+    app::protected_app,
     keys::{self, Behavior, KeyServer, TestKey},
     time::clock_held,
 };
@@ -72,7 +74,7 @@ impl Ctx {
     }
 
     fn header(&self, key: &TestKey, extra: Value) -> Value {
-        let mut header = json!({"alg": alg_name(key.alg), "typ": "at+jwt", "kid": key.kid});
+        let mut header = json!({"alg": keys::alg_name(key.alg), "typ": "at+jwt", "kid": key.kid});
         for (k, v) in extra.as_object().unwrap() {
             if v.is_null() {
                 header.as_object_mut().unwrap().remove(k);
@@ -82,14 +84,6 @@ impl Ctx {
         }
         header
     }
-}
-
-fn alg_name(alg: Algorithm) -> String {
-    serde_json::to_value(alg)
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// What a row sends.
@@ -263,12 +257,11 @@ async fn every_row_of_the_corpus_gets_its_answer() {
         hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         async { axum::Json(json!({"keys": []})) }
     }));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let watched = Server::start(watched).await;
     let ctx = Ctx {
-        watched: format!("http://{}", listener.local_addr().unwrap()),
+        watched: watched.url(),
         ..ctx
     };
-    tokio::spawn(async move { axum::serve(listener, watched).await });
 
     let http = reqwest::Client::new();
     let rows = corpus();
@@ -276,7 +269,7 @@ async fn every_row_of_the_corpus_gets_its_answer() {
     let secrets = secrets(&server, &["es-1", "rsa-1", "ed-1", "RS512"]);
     let mut failures = Vec::new();
     for strict in [true, false] {
-        let base = serve(verifier(&server).require_at_jwt(strict)).await;
+        let (_app, base) = serve(verifier(&server).require_at_jwt(strict)).await;
         for (name, build, expect) in &rows {
             let expect = match (*expect, strict) {
                 (Expect::StrictOnly(code), true) => Expect::Invalid(code),
@@ -319,7 +312,7 @@ async fn unavailable_and_too_stale_keys_get_503_without_internals() {
     let server = KeyServer::start().await;
     server.set_keys(&[&key]);
     server.set_behavior(Behavior::Status(503));
-    let base = serve(verifier(&server)).await;
+    let (_app, base) = serve(verifier(&server)).await;
     let token = Send::Token(key.sign(&keys::claims(&server.issuer(), AUDIENCE)));
     let answer = clock_held(send(&http, &base, token)).await;
     row(
@@ -333,7 +326,7 @@ async fn unavailable_and_too_stale_keys_get_503_without_internals() {
     let server = KeyServer::start().await;
     server.set_keys(&[&key]);
     server.set_cache_control(Some("max-age=60"));
-    let base = serve(verifier(&server).max_stale(Duration::from_secs(3600))).await;
+    let (_app, base) = serve(verifier(&server).max_stale(Duration::from_secs(3600))).await;
     let token = || Send::Token(key.sign(&keys::claims(&server.issuer(), AUDIENCE)));
     let answer = clock_held(send(&http, &base, token())).await;
     row("keys fetched", Expect::Ok, &answer, &[]);
@@ -358,6 +351,17 @@ async fn unavailable_and_too_stale_keys_get_503_without_internals() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// Fails naming every failing row of a corpus of `rows`.
+#[track_caller]
+fn assert_rows_pass(failures: &[String], rows: usize) {
+    assert!(
+        failures.is_empty(),
+        "{} of {rows} rows:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
 /// A verifier of the key server's issuer for [`AUDIENCE`].
 fn verifier(server: &KeyServer) -> s2s_auth::VerifierBuilder {
     Verifier::builder()
@@ -365,16 +369,13 @@ fn verifier(server: &KeyServer) -> s2s_auth::VerifierBuilder {
         .audience(AUDIENCE)
 }
 
-/// Serves `GET /orders` (scope `orders:read`) behind `VerifyLayer`; returns its URL.
-async fn serve(verifier: s2s_auth::VerifierBuilder) -> String {
-    let app = Router::new()
-        .route("/orders", get(|| async { "orders" }))
-        .route_layer(RequireScope::all(["orders:read"]))
-        .layer(VerifyLayer::new(verifier.build().unwrap()).realm("orders"));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/orders", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
+/// Serves `GET /orders` (scope `orders:read`) behind `VerifyLayer`; the server and the URL.
+async fn serve(verifier: s2s_auth::VerifierBuilder) -> (Server, String) {
+    let routes = Router::new().route("/orders", get(|| async { "orders" }));
+    let verify = VerifyLayer::new(verifier.build().unwrap()).realm("orders");
+    let app = protected_app(routes, verify, &["orders:read"]).await;
+    let base = format!("{}/orders", app.url());
+    (app, base)
 }
 
 /// What the service answered.

@@ -625,6 +625,17 @@ impl Answer {
     }
 }
 
+/// `headers`, then `Authorization: authorization` when there is one.
+fn with_authorization<'a>(
+    mut headers: Vec<(&'a str, &'a str)>,
+    authorization: Option<&'a str>,
+) -> Vec<(&'a str, &'a str)> {
+    if let Some(a) = authorization {
+        headers.push(("Authorization", a));
+    }
+    headers
+}
+
 /// `method target` with `headers` (sent exactly as given) on a new connection.
 async fn raw(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Answer {
     let mut request =
@@ -711,6 +722,48 @@ impl Drop for Front {
 }
 
 impl Front {
+    /// `GET path` through the gateway, with `Authorization: authorization` when given.
+    async fn get(&self, path: &str, authorization: Option<&str>) -> Answer {
+        raw(
+            self.addr,
+            "GET",
+            path,
+            &with_authorization(vec![], authorization),
+        )
+        .await
+    }
+
+    /// `GET path` without a token is served (200) and shows `text`.
+    async fn assert_public(&self, path: &str, text: &str) {
+        let public = self.get(path, None).await;
+        assert_eq!(public.status, 200, "{path}: {}", public.text());
+        assert!(public.text().contains(text), "{path}: {}", public.text());
+    }
+
+    /// `GET path` with `authorization` (or none) answers `status` (401: with a challenge) and
+    /// shows nothing of `secret`.
+    async fn assert_refused(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        status: u16,
+        secret: &str,
+    ) {
+        let refused = self.get(path, authorization).await;
+        assert_eq!(refused.status, status, "{path}: {}", refused.text());
+        if status == 401 {
+            assert!(refused.header("www-authenticate").is_some(), "{path}");
+        }
+        assert!(!refused.text().contains(secret), "{path}");
+    }
+
+    /// `GET path` with `authorization` is exactly the protected file, `secret`.
+    async fn assert_served(&self, path: &str, authorization: &str, secret: &str) {
+        let allowed = self.get(path, Some(authorization)).await;
+        assert_eq!(allowed.status, 200, "{path}: {}", allowed.text());
+        assert_eq!(allowed.text(), secret, "{path}");
+    }
+
     /// `routes` are `[[route]]` tables for the upstream `app`; `extra` goes before the issuer
     /// (top-level keys, then any tables).
     async fn start(upstream: &Process, routes: &str, extra: &str) -> Front {
@@ -853,9 +906,13 @@ async fn refused_tricks(
 // Tomcat: path parameters
 // ---------------------------------------------------------------------------------------------
 
-const TOMCAT_ROUTES: &str = r#"
+/// The gateway's routes to the upstream `app`: `public` (a path prefix) served without a token,
+/// `/orders` to tokens with `orders:read`.
+fn routes(public: &str) -> String {
+    format!(
+        r#"
 [[route]]
-prefix = "/docs"
+prefix = "{public}"
 upstream = "app"
 public = true
 
@@ -863,7 +920,9 @@ public = true
 prefix = "/orders"
 upstream = "app"
 scopes.any_of = ["orders:read"]
-"#;
+"#
+    )
+}
 
 /// Paths that Tomcat resolves to `/orders/secret.txt`: it removes `;parameters` from every
 /// segment, decodes, merges `//`, then resolves `..`.
@@ -887,7 +946,7 @@ const TOMCAT_TRICKS: &[&str] = &[
 #[tokio::test]
 async fn tomcat_path_parameter_tricks_never_reach_the_protected_file() {
     let tomcat = require!(tomcat);
-    let front = Front::start(tomcat, TOMCAT_ROUTES, "").await;
+    let front = Front::start(tomcat, &routes("/docs"), "").await;
     let failures = refused_tricks(
         tomcat,
         front.addr,
@@ -906,7 +965,7 @@ async fn tomcat_path_parameter_tricks_never_reach_the_protected_file() {
 #[tokio::test]
 async fn tomcat_path_parameters_are_refused_by_default_even_with_a_token() {
     let tomcat = require!(tomcat);
-    let front = Front::start(tomcat, TOMCAT_ROUTES, "").await;
+    let front = Front::start(tomcat, &routes("/docs"), "").await;
     let token = front.bearer("orders:read");
     let mut failures = refused_tricks(
         tomcat,
@@ -930,39 +989,22 @@ async fn tomcat_path_parameters_are_refused_by_default_even_with_a_token() {
 #[tokio::test]
 async fn tomcat_serves_the_protected_file_with_a_valid_token_only() {
     let tomcat = require!(tomcat);
-    let front = Front::start(tomcat, TOMCAT_ROUTES, "").await;
+    let front = Front::start(tomcat, &routes("/docs"), "").await;
 
-    let public = raw(front.addr, "GET", "/docs/index.html", &[]).await;
-    assert_eq!(public.status, 200, "{}", public.text());
-    assert!(public.text().contains("public docs"));
-
-    let anonymous = raw(front.addr, "GET", "/orders/secret.txt", &[]).await;
-    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
-    assert!(anonymous.header("www-authenticate").is_some());
-    assert!(!anonymous.text().contains(TOMCAT_SECRET));
-
+    front.assert_public("/docs/index.html", "public docs").await;
+    front
+        .assert_refused("/orders/secret.txt", None, 401, TOMCAT_SECRET)
+        .await;
     let wrong_scope = front.bearer("billing:read");
-    let forbidden = raw(
-        front.addr,
-        "GET",
-        "/orders/secret.txt",
-        &[("Authorization", &wrong_scope)],
-    )
-    .await;
-    assert_eq!(forbidden.status, 403, "{}", forbidden.text());
-    assert!(!forbidden.text().contains(TOMCAT_SECRET));
+    front
+        .assert_refused("/orders/secret.txt", Some(&wrong_scope), 403, TOMCAT_SECRET)
+        .await;
 
     let m = marker();
     let token = front.bearer("orders:read");
-    let allowed = raw(
-        front.addr,
-        "GET",
-        &format!("/orders/secret.txt?{m}"),
-        &[("Authorization", &token)],
-    )
-    .await;
-    assert_eq!(allowed.status, 200, "{}", allowed.text());
-    assert_eq!(allowed.text(), TOMCAT_SECRET);
+    front
+        .assert_served(&format!("/orders/secret.txt?{m}"), &token, TOMCAT_SECRET)
+        .await;
     assert_eq!(
         tomcat
             .logged("/docs/index.html", std::slice::from_ref(&m))
@@ -980,26 +1022,21 @@ async fn tomcat_with_matrix_parameters_allowed_routes_on_the_path_tomcat_resolve
     let tomcat = require!(tomcat);
     let front = Front::start(
         tomcat,
-        TOMCAT_ROUTES,
+        &routes("/docs"),
         "[paths]\nallow_matrix_parameters = true\n",
     )
     .await;
     let token = front.bearer("orders:read");
 
-    let public = raw(front.addr, "GET", "/docs/index.html;jsessionid=abc", &[]).await;
-    assert_eq!(public.status, 200, "{}", public.text());
-    assert!(public.text().contains("public docs"));
-
+    front
+        .assert_public("/docs/index.html;jsessionid=abc", "public docs")
+        .await;
     for path in [
         "/orders;jsessionid=x/secret.txt",
         "/orders/secret.txt;jsessionid=x",
     ] {
-        let anonymous = raw(front.addr, "GET", path, &[]).await;
-        assert_eq!(anonymous.status, 401, "{path}: {}", anonymous.text());
-        assert!(!anonymous.text().contains(TOMCAT_SECRET), "{path}");
-        let allowed = raw(front.addr, "GET", path, &[("Authorization", &token)]).await;
-        assert_eq!(allowed.status, 200, "{path}: {}", allowed.text());
-        assert_eq!(allowed.text(), TOMCAT_SECRET, "{path}");
+        front.assert_refused(path, None, 401, TOMCAT_SECRET).await;
+        front.assert_served(path, &token, TOMCAT_SECRET).await;
     }
 
     let dots: Vec<&str> = TOMCAT_TRICKS
@@ -1024,18 +1061,6 @@ async fn tomcat_with_matrix_parameters_allowed_routes_on_the_path_tomcat_resolve
 // nginx: merged slashes
 // ---------------------------------------------------------------------------------------------
 
-const NGINX_ROUTES: &str = r#"
-[[route]]
-prefix = "/"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/orders"
-upstream = "app"
-scopes.any_of = ["orders:read"]
-"#;
-
 /// Paths that nginx (`merge_slashes on`) resolves to `/orders/secret.txt`.
 const NGINX_TRICKS: &[&str] = &[
     "//orders/secret.txt",
@@ -1053,7 +1078,7 @@ const NGINX_TRICKS: &[&str] = &[
 #[tokio::test]
 async fn nginx_empty_segment_tricks_never_reach_the_protected_prefix() {
     let nginx = require!(nginx);
-    let front = Front::start(nginx, NGINX_ROUTES, "").await;
+    let front = Front::start(nginx, &routes("/"), "").await;
     let failures = refused_tricks(
         nginx,
         front.addr,
@@ -1072,26 +1097,16 @@ async fn nginx_empty_segment_tricks_never_reach_the_protected_prefix() {
 #[tokio::test]
 async fn nginx_serves_the_protected_prefix_with_a_valid_token_only() {
     let nginx = require!(nginx);
-    let front = Front::start(nginx, NGINX_ROUTES, "").await;
+    let front = Front::start(nginx, &routes("/"), "").await;
     let token = front.bearer("orders:read");
 
-    let public = raw(front.addr, "GET", "/index.html", &[]).await;
-    assert_eq!(public.status, 200, "{}", public.text());
-    assert!(public.text().contains("public nginx"));
-
-    let anonymous = raw(front.addr, "GET", "/orders/secret.txt", &[]).await;
-    assert_eq!(anonymous.status, 401, "{}", anonymous.text());
-    assert!(!anonymous.text().contains(NGINX_SECRET));
-
-    let allowed = raw(
-        front.addr,
-        "GET",
-        "/orders/secret.txt",
-        &[("Authorization", &token)],
-    )
-    .await;
-    assert_eq!(allowed.status, 200, "{}", allowed.text());
-    assert_eq!(allowed.text(), NGINX_SECRET);
+    front.assert_public("/index.html", "public nginx").await;
+    front
+        .assert_refused("/orders/secret.txt", None, 401, NGINX_SECRET)
+        .await;
+    front
+        .assert_served("/orders/secret.txt", &token, NGINX_SECRET)
+        .await;
 
     let failures = refused_tricks(
         nginx,
@@ -1109,18 +1124,6 @@ async fn nginx_serves_the_protected_prefix_with_a_valid_token_only() {
 // ---------------------------------------------------------------------------------------------
 // gunicorn (WSGI): headers
 // ---------------------------------------------------------------------------------------------
-
-const WSGI_ROUTES: &str = r#"
-[[route]]
-prefix = "/public"
-upstream = "app"
-public = true
-
-[[route]]
-prefix = "/orders"
-upstream = "app"
-scopes.any_of = ["orders:read"]
-"#;
 
 /// The WSGI variables of the identity headers.
 const IDENTITY_VARS: [&str; 3] = [
@@ -1178,7 +1181,7 @@ async fn wsgi_maps_underscores_to_dashes() {
 #[tokio::test]
 async fn wsgi_never_sees_a_client_identity_header_in_any_spelling() {
     let wsgi = require!(gunicorn);
-    let front = Front::start(wsgi, WSGI_ROUTES, "").await;
+    let front = Front::start(wsgi, &routes("/public"), "").await;
     let full = front.bearer("orders:read");
     let bare = front.bearer_without_identity("orders:read");
     // (case, path, authorization, the identity variables the app must see)
@@ -1201,10 +1204,7 @@ async fn wsgi_never_sees_a_client_identity_header_in_any_spelling() {
     let mut failures = Vec::new();
     for (case, path, authorization, expected) in &cases {
         for (name, value) in IDENTITY_SPOOFS {
-            let mut headers = vec![(*name, *value)];
-            if let Some(a) = authorization {
-                headers.push(("Authorization", a));
-            }
+            let headers = with_authorization(vec![(*name, *value)], *authorization);
             let environ = raw(front.addr, "GET", path, &headers).await.environ();
             for (var_name, want) in IDENTITY_VARS.iter().zip(expected) {
                 let got = var(&environ, var_name);
@@ -1224,7 +1224,7 @@ async fn wsgi_never_sees_a_client_identity_header_in_any_spelling() {
 #[tokio::test]
 async fn wsgi_never_sees_method_override_headers() {
     let wsgi = require!(gunicorn);
-    let front = Front::start(wsgi, WSGI_ROUTES, "").await;
+    let front = Front::start(wsgi, &routes("/public"), "").await;
     let token = front.bearer("orders:read");
     let overrides = [
         ("X-HTTP-Method-Override", "HTTP_X_HTTP_METHOD_OVERRIDE"),
@@ -1238,12 +1238,12 @@ async fn wsgi_never_sees_method_override_headers() {
     assert_eq!(var(&environ, overrides[0].1), Some("DELETE"));
 
     let mut failures = Vec::new();
-    for (path, authorization) in [("/public/echo", None), ("/orders/echo", Some(&token))] {
+    for (path, authorization) in [
+        ("/public/echo", None),
+        ("/orders/echo", Some(token.as_str())),
+    ] {
         for (name, var_name) in overrides {
-            let mut headers = vec![(name, "DELETE")];
-            if let Some(a) = authorization {
-                headers.push(("Authorization", a));
-            }
+            let headers = with_authorization(vec![(name, "DELETE")], authorization);
             let answer = raw(front.addr, "POST", path, &headers).await;
             assert_eq!(answer.json()["method"], "POST", "{path}");
             if let Some(got) = var(&answer.environ(), var_name) {
@@ -1260,7 +1260,7 @@ async fn wsgi_never_sees_method_override_headers() {
 #[tokio::test]
 async fn wsgi_never_sees_forwarding_headers_from_an_untrusted_client() {
     let wsgi = require!(gunicorn);
-    let front = Front::start(wsgi, WSGI_ROUTES, "").await;
+    let front = Front::start(wsgi, &routes("/public"), "").await;
     let token = front.bearer("orders:read");
     let spoofed = [
         ("X-Forwarded-For", "203.0.113.9"),
@@ -1274,11 +1274,11 @@ async fn wsgi_never_sees_forwarding_headers_from_an_untrusted_client() {
     assert_eq!(direct.json()["scheme"], "https");
 
     let mut failures = Vec::new();
-    for (path, authorization) in [("/public/echo", None), ("/orders/echo", Some(&token))] {
-        let mut headers = spoofed.to_vec();
-        if let Some(a) = authorization {
-            headers.push(("Authorization", a));
-        }
+    for (path, authorization) in [
+        ("/public/echo", None),
+        ("/orders/echo", Some(token.as_str())),
+    ] {
+        let headers = with_authorization(spoofed.to_vec(), authorization);
         let answer = raw(front.addr, "GET", path, &headers).await;
         if answer.json()["scheme"] != "http" {
             failures.push(format!("{path}: the app took the request for https"));
@@ -1309,7 +1309,12 @@ async fn wsgi_never_sees_forwarding_headers_from_an_untrusted_client() {
 #[tokio::test]
 async fn wsgi_sees_the_forwarding_headers_of_a_trusted_proxy() {
     let wsgi = require!(gunicorn);
-    let front = Front::start(wsgi, WSGI_ROUTES, r#"trusted_proxies = ["127.0.0.0/8"]"#).await;
+    let front = Front::start(
+        wsgi,
+        &routes("/public"),
+        r#"trusted_proxies = ["127.0.0.0/8"]"#,
+    )
+    .await;
     let answer = raw(
         front.addr,
         "GET",
@@ -1343,7 +1348,7 @@ async fn wsgi_sees_the_forwarding_headers_of_a_trusted_proxy() {
 #[tokio::test]
 async fn wsgi_never_sees_underscore_spellings_of_managed_headers() {
     let wsgi = require!(gunicorn);
-    let front = Front::start(wsgi, WSGI_ROUTES, "").await;
+    let front = Front::start(wsgi, &routes("/public"), "").await;
     let token = front.bearer("orders:read");
     let spoofed = [
         ("X_Forwarded_For", "203.0.113.9"),
@@ -1356,12 +1361,12 @@ async fn wsgi_never_sees_underscore_spellings_of_managed_headers() {
         ("X_Method_Override", "DELETE"),
     ];
     let mut failures = Vec::new();
-    for (path, authorization) in [("/public/echo", None), ("/orders/echo", Some(&token))] {
+    for (path, authorization) in [
+        ("/public/echo", None),
+        ("/orders/echo", Some(token.as_str())),
+    ] {
         for (name, value) in spoofed {
-            let mut headers = vec![(name, value)];
-            if let Some(a) = authorization {
-                headers.push(("Authorization", a));
-            }
+            let headers = with_authorization(vec![(name, value)], authorization);
             let answer = raw(front.addr, "POST", path, &headers).await;
             let scheme = answer.json()["scheme"].clone();
             for (var_name, seen) in &answer.environ() {

@@ -26,9 +26,11 @@ use s2s_auth::{
     BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Scopes,
     Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
 };
+use s2s_auth_testkit::server::Server;
 use s2s_tests::{
+    app::protected_router,
     keys::{self, Behavior, KeyServer, TestKey},
-    time::clock_held,
+    time::{clock_held, wait_until},
 };
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinSet, time::advance};
@@ -46,6 +48,24 @@ fn verifier(server: &KeyServer) -> VerifierBuilder {
     Verifier::builder()
         .issuer(Issuer::jwks(server.issuer(), server.jwks_url()))
         .audience(AUD)
+}
+
+/// A verifier of the key server's issuer by discovery.
+fn discovering(server: &KeyServer) -> Verifier {
+    Verifier::builder()
+        .issuer(Issuer::discover(server.issuer()))
+        .audience(AUD)
+        .build()
+        .unwrap()
+}
+
+/// A key server serving one ES256 key `k1`, and the app trusting it ([`start_app`]).
+async fn one_key_app(optional: bool) -> (KeyServer, TestKey, App) {
+    let server = KeyServer::start().await;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    server.set_keys(&[&key]);
+    let app = start_app(&verifier(&server).build().unwrap(), optional).await;
+    (server, key, app)
 }
 
 /// Default key-cache options, edited.
@@ -89,13 +109,7 @@ struct App {
     url: String,
     http: reqwest::Client,
     verifier: Verifier,
-    server: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for App {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    _server: Server,
 }
 
 async fn whoami(
@@ -123,7 +137,7 @@ async fn start_app(verifier: &Verifier, optional: bool) -> App {
         layer = layer.optional();
     }
     // RequireScope answers with the layer's realm: no responder of its own.
-    let app = Router::new()
+    let routes = Router::new()
         .route("/whoami", get(whoami))
         .route("/maybe", get(maybe))
         .merge(
@@ -135,17 +149,14 @@ async fn start_app(verifier: &Verifier, optional: bool) -> App {
             Router::new()
                 .route("/any", get(whoami))
                 .route_layer(RequireScope::any(["orders:admin", "orders:write"])),
-        )
-        .layer(layer)
-        .route("/nolayer", get(whoami));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        );
+    let app = protected_router(routes, layer, &[]).route("/nolayer", get(whoami));
+    let server = Server::start(app).await;
     App {
-        url,
+        url: server.url(),
         http: http_client(),
         verifier: verifier.clone(),
-        server,
+        _server: server,
     }
 }
 
@@ -239,19 +250,6 @@ fn assert_discreet(description: &str, server: &KeyServer, also: &[&str]) {
 #[track_caller]
 fn assert_invalid_token(answer: &Answer, code: &str) -> String {
     assert_refused(answer, 401, "invalid_token", Some(code), "")
-}
-
-/// Yields until `condition` holds; fails after 10 s of real time. Yielding never auto-advances
-/// a paused clock, so this also works with time paused.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::task::yield_now().await;
-    }
 }
 
 /// A full round trip to the key server, so that a request sent before it (e.g. by a refresh
@@ -426,11 +424,7 @@ async fn discovery_via_openid_configuration_and_the_rfc8414_fallback() {
         server.set_oidc_discovery(oidc);
         let key = TestKey::generate(Algorithm::ES256, "k1");
         server.set_keys(&[&key]);
-        let verifier = Verifier::builder()
-            .issuer(Issuer::discover(server.issuer()))
-            .audience(AUD)
-            .build()
-            .unwrap();
+        let verifier = discovering(&server);
         let app = start_app(&verifier, false).await;
 
         let (status, _, body) = app.get("/whoami", &token(&key, &server)).await;
@@ -446,11 +440,7 @@ async fn discovery_refuses_metadata_naming_another_issuer() {
     let key = TestKey::generate(Algorithm::ES256, "k1");
     server.set_keys(&[&key]);
     server.set_metadata_issuer("https://other.test");
-    let verifier = Verifier::builder()
-        .issuer(Issuer::discover(server.issuer()))
-        .audience(AUD)
-        .build()
-        .unwrap();
+    let verifier = discovering(&server);
     let app = start_app(&verifier, false).await;
 
     let answer = app.get("/whoami", &token(&key, &server)).await;
@@ -1286,10 +1276,7 @@ async fn missing_token_gets_a_bare_challenge() {
 
 #[tokio::test]
 async fn authorization_header_forms() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let (server, key, app) = one_key_app(false).await;
     let token = token(&key, &server);
 
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
@@ -1313,10 +1300,7 @@ async fn authorization_header_forms() {
 
 #[tokio::test]
 async fn insufficient_scope_is_403_naming_the_scopes() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let (server, key, app) = one_key_app(false).await;
     let read_write = token(&key, &server); // orders:read orders:write
 
     let answer = app.get("/admin", &read_write).await;
@@ -1354,10 +1338,7 @@ async fn insufficient_scope_is_403_naming_the_scopes() {
 
 #[tokio::test]
 async fn optional_mode_passes_without_a_token_but_refuses_a_bad_one() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), true).await;
+    let (server, key, app) = one_key_app(true).await;
 
     let (status, _, body) = app.call("/maybe", &[]).await;
     assert_eq!((status.as_u16(), body), (200, json!({ "claims": null })));
@@ -1382,10 +1363,7 @@ async fn optional_mode_passes_without_a_token_but_refuses_a_bad_one() {
 
 #[tokio::test]
 async fn claims_on_a_route_without_verify_layer_is_a_500_saying_to_add_it() {
-    let server = KeyServer::start().await;
-    let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
-    let app = start_app(&verifier(&server).build().unwrap(), false).await;
+    let (server, key, app) = one_key_app(false).await;
 
     let (status, headers, body) = app.get("/nolayer", &token(&key, &server)).await;
     assert_eq!(status, 500);

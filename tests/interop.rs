@@ -8,10 +8,13 @@
 use axum::{Router, routing::get};
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
-    Code, ErrorKind, Issuer, RequireScope, Verifier, VerifyLayer,
+    Code, ErrorKind, Issuer, Verifier, VerifyLayer,
     token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource},
 };
-use s2s_tests::peer::{self, Peer};
+use s2s_tests::{
+    app::protected_app,
+    peer::{self, Peer},
+};
 
 /// Skips (loudly, outside CI) or fails (in CI) when node is missing.
 macro_rules! require_node {
@@ -281,13 +284,10 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
     require_node!();
     let peer = Peer::start();
     let billing = "https://billing.interop.test";
-    let app = Router::new()
-        .route("/billing", get(|| async { "billing" }))
-        .route_layer(RequireScope::all(["billing:read"]))
-        .layer(VerifyLayer::new(verifier(&peer, billing)));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/billing", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let routes = Router::new().route("/billing", get(|| async { "billing" }));
+    let verify = VerifyLayer::new(verifier(&peer, billing));
+    let app = protected_app(routes, verify, &["billing:read"]).await;
+    let url = format!("{}/billing", app.url());
     let http = reqwest::Client::new();
 
     let scoped = TokenManager::new(

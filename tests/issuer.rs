@@ -9,57 +9,29 @@
 
 use std::{
     net::IpAddr,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant, SystemTime},
+    sync::{Arc, Mutex},
+    time::{Instant, SystemTime},
 };
 
 use axum::{Extension, Json, Router, routing::get};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use reqwest::{Method, StatusCode, header::HeaderMap};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use s2s_auth::{
     Verified, Verifier, VerifyLayer,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource as _},
 };
 use s2s_issuer::{
-    Clock, IssuerConfig, Running,
+    IssuerConfig, Running,
     config::{Bucket, SecretHashConfig},
+};
+use s2s_tests::{
+    answer::{Answer, ManualClock},
+    app::protected_app,
 };
 use serde_json::{Value, json};
 
 const ADMIN: &str = "test-admin-token-0123456789abcdef";
 const AUDIENCE: &str = "orders-api";
-
-/// A clock that stands still until the test moves it forward.
-#[derive(Clone)]
-struct ManualClock {
-    start: SystemTime,
-    offset: Arc<AtomicU64>,
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        ManualClock {
-            start: SystemTime::now(),
-            offset: Arc::default(),
-        }
-    }
-}
-
-impl ManualClock {
-    fn now(&self) -> SystemTime {
-        self.start + Duration::from_secs(self.offset.load(Ordering::SeqCst))
-    }
-    fn clock(&self) -> Clock {
-        let me = self.clone();
-        Clock::from_fn(move || me.now())
-    }
-    fn advance(&self, secs: u64) {
-        self.offset.fetch_add(secs, Ordering::SeqCst);
-    }
-}
 
 struct Server {
     running: Running,
@@ -97,56 +69,47 @@ async fn start(adjust: impl FnOnce(&mut IssuerConfig)) -> Server {
     start_with(config).await
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+/// The issuer's error answers.
+trait IssuerAnswer {
+    fn assert_error(&self, status: u16, error: &str, code: Option<&str>);
+    fn assert_error_in(&self, case: &str, status: u16, error: &str, code: Option<&str>);
 }
 
-impl Answer {
-    async fn of(response: reqwest::Response) -> Answer {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
+impl IssuerAnswer for Answer {
     /// An RFC 6749 §5.2 error with this status, error and code, not cacheable.
     #[track_caller]
     fn assert_error(&self, status: u16, error: &str, code: Option<&str>) {
-        assert_eq!(self.status.as_u16(), status, "{}", self.body);
-        assert_eq!(self.body["error"], error, "{}", self.body);
-        assert!(self.body["error_description"].is_string(), "{}", self.body);
-        match code {
-            Some(code) => assert_eq!(self.body["code"], code, "{}", self.body),
-            None => assert!(self.body.get("code").is_none(), "{}", self.body),
-        }
-        assert_eq!(self.header("cache-control"), "no-store");
+        self.assert_error_in("", status, error, code);
+    }
+
+    /// [`Answer::assert_error`], naming `case` when it fails.
+    #[track_caller]
+    fn assert_error_in(&self, case: &str, status: u16, error: &str, code: Option<&str>) {
+        self.assert_oauth_error(case, status, error, code);
+        assert_eq!(self.header("cache-control"), "no-store", "{case}");
         if status == 401 {
             assert!(
                 self.header("www-authenticate")
                     .starts_with("Basic realm=\"s2s-issuer\""),
-                "{:?}",
+                "{case}: {:?}",
                 self.headers
             );
         }
     }
+}
+
+/// One request to the token endpoint, for tables of cases.
+enum TokenCall<'a> {
+    /// [`Server::token_basic`]: Basic credentials, `grant_type=client_credentials` and this form.
+    Basic(&'a str, &'a str, &'a [(&'a str, &'a str)]),
+    /// [`Server::token_post`]: this form, nothing else.
+    Post(&'a [(&'a str, &'a str)]),
+    /// Basic credentials and exactly this form.
+    BasicForm(&'a str, &'a str, &'a [(&'a str, &'a str)]),
+    /// This `Authorization` header and `grant_type=client_credentials`.
+    Authorization(&'a str),
+    /// [`Server::raw_token_request`]: this content type and body.
+    Raw(Option<&'a str>, &'a [u8]),
 }
 
 impl Server {
@@ -173,6 +136,18 @@ impl Server {
         Answer::of(request.send().await.unwrap()).await
     }
 
+    /// `PATCH /admin/accounts/{id}` with `body`.
+    async fn patch(&self, id: &str, body: Value) -> Answer {
+        let path = format!("/accounts/{id}");
+        self.admin(Method::PATCH, &path, Some(body)).await
+    }
+
+    /// `POST /admin/accounts/{id}/rotate-secret` with `body`.
+    async fn rotate_secret(&self, id: &str, body: Value) -> Answer {
+        let path = format!("/accounts/{id}/rotate-secret");
+        self.admin(Method::POST, &path, Some(body)).await
+    }
+
     /// Creates an account through the admin API: (client id, secret).
     async fn create(&self, body: Value) -> (String, String) {
         let answer = self.admin(Method::POST, "/accounts", Some(body)).await;
@@ -183,40 +158,80 @@ impl Server {
         )
     }
 
+    /// POSTs to `/token` from `http` (another source address, say) as `build` makes the
+    /// request.
+    async fn post_token_from(
+        &self,
+        http: &reqwest::Client,
+        build: impl FnOnce(RequestBuilder) -> RequestBuilder,
+    ) -> Answer {
+        let request = build(http.post(format!("{}/token", self.url())));
+        Answer::of(request.send().await.unwrap()).await
+    }
+
+    /// POSTs to `/token` as `build` makes the request.
+    async fn post_token(&self, build: impl FnOnce(RequestBuilder) -> RequestBuilder) -> Answer {
+        self.post_token_from(&self.http, build).await
+    }
+
     async fn token_basic(&self, id: &str, secret: &str, form: &[(&str, &str)]) -> Answer {
+        self.token_basic_from(&self.http, id, secret, form).await
+    }
+
+    /// [`Server::token_basic`] from `http` (another source address, say).
+    async fn token_basic_from(
+        &self,
+        http: &reqwest::Client,
+        id: &str,
+        secret: &str,
+        form: &[(&str, &str)],
+    ) -> Answer {
         let mut params = vec![("grant_type", "client_credentials")];
         params.extend_from_slice(form);
-        let response = self
-            .http
-            .post(format!("{}/token", self.url()))
-            .basic_auth(id, Some(secret))
-            .form(&params)
-            .send()
+        self.post_token_from(http, |r| r.basic_auth(id, Some(secret)).form(&params))
             .await
-            .unwrap();
-        Answer::of(response).await
+    }
+
+    async fn send(&self, call: &TokenCall<'_>) -> Answer {
+        match *call {
+            TokenCall::Basic(id, secret, form) => self.token_basic(id, secret, form).await,
+            TokenCall::Post(form) => self.token_post(form).await,
+            TokenCall::BasicForm(id, secret, form) => {
+                self.post_token(|r| r.basic_auth(id, Some(secret)).form(form))
+                    .await
+            }
+            TokenCall::Authorization(value) => {
+                self.post_token(|r| {
+                    r.header("authorization", value)
+                        .form(&[("grant_type", "client_credentials")])
+                })
+                .await
+            }
+            TokenCall::Raw(content_type, body) => self.raw_token_request(content_type, body).await,
+        }
+    }
+
+    /// The statuses of `n` token requests in a row.
+    async fn statuses(&self, id: &str, secret: &str, n: usize) -> Vec<u16> {
+        let mut statuses = Vec::new();
+        for _ in 0..n {
+            statuses.push(self.token_basic(id, secret, &[]).await.status.as_u16());
+        }
+        statuses
     }
 
     async fn token_post(&self, form: &[(&str, &str)]) -> Answer {
-        let response = self
-            .http
-            .post(format!("{}/token", self.url()))
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        Answer::of(response).await
+        self.post_token(|r| r.form(form)).await
     }
 
     async fn raw_token_request(&self, content_type: Option<&str>, body: &[u8]) -> Answer {
-        let mut request = self
-            .http
-            .post(format!("{}/token", self.url()))
-            .body(body.to_vec());
-        if let Some(ct) = content_type {
-            request = request.header("content-type", ct);
-        }
-        Answer::of(request.send().await.unwrap()).await
+        self.post_token(|mut request| {
+            if let Some(ct) = content_type {
+                request = request.header("content-type", ct);
+            }
+            request.body(body.to_vec())
+        })
+        .await
     }
 
     async fn get(&self, path: &str) -> Answer {
@@ -228,6 +243,14 @@ impl Server {
             .unwrap();
         Answer::of(response).await
     }
+}
+
+/// A client whose requests come from 127.0.0.2, not 127.0.0.1.
+fn second_address() -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap()
 }
 
 /// The header and the claims of a JWT, unverified.
@@ -364,125 +387,48 @@ async fn every_token_endpoint_error() {
         .create(json!({"name": "errors", "scopes": ["a"], "audiences": ["reports-api"]}))
         .await;
 
-    // Credentials.
-    server
-        .token_basic(&id, "wrong-secret", &[])
-        .await
-        .assert_error(401, "invalid_client", Some("AUTH_101"));
-    server
-        .token_basic("0123456789abcdef0123456789abcdef", &secret, &[])
-        .await
-        .assert_error(401, "invalid_client", Some("AUTH_101"));
-    server
-        .token_post(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", &id),
-            ("client_secret", "wrong"),
-        ])
-        .await
-        .assert_error(401, "invalid_client", Some("AUTH_101"));
-    server
-        .token_post(&[("grant_type", "client_credentials")])
-        .await
-        .assert_error(401, "invalid_client", Some("AUTH_101"));
-    server
-        .token_post(&[("grant_type", "client_credentials"), ("client_id", &id)])
-        .await
-        .assert_error(401, "invalid_client", Some("AUTH_101"));
-    for authorization in ["Basic !!!", "Basic", "Bearer abc", "Basic bm9jb2xvbg=="] {
-        let response = server
-            .http
-            .post(format!("{}/token", server.url()))
-            .header("authorization", authorization)
-            .form(&[("grant_type", "client_credentials")])
-            .send()
-            .await
-            .unwrap();
-        Answer::of(response)
-            .await
-            .assert_error(401, "invalid_client", Some("AUTH_101"));
+    use TokenCall::{Authorization, Basic, BasicForm, Post, Raw};
+    let (id, secret) = (id.as_str(), secret.as_str());
+    let big = vec![b'a'; 64 * 1024];
+    let form = Some("application/x-www-form-urlencoded");
+    let grant: &[(&str, &str)] = &[("grant_type", "client_credentials")];
+    #[rustfmt::skip]
+    let refused: &[(&str, TokenCall, u16, &str, Option<&str>)] = &[
+        // Credentials.
+        ("a wrong secret", Basic(id, "wrong-secret", &[]), 401, "invalid_client", Some("AUTH_101")),
+        ("an unknown client", Basic("0123456789abcdef0123456789abcdef", secret, &[]), 401, "invalid_client", Some("AUTH_101")),
+        ("a wrong posted secret", Post(&[("grant_type", "client_credentials"), ("client_id", id), ("client_secret", "wrong")]), 401, "invalid_client", Some("AUTH_101")),
+        ("no client", Post(grant), 401, "invalid_client", Some("AUTH_101")),
+        ("no secret", Post(&[("grant_type", "client_credentials"), ("client_id", id)]), 401, "invalid_client", Some("AUTH_101")),
+        ("Basic !!!", Authorization("Basic !!!"), 401, "invalid_client", Some("AUTH_101")),
+        ("Basic", Authorization("Basic"), 401, "invalid_client", Some("AUTH_101")),
+        ("Bearer abc", Authorization("Bearer abc"), 401, "invalid_client", Some("AUTH_101")),
+        ("Basic without a colon", Authorization("Basic bm9jb2xvbg=="), 401, "invalid_client", Some("AUTH_101")),
+        // Scope and audience.
+        ("a scope not granted", Basic(id, secret, &[("scope", "a admin")]), 400, "invalid_scope", Some("AUTH_102")),
+        ("a scope with a quote", Basic(id, secret, &[("scope", "a\"b")]), 400, "invalid_scope", Some("AUTH_102")),
+        ("an audience not allowed", Basic(id, secret, &[("audience", "payroll-api")]), 400, "invalid_target", Some("AUTH_107")),
+        // Grant type and request shape.
+        ("grant_type=password", BasicForm(id, secret, &[("grant_type", "password")]), 400, "unsupported_grant_type", None),
+        ("no grant_type", BasicForm(id, secret, &[("scope", "a")]), 400, "invalid_request", None),
+        ("two client authentications", BasicForm(id, secret, &[("grant_type", "client_credentials"), ("client_secret", secret)]), 400, "invalid_request", None),
+        ("a repeated parameter", Basic(id, secret, &[("scope", "a"), ("scope", "a")]), 400, "invalid_request", None),
+        ("no content type", Raw(None, b"grant_type=client_credentials"), 400, "invalid_request", None),
+        ("text/plain", Raw(Some("text/plain"), b"grant_type=client_credentials"), 400, "invalid_request", None),
+        ("multipart/form-data", Raw(Some("multipart/form-data"), b"grant_type=client_credentials"), 400, "invalid_request", None),
+        ("a 64 KiB form", Raw(form, &big), 400, "invalid_request", None),
+    ];
+    for (case, call, status, error, code) in refused {
+        let answer = server.send(call).await;
+        answer.assert_error_in(case, *status, error, *code);
     }
-
-    // Scope and audience.
-    server
-        .token_basic(&id, &secret, &[("scope", "a admin")])
-        .await
-        .assert_error(400, "invalid_scope", Some("AUTH_102"));
-    server
-        .token_basic(&id, &secret, &[("scope", "a\"b")])
-        .await
-        .assert_error(400, "invalid_scope", Some("AUTH_102"));
-    server
-        .token_basic(&id, &secret, &[("audience", "payroll-api")])
-        .await
-        .assert_error(400, "invalid_target", Some("AUTH_107"));
-    let (_, claims) = decode(&access_token(
-        &server
-            .token_basic(&id, &secret, &[("audience", "reports-api")])
-            .await,
-    ));
-    assert_eq!(claims["aud"], "reports-api");
-    let (_, claims) = decode(&access_token(
-        &server
-            .token_basic(&id, &secret, &[("resource", "reports-api")])
-            .await,
-    ));
-    assert_eq!(claims["aud"], "reports-api");
-
-    // Grant type and request shape.
-    let response = server
-        .http
-        .post(format!("{}/token", server.url()))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "password")])
-        .send()
-        .await
-        .unwrap();
-    Answer::of(response)
-        .await
-        .assert_error(400, "unsupported_grant_type", None);
-    let response = server
-        .http
-        .post(format!("{}/token", server.url()))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("scope", "a")])
-        .send()
-        .await
-        .unwrap();
-    Answer::of(response)
-        .await
-        .assert_error(400, "invalid_request", None);
-    let response = server
-        .http
-        .post(format!("{}/token", server.url()))
-        .basic_auth(&id, Some(&secret))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_secret", &secret),
-        ])
-        .send()
-        .await
-        .unwrap();
-    Answer::of(response)
-        .await
-        .assert_error(400, "invalid_request", None);
-    server
-        .token_basic(&id, &secret, &[("scope", "a"), ("scope", "a")])
-        .await
-        .assert_error(400, "invalid_request", None);
-    for content_type in [None, Some("text/plain"), Some("multipart/form-data")] {
-        server
-            .raw_token_request(content_type, b"grant_type=client_credentials")
-            .await
-            .assert_error(400, "invalid_request", None);
+    for form in [
+        &[("audience", "reports-api")],
+        &[("resource", "reports-api")],
+    ] {
+        let (_, claims) = decode(&access_token(&server.token_basic(id, secret, form).await));
+        assert_eq!(claims["aud"], "reports-api", "{form:?}");
     }
-    server
-        .raw_token_request(
-            Some("application/x-www-form-urlencoded"),
-            &vec![b'a'; 64 * 1024],
-        )
-        .await
-        .assert_error(400, "invalid_request", None);
 
     // No 500 for anything a client sends.
     let bodies: [&[u8]; 6] = [
@@ -625,13 +571,7 @@ async fn discovery_is_served_from_memory_and_lists_scopes_only_when_configured()
         json!(["billing:write", "inventory:read", "orders:read"])
     );
     // Disabling an account through this issuer drops its scopes at once.
-    let answer = server
-        .admin(
-            Method::PATCH,
-            &format!("/accounts/{id}"),
-            Some(json!({"status": "DISABLED"})),
-        )
-        .await;
+    let answer = server.patch(&id, json!({"status": "DISABLED"})).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     assert_eq!(scopes(&server).await, json!(["billing:write"]));
     let Server { running, http } = server;
@@ -669,17 +609,15 @@ async fn tokens_verify_with_s2s_auth_through_discovery_and_verify_layer() {
     assert!(verified.scopes().contains("orders:read"));
 
     // The same through VerifyLayer in a real service.
-    let app = Router::new()
-        .route(
+    let routes =
+        Router::new().route(
             "/whoami",
             get(|Extension(v): Extension<Verified>| async move {
                 Json(json!({"sub": v.standard().sub}))
             }),
-        )
-        .layer(VerifyLayer::new(verifier));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let service_url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+        );
+    let app = protected_app(routes, VerifyLayer::new(verifier), &[]).await;
+    let service_url = app.url();
     let answer = Answer::of(
         server
             .http
@@ -868,11 +806,7 @@ async fn secret_rotation_with_and_without_grace() {
     access_token(&server.token_basic(&id, &old, &[]).await); // remembered as verified
 
     let answer = server
-        .admin(
-            Method::POST,
-            &format!("/accounts/{id}/rotate-secret"),
-            Some(json!({"gracePeriodSeconds": 60})),
-        )
+        .rotate_secret(&id, json!({"gracePeriodSeconds": 60}))
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
     let new = answer.body["clientSecret"].as_str().unwrap().to_owned();
@@ -915,13 +849,7 @@ async fn disabled_and_deleted_accounts_are_refused_at_once() {
     let (id, secret) = server.create(json!({"name": "d", "scopes": ["a"]})).await;
     access_token(&server.token_basic(&id, &secret, &[]).await);
 
-    let answer = server
-        .admin(
-            Method::PATCH,
-            &format!("/accounts/{id}"),
-            Some(json!({"status": "DISABLED"})),
-        )
-        .await;
+    let answer = server.patch(&id, json!({"status": "DISABLED"})).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body["status"], "DISABLED");
     server.token_basic(&id, &secret, &[]).await.assert_error(
@@ -936,13 +864,7 @@ async fn disabled_and_deleted_accounts_are_refused_at_once() {
         Some("AUTH_101"),
     );
 
-    server
-        .admin(
-            Method::PATCH,
-            &format!("/accounts/{id}"),
-            Some(json!({"status": "ACTIVE"})),
-        )
-        .await;
+    server.patch(&id, json!({"status": "ACTIVE"})).await;
     access_token(&server.token_basic(&id, &secret, &[]).await);
 
     let deleted = server
@@ -988,24 +910,19 @@ async fn allowed_ips_are_enforced() {
         .await
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
     // X-Forwarded-For is ignored unless trusted.
-    let response = server
-        .http
-        .post(format!("{}/token", server.url()))
-        .basic_auth(&remote, Some(&remote_secret))
-        .header("x-forwarded-for", "10.1.2.3")
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    Answer::of(response)
+    server
+        .post_token(|r| {
+            r.basic_auth(&remote, Some(&remote_secret))
+                .header("x-forwarded-for", "10.1.2.3")
+                .form(&[("grant_type", "client_credentials")])
+        })
         .await
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
     // Widening the list applies to the next request.
     let answer = server
-        .admin(
-            Method::PATCH,
-            &format!("/accounts/{remote}"),
-            Some(json!({"allowedIps": ["10.0.0.0/8", "127.0.0.0/8"]})),
+        .patch(
+            &remote,
+            json!({"allowedIps": ["10.0.0.0/8", "127.0.0.0/8"]}),
         )
         .await;
     assert_eq!(
@@ -1035,19 +952,13 @@ async fn allowed_ips_are_enforced() {
         .await
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
     // A peer that is not a trusted proxy cannot name its own address.
-    let untrusted = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap();
-    let response = untrusted
-        .post(format!("{}/token", proxied.url()))
-        .basic_auth(&id, Some(&secret))
-        .header("x-forwarded-for", "10.1.2.3")
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    Answer::of(response)
+    let untrusted = second_address();
+    proxied
+        .post_token_from(&untrusted, |r| {
+            r.basic_auth(&id, Some(&secret))
+                .header("x-forwarded-for", "10.1.2.3")
+                .form(&[("grant_type", "client_credentials")])
+        })
         .await
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
 }
@@ -1118,18 +1029,8 @@ async fn a_thousand_bad_secrets_are_rate_limited() {
         StatusCode::TOO_MANY_REQUESTS
     );
     // ... but the client itself, at another address, is not locked out.
-    let elsewhere = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap();
-    let response = elsewhere
-        .post(format!("{}/token", server.url()))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    access_token(&Answer::of(response).await);
+    let elsewhere = second_address();
+    access_token(&server.token_basic_from(&elsewhere, &id, &secret, &[]).await);
 }
 
 #[tokio::test]
@@ -1145,10 +1046,7 @@ async fn rate_limits_per_client_id_and_per_source_ip() {
     .await;
     let (a, a_secret) = server.create(json!({"name": "a", "scopes": ["x"]})).await;
     let (b, b_secret) = server.create(json!({"name": "b", "scopes": ["x"]})).await;
-    let mut statuses = Vec::new();
-    for _ in 0..6 {
-        statuses.push(server.token_basic(&a, &a_secret, &[]).await.status.as_u16());
-    }
+    let statuses = server.statuses(&a, &a_secret, 6).await;
     assert!(statuses.contains(&429), "{statuses:?}");
     access_token(&server.token_basic(&b, &b_secret, &[]).await);
 
@@ -1162,23 +1060,14 @@ async fn rate_limits_per_client_id_and_per_source_ip() {
     })
     .await;
     let (id, secret) = server.create(json!({"name": "c", "scopes": ["x"]})).await;
-    let mut statuses = Vec::new();
-    for _ in 0..6 {
-        statuses.push(server.token_basic(&id, &secret, &[]).await.status.as_u16());
-    }
+    let statuses = server.statuses(&id, &secret, 6).await;
     assert!(statuses.contains(&429), "{statuses:?}");
-    let other_address = reqwest::Client::builder()
-        .local_address(IpAddr::from([127, 0, 0, 2]))
-        .build()
-        .unwrap();
-    let response = other_address
-        .post(format!("{}/token", server.url()))
-        .basic_auth(&id, Some(&secret))
-        .form(&[("grant_type", "client_credentials")])
-        .send()
-        .await
-        .unwrap();
-    access_token(&Answer::of(response).await);
+    let other_address = second_address();
+    access_token(
+        &server
+            .token_basic_from(&other_address, &id, &secret, &[])
+            .await,
+    );
 }
 
 #[tokio::test]
@@ -1271,10 +1160,9 @@ async fn the_admin_api() {
 
     // Update.
     let answer = server
-        .admin(
-            Method::PATCH,
-            &format!("/accounts/{id}"),
-            Some(json!({"scopes": ["inventory:read", "inventory:write"], "allowedIps": []})),
+        .patch(
+            &id,
+            json!({"scopes": ["inventory:read", "inventory:write"], "allowedIps": []}),
         )
         .await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
@@ -1283,13 +1171,7 @@ async fn the_admin_api() {
         json!(["inventory:read", "inventory:write"])
     );
     assert_eq!(answer.body["allowedIps"], json!([]));
-    let answer = server
-        .admin(
-            Method::PATCH,
-            &format!("/accounts/{id}"),
-            Some(json!({"status": "PAUSED"})),
-        )
-        .await;
+    let answer = server.patch(&id, json!({"status": "PAUSED"})).await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert!(
         answer.body["error_description"]
@@ -1316,11 +1198,7 @@ async fn the_admin_api() {
         assert_eq!(answer.body["error"], "not_found");
     }
     let answer = server
-        .admin(
-            Method::POST,
-            &format!("/accounts/{id}/rotate-secret"),
-            Some(json!({"gracePeriodSeconds": 999_999_999})),
-        )
+        .rotate_secret(&id, json!({"gracePeriodSeconds": 999_999_999}))
         .await;
     assert_eq!(answer.status, StatusCode::BAD_REQUEST);
     assert_eq!(answer.body["field"], "gracePeriodSeconds");
@@ -1418,15 +1296,7 @@ async fn the_admin_api() {
 
 #[tokio::test]
 async fn restart_on_the_same_sqlite_file_keeps_accounts_and_keys() {
-    let dir = std::env::temp_dir().join(format!(
-        "s2s-issuer-restart-{}-{}",
-        std::process::id(),
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("restart");
     let db = dir.join("issuer.db");
     let config = || {
         let mut c = base_config();

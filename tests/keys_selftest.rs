@@ -12,23 +12,22 @@ use serde_json::{Value, json};
 
 const AUD: &str = "orders-api";
 
-const ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
+#[rustfmt::skip]
+const ALGS: [Algorithm; 9] = {
+    use Algorithm::*;
+    [RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
+};
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// `GET url` with [`client`].
+async fn get(url: impl reqwest::IntoUrl) -> reqwest::Response {
+    client().get(url).send().await.unwrap()
 }
 
 fn validation(alg: Algorithm, iss: &str) -> Validation {
@@ -62,14 +61,7 @@ async fn every_algorithm_verifies_against_the_served_jwk() {
         .collect();
     server.set_keys(&test_keys.iter().collect::<Vec<_>>());
 
-    let served: Value = client()
-        .get(server.jwks_url())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let served: Value = get(server.jwks_url()).await.json().await.unwrap();
     assert_eq!(server.jwks_hits(), 1);
     assert_eq!(served["keys"].as_array().unwrap().len(), ALGS.len());
 
@@ -215,11 +207,10 @@ fn crafted_tokens() {
 #[tokio::test]
 async fn discovery_headers_and_counters() {
     let server = KeyServer::start().await;
-    let http = client();
     assert!(server.url().starts_with("http://127.0.0.1:"));
     assert_eq!(server.issuer(), server.url());
 
-    let r = http.get(server.jwks_url()).send().await.unwrap();
+    let r = get(server.jwks_url()).await;
     assert_eq!(r.headers()["cache-control"], "max-age=300");
     assert_eq!(r.headers()["content-type"], "application/json");
     assert_eq!(r.json::<Value>().await.unwrap(), json!({ "keys": [] }));
@@ -228,11 +219,8 @@ async fn discovery_headers_and_counters() {
         "/.well-known/openid-configuration",
         "/.well-known/oauth-authorization-server",
     ] {
-        let meta: Value = http
-            .get(format!("{}{path}", server.url()))
-            .send()
+        let meta: Value = get(format!("{}{path}", server.url()))
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
@@ -251,20 +239,13 @@ async fn discovery_headers_and_counters() {
     server.set_oidc_discovery(false);
     server.set_metadata_issuer("https://other.test");
     server.set_cache_control(None);
-    let r = http
-        .get(format!("{}/.well-known/openid-configuration", server.url()))
-        .send()
-        .await
-        .unwrap();
+    let r = get(format!("{}/.well-known/openid-configuration", server.url())).await;
     assert_eq!(r.status(), 404);
-    let r = http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            server.url()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = get(format!(
+        "{}/.well-known/oauth-authorization-server",
+        server.url()
+    ))
+    .await;
     assert!(r.headers().get("cache-control").is_none());
     assert_eq!(
         r.json::<Value>().await.unwrap()["issuer"],
@@ -272,25 +253,18 @@ async fn discovery_headers_and_counters() {
     );
     assert_eq!(server.discovery_hits(), 4);
 
-    let r = http
-        .get(format!("{}/nope", server.url()))
-        .send()
-        .await
-        .unwrap();
+    let r = get(format!("{}/nope", server.url())).await;
     assert_eq!(r.status(), 404);
     assert_eq!(server.jwks_hits(), 1);
     assert_eq!(server.requests(), 6);
 
     // The behaviour applies to discovery as well.
     server.set_behavior(Behavior::Status(503));
-    let r = http
-        .get(format!(
-            "{}/.well-known/oauth-authorization-server",
-            server.url()
-        ))
-        .send()
-        .await
-        .unwrap();
+    let r = get(format!(
+        "{}/.well-known/oauth-authorization-server",
+        server.url()
+    ))
+    .await;
     assert_eq!(r.status(), 503);
 }
 
@@ -397,7 +371,7 @@ async fn close_mid_body_really_closes() {
 async fn drop_closes_listener_and_open_connections() {
     let server = KeyServer::start().await;
     let http = client();
-    http.get(server.jwks_url()).send().await.unwrap();
+    get(server.jwks_url()).await;
     let url = server.jwks_url();
 
     server.set_behavior(Behavior::Hang);

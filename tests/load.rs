@@ -17,7 +17,9 @@ use s2s_auth::{
     reqwest::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager},
 };
+use s2s_auth_testkit::server::Server;
 use s2s_tests::{
+    app::protected_app,
     keys::{self, KeyServer, TestKey},
     token_server::{ExpiresIn, Reply, TokenFormat, TokenServer},
 };
@@ -25,20 +27,18 @@ use tokio::task::JoinSet;
 
 const CONNECTIONS: usize = 64;
 
-/// A service behind `VerifyLayer` with keys from `jwks_url`, on 127.0.0.1; its URL.
-async fn protected(issuer: &str, jwks_url: &str) -> (String, Verifier) {
+/// A service behind `VerifyLayer` with keys from `jwks_url`, on 127.0.0.1; the server, its URL
+/// and the verifier.
+async fn protected(issuer: &str, jwks_url: &str) -> (Server, String, Verifier) {
     let verifier = Verifier::builder()
         .issuer(Issuer::jwks(issuer, jwks_url))
         .audience("orders-api")
         .build()
         .unwrap();
-    let app = Router::new()
-        .route("/orders", get(|| async { "orders" }))
-        .layer(VerifyLayer::new(verifier.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/orders", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, verifier)
+    let routes = Router::new().route("/orders", get(|| async { "orders" }));
+    let app = protected_app(routes, VerifyLayer::new(verifier.clone()), &[]).await;
+    let url = format!("{}/orders", app.url());
+    (app, url, verifier)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -47,7 +47,7 @@ async fn twenty_thousand_requests_while_the_signing_key_rotates_twice() {
     let server = KeyServer::start().await;
     let [k1, k2, k3] = ["k1", "k2", "k3"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
-    let (url, verifier) = protected(&server.issuer(), &server.jwks_url()).await;
+    let (_app, url, verifier) = protected(&server.issuer(), &server.jwks_url()).await;
     let claims = keys::claims(&server.issuer(), "orders-api");
     // What the issuer currently signs with; callers always send its latest token.
     let current = Arc::new(Mutex::new(k1.sign(&claims)));
@@ -121,7 +121,7 @@ async fn token_endpoint_outage_during_load_costs_no_call() {
     tokens.set_expires_in(ExpiresIn::Seconds(lifetime.as_secs()));
     let keys = KeyServer::start().await;
     keys.set_keys(&[&key]);
-    let (url, _) = protected(&tokens.url(), &keys.jwks_url()).await;
+    let (_app, url, _) = protected(&tokens.url(), &keys.jwks_url()).await;
 
     let manager = TokenManager::new(
         ClientCredentials::new(tokens.token_url(), "billing")

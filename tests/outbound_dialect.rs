@@ -20,7 +20,7 @@ use s2s_auth::{
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
 use s2s_tests::{
-    time::clock_held,
+    time::{clock_held, wait_until},
     token_server::{ExpiresIn, Reply, ResourceServer, Speaks, TokenServer},
 };
 use serde_json::json;
@@ -45,18 +45,6 @@ async fn json_server() -> TokenServer {
     let server = TokenServer::start().await;
     server.set_dialect(Speaks::JsonOnly);
     server
-}
-
-/// Yields until `condition` holds; fails after 10 s of real time.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::task::yield_now().await;
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,56 +210,17 @@ async fn every_seed_error_code_is_a_typed_error_that_keeps_its_code() {
         description: Some(format!("refused with {code}")),
         code: Some(code.into()),
     };
+    #[rustfmt::skip]
     let cases = [
-        (
-            oauth(401, "invalid_client", "AUTH_101"),
-            ErrorKind::Config,
-            Code::InvalidClient,
-            "secret",
-        ),
-        (
-            oauth(400, "invalid_scope", "AUTH_102"),
-            ErrorKind::Config,
-            Code::InsufficientScope,
-            "scopes",
-        ),
-        (
-            oauth(403, "insufficient_scope", "AUTH_102"),
-            ErrorKind::Config,
-            Code::InsufficientScope,
-            "scopes",
-        ),
-        (
-            oauth(401, "unauthorized_client", "AUTH_103"),
-            ErrorKind::Config,
-            Code::AccountDisabled,
-            "disabled",
-        ),
-        (
-            oauth(403, "unauthorized_client", "AUTH_104"),
-            ErrorKind::Config,
-            Code::IpNotAllowed,
-            "allowed IPs",
-        ),
-        (
-            oauth(429, "rate_limited", "AUTH_106"),
-            ErrorKind::Transient,
-            Code::RateLimited,
-            "retrying",
-        ),
+        (oauth(401, "invalid_client", "AUTH_101"), ErrorKind::Config, Code::InvalidClient, "secret"),
+        (oauth(400, "invalid_scope", "AUTH_102"), ErrorKind::Config, Code::InsufficientScope, "scopes"),
+        (oauth(403, "insufficient_scope", "AUTH_102"), ErrorKind::Config, Code::InsufficientScope, "scopes"),
+        (oauth(401, "unauthorized_client", "AUTH_103"), ErrorKind::Config, Code::AccountDisabled, "disabled"),
+        (oauth(403, "unauthorized_client", "AUTH_104"), ErrorKind::Config, Code::IpNotAllowed, "allowed IPs"),
+        (oauth(429, "rate_limited", "AUTH_106"), ErrorKind::Transient, Code::RateLimited, "retrying"),
         // An OAuth error name the library does not know: the code decides.
-        (
-            oauth(401, "account_disabled", "AUTH_103"),
-            ErrorKind::Config,
-            Code::AccountDisabled,
-            "disabled",
-        ),
-        (
-            oauth(429, "slow_down", "AUTH_106"),
-            ErrorKind::Transient,
-            Code::RateLimited,
-            "retrying",
-        ),
+        (oauth(401, "account_disabled", "AUTH_103"), ErrorKind::Config, Code::AccountDisabled, "disabled"),
+        (oauth(429, "slow_down", "AUTH_106"), ErrorKind::Transient, Code::RateLimited, "retrying"),
     ];
     server.set_retry_after(Some(9));
     for (reply, kind, code, fix) in cases {

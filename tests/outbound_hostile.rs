@@ -9,7 +9,7 @@
 //! real-time deadline.
 
 use std::{
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -34,6 +34,8 @@ use s2s_auth::{
 };
 use s2s_tests::{
     keys::{self, TestKey},
+    logs::logs,
+    time::wait_until_sleeping,
     token_server::{ExpiresIn, ResourceServer, TokenServer},
 };
 use tower::{ServiceBuilder, ServiceExt as _};
@@ -147,50 +149,8 @@ async fn token_endpoint_answering(body: String) -> Hostile {
     Hostile::start(move |_| ok("application/json", body.clone())).await
 }
 
-/// Waits until `condition` holds; fails after 10 s of real time.
-async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !condition() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Every log line of this test binary (a global fmt subscriber, installed once).
-fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
-    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let writer = Writer(logs.clone());
-        tracing_subscriber::fmt()
-            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .try_init()
-            .expect("the only global subscriber");
-        logs
-    })
-}
-
-#[derive(Clone)]
-struct Writer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Writer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn log_text() -> String {
-    String::from_utf8_lossy(&logs().lock().unwrap()).into_owned()
+    logs().text()
 }
 
 fn grant(token_url: String) -> ClientCredentials {
@@ -228,7 +188,7 @@ async fn a_huge_expires_in_is_clamped_to_the_maximum_lifetime_instead_of_panicki
             .unwrap_or_else(|e| panic!("expires_in {expires_in}: {e}"));
         assert_eq!(token.secret(), "at-huge");
         // Lowered to 2 s, the token is refreshed about a second later, not in 1e20 s.
-        wait_until(&format!("expires_in {expires_in} is refreshed"), || {
+        wait_until_sleeping(&format!("expires_in {expires_in} is refreshed"), || {
             server.hits().len() >= 2
         })
         .await;

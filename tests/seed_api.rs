@@ -12,7 +12,7 @@ use reqwest::{Method, StatusCode};
 use s2s_auth::Verifier;
 use s2s_issuer::config::Bucket;
 use seed_support::{
-    Answer, BASE_PATH, ManualClock, SEED_AUDIENCE, SEED_ISS, SeedIssuer, config,
+    Answer, BASE_PATH, ManualClock, SEED_AUDIENCE, SEED_ISS, SeedAnswer as _, SeedIssuer, config,
     seed_account_request, workflow_service,
 };
 use serde_json::{Value, json};

@@ -28,7 +28,7 @@ use std::{
 };
 
 use reqwest::Method;
-use s2s_tests::peer::is_ci;
+use s2s_tests::peer::{is_ci, run};
 use seed_support::{SEED_AUDIENCE, SEED_ISS, SeedIssuer, seed_account_request, workflow_service};
 use serde_json::{Value, json};
 
@@ -86,25 +86,6 @@ fn runtime(lang: Lang) -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn run(program: &str, args: &[&str], dir: &Path) -> Result<String, String> {
-    let output = std::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("cannot run `{program}`: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "`{program} {}` failed ({}):\n{}{}",
-            args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
 /// `v20.1.0` / `Python 3.11.2` → (20, 1).

@@ -4,39 +4,25 @@
 
 use std::{collections::BTreeMap, path::PathBuf};
 
+use s2s_auth_testkit::TestIssuer;
 use s2s_examples::setup::{self, CallReport};
-use s2s_issuer::IssuerConfig;
-use serde_json::{Value, json};
 
 const AUDIENCE: &str = "orders-api";
 
-/// An authorization server with one client allowed `orders:read`.
+/// An authorization server (the testkit's, built from the real issuer) with one client
+/// allowed `orders:read`.
 struct Environment {
-    issuer: s2s_issuer::Running,
+    issuer: TestIssuer,
     client_id: String,
     secret: String,
 }
 
 async fn environment() -> Environment {
-    let admin_token = "an-admin-token-for-this-test-only-0123456789abcdef";
-    let mut config = IssuerConfig::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.db = ":memory:".into();
-    config.default_audience = Some(AUDIENCE.into());
-    config.admin_token = Some(admin_token.to_owned().into());
-    let issuer = s2s_issuer::spawn(config).await.expect("the issuer starts");
-    let response = reqwest::Client::new()
-        .post(format!("{}/admin/service-accounts", issuer.url))
-        .bearer_auth(admin_token)
-        .json(&json!({ "name": "billing", "scopes": ["orders:read"] }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    let body: Value = response.json().await.unwrap();
+    let issuer = TestIssuer::builder().audience(AUDIENCE).start().await;
+    let account = issuer.account("billing", &["orders:read"]).await;
     Environment {
-        client_id: body["clientId"].as_str().unwrap().into(),
-        secret: body["clientSecret"].as_str().unwrap().into(),
+        client_id: account.client_id,
+        secret: account.client_secret,
         issuer,
     }
 }
@@ -111,7 +97,7 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
             "listen = \"127.0.0.1:0\"\nrequire_scopes = [\"orders:read\"]\n\n[verifier]\n\
              audiences = [\"{AUDIENCE}\"]\nrequire_at_jwt = true\n\n[[verifier.issuer]]\n\
              id = \"{}\"\n",
-            dev.issuer.url
+            dev.issuer.url()
         ),
     );
     let dev_service = service(args(&["--config", service_toml.to_str().unwrap()]), &no_env).await;
@@ -122,7 +108,7 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
             "target = \"{dev_service}\"\nrequests = 5\nconcurrency = 2\n\n[client]\n\
              issuer = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"\n\
              scopes = [\"orders:read\"]\n",
-            dev.issuer.url,
+            dev.issuer.url(),
             dev.client_id,
             secret_file.display()
         ),
@@ -135,7 +121,7 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
     let prod_service = service(
         args(&[]),
         &env(&[
-            ("S2S_ISSUER_URL", &prod.issuer.url),
+            ("S2S_ISSUER_URL", prod.issuer.url()),
             ("S2S_AUDIENCE", AUDIENCE),
             ("S2S_LISTEN", "127.0.0.1:0"),
             ("S2S_REQUIRE_SCOPES", "orders:read"),
@@ -143,7 +129,7 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
     )
     .await;
     let prod_caller = env(&[
-        ("S2S_TOKEN_URL", &format!("{}/token", prod.issuer.url)),
+        ("S2S_TOKEN_URL", &format!("{}/token", prod.issuer.url())),
         ("S2S_CLIENT_ID", &prod.client_id),
         ("S2S_CLIENT_SECRET", &prod.secret),
         ("S2S_SCOPES", "orders:read"),
@@ -160,7 +146,7 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
     // Environment over file: dev's file, pointed at prod by one variable.
     let moved = service(
         args(&["--config", service_toml.to_str().unwrap()]),
-        &env(&[("S2S_ISSUER_URL", &prod.issuer.url)]),
+        &env(&[("S2S_ISSUER_URL", prod.issuer.url())]),
     )
     .await;
     assert_eq!(
@@ -172,13 +158,13 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
     let flagged = service(
         args(&[
             "--issuer",
-            &dev.issuer.url,
+            dev.issuer.url(),
             "--audience",
             AUDIENCE,
             "--listen",
             "127.0.0.1:0",
         ]),
-        &env(&[("S2S_ISSUER_URL", &prod.issuer.url)]),
+        &env(&[("S2S_ISSUER_URL", prod.issuer.url())]),
     )
     .await;
     assert_eq!(
@@ -187,7 +173,7 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
     );
     let dev_by_flags = [
         "--issuer",
-        &dev.issuer.url,
+        dev.issuer.url(),
         "--client-id",
         &dev.client_id,
         "--client-secret",
@@ -205,7 +191,7 @@ async fn one_binary_runs_against_dev_and_prod_by_configuration_alone() {
 /// A caller of `env`'s issuer calling `target` `requests` times, set up by variables alone.
 fn caller_of(env_: &Environment, target: &str) -> impl Fn(&str) -> Option<String> + use<> {
     env(&[
-        ("S2S_ISSUER_URL", &env_.issuer.url),
+        ("S2S_ISSUER_URL", env_.issuer.url()),
         ("S2S_CLIENT_ID", &env_.client_id),
         ("S2S_CLIENT_SECRET", &env_.secret),
         ("S2S_TARGET_URL", target),
@@ -223,7 +209,8 @@ async fn each_issuer_of_the_file_has_its_own_audiences() {
             "listen = \"127.0.0.1:0\"\n[verifier]\naudiences = [\"{AUDIENCE}\"]\n\
              [[verifier.issuer]]\nid = \"{}\"\n\
              [[verifier.issuer]]\nid = \"{}\"\naudiences = [\"orders-prod-api\"]\n",
-            dev.issuer.url, prod.issuer.url
+            dev.issuer.url(),
+            prod.issuer.url()
         ),
     );
     let target = service(args(&["--config", toml.to_str().unwrap()]), &no_env).await;

@@ -235,13 +235,7 @@ async fn every_gateway_row_gets_its_answer_and_the_upstream_sees_only_what_it_sh
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} rows:\n{}",
-        failures.len(),
-        rows.len(),
-        failures.join("\n")
-    );
+    super::assert_rows_pass(&failures, rows.len());
 }
 
 /// `None` when the answer and what reached the upstream (`forwarded` requests) are as expected.

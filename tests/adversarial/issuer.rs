@@ -178,13 +178,7 @@ async fn every_issuer_row_gets_its_answer() {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} of {} rows:\n{}",
-        failures.len(),
-        rows.len(),
-        failures.join("\n")
-    );
+    super::assert_rows_pass(&failures, rows.len());
 }
 
 /// `None` when `response` is what `expect` says.

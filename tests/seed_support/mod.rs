@@ -3,18 +3,12 @@
 //! that answers the seed's `GET /workflow-service/workflows/active`.
 #![allow(dead_code)] // each suite uses its own part
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, SystemTime},
-};
-
 use axum::{Extension, Json, Router, routing::get};
-use reqwest::{Method, StatusCode, header::HeaderMap};
+use reqwest::{Method, StatusCode};
 use s2s_auth::{Verified, Verifier, VerifyLayer};
-use s2s_issuer::{Clock, Issuer, IssuerConfig, config::SecretHashConfig};
+use s2s_auth_testkit::server::Server;
+use s2s_issuer::{Issuer, IssuerConfig, config::SecretHashConfig};
+use s2s_tests::app::protected_app;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
 
@@ -34,78 +28,19 @@ pub fn seed_account_request() -> Value {
     })
 }
 
-/// A clock that stands still until the test moves it.
-#[derive(Clone)]
-pub struct ManualClock {
-    start: SystemTime,
-    offset: Arc<AtomicU64>,
-}
+#[allow(unused_imports)] // not every suite uses both
+pub use s2s_tests::answer::{Answer, ManualClock};
 
-impl ManualClock {
-    pub fn new() -> Self {
-        ManualClock {
-            start: SystemTime::now(),
-            offset: Arc::default(),
-        }
-    }
-    pub fn clock(&self) -> Clock {
-        let me = self.clone();
-        Clock::from_fn(move || me.start + Duration::from_secs(me.offset.load(Ordering::SeqCst)))
-    }
-    pub fn unix_now(&self) -> u64 {
-        self.clock().unix_now()
-    }
-    pub fn advance(&self, secs: u64) {
-        self.offset.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-/// An answer: status, headers, JSON body (`Null` when empty).
-pub struct Answer {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Value,
-}
-
-impl Answer {
-    pub async fn of(response: reqwest::Response) -> Answer {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.unwrap();
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        };
-        Answer {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
+/// The seed's error answers.
+pub trait SeedAnswer {
     /// An error answer with `error`, a non-empty `error_description` and the code.
-    pub fn assert_error(&self, status: u16, error: &str, code: Option<&str>) {
-        assert_eq!(self.status.as_u16(), status, "{}", self.body);
-        assert_eq!(self.body["error"], error, "{}", self.body);
-        assert!(
-            self.body["error_description"]
-                .as_str()
-                .is_some_and(|d| !d.is_empty()),
-            "{}",
-            self.body
-        );
-        match code {
-            Some(code) => assert_eq!(self.body["code"], code, "{}", self.body),
-            None => assert!(self.body.get("code").is_none(), "{}", self.body),
-        }
+    fn assert_error(&self, status: u16, error: &str, code: Option<&str>);
+}
+
+impl SeedAnswer for Answer {
+    #[track_caller]
+    fn assert_error(&self, status: u16, error: &str, code: Option<&str>) {
+        self.assert_oauth_error("", status, error, code);
     }
 }
 
@@ -227,33 +162,28 @@ impl SeedIssuer {
 }
 
 /// A service behind `VerifyLayer` that trusts `iss` with the keys at `jwks_url` for audience
-/// `api`, serving the seed's `GET /workflow-service/workflows/active`; its base URL.
-pub async fn workflow_service(iss: &str, jwks_url: &str) -> (String, JoinHandle<()>) {
+/// `api`, serving the seed's `GET /workflow-service/workflows/active`; its base URL and the
+/// server (serving until dropped).
+pub async fn workflow_service(iss: &str, jwks_url: &str) -> (String, Server) {
     let verifier = Verifier::builder()
         .issuer(s2s_auth::Issuer::jwks(iss, jwks_url))
         .audience(SEED_AUDIENCE)
         .build()
         .expect("the verifier builds");
-    let app = Router::new()
-        .route(
-            "/workflow-service/workflows/active",
-            get(|Extension(v): Extension<Verified>| async move {
-                Json(json!({
-                    "workflows": [
-                        {"id": "wf_123", "name": "Purchase Approval", "status": "ACTIVE", "version": "1.0.0"},
-                        {"id": "wf_456", "name": "Employee Onboarding", "status": "ACTIVE", "version": "2.1.0"}
-                    ],
-                    "count": 2,
-                    "totalCount": 2,
-                    "caller": v.standard().sub,
-                }))
-            }),
-        )
-        .layer(VerifyLayer::new(verifier));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, task)
+    let routes = Router::new().route(
+        "/workflow-service/workflows/active",
+        get(|Extension(v): Extension<Verified>| async move {
+            Json(json!({
+                "workflows": [
+                    {"id": "wf_123", "name": "Purchase Approval", "status": "ACTIVE", "version": "1.0.0"},
+                    {"id": "wf_456", "name": "Employee Onboarding", "status": "ACTIVE", "version": "2.1.0"}
+                ],
+                "count": 2,
+                "totalCount": 2,
+                "caller": v.standard().sub,
+            }))
+        }),
+    );
+    let app = protected_app(routes, VerifyLayer::new(verifier), &[]).await;
+    (app.url(), app)
 }

@@ -50,6 +50,15 @@ pub use s2s_auth_testkit::keys::*;
 use s2s_auth_testkit::server::Server;
 use serde_json::{Value, json};
 
+/// The JOSE name of `alg` (`"ES256"`, `"EdDSA"`, ...).
+pub fn alg_name(alg: jsonwebtoken::Algorithm) -> String {
+    serde_json::to_value(alg)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The key server
 // ---------------------------------------------------------------------------------------------

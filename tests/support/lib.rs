@@ -1,7 +1,11 @@
 //! Helpers shared by the end-to-end suites.
 
+pub mod answer;
+pub mod app;
 pub mod gateway;
 pub mod keys;
+pub mod logs;
+pub mod outbound;
 pub mod peer;
 pub mod time;
 pub mod token_server;

@@ -95,7 +95,8 @@ pub fn node_available() -> bool {
     }
 }
 
-fn run(program: &str, args: &[&str], dir: &Path) -> Result<String, String> {
+/// Runs `program args` in `dir`: its trimmed stdout, or what failed with both outputs.
+pub fn run(program: &str, args: &[&str], dir: &Path) -> Result<String, String> {
     let output = Command::new(program)
         .args(args)
         .current_dir(dir)
