@@ -38,7 +38,8 @@ fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
 /// A set of public verification keys, each tied to the algorithms its type allows.
 ///
 /// Cheap to clone. Built from a JWK set ([`KeySet::from_jwks`]) or PEM ([`KeySet::from_pem`]),
-/// or fetched and cached by [`KeyCache`].
+/// or fetched and cached for an issuer ([`Issuer::jwks`](crate::Issuer::jwks),
+/// [`Issuer::discover`](crate::Issuer::discover)).
 #[derive(Clone, Default)]
 pub struct KeySet {
     keys: Arc<[Arc<Key>]>,

@@ -15,7 +15,8 @@
 //! assert_eq!(keys.kids().collect::<Vec<_>>(), ["k1"]);
 //! ```
 //!
-//! A remote key set ([`KeyCache`]) is read without a lock (an atomic load of the current set).
+//! A remote key set (of an [`Issuer::discover`](crate::Issuer::discover) or
+//! [`Issuer::jwks`](crate::Issuer::jwks)) is read without a lock (an atomic load of the current set).
 //! It is fetched on first use, refreshed in the background before its time to live ends (taken
 //! from `Cache-Control: max-age`, clamped to [`KeyCacheOptions::min_ttl`] and
 //! [`KeyCacheOptions::max_ttl`]), and refetched when a token names an unknown `kid`: once, shared
@@ -30,7 +31,7 @@ mod jwk;
 
 pub(crate) use algorithms::AlgSet;
 pub use algorithms::SUPPORTED_ALGORITHMS;
-pub use cache::{DEFAULT_MAX_STALE, KeyCache, KeyCacheOptions};
-pub(crate) use cache::{FetchReason, Remote};
+pub use cache::{DEFAULT_MAX_STALE, KeyCacheOptions};
+pub(crate) use cache::{FetchReason, KeyCache, Remote};
 pub(crate) use jwk::Key;
 pub use jwk::{KeySet, MIN_RSA_BITS};
