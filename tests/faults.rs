@@ -209,10 +209,10 @@ fn manager(server: &FaultyServer) -> TokenManager {
     let grant = ClientCredentials::new(format!("{}/token", server.url), "svc")
         .auth(ClientAuth::SecretBasic(SECRET.into()))
         .http(http());
-    let mut policy = RefreshPolicy::default();
-    policy.min_backoff = Duration::from_millis(200);
-    policy.max_backoff = Duration::from_millis(400);
-    policy.retry_interval = Duration::ZERO;
+    let policy = RefreshPolicy::default()
+        .min_backoff(Duration::from_millis(200))
+        .max_backoff(Duration::from_millis(400))
+        .retry_interval(Duration::ZERO);
     TokenManager::with_policy(grant, policy).unwrap()
 }
 
@@ -298,10 +298,10 @@ async fn token_endpoint_faults_during_refresh_keep_the_valid_token() {
 async fn key_set_faults_keep_known_keys_and_report_clearly() {
     for_every_fault(|fault, server| async move {
         let verifier = |server: &FaultyServer| {
-            let mut options = KeyCacheOptions::default();
-            options.http = http();
-            // Retry a failed cold start at once (default 1 s), so recovery needs no waiting.
-            options.retry_interval = Duration::ZERO;
+            let options = KeyCacheOptions::default()
+                .http(http())
+                // Retry a failed cold start at once (default 1 s), so recovery needs no waiting.
+                .retry_interval(Duration::ZERO);
             Verifier::builder()
                 .issuer(Issuer::jwks(&server.url, format!("{}/jwks", server.url)))
                 .audience("orders-api")

@@ -24,7 +24,7 @@ use reqwest::{
 };
 use s2s_auth::{
     BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Scopes,
-    Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
+    Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims, fetch::HttpOptions,
 };
 use s2s_auth_testkit::server::Server;
 use s2s_tests::{
@@ -69,10 +69,8 @@ async fn one_key_app(optional: bool) -> (KeyServer, TestKey, App) {
 }
 
 /// Default key-cache options, edited.
-fn cache_options(edit: impl FnOnce(&mut KeyCacheOptions)) -> KeyCacheOptions {
-    let mut options = KeyCacheOptions::default();
-    edit(&mut options);
-    options
+fn cache_options(edit: impl FnOnce(KeyCacheOptions) -> KeyCacheOptions) -> KeyCacheOptions {
+    edit(KeyCacheOptions::default())
 }
 
 /// Valid claims of the key server's issuer for [`AUD`].
@@ -484,7 +482,7 @@ async fn rotation_refetches_once_and_drops_removed_keys() {
     let server = KeyServer::start().await;
     let [k1, k2, k3] = ["k1", "k2", "k3"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
-    let options = cache_options(|o| o.unknown_kid_cooldown = Duration::ZERO);
+    let options = cache_options(|o| o.unknown_kid_cooldown(Duration::ZERO));
     let app = start_app(
         &verifier(&server).key_cache(options).build().unwrap(),
         false,
@@ -531,7 +529,7 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
     let (old, new) = (token(&k1, &server), token(&k2, &server));
     let now = Arc::new(std::sync::atomic::AtomicU64::new(keys::now()));
     let clock = now.clone();
-    let options = cache_options(|o| o.unknown_kid_cooldown = Duration::ZERO);
+    let options = cache_options(|o| o.unknown_kid_cooldown(Duration::ZERO));
     let verifier = verifier(&server)
         .key_cache(options)
         .leeway(Duration::ZERO)
@@ -671,8 +669,11 @@ async fn known_keys_keep_verifying_while_the_key_server_fails() {
     let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
     let options = cache_options(|o| {
-        o.http.timeout = Duration::from_secs(1);
-        o.unknown_kid_cooldown = Duration::ZERO;
+        o.http(HttpOptions {
+            timeout: Duration::from_secs(1),
+            ..HttpOptions::default()
+        })
+        .unknown_kid_cooldown(Duration::ZERO)
     });
     let app = start_app(
         &verifier(&server).key_cache(options).build().unwrap(),
@@ -707,8 +708,11 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
         server.set_keys(&[&key]);
         server.set_behavior(behavior.clone());
         let options = cache_options(|o| {
-            o.http.timeout = timeout_for(&behavior);
-            o.retry_interval = Duration::from_secs(3600);
+            o.http(HttpOptions {
+                timeout: timeout_for(&behavior),
+                ..HttpOptions::default()
+            })
+            .retry_interval(Duration::from_secs(3600))
         });
         let app = start_app(
             &verifier(&server).key_cache(options).build().unwrap(),

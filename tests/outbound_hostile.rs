@@ -176,10 +176,10 @@ async fn a_huge_expires_in_is_clamped_to_the_maximum_lifetime_instead_of_panicki
             r#"{{"access_token":"at-huge","token_type":"Bearer","expires_in":{expires_in}}}"#
         ))
         .await;
-        let mut policy = RefreshPolicy::default();
-        policy.min_lifetime = Duration::from_secs(1);
-        policy.max_lifetime = Duration::from_secs(2);
-        policy.min_fetch_interval = Duration::from_millis(100);
+        let policy = RefreshPolicy::default()
+            .min_lifetime(Duration::from_secs(1))
+            .max_lifetime(Duration::from_secs(2))
+            .min_fetch_interval(Duration::from_millis(100));
         let tokens =
             TokenManager::with_policy(grant(format!("{}/token", server.url())), policy).unwrap();
         let token = tokens
@@ -262,8 +262,7 @@ async fn forced_refreshes_are_spaced_by_the_minimum_fetch_interval() {
         r
     })
     .await;
-    let mut policy = RefreshPolicy::default();
-    policy.min_fetch_interval = Duration::from_millis(500);
+    let policy = RefreshPolicy::default().min_fetch_interval(Duration::from_millis(500));
     let tokens = TokenManager::with_policy(grant(server.token_url()), policy).unwrap();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(AuthorizeMiddleware::new(tokens.clone()).allow_origin(refusing.url()))

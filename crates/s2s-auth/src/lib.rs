@@ -27,7 +27,7 @@ pub mod verify;
 pub use bearer::BearerToken;
 pub use claims::{Scopes, StandardClaims, Verified};
 pub use error::{Code, Error, ErrorKind};
-pub use keys::{KeyCache, KeyCacheOptions, KeySet};
+pub use keys::{KeyCacheOptions, KeySet};
 pub use layer::{AuthorizeLayer, RequireScope, VerifyLayer};
 pub use metrics::MetricsSnapshot;
 pub use rejection::{Reason, Rejection, Responder};

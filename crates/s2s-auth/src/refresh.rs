@@ -2,7 +2,7 @@
 //! refreshed by a background task that retries with jittered exponential back-off and ends with
 //! its owner.
 //!
-//! Used by the remote key cache ([`KeyCache`](crate::keys::KeyCache)) and the outbound token
+//! Used by the remote key cache (`keys::KeyCache`) and the outbound token
 //! manager ([`TokenManager`](crate::token::TokenManager)); generic over what is held (`T`, an
 //! `Arc` or `Option<Arc>`), the state the fetcher keeps between fetches (`S`) and how the owner
 //! fetches ([`Refresh`]).

@@ -1,4 +1,4 @@
-//! [`KeyCache`]: the cache of one remote key set, fetched on first use and refreshed in the
+//! `KeyCache`: the cache of one remote key set, fetched on first use and refreshed in the
 //! background.
 
 use std::{
@@ -48,30 +48,31 @@ impl fmt::Display for Remote {
     }
 }
 
-/// How a [`KeyCache`] fetches and keeps a remote key set.
+/// How a remote key set is fetched and kept (the key cache of an issuer configured with
+/// [`Issuer::discover`](crate::Issuer::discover) or [`Issuer::jwks`](crate::Issuer::jwks)).
+///
+/// ```
+/// use std::time::Duration;
+/// use s2s_auth::{Issuer, KeyCacheOptions, Verifier};
+///
+/// let options = KeyCacheOptions::default()
+///     .max_stale(Duration::from_secs(60 * 60))
+///     .unknown_kid_cooldown(Duration::from_secs(10));
+/// let verifier = Verifier::builder()
+///     .issuer(Issuer::discover("https://auth.example.com").audience("orders-api"))
+///     .key_cache(options)
+///     .build()?;
+/// # Ok::<_, s2s_auth::Error>(())
+/// ```
 #[derive(Clone, Debug)]
-#[non_exhaustive]
 pub struct KeyCacheOptions {
-    /// Shortest time a fetched set is kept before a refresh (a smaller `max-age` is raised to it).
-    pub min_ttl: Duration,
-    /// Longest time a fetched set is kept before a refresh (a larger `max-age` is lowered to it).
-    pub max_ttl: Duration,
-    /// Time to live when the response has no usable `Cache-Control: max-age`.
-    pub default_ttl: Duration,
-    /// After a refetch for an unknown `kid`, how long further unknown kids are rejected without
-    /// a fetch. Bounds the load a flood of made-up kids can put on the key server.
-    pub unknown_kid_cooldown: Duration,
-    /// After a failed fetch, how long requests that find no keys at all are answered 503 at once
-    /// instead of fetching again.
-    pub retry_interval: Duration,
-    /// How long past its time to live a key set is still used while every refresh fails
-    /// (default [`DEFAULT_MAX_STALE`]). Known keys keep verifying through an outage of the key
-    /// server up to then; after it they are not used, the issuer is not ready, and its tokens
-    /// are answered 503 with `Retry-After` until a fetch succeeds. A key the issuer revoked
-    /// while its JWK set was unreachable is trusted for at most this long.
-    pub max_stale: Duration,
-    /// Timeouts, body size limit and the https policy of every fetch.
-    pub http: HttpOptions,
+    pub(crate) min_ttl: Duration,
+    pub(crate) max_ttl: Duration,
+    pub(crate) default_ttl: Duration,
+    pub(crate) unknown_kid_cooldown: Duration,
+    pub(crate) retry_interval: Duration,
+    pub(crate) max_stale: Duration,
+    pub(crate) http: HttpOptions,
 }
 
 impl Default for KeyCacheOptions {
@@ -85,6 +86,56 @@ impl Default for KeyCacheOptions {
             max_stale: DEFAULT_MAX_STALE,
             http: HttpOptions::default(),
         }
+    }
+}
+
+impl KeyCacheOptions {
+    /// Shortest time a fetched set is kept before a refresh (a smaller `max-age` is raised to it). Default 60 s.
+    pub fn min_ttl(mut self, min_ttl: Duration) -> Self {
+        self.min_ttl = min_ttl;
+        self
+    }
+
+    /// Longest time a fetched set is kept before a refresh (a larger `max-age` is lowered to it). Default 24 h.
+    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// Time to live when the response has no usable `Cache-Control: max-age`. Default 5 min.
+    pub fn default_ttl(mut self, default_ttl: Duration) -> Self {
+        self.default_ttl = default_ttl;
+        self
+    }
+
+    /// After a refetch for an unknown `kid`, how long further unknown kids are rejected without
+    /// a fetch. Bounds the load a flood of made-up kids can put on the key server. Default 30 s.
+    pub fn unknown_kid_cooldown(mut self, unknown_kid_cooldown: Duration) -> Self {
+        self.unknown_kid_cooldown = unknown_kid_cooldown;
+        self
+    }
+
+    /// After a failed fetch, how long requests that find no keys at all are answered 503 at once
+    /// instead of fetching again. Default 1 s.
+    pub fn retry_interval(mut self, retry_interval: Duration) -> Self {
+        self.retry_interval = retry_interval;
+        self
+    }
+
+    /// How long past its time to live a key set is still used while every refresh fails
+    /// (default [`DEFAULT_MAX_STALE`]). Known keys keep verifying through an outage of the key
+    /// server up to then; after it they are not used, the issuer is not ready, and its tokens
+    /// are answered 503 with `Retry-After` until a fetch succeeds. A key the issuer revoked
+    /// while its JWK set was unreachable is trusted for at most this long.
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.max_stale = max_stale;
+        self
+    }
+
+    /// Timeouts, body size limit and the https policy of every fetch.
+    pub fn http(mut self, http: HttpOptions) -> Self {
+        self.http = http;
+        self
     }
 }
 
@@ -120,7 +171,7 @@ pub(crate) enum FetchReason {
 /// The cache of one remote key set. Cheap to clone; the background refresh ends when the last
 /// clone is dropped.
 #[derive(Clone)]
-pub struct KeyCache {
+pub(crate) struct KeyCache {
     shared: Arc<Shared>,
 }
 
@@ -185,20 +236,10 @@ impl KeyCache {
         self.shared.value.load()
     }
 
-    /// Whether a set has been fetched (it may be too stale to use: see [`KeyCache::is_usable`]).
-    pub fn is_loaded(&self) -> bool {
-        self.shared.value.load().generation > 0
-    }
-
     /// Whether the cache holds keys it may verify with: fetched, and not older than their time
     /// to live plus [`KeyCacheOptions::max_stale`].
-    pub fn is_usable(&self) -> bool {
+    pub(crate) fn is_usable(&self) -> bool {
         self.shared.value.load().is_usable()
-    }
-
-    /// The current key set (empty before the first fetch), even when too stale to use.
-    pub fn keys(&self) -> KeySet {
-        self.shared.value.load().keys.clone()
     }
 
     /// Fetches the set now unless another fetch completed since `seen_generation` or `reason`'s

@@ -38,7 +38,8 @@ fn fingerprint(parts: &[&[u8]]) -> [u8; 32] {
 /// A set of public verification keys, each tied to the algorithms its type allows.
 ///
 /// Cheap to clone. Built from a JWK set ([`KeySet::from_jwks`]) or PEM ([`KeySet::from_pem`]),
-/// or fetched and cached by [`KeyCache`].
+/// or fetched and cached for an issuer ([`Issuer::jwks`](crate::Issuer::jwks),
+/// [`Issuer::discover`](crate::Issuer::discover)).
 #[derive(Clone, Default)]
 pub struct KeySet {
     keys: Arc<[Arc<Key>]>,
@@ -338,9 +339,18 @@ mod tests {
         KeySet::from_jwks(format!(r#"{{"keys":[{}]}}"#, keys.join(",")).as_bytes())
     }
 
+    /// A set of the same P-256 key under each of `kids`.
+    fn p256(kids: &[&str]) -> KeySet {
+        let keys: Vec<String> = kids
+            .iter()
+            .map(|kid| format!(r#"{P256},"kid":"{kid}"}}"#))
+            .collect();
+        set(&keys).unwrap()
+    }
+
     #[test]
     fn alg_is_inferred_and_checked_against_the_key_type() {
-        let keys = set(&[format!(r#"{P256},"kid":"a"}}"#)]).unwrap();
+        let keys = p256(&["a"]);
         let key = keys.find(Some("a"), Algorithm::ES256).unwrap();
         assert!(key.algs.contains(Algorithm::ES256));
         assert!(!key.algs.contains(Algorithm::ES384));
@@ -356,17 +366,8 @@ mod tests {
 
     #[test]
     fn unchanged_keys_keep_their_identity_across_refreshes() {
-        let old = set(&[
-            format!(r#"{P256},"kid":"a"}}"#),
-            format!(r#"{P256},"kid":"b"}}"#),
-        ])
-        .unwrap();
-        let new = set(&[
-            format!(r#"{P256},"kid":"b"}}"#),
-            format!(r#"{P256},"kid":"c"}}"#),
-        ])
-        .unwrap()
-        .reuse_unchanged(&old);
+        let old = p256(&["a", "b"]);
+        let new = p256(&["b", "c"]).reuse_unchanged(&old);
         let b_old = old.find(Some("b"), Algorithm::ES256).unwrap();
         let b_new = new.find(Some("b"), Algorithm::ES256).unwrap();
         assert!(Arc::ptr_eq(b_old, b_new));
@@ -377,9 +378,7 @@ mod tests {
             b_old,
             changed.find(Some("b"), Algorithm::ES256).unwrap()
         ));
-        let moved = set(&[format!(r#"{P256},"kid":"z"}}"#)])
-            .unwrap()
-            .reuse_unchanged(&old);
+        let moved = p256(&["z"]).reuse_unchanged(&old);
         assert!(!Arc::ptr_eq(
             b_old,
             moved.find(Some("z"), Algorithm::ES256).unwrap()
@@ -396,13 +395,9 @@ mod tests {
 
     #[test]
     fn kidless_tokens_match_only_a_single_candidate() {
-        let keys = set(&[
-            format!(r#"{P256},"kid":"a"}}"#),
-            format!(r#"{P256},"kid":"b"}}"#),
-        ])
-        .unwrap();
+        let keys = p256(&["a", "b"]);
         assert!(keys.find(None, Algorithm::ES256).is_none());
-        let keys = set(&[format!(r#"{P256},"kid":"a"}}"#)]).unwrap();
+        let keys = p256(&["a"]);
         assert!(keys.find(None, Algorithm::ES256).is_some());
         assert!(keys.find(None, Algorithm::RS256).is_none());
     }

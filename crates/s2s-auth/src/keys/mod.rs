@@ -15,14 +15,19 @@
 //! assert_eq!(keys.kids().collect::<Vec<_>>(), ["k1"]);
 //! ```
 //!
-//! A remote key set ([`KeyCache`]) is read without a lock (an atomic load of the current set).
-//! It is fetched on first use, refreshed in the background before its time to live ends (taken
+//! A remote key set (of an [`Issuer::discover`](crate::Issuer::discover) or
+//! [`Issuer::jwks`](crate::Issuer::jwks)) is read without a lock (an atomic load of the current
+//! set). It is fetched on first use, refreshed in the background before its time to live ends (taken
 //! from `Cache-Control: max-age`, clamped to [`KeyCacheOptions::min_ttl`] and
 //! [`KeyCacheOptions::max_ttl`]), and refetched when a token names an unknown `kid`: once, shared
 //! by every waiting request, then not again before [`KeyCacheOptions::unknown_kid_cooldown`].
 //! A failed refresh keeps the keys it had, for at most [`KeyCacheOptions::max_stale`] past their
 //! time to live: then they are no longer used, the verifier is not ready, and tokens of the
 //! issuer are answered 503 until a fetch succeeds. A successful refresh replaces them.
+//!
+//! Inside: `algorithms.rs` (which algorithms go with which key types), `jwk.rs` (JWK and PEM
+//! parsing into a [`KeySet`]), `cache.rs` (the remote key cache, on the crate's one refresh
+//! primitive).
 
 mod algorithms;
 mod cache;
@@ -30,7 +35,7 @@ mod jwk;
 
 pub(crate) use algorithms::AlgSet;
 pub use algorithms::SUPPORTED_ALGORITHMS;
-pub use cache::{DEFAULT_MAX_STALE, KeyCache, KeyCacheOptions};
-pub(crate) use cache::{FetchReason, Remote};
+pub use cache::{DEFAULT_MAX_STALE, KeyCacheOptions};
+pub(crate) use cache::{FetchReason, KeyCache, Remote};
 pub(crate) use jwk::Key;
 pub use jwk::{KeySet, MIN_RSA_BITS};
