@@ -93,7 +93,7 @@ fn duration(
 }
 
 /// `250ms`, `5s`, `2m`, `1h`.
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = s.split_at(split);
