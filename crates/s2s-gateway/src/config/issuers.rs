@@ -18,14 +18,9 @@ pub(super) struct RawIssuer {
     audiences: Spanned<Vec<Spanned<String>>>,
 }
 
-/// `[keys]` as written: the issuers' key sets, as s2s-auth's key cache reads them.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawKeys {
-    min_ttl: Option<Spanned<String>>,
-    max_ttl: Option<Spanned<String>>,
-    default_ttl: Option<Spanned<String>>,
-    max_stale: Option<Spanned<String>>,
+text_table! {
+    /// `[keys]` as written: the issuers' key sets, as s2s-auth's key cache reads them.
+    RawKeys { min_ttl, max_ttl, default_ttl, max_stale }
 }
 
 /// The checked `leeway` and `[keys]`, as written (s2s-auth's [`VerifierConfig`] reads them).

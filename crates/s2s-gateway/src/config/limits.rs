@@ -16,13 +16,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of request bodies.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 
-/// `[timeouts]` as written.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTimeouts {
-    connect: Option<Spanned<String>>,
-    request: Option<Spanned<String>>,
-    drain: Option<Spanned<String>>,
+text_table! {
+    /// `[timeouts]` as written.
+    RawTimeouts { connect, request, drain }
 }
 
 /// `[limits]` as written.

@@ -154,6 +154,19 @@ use toml::Spanned;
 
 use crate::path::PathOptions;
 
+/// Declares a table of the file as written whose keys are all optional strings, each kept with
+/// its place in the text (`Option<Spanned<String>>`) for the errors.
+macro_rules! text_table {
+    ($(#[$doc:meta])* $name:ident { $($key:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $($key: Option<toml::Spanned<String>>,)+
+        }
+    };
+}
+
 mod error;
 mod health;
 mod identity;
