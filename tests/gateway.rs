@@ -1214,19 +1214,11 @@ async fn one_access_line_per_request_with_subject_and_never_the_token() {
     let (world, gateway) = World::with_gateway("", "").await;
     let token = world.token("orders:read");
     let ok = gateway
-        .call(
-            Method::GET,
-            "/orders/log-7?secret=query",
-            &[("authorization", &bearer(&token))],
-        )
+        .authorized(Method::GET, "/orders/log-7?secret=query", &bearer(&token))
         .await;
     assert_eq!(ok.status, StatusCode::OK);
     let refused = gateway
-        .call(
-            Method::POST,
-            "/orders/log-8",
-            &[("authorization", &bearer(&token))],
-        )
+        .authorized(Method::POST, "/orders/log-8", &bearer(&token))
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     gateway.get("/nowhere/log-9").await;

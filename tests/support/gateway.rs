@@ -276,27 +276,46 @@ pub async fn start(config: &str) -> Running {
     }
 }
 
-/// The test configuration (`s2s-gateway/tests/configs/world.toml`): `top` goes before the
-/// tables, `tables` after the standard ones.
+/// `template` with each `{name}` of `values` replaced.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut text = template.to_owned();
+    for (name, value) in values {
+        text = text.replace(&format!("{{{name}}}"), value);
+    }
+    text
+}
+
+/// A configuration with the issuer of `keys` (audience [`AUD`], realm [`REALM`]) and the
+/// upstream `app` at `upstream` (`s2s-gateway/tests/configs/issuer.toml`): `top` goes before
+/// the tables, `tables` (the routes, ...) after them.
+pub fn issuer_config(keys: &KeyServer, upstream: SocketAddr, top: &str, tables: &str) -> String {
+    fill(
+        include_str!("../../crates/s2s-gateway/tests/configs/issuer.toml"),
+        &[
+            ("realm", REALM),
+            ("audience", AUD),
+            ("top", top),
+            ("issuer", &keys.issuer()),
+            ("jwks", &keys.jwks_url()),
+            ("upstream", &upstream.to_string()),
+            ("tables", tables),
+        ],
+    )
+}
+
+/// The test configuration: [`issuer_config`] with the routes of
+/// `s2s-gateway/tests/configs/world.toml` (and an upstream `down` that refuses connections);
+/// `top` goes before the tables, `tables` after the standard ones.
 pub fn config(keys: &KeyServer, upstream: &Upstream, top: &str, tables: &str) -> String {
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let mut text = include_str!("../../crates/s2s-gateway/tests/configs/world.toml").to_owned();
-    for (name, value) in [
-        ("realm", REALM.to_owned()),
-        ("audience", AUD.to_owned()),
-        ("top", top.to_owned()),
-        ("issuer", keys.issuer().to_string()),
-        ("jwks", keys.jwks_url().to_string()),
-        ("upstream", upstream.addr.to_string()),
-        ("dead", dead.to_string()),
-        ("tables", tables.to_owned()),
-    ] {
-        text = text.replace(&format!("{{{name}}}"), &value);
-    }
-    text
+    let world = fill(
+        include_str!("../../crates/s2s-gateway/tests/configs/world.toml"),
+        &[("dead", &dead.to_string()), ("tables", tables)],
+    );
+    issuer_config(keys, upstream.addr, top, &world)
 }
 
 /// Key server, signing key, upstream: what most tests start with.

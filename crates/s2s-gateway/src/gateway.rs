@@ -101,16 +101,9 @@ struct Route {
 
 impl std::fmt::Debug for Gateway {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let routes = self.shared.routes.iter().map(|r| (&r.prefix, &r.methods));
         f.debug_struct("Gateway")
-            .field(
-                "routes",
-                &self
-                    .shared
-                    .routes
-                    .iter()
-                    .map(|r| (&r.prefix, &r.methods))
-                    .collect::<Vec<_>>(),
-            )
+            .field("routes", &routes.collect::<Vec<_>>())
             .field("verifier", &self.shared.verifier)
             .finish_non_exhaustive()
     }

@@ -52,7 +52,9 @@
 //!   403 `insufficient_scope` naming the scopes, 503 with `Retry-After` while keys cannot be
 //!   loaded. Each issuer's tokens must name one of *that issuer's* audiences, and of the
 //!   route's `audiences` when it names some (401 `AUTH_107`, without listing them).
-//!   `require_at_jwt` accepts only RFC 9068 access tokens (`typ: at+jwt`).
+//!   `require_at_jwt` accepts only RFC 9068 access tokens (`typ: at+jwt`); `leeway` and
+//!   `[keys]` tune the clock skew and the key cache. The issuers are read by s2s-auth's own
+//!   [`VerifierConfig`](s2s_auth::config::VerifierConfig).
 //! * **Forwards** method, normalized path, query, headers and bodies, streaming both ways
 //!   (nothing is buffered; request bodies are counted against `limits.max_body_bytes`, 413
 //!   beyond). Removed: hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and the headers it

@@ -1,17 +1,13 @@
 //! `[health]`: the paths the gateway answers itself, before any route.
 
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::Errors;
 use crate::path;
 
-/// `[health]` as written.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawHealth {
-    liveness: Option<Spanned<String>>,
-    readiness: Option<Spanned<String>>,
+text_table! {
+    /// `[health]` as written.
+    RawHealth { liveness, readiness }
 }
 
 /// The checked health paths.

@@ -1,19 +1,14 @@
 //! `[identity_headers]`: the headers that carry the verified token's identity to the upstream.
 
 use http::HeaderName;
-use serde::Deserialize;
 use toml::Spanned;
 
 use super::error::Errors;
 use crate::proxy;
 
-/// `[identity_headers]` as written.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawIdentityHeaders {
-    subject: Option<Spanned<String>>,
-    client_id: Option<Spanned<String>>,
-    scopes: Option<Spanned<String>>,
+text_table! {
+    /// `[identity_headers]` as written.
+    RawIdentityHeaders { subject, client_id, scopes }
 }
 
 /// The checked identity headers.

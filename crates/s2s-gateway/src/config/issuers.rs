@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use s2s_auth::config::VerifierConfig;
 
-use super::{Config, error::Errors};
+use super::{Config, error::Errors, limits::parse_duration};
 
 /// One `[[issuer]]` as written.
 #[derive(Deserialize)]
@@ -16,6 +16,65 @@ pub(super) struct RawIssuer {
     id: Spanned<String>,
     jwks_url: Option<Spanned<String>>,
     audiences: Spanned<Vec<Spanned<String>>>,
+}
+
+text_table! {
+    /// `[keys]` as written: the issuers' key sets, as s2s-auth's key cache reads them.
+    RawKeys { min_ttl, max_ttl, default_ttl, max_stale }
+}
+
+/// The checked `leeway` and `[keys]`, as written (s2s-auth's [`VerifierConfig`] reads them).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct VerifierSettings {
+    pub(crate) leeway: Option<String>,
+    /// `[keys]` entries that are set.
+    pub(crate) keys: Vec<(&'static str, String)>,
+}
+
+/// Checks `leeway` and the `[keys]` durations (zero is a duration here: no leeway, no stale
+/// keys), and that `min_ttl` is not longer than `max_ttl`.
+pub(super) fn settings(
+    leeway: Option<&Spanned<String>>,
+    keys: &RawKeys,
+    errors: &mut Errors<'_>,
+) -> VerifierSettings {
+    let mut check = |value: Option<&Spanned<String>>| {
+        let v = value?;
+        let parsed = parse_duration(v.get_ref());
+        if parsed.is_none() {
+            errors.at(
+                v.span(),
+                format!(
+                    "`{}` is not a duration: write e.g. \"250ms\", \"30s\", \"5m\" or \"1h\"",
+                    v.get_ref()
+                ),
+            );
+        }
+        parsed
+    };
+    check(leeway);
+    let min = check(keys.min_ttl.as_ref());
+    let max = check(keys.max_ttl.as_ref());
+    check(keys.default_ttl.as_ref());
+    check(keys.max_stale.as_ref());
+    if let (Some(min), Some(max), Some(at)) = (min, max, &keys.min_ttl)
+        && min > max
+    {
+        errors.at(at.span(), "`min_ttl` is longer than `max_ttl`");
+    }
+    let entries = [
+        ("min_ttl", &keys.min_ttl),
+        ("max_ttl", &keys.max_ttl),
+        ("default_ttl", &keys.default_ttl),
+        ("max_stale", &keys.max_stale),
+    ];
+    VerifierSettings {
+        leeway: leeway.map(|l| l.get_ref().clone()),
+        keys: entries
+            .into_iter()
+            .filter_map(|(key, value)| Some((key, value.as_ref()?.get_ref().clone())))
+            .collect(),
+    }
 }
 
 /// A checked `[[issuer]]`.
@@ -80,8 +139,8 @@ pub(super) fn check(
 /// The library's configuration of the verifier of `config`'s issuers (`None` without issuers:
 /// every route is public), so that s2s-auth's one piece of code builds it from configuration:
 /// the `[[issuer]]` tables with their `id`, `jwks_url` and `audiences`, and the top-level
-/// `allow_insecure_http` and `require_at_jwt`, are the same keys in
-/// [`VerifierConfig`]. Each issuer keeps its own audiences: the verifier refuses a token naming
+/// `allow_insecure_http`, `require_at_jwt` and `leeway`, and the `[keys]` table, are the same
+/// keys in [`VerifierConfig`]. Each issuer keeps its own audiences: the verifier refuses a token naming
 /// another issuer's, before a route narrows them.
 pub(crate) fn verifier_config(config: &Config) -> Result<Option<VerifierConfig>, s2s_auth::Error> {
     if config.issuers.is_empty() {
@@ -107,6 +166,16 @@ pub(crate) fn verifier_config(config: &Config) -> Result<Option<VerifierConfig>,
         config.allow_insecure_http.into(),
     );
     verifier.insert("require_at_jwt".into(), config.require_at_jwt.into());
+    let settings = &config.verifier;
+    if let Some(leeway) = &settings.leeway {
+        verifier.insert("leeway".into(), leeway.clone().into());
+    }
+    let keys: toml::Table = settings
+        .keys
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), value.clone().into()))
+        .collect();
+    verifier.insert("keys".into(), keys.into());
     VerifierConfig::from_toml_str(&verifier.to_string()).map(Some)
 }
 
@@ -124,7 +193,7 @@ fn check_endpoint(url: &str, span: Range<usize>, allow_insecure: bool, errors: &
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{UPSTREAM, errors_of, public_with};
+    use super::super::tests::{PUBLIC, UPSTREAM, assert_one_error, errors_of, public_with};
     use super::verifier_config;
     use crate::Config;
 
@@ -190,5 +259,46 @@ mod tests {
         }
         // The plain http issuer passes the library's checks too: `allow_insecure_http` went along.
         verifier.build().unwrap();
+    }
+
+    #[tokio::test]
+    async fn leeway_and_the_key_cache_go_to_the_library() {
+        let c = Config::from_toml_str(&format!(
+            "leeway = \"0s\"\n{UPSTREAM}\
+             [[issuer]]\nid = \"https://auth.example.com\"\naudiences = [\"orders-api\"]\n{ROUTE}\
+             [keys]\nmin_ttl = \"30s\"\nmax_ttl = \"1h\"\nmax_stale = \"6h\"\n"
+        ))
+        .unwrap();
+        let verifier = verifier_config(&c).unwrap().unwrap();
+        let debug = format!("{verifier:?}");
+        for part in [
+            r#"leeway: Some("0s")"#,
+            r#"min_ttl: Some("30s"), max_ttl: Some("1h"), default_ttl: None, max_stale: Some("6h")"#,
+        ] {
+            assert!(debug.contains(part), "{part}: {debug}");
+        }
+        verifier.build().unwrap();
+        assert!(public_with("").verifier.keys.is_empty());
+    }
+
+    #[test]
+    fn leeway_and_key_cache_durations_are_checked_where_they_are() {
+        assert_one_error(
+            &format!("leeway = \"soon\"\n{PUBLIC}"),
+            1,
+            "is not a duration",
+        );
+        for (keys, line, says) in [
+            ("max_stale = \"1d\"", 8, "is not a duration"),
+            (
+                "min_ttl = \"2h\"\nmax_ttl = \"1h\"",
+                8,
+                "`min_ttl` is longer than `max_ttl`",
+            ),
+            ("default_ttl = \"5\"", 8, "is not a duration"),
+        ] {
+            assert_one_error(&format!("{PUBLIC}[keys]\n{keys}\n"), line, says);
+        }
+        public_with("[keys]\nmin_ttl = \"1h\"\nmax_ttl = \"1h\"\n");
     }
 }

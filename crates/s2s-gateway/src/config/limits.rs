@@ -16,13 +16,9 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of request bodies.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 
-/// `[timeouts]` as written.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawTimeouts {
-    connect: Option<Spanned<String>>,
-    request: Option<Spanned<String>>,
-    drain: Option<Spanned<String>>,
+text_table! {
+    /// `[timeouts]` as written.
+    RawTimeouts { connect, request, drain }
 }
 
 /// `[limits]` as written.
@@ -93,7 +89,7 @@ fn duration(
 }
 
 /// `250ms`, `5s`, `2m`, `1h`.
-fn parse_duration(s: &str) -> Option<Duration> {
+pub(super) fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (number, unit) = s.split_at(split);

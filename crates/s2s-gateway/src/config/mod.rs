@@ -51,6 +51,8 @@
 //! allow_insecure_http = false
 //! # Accept only RFC 9068 access tokens, `typ: at+jwt` (default false).
 //! require_at_jwt = false
+//! # Clock skew allowed on a token's `exp` and `nbf` (default 30s).
+//! leeway = "30s"
 //! # Peers whose Forwarded, X-Forwarded-For, X-Real-IP, X-Forwarded-Host and X-Forwarded-Proto
 //! # headers are kept, the lists with this hop appended (CIDRs; a bare address is /32 or /128).
 //! # From any other peer they are replaced with the gateway's view. Default: none.
@@ -93,6 +95,15 @@
 //! public = true
 //! # strip_prefix = true   # forward /docs/x as /x
 //!
+//! # The issuers' key sets (s2s-auth's key cache): the bounds of their time to live (the
+//! # server's Cache-Control within them; default_ttl without one), and how long known keys
+//! # keep verifying through a key-server outage past it. Defaults: 1m, 24h, 5m, 24h.
+//! [keys]
+//! min_ttl = "1m"
+//! max_ttl = "24h"
+//! default_ttl = "5m"
+//! max_stale = "24h"
+//!
 //! [timeouts]
 //! connect = "5s"    # TCP connect to the upstream: past it, 504
 //! request = "30s"   # from forwarding until the upstream's response head: past it, 504
@@ -130,8 +141,8 @@
 //! # Where each section is checked
 //!
 //! One file per part of the file, each with its own checks and tests: `server` (`listen`,
-//! `realm`, `trusted_proxies`), `issuers` (`[[issuer]]`, built into s2s-auth's
-//! [`VerifierConfig`](s2s_auth::config::VerifierConfig)), `upstreams`, `routes`, `paths`,
+//! `realm`, `trusted_proxies`), `issuers` (`[[issuer]]`, `leeway` and `[keys]`, built into
+//! s2s-auth's [`VerifierConfig`](s2s_auth::config::VerifierConfig)), `upstreams`, `routes`, `paths`,
 //! `identity` (`[identity_headers]`), `health` and `limits` (`[timeouts]`, `[limits]`); `error`
 //! locates and renders what they find.
 
@@ -142,6 +153,19 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::path::PathOptions;
+
+/// Declares a table of the file as written whose keys are all optional strings, each kept with
+/// its place in the text (`Option<Spanned<String>>`) for the errors.
+macro_rules! text_table {
+    ($(#[$doc:meta])* $name:ident { $($key:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub(super) struct $name {
+            $($key: Option<toml::Spanned<String>>,)+
+        }
+    };
+}
 
 mod error;
 mod health;
@@ -156,7 +180,7 @@ mod upstreams;
 pub use error::{ConfigError, ConfigErrors, Location};
 pub(crate) use health::HealthPaths;
 pub(crate) use identity::IdentityHeaders;
-pub(crate) use issuers::{IssuerConfig, verifier_config};
+pub(crate) use issuers::{IssuerConfig, VerifierSettings, verifier_config};
 pub(crate) use limits::Timeouts;
 pub use limits::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_DRAIN_TIMEOUT, DEFAULT_MAX_BODY_BYTES, DEFAULT_REQUEST_TIMEOUT,
@@ -181,6 +205,7 @@ struct RawConfig {
     allow_insecure_http: bool,
     #[serde(default)]
     require_at_jwt: bool,
+    leeway: Option<Spanned<String>>,
     trusted_proxies: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     paths: paths::RawPaths,
@@ -198,6 +223,8 @@ struct RawConfig {
     identity_headers: identity::RawIdentityHeaders,
     #[serde(default)]
     health: health::RawHealth,
+    #[serde(default)]
+    keys: issuers::RawKeys,
 }
 
 /// A checked gateway configuration. Build it with [`Config::from_toml_str`] or
@@ -210,6 +237,8 @@ pub struct Config {
     pub(crate) preserve_host: bool,
     pub(crate) allow_insecure_http: bool,
     pub(crate) require_at_jwt: bool,
+    /// `leeway` and `[keys]`, for the verifier.
+    pub(crate) verifier: VerifierSettings,
     /// Peers whose forwarding headers are kept (and appended to).
     pub(crate) trusted_proxies: Vec<IpNet>,
     pub(crate) paths: PathOptions,
@@ -291,6 +320,7 @@ fn check(raw: &RawConfig, errors: &mut Errors<'_>) -> Config {
         preserve_host: raw.preserve_host,
         allow_insecure_http: raw.allow_insecure_http,
         require_at_jwt: raw.require_at_jwt,
+        verifier: issuers::settings(raw.leeway.as_ref(), &raw.keys, errors),
         trusted_proxies,
         paths,
         issuers,
@@ -341,6 +371,20 @@ pub(crate) mod tests {
                 (l.line, l.column, e.message().to_owned())
             })
             .collect()
+    }
+
+    #[test]
+    fn the_file_of_the_module_docs_is_valid() {
+        let source = include_str!("mod.rs");
+        let start = source.find("//! ```toml\n").unwrap() + "//! ```toml\n".len();
+        let end = start + source[start..].find("//! ```\n").unwrap();
+        let text: String = source[start..end]
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start_matches("//!").trim_start_matches(' ')))
+            .collect();
+        let c = Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(c.counts(), (3, 1, 1));
+        assert_eq!(c.verifier.keys.len(), 4);
     }
 
     #[test]
