@@ -764,25 +764,20 @@ impl Front {
         assert_eq!(allowed.text(), secret, "{path}");
     }
 
-    /// `routes` are `[[route]]` tables for the upstream `app`; `extra` goes before the issuer
+    /// `routes` are `[[route]]` tables for the upstream `app`; `extra` goes before them
     /// (top-level keys, then any tables).
     async fn start(upstream: &Process, routes: &str, extra: &str) -> Front {
         let key = TestKey::generate(Algorithm::ES256, "k1");
         let keys = KeyServer::start().await;
         keys.set_keys(&[&key]);
+        // The issuer and the upstream as inline tables (the same TOML as `[[issuer]]` and
+        // `[upstreams.app]`), so that `extra` may add top-level keys after them.
         let config = format!(
             r#"
 realm = "orders"
+issuer = [{{ id = "{issuer}", jwks_url = "{jwks}", audiences = ["{AUD}"] }}]
+upstreams.app.url = "http://{up}"
 {extra}
-
-[[issuer]]
-id = "{issuer}"
-jwks_url = "{jwks}"
-audiences = ["{AUD}"]
-
-[upstreams.app]
-url = "http://{up}"
-
 {routes}
 "#,
             issuer = keys.issuer(),

@@ -906,19 +906,12 @@ async fn the_gateway_is_not_ready_once_its_keys_are_past_max_stale() {
     server.set_cache_control(Some("max-age=100"));
     server.set_keys(&[&TestKey::generate(Algorithm::ES256, "k1")]);
     let upstream = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    // One issuer, one upstream, one route (inline tables: the same TOML as `[[issuer]]` ...).
     let config = format!(
         r#"
-[[issuer]]
-id = "{issuer}"
-jwks_url = "{jwks}"
-audiences = ["{AUD}"]
-
-[upstreams.app]
-url = "http://{upstream}"
-
-[[route]]
-prefix = "/orders"
-upstream = "app"
+issuer = [{{ id = "{issuer}", jwks_url = "{jwks}", audiences = ["{AUD}"] }}]
+upstreams.app.url = "http://{upstream}"
+route = [{{ prefix = "/orders", upstream = "app" }}]
 "#,
         issuer = server.issuer(),
         jwks = server.jwks_url(),

@@ -387,7 +387,12 @@ async fn the_token_endpoint_speaks_both_dialects() {
             ("client_id", id.clone()),
             ("client_secret", secret.clone()),
         ];
-        form.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        for &(k, v) in extra {
+            match form.iter_mut().find(|(name, _)| *name == k) {
+                Some(field) => field.1 = v.to_owned(),
+                None => form.push((k, v.to_owned())),
+            }
+        }
         form
     };
     let send_form = |form: Vec<(&'static str, String)>| {
@@ -415,32 +420,19 @@ async fn the_token_endpoint_speaks_both_dialects() {
         }
         body
     };
-    let wrong = json_with(json!({"clientSecret": "wrong"}));
-    server
-        .token_json(wrong)
-        .await
-        .assert_error(401, "invalid_client", Some("AUTH_101"));
-    let mut wrong_form = form(&[]);
-    wrong_form[2].1 = "wrong".into();
-    send_form(wrong_form)
-        .await
-        .assert_error(401, "invalid_client", Some("AUTH_101"));
-
-    server
-        .token_json(json_with(json!({"scope": "admin:all"})))
-        .await
-        .assert_error(400, "invalid_scope", Some("AUTH_102"));
-    send_form(form(&[("scope", "admin:all")]))
-        .await
-        .assert_error(400, "invalid_scope", Some("AUTH_102"));
-
-    server
-        .token_json(json_with(json!({"audience": "elsewhere"})))
-        .await
-        .assert_error(400, "invalid_target", Some("AUTH_107"));
-    send_form(form(&[("audience", "elsewhere")]))
-        .await
-        .assert_error(400, "invalid_target", Some("AUTH_107"));
+    // (case, JSON members and form fields over the good request's, status, error, code)
+    #[rustfmt::skip]
+    let cases = [
+        ("a wrong secret", ("clientSecret", "client_secret", "wrong"), 401, "invalid_client", "AUTH_101"),
+        ("a scope not granted", ("scope", "scope", "admin:all"), 400, "invalid_scope", "AUTH_102"),
+        ("an audience not allowed", ("audience", "audience", "elsewhere"), 400, "invalid_target", "AUTH_107"),
+    ];
+    for (case, (member, field, value), status, error, code) in cases {
+        let answer = server.token_json(json_with(json!({ member: value }))).await;
+        answer.assert_oauth_error(&format!("JSON, {case}"), status, error, Some(code));
+        let answer = send_form(form(&[(field, value)])).await;
+        answer.assert_oauth_error(&format!("form, {case}"), status, error, Some(code));
+    }
 
     let fenced = server
         .create(json!({"name": "fenced", "allowedIps": ["10.0.1.0/24"]}))

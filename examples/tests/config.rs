@@ -2,7 +2,7 @@
 //! setup code (what `protected_service` and `caller` run) reads a TOML file, `S2S_*` variables
 //! or flags, against two real, in-process s2s-issuers ("dev" and "prod"), over real sockets.
 
-use std::{collections::BTreeMap, path::PathBuf};
+use std::path::PathBuf;
 
 use s2s_auth_testkit::TestIssuer;
 use s2s_examples::setup::{self, CallReport};
@@ -29,11 +29,8 @@ async fn environment() -> Environment {
 
 /// A process environment made of `vars` only.
 fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
-    let vars: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
-    move |name| vars.get(name).cloned()
+    let vars: Vec<(String, String)> = vars.iter().map(|&(k, v)| (k.into(), v.into())).collect();
+    move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
 }
 
 fn no_env(_: &str) -> Option<String> {

@@ -28,7 +28,6 @@
 //! [`Behavior::Hang`]), so "the key server went away" really looks like that to a client.
 
 use std::{
-    fmt,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicUsize, Ordering},
@@ -91,12 +90,15 @@ pub enum Behavior {
 
 /// A real JWKS + discovery HTTP/1.1 server on `127.0.0.1:0` (axum + hyper + tokio), fully
 /// controllable and counting requests. Dropping it closes the listener and all connections.
+/// (`Debug` shows its state: the public keys it serves, its behaviour and its counters.)
+#[derive(Debug)]
 pub struct KeyServer {
     url: String,
     state: Arc<ServerState>,
     _server: Server,
 }
 
+#[derive(Debug)]
 struct ServerState {
     url: String,
     jwks: Mutex<Value>,
@@ -107,18 +109,6 @@ struct ServerState {
     jwks_hits: AtomicUsize,
     discovery_hits: AtomicUsize,
     requests: AtomicUsize,
-}
-
-impl fmt::Debug for KeyServer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyServer")
-            .field("url", &self.url)
-            .field("behavior", &*self.state.behavior.lock().unwrap())
-            .field("jwks_hits", &self.jwks_hits())
-            .field("discovery_hits", &self.discovery_hits())
-            .field("requests", &self.requests())
-            .finish_non_exhaustive()
-    }
 }
 
 const JWKS_PATH: &str = "/jwks.json";

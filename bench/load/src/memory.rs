@@ -51,11 +51,9 @@ pub fn main(args: MemoryArgs) {
 fn measure(entries: u64) -> MemoryResult {
     let key = SigningKey::generate(Algorithm::ES256);
     let jwks = serde_json::to_vec(&tokens::jwks(&[&key])).expect("JWKS");
+    let keys = KeySet::from_jwks(&jwks).expect("key set");
     let verifier = Verifier::builder()
-        .issuer(Issuer::keys(
-            ISSUER,
-            KeySet::from_jwks(&jwks).expect("key set"),
-        ))
+        .issuer(Issuer::keys(ISSUER, keys))
         .audience(AUDIENCE)
         .token_cache(entries)
         .build()

@@ -435,26 +435,21 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// The value of the first line of `/proc/{file}` that starts with `key` (what follows it, trimmed
+/// of white space and a `:`).
+fn proc_value(file: &str, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(format!("/proc/{file}")).ok()?;
+    let rest = text.lines().find_map(|l| l.strip_prefix(key))?;
+    Some(rest.trim_start().trim_start_matches(':').trim().to_owned())
+}
+
 fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
+    proc_value("cpuinfo", "model name").unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
+    proc_value("meminfo", "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or_else(
             || "unknown".into(),
             |kib| format!("{:.1} GiB", kib / (1024.0 * 1024.0)),
