@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod jwks;
 pub mod layer;
 mod metrics;
+pub mod oauth;
 pub mod rejection;
 #[cfg(feature = "reqwest")]
 pub mod reqwest;

@@ -1,8 +1,11 @@
-//! The gateway's own answers: JSON bodies `{"error", "error_description"}`, never cached.
+//! The gateway's own answers: JSON bodies `{"error", "error_description"}`
+//! ([`ErrorBody`]), never cached.
 
 use std::fmt::Display;
 
 use http::{HeaderValue, Response, StatusCode, header};
+
+use s2s_auth::oauth::ErrorBody;
 
 use crate::{Body, proxy::full};
 
@@ -12,11 +15,10 @@ pub(crate) fn json_error(
     error: &'static str,
     description: impl Display,
 ) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": error,
-        "error_description": description.to_string(),
-    });
-    json(status, &body)
+    ErrorBody::new(error)
+        .with_description(description.to_string())
+        .to_response(status)
+        .map(full)
 }
 
 /// A JSON answer with `body`.

@@ -43,16 +43,17 @@
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{OriginalUri, Path, RawQuery, Request, State},
     http::{
         HeaderMap, HeaderName, HeaderValue, StatusCode, Uri,
-        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE},
+        header::{CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE},
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use s2s_auth::{BearerToken, oauth::ErrorBody};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -162,11 +163,11 @@ impl From<Error> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.error, "error_description": self.description });
+        let mut body = ErrorBody::new(self.error).with_description(self.description);
         if let Some(field) = self.field {
-            body["field"] = field.into();
+            body = body.with_field(field);
         }
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = body.to_response(self.status).map(Body::from);
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 WWW_AUTHENTICATE,
@@ -199,16 +200,11 @@ fn authorized(issuer: &Issuer, headers: &HeaderMap) -> bool {
     let Some(expected) = &issuer.inner.admin_token_digest else {
         return false;
     };
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let Some(presented) = presented else {
+    // One `Bearer <token>` header, as RFC 6750 spells it; anything else is no admin token.
+    let Ok(Some(presented)) = BearerToken::from_headers(headers) else {
         return false;
     };
+    let presented = presented.as_str();
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     bool::from(digest.ct_eq(expected))
 }

@@ -30,7 +30,7 @@
 //! default audience).
 //!
 //! Answers, all with `Cache-Control: no-store`: `200` in the request's dialect
-//! ([`dialect`](crate::dialect)): `{"access_token","token_type":"Bearer","expires_in","scope"}` for
+//! ([`Dialect`](s2s_auth::oauth::Dialect)): `{"access_token","token_type":"Bearer","expires_in","scope"}` for
 //! a form, `{"accessToken","expiresIn","tokenType":"Bearer","scope"}` for JSON; or, in both, an
 //! RFC 6749 §5.2 error `{"error","error_description","code"}`:
 //!
@@ -65,7 +65,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     Json,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::{ConnectInfo, Request, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
@@ -75,14 +75,15 @@ use axum::{
 };
 use base64::{Engine as _, engine::general_purpose::STANDARD};
 use ipnet::IpNet;
-use s2s_auth::Code;
-use serde::{Deserialize, Serialize};
+use s2s_auth::{
+    Code,
+    oauth::{Dialect, ErrorBody, TokenAnswer, TokenRequest},
+};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::{
-    Issuer, accounts::canonical_ip, accounts::is_scope_token, audit, dialect::Dialect,
-    secret::Checked,
-};
+use crate::{Issuer, accounts::canonical_ip, accounts::is_scope_token, audit, secret::Checked};
 
 /// The largest token request body accepted.
 const MAX_BODY: usize = 16 * 1024;
@@ -130,11 +131,11 @@ impl TokenError {
 
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.error, "error_description": self.description });
+        let mut body = ErrorBody::new(self.error).with_description(self.description);
         if let Some(code) = self.code {
-            body["code"] = code.as_str().into();
+            body = body.with_code(code);
         }
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = body.to_response(self.status).map(Body::from);
         let headers = response.headers_mut();
         no_store(headers);
         // Every 401 names the scheme (RFC 6749 §5.2, RFC 9110 §15.5.2).
@@ -156,96 +157,6 @@ impl IntoResponse for TokenError {
 fn no_store(headers: &mut HeaderMap) {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
-/// The parameters of a token request, whatever its encoding.
-#[derive(Default)]
-struct TokenRequest {
-    grant_type: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    client_assertion: bool,
-    scope: Option<String>,
-    audiences: Vec<String>,
-}
-
-/// One string or several.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl OneOrMany {
-    fn into_vec(self) -> Vec<String> {
-        match self {
-            OneOrMany::One(s) => vec![s],
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
-/// The JSON body form. Unknown fields are ignored, as unknown form parameters are (RFC 6749 §3.2).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JsonTokenRequest {
-    #[serde(alias = "grant_type")]
-    grant_type: Option<String>,
-    #[serde(alias = "client_id")]
-    client_id: Option<String>,
-    #[serde(alias = "client_secret")]
-    client_secret: Option<String>,
-    scope: Option<OneOrMany>,
-    audience: Option<OneOrMany>,
-    resource: Option<OneOrMany>,
-}
-
-fn parse_form(body: &[u8]) -> Result<TokenRequest, TokenError> {
-    let mut request = TokenRequest::default();
-    let mut seen: Vec<String> = Vec::new();
-    for (name, value) in url::form_urlencoded::parse(body) {
-        let slot = match name.as_ref() {
-            "grant_type" => &mut request.grant_type,
-            "client_id" => &mut request.client_id,
-            "client_secret" => &mut request.client_secret,
-            "scope" => &mut request.scope,
-            "audience" | "resource" => {
-                request.audiences.push(value.into_owned());
-                continue;
-            }
-            "client_assertion" | "client_assertion_type" => {
-                request.client_assertion = true;
-                continue;
-            }
-            _ => continue,
-        };
-        if seen.iter().any(|s| *s == name) {
-            return Err(TokenError::invalid_request(format!(
-                "the parameter `{name}` is repeated (RFC 6749 §3.2)"
-            )));
-        }
-        seen.push(name.into_owned());
-        *slot = Some(value.into_owned());
-    }
-    Ok(request)
-}
-
-fn parse_json(body: &[u8]) -> Result<TokenRequest, TokenError> {
-    let Json(json) = Json::<JsonTokenRequest>::from_bytes(body)
-        .map_err(|rejection| TokenError::invalid_request(rejection.body_text()))?;
-    let mut audiences = Vec::new();
-    for list in [json.audience, json.resource].into_iter().flatten() {
-        audiences.extend(list.into_vec());
-    }
-    Ok(TokenRequest {
-        grant_type: json.grant_type,
-        client_id: json.client_id,
-        client_secret: json.client_secret,
-        client_assertion: false,
-        scope: json.scope.map(|s| s.into_vec().join(" ")),
-        audiences,
-    })
 }
 
 /// Decodes `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte); a `%` not
@@ -414,17 +325,21 @@ async fn issue(
             "the body is unreadable or larger than {MAX_BODY} bytes"
         ))
     })?;
-    let dialect = Dialect::of(&parts.headers).ok_or_else(|| {
+    let dialect = Dialect::from_headers(&parts.headers).ok_or_else(|| {
         TokenError::invalid_request(
             "the Content-Type must be application/x-www-form-urlencoded (or application/json)",
         )
     })?;
+    // axum reads the JSON dialect for its error texts; every other dialect is a form.
     let mut params = match dialect {
-        Dialect::Form => parse_form(&body)?,
-        Dialect::Json => parse_json(&body)?,
+        Dialect::Json => Json::<TokenRequest>::from_bytes(&body)
+            .map(|Json(request)| request)
+            .map_err(|rejection| TokenError::invalid_request(rejection.body_text()))?,
+        _ => TokenRequest::from_form(&body)
+            .map_err(|e| TokenError::invalid_request(e.message().to_owned()))?,
     };
 
-    match params.grant_type.as_deref() {
+    match params.grant_type() {
         None | Some("") => return Err(TokenError::invalid_request("`grant_type` is missing")),
         Some("client_credentials") => {}
         Some(other) => {
@@ -443,29 +358,25 @@ async fn issue(
     let authorization = parts.headers.get(AUTHORIZATION);
     let (client_id, secret) = if let Some(value) = authorization {
         let (id, secret) = basic_credentials(value)?;
-        if params.client_secret.is_some() || params.client_assertion {
+        if params.client_secret().is_some() || params.has_client_assertion() {
             return Err(TokenError::invalid_request(
                 "more than one client authentication method (RFC 6749 §2.3)",
             ));
         }
-        if params
-            .client_id
-            .as_ref()
-            .is_some_and(|body_id| *body_id != id)
-        {
+        if params.client_id().is_some_and(|body_id| body_id != id) {
             return Err(TokenError::invalid_request(
                 "`client_id` differs from the Basic credentials",
             ));
         }
-        (id, secret)
+        (id, SecretString::from(secret))
     } else {
-        if params.client_assertion {
-            *client_id_out = params.client_id.take();
+        if params.has_client_assertion() {
+            *client_id_out = params.take_client_id();
             return Err(TokenError::invalid_client(
                 "private_key_jwt client authentication is not supported here",
             ));
         }
-        match (params.client_id.take(), params.client_secret.take()) {
+        match (params.take_client_id(), params.take_client_secret()) {
             (Some(id), Some(secret)) => (id, secret),
             (id, _) => {
                 *client_id_out = id;
@@ -476,10 +387,11 @@ async fn issue(
         }
     };
     *client_id_out = Some(client_id.clone());
+    let presented = secret.expose_secret();
     if client_id.is_empty()
         || client_id.len() > MAX_CLIENT_ID
-        || secret.is_empty()
-        || secret.len() > MAX_SECRET
+        || presented.is_empty()
+        || presented.len() > MAX_SECRET
     {
         return Err(TokenError::invalid_client("invalid client credentials"));
     }
@@ -502,13 +414,13 @@ async fn issue(
         .map(|c| c.accepted_hashes.iter().map(String::as_str).collect())
         .unwrap_or_default();
     let hasher = &inner.accounts.hasher;
-    let verified = hasher.remembered(&client_id, &secret, &accepted) || {
+    let verified = hasher.remembered(&client_id, presented, &accepted) || {
         let reservation = inner
             .limits
             .reserve_failure(&client_id, ip)
             .map_err(rate_limited)?;
         match hasher
-            .check(&client_id, &secret, &accepted)
+            .check(&client_id, presented, &accepted)
             .await
             .map_err(server_error)?
         {
@@ -568,7 +480,7 @@ async fn issue(
     }
 
     // Scope: the requested ones if all are granted; all of them when none is requested.
-    let granted: Vec<&str> = match params.scope.as_deref().map(str::trim) {
+    let granted: Vec<&str> = match params.requested_scope().map(str::trim) {
         None | Some("") => account.scopes.iter().map(String::as_str).collect(),
         Some(requested) => {
             let mut granted: Vec<&str> = Vec::new();
@@ -606,7 +518,7 @@ async fn issue(
     // Audience: the default one, or those requested when the account may ask for them.
     let default_audience = &inner.default_audience;
     let mut audiences: Vec<&str> = Vec::new();
-    for aud in &params.audiences {
+    for aud in params.targets() {
         if aud != default_audience && !account.audiences.iter().any(|a| a == aud) {
             return Err(TokenError::new(
                 StatusCode::BAD_REQUEST,
@@ -618,7 +530,7 @@ async fn issue(
             )
             .code(Code::InvalidAudience));
         }
-        if !audiences.contains(&aud.as_str()) {
+        if !audiences.contains(&aud) {
             audiences.push(aud);
         }
     }
@@ -657,7 +569,11 @@ async fn issue(
         jti: &claims.jti,
         exp,
     });
-    let mut response = dialect.answer(&token, inner.token_lifetime, &scope);
+    let mut response = TokenAnswer::bearer(token)
+        .expires_in(inner.token_lifetime)
+        .scope(scope.as_str())
+        .to_response(dialect)
+        .map(Body::from);
     no_store(response.headers_mut());
     Ok(response)
 }
@@ -735,12 +651,5 @@ mod tests {
         assert_eq!(at(proxy, &["10.3.3.3, 10.1.1.1"], &nets), ip("10.3.3.3"));
         assert_eq!(at(proxy, &[], &nets), proxy);
         assert_eq!(at(None, &["192.0.2.7"], &nets), None);
-    }
-
-    #[test]
-    fn repeated_form_parameters_are_refused() {
-        assert!(parse_form(b"grant_type=client_credentials&scope=a&scope=b").is_err());
-        let ok = parse_form(b"grant_type=client_credentials&resource=a&resource=b&x=1").ok();
-        assert_eq!(ok.map(|r| r.audiences.len()), Some(2));
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     fetch::{self, HttpOptions},
 };
 
-use super::wire::{self, Dialect};
+use crate::oauth::{self, Dialect, TokenRequest};
 
 /// Where the token endpoint is.
 #[derive(Clone, Debug)]
@@ -394,23 +394,21 @@ impl ClientCredentials {
     pub async fn fetch(&self) -> Result<TokenResponse, Error> {
         self.check_dialect()?;
         let (url, client) = self.resolve().await?;
-        let names = self.dialect.names();
-        let mut params: Vec<(&str, &str)> = vec![(names.grant_type, "client_credentials")];
+        let mut token_request = TokenRequest::client_credentials();
         let scope = self.scopes.join(" ");
         if !scope.is_empty() {
-            params.push(("scope", &scope));
+            token_request = token_request.scope(scope);
         }
         if let Some(audience) = &self.audience {
-            params.push(("audience", audience));
+            token_request = token_request.audience(audience.as_str());
         }
         for resource in &self.resources {
-            params.push(("resource", resource));
+            token_request = token_request.resource(resource.as_str());
         }
         for (k, v) in &self.params {
-            params.push((k, v));
+            token_request = token_request.param(k.as_str(), v.as_str());
         }
         let mut request = client.post(url.clone());
-        let assertion;
         match &self.auth {
             ClientAuth::SecretBasic(secret) => {
                 request = request.header(
@@ -419,20 +417,15 @@ impl ClientCredentials {
                 );
             }
             ClientAuth::SecretPost(secret) => {
-                params.push((names.client_id, &self.client_id));
-                params.push((names.client_secret, secret.expose_secret()));
+                token_request = token_request
+                    .client_secret_post(&*self.client_id, secret.expose_secret().to_owned());
             }
             ClientAuth::PrivateKeyJwt { key, alg, kid } => {
-                assertion = self.client_assertion(url, key, *alg, kid.clone())?;
-                params.push((names.client_id, &self.client_id));
-                params.push((
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ));
-                params.push(("client_assertion", &assertion));
+                let assertion = self.client_assertion(url, key, *alg, kid.clone())?;
+                token_request = token_request.client_assertion(&*self.client_id, assertion);
             }
         }
-        let (content_type, body) = self.dialect.encode(&params);
+        let (content_type, body) = token_request.encode(self.dialect);
         let response = request
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::CONTENT_TYPE, content_type)
@@ -447,9 +440,9 @@ impl ClientCredentials {
         let retry_after = retry_after(response.headers());
         let body = fetch::read_body(response, self.http.max_body).await?;
         if status.is_success() {
-            wire::parse_success(self.dialect, &body)
+            oauth::parse_success(self.dialect, &body)
         } else {
-            Err(wire::parse_error(
+            Err(oauth::parse_error(
                 self.dialect,
                 status,
                 &body,
