@@ -74,6 +74,13 @@ impl ErrorBody {
         self
     }
 
+    /// Sets the `code` member to `code` as written: a code this version may not know (a newer
+    /// server's), or none of the `AUTH_1xx` ones at all.
+    pub fn with_code_str(mut self, code: impl Into<Cow<'static, str>>) -> Self {
+        self.code = Some(code.into());
+        self
+    }
+
     /// Sets the `field` a validation error is about.
     pub fn with_field(mut self, field: impl Into<Cow<'static, str>>) -> Self {
         self.field = Some(field.into());
