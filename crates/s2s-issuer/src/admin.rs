@@ -43,11 +43,11 @@
 
 use axum::{
     Json, Router,
-    body::{Body, Bytes},
+    body::Bytes,
     extract::{OriginalUri, Path, RawQuery, Request, State},
     http::{
         HeaderMap, HeaderName, HeaderValue, StatusCode, Uri,
-        header::{CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE},
+        header::{CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION},
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
@@ -115,36 +115,39 @@ async fn deprecated(request: Request, next: Next) -> Response {
     response
 }
 
-/// An admin API error.
+/// An admin API error: a status and the shared error body (`error`, `error_description`,
+/// `field`).
 struct AdminError {
     status: StatusCode,
-    error: &'static str,
-    description: String,
-    field: Option<String>,
+    body: ErrorBody,
 }
 
 impl AdminError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
         AdminError {
             status,
-            error,
-            description: description.into(),
-            field: None,
+            body: ErrorBody::new(error).with_description(description.into()),
         }
     }
 
     fn bad_request(description: impl Into<String>) -> Self {
         AdminError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
+
+    /// The error is about `field`.
+    fn field(mut self, field: impl Into<String>) -> Self {
+        self.body = self.body.with_field(field.into());
+        self
+    }
 }
 
 impl From<Error> for AdminError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Invalid { ref field, .. } => AdminError {
-                field: Some(field.clone()),
-                ..AdminError::bad_request(e.to_string())
-            },
+            Error::Invalid { ref field, .. } => {
+                let field = field.clone();
+                AdminError::bad_request(e.to_string()).field(field)
+            }
             Error::NotFound(_) => {
                 AdminError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
@@ -163,18 +166,7 @@ impl From<Error> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut body = ErrorBody::new(self.error).with_description(self.description);
-        if let Some(field) = self.field {
-            body = body.with_field(field);
-        }
-        let mut response = body.to_response(self.status).map(Body::from);
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"s2s-issuer-admin\""),
-            );
-        }
-        response
+        crate::error::answer(self.status, &self.body, "Bearer realm=\"s2s-issuer-admin\"")
     }
 }
 
@@ -290,19 +282,17 @@ async fn list(
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match name.as_ref() {
             "limit" => {
-                limit = value.parse().map_err(|_| AdminError {
-                    field: Some("limit".into()),
-                    ..AdminError::bad_request(format!("invalid `limit`: `{value}` is not a number"))
+                limit = value.parse().map_err(|_| {
+                    AdminError::bad_request(format!("invalid `limit`: `{value}` is not a number"))
+                        .field("limit")
                 })?;
             }
             "cursor" => cursor = Some(value.into_owned()),
             other => {
-                return Err(AdminError {
-                    field: Some(other.to_owned()),
-                    ..AdminError::bad_request(format!(
-                        "unknown query parameter `{other}`; expected `limit` or `cursor`"
-                    ))
-                });
+                return Err(AdminError::bad_request(format!(
+                    "unknown query parameter `{other}`; expected `limit` or `cursor`"
+                ))
+                .field(other));
             }
         }
     }

@@ -69,17 +69,17 @@ use axum::{
     extract::{ConnectInfo, Request, State},
     http::{
         HeaderMap, HeaderValue, StatusCode,
-        header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, RETRY_AFTER, WWW_AUTHENTICATE},
+        header::{AUTHORIZATION, CACHE_CONTROL, PRAGMA, RETRY_AFTER},
     },
     response::{IntoResponse, Response},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD};
+use base64::Engine as _;
 use ipnet::IpNet;
 use s2s_auth::{
     Code,
-    oauth::{Dialect, ErrorBody, TokenAnswer, TokenRequest},
+    oauth::{Dialect, ErrorBody, TokenAnswer, TokenRequest, parse_client_secret_basic},
 };
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 use serde::Serialize;
 use serde_json::json;
 
@@ -91,13 +91,11 @@ const MAX_BODY: usize = 16 * 1024;
 const MAX_CLIENT_ID: usize = 256;
 const MAX_SECRET: usize = 1024;
 
-/// A refusal.
+/// A refusal: a status and the shared error body (`error`, `error_description`, `code`).
 #[derive(Debug)]
 struct TokenError {
     status: StatusCode,
-    error: &'static str,
-    description: String,
-    code: Option<Code>,
+    body: ErrorBody,
     retry_after: Option<u64>,
 }
 
@@ -105,9 +103,7 @@ impl TokenError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
         TokenError {
             status,
-            error,
-            description: description.into(),
-            code: None,
+            body: ErrorBody::new(error).with_description(description.into()),
             retry_after: None,
         }
     }
@@ -117,34 +113,31 @@ impl TokenError {
     }
 
     fn invalid_client(description: impl Into<String>) -> Self {
-        TokenError {
-            code: Some(Code::InvalidClient),
-            ..TokenError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
-        }
+        TokenError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+            .code(Code::InvalidClient)
     }
 
     fn code(mut self, code: Code) -> Self {
-        self.code = Some(code);
+        self.body = self.body.with_code(code);
+        self
+    }
+
+    fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
         self
     }
 }
 
 impl IntoResponse for TokenError {
     fn into_response(self) -> Response {
-        let mut body = ErrorBody::new(self.error).with_description(self.description);
-        if let Some(code) = self.code {
-            body = body.with_code(code);
-        }
-        let mut response = body.to_response(self.status).map(Body::from);
+        // Every 401 names the scheme (RFC 6749 §5.2, RFC 9110 §15.5.2).
+        let mut response = crate::error::answer(
+            self.status,
+            &self.body,
+            "Basic realm=\"s2s-issuer\", charset=\"UTF-8\"",
+        );
         let headers = response.headers_mut();
         no_store(headers);
-        // Every 401 names the scheme (RFC 6749 §5.2, RFC 9110 §15.5.2).
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"s2s-issuer\", charset=\"UTF-8\""),
-            );
-        }
         if let Some(secs) = self.retry_after
             && let Ok(v) = HeaderValue::try_from(secs.to_string())
         {
@@ -154,63 +147,18 @@ impl IntoResponse for TokenError {
     }
 }
 
+/// At most `max` characters of `s`, escaped, to quote in a description.
+fn quoted(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .collect::<String>()
+        .escape_debug()
+        .to_string()
+}
+
 fn no_store(headers: &mut HeaderMap) {
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-}
-
-/// Decodes `application/x-www-form-urlencoded` text (`+` is a space, `%XX` a byte); a `%` not
-/// followed by two hex digits stays as it is.
-fn form_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = |b: u8| (b as char).to_digit(16);
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
-}
-
-/// `Authorization: Basic …` → (client id, secret); `Err` for a malformed header or another
-/// scheme.
-fn basic_credentials(value: &HeaderValue) -> Result<(String, String), TokenError> {
-    let bad = |why: &str| TokenError::invalid_client(why.to_owned());
-    let text = value
-        .to_str()
-        .map_err(|_| bad("the Authorization header is not ASCII"))?;
-    let (scheme, credentials) = text.trim().split_once(' ').unwrap_or((text, ""));
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return Err(bad(
-            "client authentication must use HTTP Basic or client_secret_post",
-        ));
-    }
-    let decoded = STANDARD
-        .decode(credentials.trim())
-        .map_err(|_| bad("the Basic credentials are not base64"))?;
-    let decoded =
-        String::from_utf8(decoded).map_err(|_| bad("the Basic credentials are not UTF-8"))?;
-    let (id, secret) = decoded
-        .split_once(':')
-        .ok_or_else(|| bad("the Basic credentials have no `:`"))?;
-    let id = form_decode(id).ok_or_else(|| bad("the client id is not UTF-8 once decoded"))?;
-    let secret =
-        form_decode(secret).ok_or_else(|| bad("the client secret is not UTF-8 once decoded"))?;
-    Ok((id, secret))
 }
 
 /// One `X-Forwarded-For` entry: an address, possibly with a port (`192.0.2.1:4711`,
@@ -292,9 +240,9 @@ pub(crate) async fn handler(State(issuer): State<Issuer>, request: Request) -> R
             audit::refused(
                 client_id.as_deref(),
                 ip,
-                refusal.error,
-                refusal.code.map(Code::as_str),
-                &refusal.description,
+                refusal.body.error().unwrap_or_default(),
+                refusal.body.code_str(),
+                refusal.body.description().unwrap_or_default(),
             );
             refusal.into_response()
         }
@@ -308,14 +256,14 @@ async fn issue(
     client_id_out: &mut Option<String>,
 ) -> Result<Response, TokenError> {
     let inner = &issuer.inner;
-    let rate_limited = |limited: crate::ratelimit::Limited| TokenError {
-        code: Some(Code::RateLimited),
-        retry_after: Some(limited.retry_after_secs()),
-        ..TokenError::new(
+    let rate_limited = |limited: crate::ratelimit::Limited| {
+        TokenError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
             format!("too many token requests from this {}", limited.what),
         )
+        .code(Code::RateLimited)
+        .retry_after(limited.retry_after_secs())
     };
     inner.limits.check_ip(ip).map_err(rate_limited)?;
 
@@ -348,7 +296,7 @@ async fn issue(
                 "unsupported_grant_type",
                 format!(
                     "`{}` is not supported; use client_credentials",
-                    other.chars().take(64).collect::<String>().escape_debug()
+                    quoted(other, 64)
                 ),
             ));
         }
@@ -357,7 +305,8 @@ async fn issue(
     // Client authentication: Basic or the body, never both.
     let authorization = parts.headers.get(AUTHORIZATION);
     let (client_id, secret) = if let Some(value) = authorization {
-        let (id, secret) = basic_credentials(value)?;
+        let (id, secret) = parse_client_secret_basic(value)
+            .map_err(|e| TokenError::invalid_client(e.message().to_owned()))?;
         if params.client_secret().is_some() || params.has_client_assertion() {
             return Err(TokenError::invalid_request(
                 "more than one client authentication method (RFC 6749 §2.3)",
@@ -368,7 +317,7 @@ async fn issue(
                 "`client_id` differs from the Basic credentials",
             ));
         }
-        (id, SecretString::from(secret))
+        (id, secret)
     } else {
         if params.has_client_assertion() {
             *client_id_out = params.take_client_id();
@@ -431,14 +380,12 @@ async fn issue(
             Checked::Refused => false,
             Checked::Busy => {
                 reservation.give_back();
-                return Err(TokenError {
-                    retry_after: Some(1),
-                    ..TokenError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "temporarily_unavailable",
-                        "the issuer is busy checking other secrets; try again shortly",
-                    )
-                });
+                return Err(TokenError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the issuer is busy checking other secrets; try again shortly",
+                )
+                .retry_after(1));
             }
         }
     };
@@ -525,7 +472,7 @@ async fn issue(
                 "invalid_target",
                 format!(
                     "the service account may not request the audience `{}`",
-                    aud.chars().take(200).collect::<String>().escape_debug()
+                    quoted(aud, 200)
                 ),
             )
             .code(Code::InvalidAudience));
@@ -581,31 +528,6 @@ async fn issue(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn form_decoding() {
-        assert_eq!(form_decode("a+b%3Ac%25").as_deref(), Some("a b:c%"));
-        assert_eq!(form_decode("100%").as_deref(), Some("100%"));
-        assert_eq!(form_decode("%zz%4").as_deref(), Some("%zz%4"));
-        assert_eq!(form_decode("%ff"), None);
-    }
-
-    #[test]
-    fn basic_credentials_are_decoded() {
-        let header = |id: &str, secret: &str| {
-            HeaderValue::try_from(format!(
-                "Basic {}",
-                STANDARD.encode(format!("{id}:{secret}"))
-            ))
-            .unwrap()
-        };
-        let (id, secret) = basic_credentials(&header("my%20id", "s%3Acret+x")).unwrap();
-        assert_eq!((id.as_str(), secret.as_str()), ("my id", "s:cret x"));
-        assert!(basic_credentials(&HeaderValue::from_static("Bearer x")).is_err());
-        assert!(basic_credentials(&HeaderValue::from_static("Basic !!!")).is_err());
-        let no_colon = HeaderValue::try_from(format!("Basic {}", STANDARD.encode("abc"))).unwrap();
-        assert!(basic_credentials(&no_colon).is_err());
-    }
 
     #[test]
     fn the_client_address_is_the_right_most_untrusted_forwarded_entry() {

@@ -33,12 +33,14 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
 mod answer;
+mod client_auth;
 mod dialect;
 mod error_body;
 mod request;
 
 pub use answer::TokenAnswer;
 pub(crate) use answer::parse_success;
+pub use client_auth::{client_secret_basic, parse_client_secret_basic};
 pub use dialect::Dialect;
 pub use error_body::ErrorBody;
 pub(crate) use error_body::parse_error;

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
+use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -413,7 +413,7 @@ impl ClientCredentials {
             ClientAuth::SecretBasic(secret) => {
                 request = request.header(
                     http::header::AUTHORIZATION,
-                    basic_credentials(&self.client_id, secret.expose_secret()),
+                    oauth::client_secret_basic(&self.client_id, secret.expose_secret()),
                 );
             }
             ClientAuth::SecretPost(secret) => {
@@ -482,16 +482,6 @@ impl ClientCredentials {
     }
 }
 
-/// `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1), marked sensitive.
-fn basic_credentials(client_id: &str, secret: &str) -> http::HeaderValue {
-    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let credentials = STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret)));
-    let mut value = http::HeaderValue::try_from(format!("Basic {credentials}"))
-        .expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
-}
-
 /// The refusal of a 3xx from the token endpoint: where it pointed, never followed.
 fn redirect_error(url: &Url, status: http::StatusCode, headers: &http::HeaderMap) -> Error {
     let location = headers
@@ -534,18 +524,4 @@ pub(crate) fn jwt_lifetime(token: &str) -> Option<Duration> {
     let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(bounded_secs(exp.saturating_sub(now)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials_are_form_encoded_first() {
-        let value = basic_credentials("my client", "p:a%s+s é");
-        let b64 = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        let decoded = String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
-        assert_eq!(decoded, "my+client:p%3Aa%25s%2Bs+%C3%A9");
-        assert!(value.is_sensitive());
-    }
 }
