@@ -3,9 +3,9 @@
 
 use std::fmt::Display;
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 
-use s2s_auth::oauth::ErrorBody;
+use s2s_auth::oauth::{self, ErrorBody};
 
 use crate::{Body, proxy::full};
 
@@ -23,13 +23,5 @@ pub(crate) fn json_error(
 
 /// A JSON answer with `body`.
 pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    oauth::json_response(status, body.to_string()).map(full)
 }

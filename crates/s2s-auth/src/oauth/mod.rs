@@ -47,9 +47,15 @@ pub(crate) use error_body::parse_error;
 pub use request::{CLIENT_CREDENTIALS, JWT_BEARER_ASSERTION, TokenRequest};
 
 /// A JSON answer that no cache keeps: `status`, `Content-Type: application/json`,
-/// `Cache-Control: no-store` (RFC 6749 §5.1).
-pub(crate) fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(body));
+/// `Cache-Control: no-store` (RFC 6749 §5.1). [`TokenAnswer`] and [`ErrorBody`] answer with it;
+/// a server's other JSON answers may too.
+///
+/// ```
+/// let response = s2s_auth::oauth::json_response(http::StatusCode::OK, r#"{"status":"ok"}"#);
+/// assert_eq!(response.headers()["cache-control"], "no-store");
+/// ```
+pub fn json_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
