@@ -43,12 +43,13 @@ use std::{
 
 use axum::{
     Json, Router,
-    body::Bytes,
+    body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{any, get},
 };
+use s2s_auth::oauth::{self, Dialect, ErrorBody, TokenAnswer};
 use s2s_auth_testkit::server::Server;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, sync::watch, time::Instant};
@@ -393,13 +394,9 @@ async fn token_handler(
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect::<Vec<_>>();
     let json = serde_json::from_str::<Value>(&body).ok();
-    let media_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(|v| v.trim().to_ascii_lowercase());
-    let is_json = media_type.as_deref() == Some("application/json");
-    let is_form = media_type.as_deref() == Some("application/x-www-form-urlencoded");
+    let dialect = Dialect::from_headers(&headers);
+    let is_json = dialect == Some(Dialect::Json);
+    let is_form = dialect == Some(Dialect::Form);
     let index = {
         let mut log = state.log.lock().unwrap();
         log.push(TokenRequest {
@@ -443,15 +440,19 @@ async fn token_handler(
     };
     let (response, token) = match reply {
         Reply::Token => {
-            let requested = if json_answer {
-                json.as_ref()
-                    .and_then(|j| j["scope"].as_str())
-                    .map(str::to_owned)
-            } else {
-                form.iter()
-                    .find(|(k, _)| k == "scope")
-                    .map(|(_, v)| v.clone())
+            let request = {
+                let log = state.log.lock().unwrap();
+                let body = log[index].body.as_bytes();
+                if json_answer {
+                    serde_json::from_slice::<oauth::TokenRequest>(body).ok()
+                } else {
+                    oauth::TokenRequest::from_form(body).ok()
+                }
             };
+            let requested = request
+                .as_ref()
+                .and_then(|r| r.requested_scope())
+                .map(str::to_owned);
             let (response, token) = issue(&state, requested, json_answer);
             (response, Some(token))
         }
@@ -489,14 +490,14 @@ async fn token_handler(
             description,
             code: stable,
         } => {
-            let mut body = json!({ "error": error });
+            let mut body = ErrorBody::new(error);
             if let Some(d) = description {
-                body["error_description"] = d.into();
+                body = body.with_description(d);
             }
             if let Some(c) = stable {
-                body["code"] = c.into();
+                body = body.with_code_str(c);
             }
-            let mut r = (status(code), Json(body)).into_response();
+            let mut r = body.to_response(status(code)).map(Body::from);
             if code == 401 {
                 r.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
@@ -542,21 +543,37 @@ fn issue(state: &TokenState, requested_scope: Option<String>, json: bool) -> (Re
         }
     };
     issued.push(token.clone());
-    let [access_token, token_type, expires_in] = if json {
+    let dialect = if json { Dialect::Json } else { Dialect::Form };
+    let token_type = state.token_type.lock().unwrap().clone();
+    let scope = state.scope.lock().unwrap().clone().or(requested_scope);
+    // A well-formed answer is the shared one; the server's odd settings are written by hand.
+    let expires_in = state.expires_in.lock().unwrap().clone();
+    if let ("Bearer", ExpiresIn::Seconds(_) | ExpiresIn::Omitted) =
+        (token_type.as_str(), &expires_in)
+    {
+        let mut answer = TokenAnswer::bearer(token.as_str());
+        if let ExpiresIn::Seconds(s) = expires_in {
+            answer = answer.expires_in(s);
+        }
+        if let Some(scope) = scope {
+            answer = answer.scope(scope);
+        }
+        return (answer.to_response(dialect).map(Body::from), token);
+    }
+    let [access_token, token_type_name, expires_in_name] = if json {
         ["accessToken", "tokenType", "expiresIn"]
     } else {
         ["access_token", "token_type", "expires_in"]
     };
     let mut body = json!({
         access_token: token,
-        token_type: *state.token_type.lock().unwrap(),
+        token_type_name: token_type,
     });
-    match &*state.expires_in.lock().unwrap() {
-        ExpiresIn::Seconds(s) => body[expires_in] = (*s).into(),
-        ExpiresIn::Text(s) => body[expires_in] = s.clone().into(),
+    match expires_in {
+        ExpiresIn::Seconds(s) => body[expires_in_name] = s.into(),
+        ExpiresIn::Text(s) => body[expires_in_name] = s.into(),
         ExpiresIn::Omitted => {}
     }
-    let scope = state.scope.lock().unwrap().clone().or(requested_scope);
     if let Some(scope) = scope {
         body["scope"] = scope.into();
     }

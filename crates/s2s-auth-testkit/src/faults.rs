@@ -18,11 +18,11 @@ use axum::{
     extract::{Request, State},
     http::{HeaderValue, StatusCode, header},
     middleware::Next,
-    response::{IntoResponse, Response},
+    response::Response,
 };
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
-use serde_json::json;
+use s2s_auth::oauth::ErrorBody;
 use tokio::sync::watch;
 
 /// What goes wrong.
@@ -218,15 +218,10 @@ pub(crate) async fn inject(
 }
 
 fn error(status: StatusCode, error: &str) -> Response {
-    let body = json!({
-        "error": error,
-        "error_description": "injected by s2s-auth-testkit",
-    });
-    let mut response = (status, axum::Json(body)).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    ErrorBody::new(error.to_owned())
+        .with_description("injected by s2s-auth-testkit")
+        .to_response(status)
+        .map(Body::from)
 }
 
 /// `response` with its body trickling out.

@@ -16,6 +16,7 @@ pub mod fetch;
 pub mod keys;
 pub mod layer;
 mod metrics;
+pub mod oauth;
 mod refresh;
 pub mod rejection;
 #[cfg(feature = "reqwest")]

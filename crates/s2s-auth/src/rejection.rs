@@ -32,7 +32,10 @@ use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::error::{Code, Error, ErrorKind};
+use crate::{
+    error::{Code, Error, ErrorKind},
+    oauth::ErrorBody,
+};
 
 /// Why a request was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -406,21 +409,12 @@ impl Responder {
                 challenge.push_str(&format!(", scope=\"{}\"", sanitize(scope, 500)));
             }
         }
-        let mut body = serde_json::json!({
-            "error": reason.oauth_error(),
-            "error_description": description,
-        });
+        let mut body = ErrorBody::new(reason.oauth_error()).with_description(description);
         if let Some(code) = reason.code() {
-            body["code"] = code.as_str().into();
+            body = body.with_code(code);
         }
-        let mut response = Response::new(Bytes::from(body.to_string()));
-        *response.status_mut() = reason.status();
+        let mut response = body.to_response(reason.status());
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if challenges && let Ok(value) = HeaderValue::from_str(&challenge) {
             headers.insert(header::WWW_AUTHENTICATE, value);
         }

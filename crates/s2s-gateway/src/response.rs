@@ -1,8 +1,11 @@
-//! The gateway's own answers: JSON bodies `{"error", "error_description"}`, never cached.
+//! The gateway's own answers: JSON bodies `{"error", "error_description"}`
+//! ([`ErrorBody`]), never cached.
 
 use std::fmt::Display;
 
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
+
+use s2s_auth::oauth::{self, ErrorBody};
 
 use crate::{Body, proxy::full};
 
@@ -12,22 +15,13 @@ pub(crate) fn json_error(
     error: &'static str,
     description: impl Display,
 ) -> Response<Body> {
-    let body = serde_json::json!({
-        "error": error,
-        "error_description": description.to_string(),
-    });
-    json(status, &body)
+    ErrorBody::new(error)
+        .with_description(description.to_string())
+        .to_response(status)
+        .map(full)
 }
 
 /// A JSON answer with `body`.
 pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full(body.to_string()));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    oauth::json_response(status, body.to_string()).map(full)
 }

@@ -47,12 +47,13 @@ use axum::{
     extract::{OriginalUri, Path, RawQuery, Request, State},
     http::{
         HeaderMap, HeaderName, HeaderValue, StatusCode, Uri,
-        header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION, WWW_AUTHENTICATE},
+        header::{CACHE_CONTROL, CONTENT_TYPE, LINK, LOCATION},
     },
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
+use s2s_auth::{BearerToken, oauth::ErrorBody};
 use secrecy::ExposeSecret as _;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -114,36 +115,39 @@ async fn deprecated(request: Request, next: Next) -> Response {
     response
 }
 
-/// An admin API error.
+/// An admin API error: a status and the shared error body (`error`, `error_description`,
+/// `field`).
 struct AdminError {
     status: StatusCode,
-    error: &'static str,
-    description: String,
-    field: Option<String>,
+    body: ErrorBody,
 }
 
 impl AdminError {
     fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
         AdminError {
             status,
-            error,
-            description: description.into(),
-            field: None,
+            body: ErrorBody::new(error).with_description(description.into()),
         }
     }
 
     fn bad_request(description: impl Into<String>) -> Self {
         AdminError::new(StatusCode::BAD_REQUEST, "invalid_request", description)
     }
+
+    /// The error is about `field`.
+    fn field(mut self, field: impl Into<String>) -> Self {
+        self.body = self.body.with_field(field.into());
+        self
+    }
 }
 
 impl From<Error> for AdminError {
     fn from(e: Error) -> Self {
         match e {
-            Error::Invalid { ref field, .. } => AdminError {
-                field: Some(field.clone()),
-                ..AdminError::bad_request(e.to_string())
-            },
+            Error::Invalid { ref field, .. } => {
+                let field = field.clone();
+                AdminError::bad_request(e.to_string()).field(field)
+            }
             Error::NotFound(_) => {
                 AdminError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
@@ -162,18 +166,7 @@ impl From<Error> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.error, "error_description": self.description });
-        if let Some(field) = self.field {
-            body["field"] = field.into();
-        }
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"s2s-issuer-admin\""),
-            );
-        }
-        response
+        crate::error::answer(self.status, &self.body, "Bearer realm=\"s2s-issuer-admin\"")
     }
 }
 
@@ -199,16 +192,11 @@ fn authorized(issuer: &Issuer, headers: &HeaderMap) -> bool {
     let Some(expected) = &issuer.inner.admin_token_digest else {
         return false;
     };
-    let presented = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let Some(presented) = presented else {
+    // One `Bearer <token>` header, as RFC 6750 spells it; anything else is no admin token.
+    let Ok(Some(presented)) = BearerToken::from_headers(headers) else {
         return false;
     };
+    let presented = presented.as_str();
     let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     bool::from(digest.ct_eq(expected))
 }
@@ -294,19 +282,17 @@ async fn list(
     for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         match name.as_ref() {
             "limit" => {
-                limit = value.parse().map_err(|_| AdminError {
-                    field: Some("limit".into()),
-                    ..AdminError::bad_request(format!("invalid `limit`: `{value}` is not a number"))
+                limit = value.parse().map_err(|_| {
+                    AdminError::bad_request(format!("invalid `limit`: `{value}` is not a number"))
+                        .field("limit")
                 })?;
             }
             "cursor" => cursor = Some(value.into_owned()),
             other => {
-                return Err(AdminError {
-                    field: Some(other.to_owned()),
-                    ..AdminError::bad_request(format!(
-                        "unknown query parameter `{other}`; expected `limit` or `cursor`"
-                    ))
-                });
+                return Err(AdminError::bad_request(format!(
+                    "unknown query parameter `{other}`; expected `limit` or `cursor`"
+                ))
+                .field(other));
             }
         }
     }

@@ -444,6 +444,14 @@ fn validate_admin_token(field: &str, token: &SecretString) -> Result<(), Error> 
             "the admin token must not contain spaces or control characters",
         ));
     }
+    // The admin API reads `Authorization: Bearer` with the library's RFC 6750 parser.
+    let as_header = axum::http::HeaderValue::try_from(format!("Bearer {t}"));
+    if as_header.map_or(true, |v| s2s_auth::BearerToken::from_header(&v).is_none()) {
+        tracing::warn!(
+            field,
+            "the admin token has characters outside RFC 6750's token68 set (letters, digits,              `-._~+/`, trailing `=`): the admin API refuses it as a bearer token; generate one              with `head -c 32 /dev/urandom | base64`"
+        );
+    }
     Ok(())
 }
 

@@ -1,4 +1,11 @@
-//! The library's [`Error`].
+//! The library's [`Error`], and the error answers of its HTTP endpoints.
+
+use axum::{
+    body::Body,
+    http::{HeaderValue, StatusCode, header::WWW_AUTHENTICATE},
+    response::Response,
+};
+use s2s_auth::oauth::ErrorBody;
 
 /// What went wrong opening the issuer or managing accounts and keys.
 #[derive(Debug, thiserror::Error)]
@@ -47,4 +54,16 @@ impl Error {
             message: message.into(),
         }
     }
+}
+
+/// An error answer of the issuer: `body` with `status`, never cached, and on a 401 the
+/// `challenge` of the endpoint's scheme (RFC 9110 §15.5.2).
+pub(crate) fn answer(status: StatusCode, body: &ErrorBody, challenge: &'static str) -> Response {
+    let mut response = body.to_response(status).map(Body::from);
+    if status == StatusCode::UNAUTHORIZED {
+        response
+            .headers_mut()
+            .insert(WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    response
 }

@@ -65,7 +65,6 @@ pub mod admin;
 pub mod audit;
 pub mod config;
 mod dates;
-mod dialect;
 mod error;
 pub mod keys;
 mod ratelimit;

@@ -45,6 +45,24 @@ fn config(adjust: impl FnOnce(&mut IssuerConfig)) -> IssuerConfig {
     config
 }
 
+/// A running issuer of [`config`]`(adjust)`, and its URL.
+async fn start(adjust: impl FnOnce(&mut IssuerConfig)) -> (Running, String) {
+    let running = s2s_issuer::spawn(config(adjust)).await.unwrap();
+    let url = running.url.clone();
+    (running, url)
+}
+
+/// No rate limit at all, and `secret_hash`: for the tests that measure the secret checks alone.
+fn unlimited(config: &mut IssuerConfig, secret_hash: SecretHashConfig) {
+    config.rate_limit = RateLimitConfig {
+        per_client: None,
+        per_ip: None,
+        failures_per_ip: None,
+        failures_per_client_ip: None,
+    };
+    config.secret_hash = secret_hash;
+}
+
 /// An HTTP client whose connections come from `local` (a loopback address).
 fn client_from(local: [u8; 4]) -> reqwest::Client {
     reqwest::Client::builder()
@@ -248,8 +266,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_secrets_under_a_clients_id_at_the_full_per_address_rate_never_lock_it_out() {
     // The default limits.
-    let running = s2s_issuer::spawn(config(|_| {})).await.unwrap();
-    let url = running.url.clone();
+    let (running, url) = start(|_| {}).await;
     let (id, secret) = account(&running, "victim").await;
     let limits = RateLimitConfig::default();
 
@@ -305,12 +322,7 @@ async fn a_flood_of_unknown_ids_from_one_ipv6_slash_64_is_refused_while_a_verifi
  {
     // The flood arrives through a proxy at 127.0.0.1 that the issuer trusts; the client
     // addresses it forwards are all in 2001:db8:1:2::/64.
-    let running = s2s_issuer::spawn(config(|c| {
-        c.trusted_proxies = vec!["127.0.0.1/32".into()];
-    }))
-    .await
-    .unwrap();
-    let url = running.url.clone();
+    let (running, url) = start(|c| c.trusted_proxies = vec!["127.0.0.1/32".into()]).await;
     let (id, secret) = account(&running, "steady").await;
     let http = client_from([127, 0, 0, 2]);
     // Verified once before the flood.
@@ -370,23 +382,16 @@ async fn a_flood_of_unknown_ids_from_one_ipv6_slash_64_is_refused_while_a_verifi
 async fn a_full_queue_of_secret_checks_answers_503_with_retry_after() {
     // No rate limits, no queue beyond the running checks, and a cost that makes a check last
     // far longer than the requests take to arrive.
-    let running = s2s_issuer::spawn(config(|c| {
-        c.rate_limit = RateLimitConfig {
-            per_client: None,
-            per_ip: None,
-            failures_per_ip: None,
-            failures_per_client_ip: None,
-        };
-        c.secret_hash = SecretHashConfig {
+    let (running, url) = start(|c| {
+        let slow = SecretHashConfig {
             memory_kib: 16 * 1024,
             iterations: 2,
             max_queued: 0,
             ..SecretHashConfig::default()
         };
-    }))
-    .await
-    .unwrap();
-    let url = running.url.clone();
+        unlimited(c, slow);
+    })
+    .await;
     let (id, secret) = account(&running, "known").await;
     let http = client_from([127, 0, 0, 2]);
     assert_eq!(token(&http, &url, &id, &secret, None).await.status, 200);
@@ -425,18 +430,7 @@ async fn a_full_queue_of_secret_checks_answers_503_with_retry_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_account_in_a_rotation_grace_period_is_refused_after_the_same_work_as_an_unknown_id() {
     // The default (OWASP) cost, so the timings mean something; no rate limits.
-    let running = s2s_issuer::spawn(config(|c| {
-        c.rate_limit = RateLimitConfig {
-            per_client: None,
-            per_ip: None,
-            failures_per_ip: None,
-            failures_per_client_ip: None,
-        };
-        c.secret_hash = SecretHashConfig::default();
-    }))
-    .await
-    .unwrap();
-    let url = running.url.clone();
+    let (running, url) = start(|c| unlimited(c, SecretHashConfig::default())).await;
     let (plain, _) = account(&running, "plain").await;
     let (rotated, _) = account(&running, "rotated").await;
     running

@@ -73,15 +73,27 @@ fn created(output: &Output) -> (String, String) {
     (field("client_id:"), field("client_secret:"))
 }
 
-/// Starts `serve` and waits for its "listening on" line: (child, base URL).
+/// Starts `serve` with the admin token [`ADMIN`] and waits for its "listening on" line:
+/// (child, base URL).
 async fn serve(db: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = Command::new(BIN)
+    serve_with_admin(db, extra, Some(ADMIN)).await
+}
+
+/// Starts `serve` with `admin_token` (none: not even from the environment) and waits for its
+/// "listening on" line: (child, base URL).
+async fn serve_with_admin(db: &Path, extra: &[&str], admin_token: Option<&str>) -> (Child, String) {
+    let mut command = Command::new(BIN);
+    command
         .arg("serve")
         .arg("--db")
         .arg(db)
         .args(["--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("S2S_ISSUER_ADMIN_TOKEN", ADMIN)
+        .args(extra);
+    match admin_token {
+        Some(token) => command.env("S2S_ISSUER_ADMIN_TOKEN", token),
+        None => command.env_remove("S2S_ISSUER_ADMIN_TOKEN"),
+    };
+    let mut child = command
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -102,6 +114,17 @@ async fn serve(db: &Path, extra: &[&str]) -> (Child, String) {
         .unwrap_or_else(|| panic!("unexpected first line: {line}"))
         .to_owned();
     (child, url)
+}
+
+/// The issuer's published JWK set.
+async fn jwks(http: &reqwest::Client, url: &str) -> Value {
+    http.get(format!("{url}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 async fn token(http: &reqwest::Client, url: &str, id: &str, secret: &str) -> reqwest::StatusCode {
@@ -266,14 +289,7 @@ async fn an_acknowledged_account_survives_kill_9() {
     let db = dir.path("issuer.db");
     let (mut server, url) = serve(&db, &[]).await;
     let http = reqwest::Client::new();
-    let jwks_before: Value = http
-        .get(format!("{url}/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_before = jwks(&http, &url).await;
     let response = http
         .post(format!("{url}/admin/accounts"))
         .bearer_auth(ADMIN)
@@ -291,14 +307,7 @@ async fn an_acknowledged_account_survives_kill_9() {
     let id = body["clientId"].as_str().unwrap();
     let secret = body["clientSecret"].as_str().unwrap();
     assert_eq!(token(&http, &url, id, secret).await, 200);
-    let jwks_after: Value = http
-        .get(format!("{url}/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks_after = jwks(&http, &url).await;
     assert_eq!(jwks_after, jwks_before, "the signing key survived too");
     server.kill().await.unwrap();
 }
@@ -307,26 +316,7 @@ async fn an_acknowledged_account_survives_kill_9() {
 async fn serve_without_an_admin_token_serves_tokens_but_no_admin_api() {
     let dir = TempDir::new("noadmin");
     let db = dir.path("issuer.db");
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .arg("--db")
-        .arg(&db)
-        .args(["--listen", "127.0.0.1:0"])
-        .env_remove("S2S_ISSUER_ADMIN_TOKEN")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = lines.next_line().await.unwrap().unwrap();
-    let url = line
-        .split("(issuer ")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(')')
-        .to_owned();
+    let (mut child, url) = serve_with_admin(&db, &[], None).await;
     let http = reqwest::Client::new();
     let admin = http
         .get(format!("{url}/admin/accounts"))

@@ -6,7 +6,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use base64::{Engine as _, engine::general_purpose::STANDARD};
+use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use crate::{
     fetch::{self, HttpOptions},
 };
 
-use super::wire::{self, Dialect};
+use crate::oauth::{self, Dialect, TokenRequest};
 
 /// Where the token endpoint is.
 #[derive(Clone, Debug)]
@@ -394,45 +394,38 @@ impl ClientCredentials {
     pub async fn fetch(&self) -> Result<TokenResponse, Error> {
         self.check_dialect()?;
         let (url, client) = self.resolve().await?;
-        let names = self.dialect.names();
-        let mut params: Vec<(&str, &str)> = vec![(names.grant_type, "client_credentials")];
+        let mut token_request = TokenRequest::client_credentials();
         let scope = self.scopes.join(" ");
         if !scope.is_empty() {
-            params.push(("scope", &scope));
+            token_request = token_request.scope(scope);
         }
         if let Some(audience) = &self.audience {
-            params.push(("audience", audience));
+            token_request = token_request.audience(audience.as_str());
         }
         for resource in &self.resources {
-            params.push(("resource", resource));
+            token_request = token_request.resource(resource.as_str());
         }
         for (k, v) in &self.params {
-            params.push((k, v));
+            token_request = token_request.param(k.as_str(), v.as_str());
         }
         let mut request = client.post(url.clone());
-        let assertion;
         match &self.auth {
             ClientAuth::SecretBasic(secret) => {
                 request = request.header(
                     http::header::AUTHORIZATION,
-                    basic_credentials(&self.client_id, secret.expose_secret()),
+                    oauth::client_secret_basic(&self.client_id, secret.expose_secret()),
                 );
             }
             ClientAuth::SecretPost(secret) => {
-                params.push((names.client_id, &self.client_id));
-                params.push((names.client_secret, secret.expose_secret()));
+                token_request = token_request
+                    .client_secret_post(&*self.client_id, secret.expose_secret().to_owned());
             }
             ClientAuth::PrivateKeyJwt { key, alg, kid } => {
-                assertion = self.client_assertion(url, key, *alg, kid.clone())?;
-                params.push((names.client_id, &self.client_id));
-                params.push((
-                    "client_assertion_type",
-                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
-                ));
-                params.push(("client_assertion", &assertion));
+                let assertion = self.client_assertion(url, key, *alg, kid.clone())?;
+                token_request = token_request.client_assertion(&*self.client_id, assertion);
             }
         }
-        let (content_type, body) = self.dialect.encode(&params);
+        let (content_type, body) = token_request.encode(self.dialect);
         let response = request
             .header(http::header::ACCEPT, "application/json")
             .header(http::header::CONTENT_TYPE, content_type)
@@ -447,9 +440,9 @@ impl ClientCredentials {
         let retry_after = retry_after(response.headers());
         let body = fetch::read_body(response, self.http.max_body).await?;
         if status.is_success() {
-            wire::parse_success(self.dialect, &body)
+            oauth::parse_success(self.dialect, &body)
         } else {
-            Err(wire::parse_error(
+            Err(oauth::parse_error(
                 self.dialect,
                 status,
                 &body,
@@ -487,16 +480,6 @@ impl ClientCredentials {
             .with_source(e)
         })
     }
-}
-
-/// `Basic base64(urlencode(id):urlencode(secret))` (RFC 6749 §2.3.1), marked sensitive.
-fn basic_credentials(client_id: &str, secret: &str) -> http::HeaderValue {
-    let encode = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let credentials = STANDARD.encode(format!("{}:{}", encode(client_id), encode(secret)));
-    let mut value = http::HeaderValue::try_from(format!("Basic {credentials}"))
-        .expect("base64 is a valid header value");
-    value.set_sensitive(true);
-    value
 }
 
 /// The refusal of a 3xx from the token endpoint: where it pointed, never followed.
@@ -541,18 +524,4 @@ pub(crate) fn jwt_lifetime(token: &str) -> Option<Duration> {
     let exp = serde_json::from_slice::<Exp>(&bytes).ok()?.exp;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
     Some(bounded_secs(exp.saturating_sub(now)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn basic_credentials_are_form_encoded_first() {
-        let value = basic_credentials("my client", "p:a%s+s é");
-        let b64 = value.to_str().unwrap().strip_prefix("Basic ").unwrap();
-        let decoded = String::from_utf8(STANDARD.decode(b64).unwrap()).unwrap();
-        assert_eq!(decoded, "my+client:p%3Aa%25s%2Bs+%C3%A9");
-        assert!(value.is_sensitive());
-    }
 }

@@ -52,11 +52,12 @@ use crate::error::Error;
 
 mod client_credentials;
 mod manager;
-mod wire;
 
+/// The token endpoint's dialects, defined with the other wire types in [`oauth`](crate::oauth).
+pub use crate::oauth::Dialect;
+pub(crate) use client_credentials::jwt_lifetime;
 pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
 pub use manager::{RefreshPolicy, TokenManager, TokenMetrics};
-pub use wire::Dialect;
 
 /// An access token ready to send: the `Authorization` header value is built once.
 ///
