@@ -29,6 +29,22 @@ use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 
 use crate::time::later;
 
+/// Builder-style setters (`name(self, value) -> Self`, with the docs given) for plain private
+/// fields: the option structs of what refreshes (`KeyCacheOptions`, `RefreshPolicy`) and the
+/// `VerifierBuilder`.
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, $name: $ty) -> Self {
+                self.$name = $name;
+                self
+            }
+        )*
+    };
+}
+pub(crate) use setters;
+
 /// Jittered exponential back-off: `first`, doubling per failure, at most `max`, each delay
 /// drawn from its upper half (`[delay / 2, delay)`) so that a fleet does not retry in step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

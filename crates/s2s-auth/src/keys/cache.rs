@@ -90,52 +90,27 @@ impl Default for KeyCacheOptions {
 }
 
 impl KeyCacheOptions {
-    /// Shortest time a fetched set is kept before a refresh (a smaller `max-age` is raised to it). Default 60 s.
-    pub fn min_ttl(mut self, min_ttl: Duration) -> Self {
-        self.min_ttl = min_ttl;
-        self
-    }
-
-    /// Longest time a fetched set is kept before a refresh (a larger `max-age` is lowered to it). Default 24 h.
-    pub fn max_ttl(mut self, max_ttl: Duration) -> Self {
-        self.max_ttl = max_ttl;
-        self
-    }
-
-    /// Time to live when the response has no usable `Cache-Control: max-age`. Default 5 min.
-    pub fn default_ttl(mut self, default_ttl: Duration) -> Self {
-        self.default_ttl = default_ttl;
-        self
-    }
-
-    /// After a refetch for an unknown `kid`, how long further unknown kids are rejected without
-    /// a fetch. Bounds the load a flood of made-up kids can put on the key server. Default 30 s.
-    pub fn unknown_kid_cooldown(mut self, unknown_kid_cooldown: Duration) -> Self {
-        self.unknown_kid_cooldown = unknown_kid_cooldown;
-        self
-    }
-
-    /// After a failed fetch, how long requests that find no keys at all are answered 503 at once
-    /// instead of fetching again. Default 1 s.
-    pub fn retry_interval(mut self, retry_interval: Duration) -> Self {
-        self.retry_interval = retry_interval;
-        self
-    }
-
-    /// How long past its time to live a key set is still used while every refresh fails
-    /// (default [`DEFAULT_MAX_STALE`]). Known keys keep verifying through an outage of the key
-    /// server up to then; after it they are not used, the issuer is not ready, and its tokens
-    /// are answered 503 with `Retry-After` until a fetch succeeds. A key the issuer revoked
-    /// while its JWK set was unreachable is trusted for at most this long.
-    pub fn max_stale(mut self, max_stale: Duration) -> Self {
-        self.max_stale = max_stale;
-        self
-    }
-
-    /// Timeouts, body size limit and the https policy of every fetch.
-    pub fn http(mut self, http: HttpOptions) -> Self {
-        self.http = http;
-        self
+    crate::refresh::setters! {
+        /// Shortest time a fetched set is kept before a refresh (a smaller `max-age` is raised to it). Default 60 s.
+        min_ttl: Duration;
+        /// Longest time a fetched set is kept before a refresh (a larger `max-age` is lowered to it). Default 24 h.
+        max_ttl: Duration;
+        /// Time to live when the response has no usable `Cache-Control: max-age`. Default 5 min.
+        default_ttl: Duration;
+        /// After a refetch for an unknown `kid`, how long further unknown kids are rejected without
+        /// a fetch. Bounds the load a flood of made-up kids can put on the key server. Default 30 s.
+        unknown_kid_cooldown: Duration;
+        /// After a failed fetch, how long requests that find no keys at all are answered 503 at once
+        /// instead of fetching again. Default 1 s.
+        retry_interval: Duration;
+        /// How long past its time to live a key set is still used while every refresh fails
+        /// (default [`DEFAULT_MAX_STALE`]). Known keys keep verifying through an outage of the key
+        /// server up to then; after it they are not used, the issuer is not ready, and its tokens
+        /// are answered 503 with `Retry-After` until a fetch succeeds. A key the issuer revoked
+        /// while its JWK set was unreachable is trusted for at most this long.
+        max_stale: Duration;
+        /// Timeouts, body size limit and the https policy of every fetch.
+        http: HttpOptions;
     }
 }
 

@@ -65,80 +65,43 @@ impl Default for RefreshPolicy {
 }
 
 impl RefreshPolicy {
-    /// Refresh once this fraction of the lifetime has passed (default 0.75), or
-    /// [`RefreshPolicy::ahead`] before expiry, whichever is earlier.
-    pub fn at_fraction(mut self, at_fraction: f64) -> Self {
-        self.at_fraction = at_fraction;
-        self
-    }
-
-    /// Refresh this long before expiry (default 60 s), or at [`RefreshPolicy::at_fraction`] of
-    /// the lifetime, whichever is earlier; never before half
-    /// the lifetime, and up to 5% of it earlier at random so that a fleet does not refresh in
-    /// step.
-    pub fn ahead(mut self, ahead: Duration) -> Self {
-        self.ahead = ahead;
-        self
-    }
-
-    /// A token counts as expired this much before its `expires_in` says, for clock skew and
-    /// time in flight (default 10 s, at most a tenth of the lifetime).
-    pub fn skew(mut self, skew: Duration) -> Self {
-        self.skew = skew;
-        self
-    }
-
-    /// The lifetime of a token whose response has no `expires_in` and that is not a JWT
-    /// (default 60 s: short, so a token is never used past its real end for long).
-    pub fn default_lifetime(mut self, default_lifetime: Duration) -> Self {
-        self.default_lifetime = default_lifetime;
-        self
-    }
-
-    /// First retry delay after a failed refresh (default 1 s); it doubles per failure, with
-    /// jitter, up to [`RefreshPolicy::max_backoff`].
-    pub fn min_backoff(mut self, min_backoff: Duration) -> Self {
-        self.min_backoff = min_backoff;
-        self
-    }
-
-    /// The longest retry delay after failed refreshes (default 30 s). A longer `Retry-After` from the token endpoint is waited
-    /// out, up to this bound too.
-    pub fn max_backoff(mut self, max_backoff: Duration) -> Self {
-        self.max_backoff = max_backoff;
-        self
-    }
-
-    /// After a failed fetch with no token left, callers within this interval (or the
-    /// endpoint's `Retry-After`, when longer, up to `max_backoff`) get the same error at once
-    /// instead of another request (default 1 s).
-    pub fn retry_interval(mut self, retry_interval: Duration) -> Self {
-        self.retry_interval = retry_interval;
-        self
-    }
-
-    /// The shortest lifetime a token is given (default 5 s): a smaller `expires_in` (`0`
-    /// included) is raised to it, so that an endpoint that answers tiny lifetimes cannot make
-    /// every call fetch. A callee that refuses such a token as expired causes a forced refresh,
-    /// itself bounded by `min_fetch_interval`.
-    pub fn min_lifetime(mut self, min_lifetime: Duration) -> Self {
-        self.min_lifetime = min_lifetime;
-        self
-    }
-
-    /// The longest lifetime a token is given (default 24 h): a larger `expires_in` (`1e20`
-    /// included) is lowered to it, so the token is refreshed at least this often.
-    pub fn max_lifetime(mut self, max_lifetime: Duration) -> Self {
-        self.max_lifetime = max_lifetime;
-        self
-    }
-
-    /// No two requests to the token endpoint start less than this apart (default 1 s), whatever
-    /// the endpoint answers and however often callees refuse tokens: a fetch that falls due
-    /// sooner waits (and its callers with it).
-    pub fn min_fetch_interval(mut self, min_fetch_interval: Duration) -> Self {
-        self.min_fetch_interval = min_fetch_interval;
-        self
+    crate::refresh::setters! {
+        /// Refresh once this fraction of the lifetime has passed (default 0.75), or
+        /// [`RefreshPolicy::ahead`] before expiry, whichever is earlier.
+        at_fraction: f64;
+        /// Refresh this long before expiry (default 60 s), or at [`RefreshPolicy::at_fraction`] of
+        /// the lifetime, whichever is earlier; never before half
+        /// the lifetime, and up to 5% of it earlier at random so that a fleet does not refresh in
+        /// step.
+        ahead: Duration;
+        /// A token counts as expired this much before its `expires_in` says, for clock skew and
+        /// time in flight (default 10 s, at most a tenth of the lifetime).
+        skew: Duration;
+        /// The lifetime of a token whose response has no `expires_in` and that is not a JWT
+        /// (default 60 s: short, so a token is never used past its real end for long).
+        default_lifetime: Duration;
+        /// First retry delay after a failed refresh (default 1 s); it doubles per failure, with
+        /// jitter, up to [`RefreshPolicy::max_backoff`].
+        min_backoff: Duration;
+        /// The longest retry delay after failed refreshes (default 30 s). A longer `Retry-After` from the token endpoint is waited
+        /// out, up to this bound too.
+        max_backoff: Duration;
+        /// After a failed fetch with no token left, callers within this interval (or the
+        /// endpoint's `Retry-After`, when longer, up to `max_backoff`) get the same error at once
+        /// instead of another request (default 1 s).
+        retry_interval: Duration;
+        /// The shortest lifetime a token is given (default 5 s): a smaller `expires_in` (`0`
+        /// included) is raised to it, so that an endpoint that answers tiny lifetimes cannot make
+        /// every call fetch. A callee that refuses such a token as expired causes a forced refresh,
+        /// itself bounded by `min_fetch_interval`.
+        min_lifetime: Duration;
+        /// The longest lifetime a token is given (default 24 h): a larger `expires_in` (`1e20`
+        /// included) is lowered to it, so the token is refreshed at least this often.
+        max_lifetime: Duration;
+        /// No two requests to the token endpoint start less than this apart (default 1 s), whatever
+        /// the endpoint answers and however often callees refuse tokens: a fetch that falls due
+        /// sooner waits (and its callers with it).
+        min_fetch_interval: Duration;
     }
 }
 

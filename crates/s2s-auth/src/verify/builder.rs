@@ -155,40 +155,27 @@ impl VerifierBuilder {
         self
     }
 
-    /// Clock-skew allowance for `exp` and `nbf` (default [`DEFAULT_LEEWAY`]).
-    pub fn leeway(mut self, leeway: Duration) -> Self {
-        self.leeway = leeway;
-        self
-    }
-
-    /// Strict RFC 9068 mode: requires the header `typ: at+jwt` (or `application/at+jwt`, in any
-    /// case), refusing also tokens without `typ` or with `typ: JWT`.
-    ///
-    /// Without it, a token whose `typ` names another kind of JWT (an ID token, a security event,
-    /// a DPoP proof, a logout token, ...) is refused all the same: only no `typ`, `JWT` (or
-    /// `application/jwt`) and `at+jwt` are accepted, so that another JWT of the same issuer is
-    /// never taken for an access token.
-    pub fn require_at_jwt(mut self, require: bool) -> Self {
-        self.require_at_jwt = require;
-        self
+    crate::refresh::setters! {
+        /// Clock-skew allowance for `exp` and `nbf` (default [`DEFAULT_LEEWAY`]).
+        leeway: Duration;
+        /// Strict RFC 9068 mode: requires the header `typ: at+jwt` (or `application/at+jwt`, in
+        /// any case), refusing also tokens without `typ` or with `typ: JWT`.
+        ///
+        /// Without it, a token whose `typ` names another kind of JWT (an ID token, a security
+        /// event, a DPoP proof, a logout token, ...) is refused all the same: only no `typ`,
+        /// `JWT` (or `application/jwt`) and `at+jwt` are accepted, so that another JWT of the
+        /// same issuer is never taken for an access token.
+        require_at_jwt: bool;
+        /// Limit on the token length, checked before any parsing (default
+        /// [`DEFAULT_MAX_TOKEN_BYTES`]).
+        max_token_bytes: usize;
+        /// How remote key sets are fetched and cached.
+        key_cache: KeyCacheOptions;
     }
 
     /// Requires `claim` to be present (`exp` always is).
     pub fn required_claim(mut self, claim: impl Into<String>) -> Self {
         self.required_claims.push(claim.into());
-        self
-    }
-
-    /// Limit on the token length, checked before any parsing (default
-    /// [`DEFAULT_MAX_TOKEN_BYTES`]).
-    pub fn max_token_bytes(mut self, max: usize) -> Self {
-        self.max_token_bytes = max;
-        self
-    }
-
-    /// How remote key sets are fetched and cached.
-    pub fn key_cache(mut self, options: KeyCacheOptions) -> Self {
-        self.key_cache = options;
         self
     }
 
