@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use s2s_auth::Verifier;
 use s2s_issuer::config::Bucket;
 use seed_support::{
-    Answer, BASE_PATH, ManualClock, SEED_AUDIENCE, SEED_ISS, SeedAnswer as _, SeedIssuer, config,
-    seed_account_request, workflow_service,
+    BASE_PATH, ManualClock, SEED_AUDIENCE, SEED_ISS, SeedAnswer as _, SeedIssuer, config,
+    get_bearer, seed_account_request, workflow_service,
 };
 use serde_json::{Value, json};
 
@@ -585,16 +585,8 @@ async fn the_iss_claim_may_be_a_plain_name() {
     let token = answer.body["accessToken"].as_str().unwrap().to_owned();
 
     let (service, _task) = workflow_service(SEED_ISS, &server.jwks_url()).await;
-    let ok = Answer::of(
-        server
-            .http
-            .get(format!("{service}/workflow-service/workflows/active"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let workflows = format!("{service}/workflow-service/workflows/active");
+    let ok = get_bearer(&server.http, &workflows, &token).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     assert_eq!(ok.body["caller"], created.body["clientId"]);
     assert_eq!(ok.body["count"], 2);
