@@ -171,22 +171,10 @@ async fn service_accounts_as_the_seed_shows_them() {
     );
 
     // Disable and enable.
-    let disabled = server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/disable"),
-            None,
-        )
-        .await;
+    let disabled = server.account_action(&svc, "disable").await;
     assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.body);
     assert_eq!(disabled.body["status"], "DISABLED");
-    let enabled = server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/enable"),
-            None,
-        )
-        .await;
+    let enabled = server.account_action(&svc, "enable").await;
     assert_eq!(enabled.body["status"], "ACTIVE");
 
     // Secret rotation: a new secret, shown once, with the seed's reminder.
@@ -457,13 +445,7 @@ async fn the_token_endpoint_speaks_both_dialects() {
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
 
     let svc = created.body["serviceAccountId"].as_str().unwrap();
-    server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/disable"),
-            None,
-        )
-        .await;
+    server.account_action(svc, "disable").await;
     server.token_json(json_with(json!({}))).await.assert_error(
         401,
         "unauthorized_client",

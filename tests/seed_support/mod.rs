@@ -107,6 +107,12 @@ impl SeedIssuer {
         format!("{}/.well-known/jwks.json", self.url)
     }
 
+    /// `POST /admin/service-accounts/{svc}/{action}` (`disable`, `enable`).
+    pub async fn account_action(&self, svc: &str, action: &str) -> Answer {
+        let path = format!("/service-accounts/{svc}/{action}");
+        self.admin(Method::POST, &path, None).await
+    }
+
     /// An admin request to `{url}/admin{path}`.
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
         let mut request = self
