@@ -25,6 +25,14 @@ macro_rules! require_node {
     };
 }
 
+/// An `orders:read` access token from the peer's token endpoint by `auth_method` (200 expected).
+async fn orders_token(http: &reqwest::Client, peer: &Peer, auth_method: &str) -> String {
+    let response = token_response(http, peer, auth_method, &[("scope", "orders:read")]).await;
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["access_token"].as_str().unwrap().to_owned()
+}
+
 async fn token_response(
     http: &reqwest::Client,
     peer: &Peer,
@@ -77,17 +85,8 @@ async fn peer_harness_starts_issues_and_rotates() {
 
     let kids = peer.signing_kids();
     assert_eq!(kids.len(), 2, "one ES256 and one RS256 key: {kids:?}");
-    let response = token_response(
-        &http,
-        &peer,
-        "client_secret_basic",
-        &[("scope", "orders:read")],
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
-    let token = body["access_token"].as_str().unwrap();
-    let header = jsonwebtoken::decode_header(token).unwrap();
+    let token = orders_token(&http, &peer, "client_secret_basic").await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
     assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
     assert_eq!(header.kid.as_deref(), Some(kids[0].as_str()));
@@ -100,16 +99,8 @@ async fn peer_harness_starts_issues_and_rotates() {
         &kids[..],
         "old keys stay published after the new ones"
     );
-    let response = token_response(
-        &http,
-        &peer,
-        "client_secret_post",
-        &[("scope", "orders:read")],
-    )
-    .await;
-    assert_eq!(response.status(), 200);
-    let body: serde_json::Value = response.json().await.unwrap();
-    let header = jsonwebtoken::decode_header(body["access_token"].as_str().unwrap()).unwrap();
+    let token = orders_token(&http, &peer, "client_secret_post").await;
+    let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.kid.as_deref(), Some(rotated[0].as_str()));
 
     peer.sync();

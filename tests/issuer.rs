@@ -25,7 +25,7 @@ use s2s_issuer::{
     config::{Bucket, SecretHashConfig},
 };
 use s2s_tests::{
-    answer::{Answer, ManualClock},
+    answer::{Answer, ManualClock, cheap_secret_hash, get_bearer},
     app::protected_app,
 };
 use serde_json::{Value, json};
@@ -44,14 +44,8 @@ fn base_config() -> IssuerConfig {
     config.db = ":memory:".into();
     config.admin_token = Some(ADMIN.into());
     config.default_audience = Some(AUDIENCE.into());
-    // A cheap argon2 cost keeps a debug build's test run short (the OWASP default costs about
-    // 0.6 s per verification unoptimised); one test below runs with the default cost.
-    config.secret_hash = SecretHashConfig {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-        ..SecretHashConfig::default()
-    };
+    // One test below runs with the default (OWASP) cost.
+    config.secret_hash = cheap_secret_hash();
     config
 }
 
@@ -618,16 +612,7 @@ async fn tokens_verify_with_s2s_auth_through_discovery_and_verify_layer() {
         );
     let app = protected_app(routes, VerifyLayer::new(verifier), &[]).await;
     let service_url = app.url();
-    let answer = Answer::of(
-        server
-            .http
-            .get(format!("{service_url}/whoami"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let answer = get_bearer(&server.http, &format!("{service_url}/whoami"), &token).await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body["sub"], id.as_str());
     let refused = server

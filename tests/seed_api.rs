@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use s2s_auth::Verifier;
 use s2s_issuer::config::Bucket;
 use seed_support::{
-    Answer, BASE_PATH, ManualClock, SEED_AUDIENCE, SEED_ISS, SeedAnswer as _, SeedIssuer, config,
-    seed_account_request, workflow_service,
+    BASE_PATH, ManualClock, SEED_AUDIENCE, SEED_ISS, SeedAnswer as _, SeedIssuer, config,
+    get_bearer, seed_account_request, workflow_service,
 };
 use serde_json::{Value, json};
 
@@ -171,22 +171,10 @@ async fn service_accounts_as_the_seed_shows_them() {
     );
 
     // Disable and enable.
-    let disabled = server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/disable"),
-            None,
-        )
-        .await;
+    let disabled = server.account_action(&svc, "disable").await;
     assert_eq!(disabled.status, StatusCode::OK, "{}", disabled.body);
     assert_eq!(disabled.body["status"], "DISABLED");
-    let enabled = server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/enable"),
-            None,
-        )
-        .await;
+    let enabled = server.account_action(&svc, "enable").await;
     assert_eq!(enabled.body["status"], "ACTIVE");
 
     // Secret rotation: a new secret, shown once, with the seed's reminder.
@@ -457,13 +445,7 @@ async fn the_token_endpoint_speaks_both_dialects() {
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
 
     let svc = created.body["serviceAccountId"].as_str().unwrap();
-    server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/disable"),
-            None,
-        )
-        .await;
+    server.account_action(svc, "disable").await;
     server.token_json(json_with(json!({}))).await.assert_error(
         401,
         "unauthorized_client",
@@ -585,16 +567,8 @@ async fn the_iss_claim_may_be_a_plain_name() {
     let token = answer.body["accessToken"].as_str().unwrap().to_owned();
 
     let (service, _task) = workflow_service(SEED_ISS, &server.jwks_url()).await;
-    let ok = Answer::of(
-        server
-            .http
-            .get(format!("{service}/workflow-service/workflows/active"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let workflows = format!("{service}/workflow-service/workflows/active");
+    let ok = get_bearer(&server.http, &workflows, &token).await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
     assert_eq!(ok.body["caller"], created.body["clientId"]);
     assert_eq!(ok.body["count"], 2);

@@ -27,7 +27,6 @@ use std::{
     time::Duration,
 };
 
-use reqwest::Method;
 use s2s_tests::peer::{is_ci, run};
 use seed_support::{SEED_AUDIENCE, SEED_ISS, SeedIssuer, seed_account_request, workflow_service};
 use serde_json::{Value, json};
@@ -232,8 +231,10 @@ async fn the_seed_client_works_unchanged(lang: Lang) {
     local_request["name"] = "validation-service-local".into();
     local_request["allowedIps"] = json!(["127.0.0.1/32"]);
     let local = issuer.create(local_request).await.body;
-    let client_args = |account: &Value, secret: &Value, scopes: &Value| {
+    // What the driver runs (`op`: the whole flow, or one token request) as `account`.
+    let client_args = |op: &str, account: &Value, secret: &Value, scopes: &Value| {
         json!({
+            "op": op,
             "authServiceUrl": issuer.url,
             "clientId": account["clientId"],
             "clientSecret": secret,
@@ -241,8 +242,7 @@ async fn the_seed_client_works_unchanged(lang: Lang) {
             "serviceUrl": format!("{service}/workflow-service/workflows/active"),
         })
     };
-    let mut flow = client_args(&local, &local["clientSecret"], &scopes);
-    flow["op"] = "flow".into();
+    let flow = client_args("flow", &local, &local["clientSecret"], &scopes);
     let result = drive(lang, &program, flow).await;
     assert_eq!(result["ok"], true, "{result}");
     assert_eq!(result["sameToken"], true, "{result}");
@@ -264,32 +264,27 @@ async fn the_seed_client_works_unchanged(lang: Lang) {
     assert_eq!(result["workflows"]["workflows"][0]["id"], "wf_123");
     assert_eq!(result["workflows"]["caller"], local["clientId"], "{result}");
 
-    let mut token = client_args(&local, &json!("cs_wrong_secret"), &scopes);
-    token["op"] = "token".into();
+    let token = client_args("token", &local, &json!("cs_wrong_secret"), &scopes);
     let result = drive(lang, &program, token).await;
     assert_refused(&result, 401, "invalid_client", "AUTH_101");
 
-    let mut token = client_args(&local, &local["clientSecret"], &json!(["admin:write"]));
-    token["op"] = "token".into();
+    let token = client_args(
+        "token",
+        &local,
+        &local["clientSecret"],
+        &json!(["admin:write"]),
+    );
     let result = drive(lang, &program, token).await;
     assert_refused(&result, 400, "invalid_scope", "AUTH_102");
 
-    let mut token = client_args(&fenced, &fenced["clientSecret"], &scopes);
-    token["op"] = "token".into();
+    let token = client_args("token", &fenced, &fenced["clientSecret"], &scopes);
     let result = drive(lang, &program, token).await;
     assert_refused(&result, 403, "unauthorized_client", "AUTH_104");
 
     let svc = local["serviceAccountId"].as_str().unwrap();
-    let disabled = issuer
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/disable"),
-            None,
-        )
-        .await;
+    let disabled = issuer.account_action(svc, "disable").await;
     assert_eq!(disabled.body["status"], "DISABLED", "{}", disabled.body);
-    let mut token = client_args(&local, &local["clientSecret"], &scopes);
-    token["op"] = "token".into();
+    let token = client_args("token", &local, &local["clientSecret"], &scopes);
     let result = drive(lang, &program, token).await;
     assert_refused(&result, 401, "unauthorized_client", "AUTH_103");
 }
@@ -339,25 +334,26 @@ fn the_clients_are_the_seeds_code() {
         );
         return;
     };
-    let read = |name: &str| std::fs::read_to_string(clients_dir().join(name)).unwrap();
-    let node = between(
-        &seed,
-        "const axios = require('axios');",
-        "// Example usage\nasync function main()",
-    );
-    assert!(node.contains("class ServiceAuthClient"));
-    assert!(
-        read("service_auth_client.js").contains(node),
-        "tests/seed_clients/service_auth_client.js differs from the seed's Node.js listing"
-    );
-    let python = between(
-        &seed,
-        "import time\nimport requests",
-        "# Example usage\ndef main():",
-    );
-    assert!(python.contains("class ServiceAuthClient"));
-    assert!(
-        read("service_auth_client.py").contains(python),
-        "tests/seed_clients/service_auth_client.py differs from the seed's Python listing"
-    );
+    for (file, listing, start, end) in [
+        (
+            "service_auth_client.js",
+            "Node.js",
+            "const axios = require('axios');",
+            "// Example usage\nasync function main()",
+        ),
+        (
+            "service_auth_client.py",
+            "Python",
+            "import time\nimport requests",
+            "# Example usage\ndef main():",
+        ),
+    ] {
+        let code = between(&seed, start, end);
+        assert!(code.contains("class ServiceAuthClient"), "{listing}");
+        let ours = std::fs::read_to_string(clients_dir().join(file)).unwrap();
+        assert!(
+            ours.contains(code),
+            "tests/seed_clients/{file} differs from the seed's {listing} listing"
+        );
+    }
 }

@@ -7,7 +7,7 @@ use axum::{Extension, Json, Router, routing::get};
 use reqwest::{Method, StatusCode};
 use s2s_auth::{Verified, Verifier, VerifyLayer};
 use s2s_auth_testkit::server::Server;
-use s2s_issuer::{Issuer, IssuerConfig, config::SecretHashConfig};
+use s2s_issuer::{Issuer, IssuerConfig};
 use s2s_tests::app::protected_app;
 use serde_json::{Value, json};
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -28,8 +28,9 @@ pub fn seed_account_request() -> Value {
     })
 }
 
+use s2s_tests::answer::cheap_secret_hash;
 #[allow(unused_imports)] // not every suite uses both
-pub use s2s_tests::answer::{Answer, ManualClock};
+pub use s2s_tests::answer::{Answer, ManualClock, get_bearer};
 
 /// The seed's error answers.
 pub trait SeedAnswer {
@@ -67,12 +68,7 @@ pub fn config(base_path: &str, adjust: impl FnOnce(&mut IssuerConfig)) -> Issuer
     let mut config = IssuerConfig::default();
     config.db = ":memory:".into();
     config.admin_token = Some(ADMIN.into());
-    config.secret_hash = SecretHashConfig {
-        memory_kib: 1024,
-        iterations: 1,
-        parallelism: 1,
-        ..SecretHashConfig::default()
-    };
+    config.secret_hash = cheap_secret_hash();
     config.issuer = Some(base_path.to_owned()); // completed by `SeedIssuer::start`
     adjust(&mut config);
     config
@@ -109,6 +105,12 @@ impl SeedIssuer {
 
     pub fn jwks_url(&self) -> String {
         format!("{}/.well-known/jwks.json", self.url)
+    }
+
+    /// `POST /admin/service-accounts/{svc}/{action}` (`disable`, `enable`).
+    pub async fn account_action(&self, svc: &str, action: &str) -> Answer {
+        let path = format!("/service-accounts/{svc}/{action}");
+        self.admin(Method::POST, &path, None).await
     }
 
     /// An admin request to `{url}/admin{path}`.

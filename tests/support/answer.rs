@@ -1,5 +1,6 @@
-//! What an HTTP service answered, read whole: status, headers and the body as JSON; and a
-//! clock for the issuer that stands still until a test moves it.
+//! What an HTTP service answered, read whole: status, headers and the body as JSON; and for
+//! the issuer's suites, a clock that stands still until a test moves it and a cheap secret
+//! hash.
 
 use std::{
     sync::{
@@ -10,7 +11,7 @@ use std::{
 };
 
 use reqwest::{StatusCode, header::HeaderMap};
-use s2s_issuer::Clock;
+use s2s_issuer::{Clock, config::SecretHashConfig};
 use serde_json::Value;
 
 /// An answer: status, headers, JSON body (`Null` when empty, a JSON string when not JSON).
@@ -62,6 +63,22 @@ impl Answer {
             !description.is_empty(),
             "{case}: no error_description: {body}"
         );
+    }
+}
+
+/// `GET url` with `Authorization: Bearer token`, read whole.
+pub async fn get_bearer(http: &reqwest::Client, url: &str, token: &str) -> Answer {
+    Answer::of(http.get(url).bearer_auth(token).send().await.unwrap()).await
+}
+
+/// An argon2 cost that keeps a debug build's test run short (the OWASP default costs about
+/// 0.6 s per verification unoptimised).
+pub fn cheap_secret_hash() -> SecretHashConfig {
+    SecretHashConfig {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+        ..SecretHashConfig::default()
     }
 }
 
