@@ -30,7 +30,7 @@
 //! default audience).
 //!
 //! Answers, all with `Cache-Control: no-store`: `200` in the request's dialect
-//! ([`Dialect`](s2s_auth::oauth::Dialect)): `{"access_token","token_type":"Bearer","expires_in","scope"}` for
+//! ([`Dialect`]): `{"access_token","token_type":"Bearer","expires_in","scope"}` for
 //! a form, `{"accessToken","expiresIn","tokenType":"Bearer","scope"}` for JSON; or, in both, an
 //! RFC 6749 §5.2 error `{"error","error_description","code"}`:
 //!

@@ -33,7 +33,7 @@ use crate::{
 /// ```
 ///
 /// `Debug` never shows the token.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct TokenAnswer {
     access_token: SecretString,
     expires_in: Option<u64>,
@@ -83,16 +83,6 @@ impl TokenAnswer {
     /// The whole answer: 200, `Content-Type: application/json`, `Cache-Control: no-store`.
     pub fn to_response(&self, dialect: Dialect) -> Response<Bytes> {
         super::json_response(StatusCode::OK, self.to_json(dialect))
-    }
-}
-
-impl fmt::Debug for TokenAnswer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TokenAnswer")
-            .field("access_token", &"[redacted]")
-            .field("expires_in", &self.expires_in)
-            .field("scope", &self.scope)
-            .finish()
     }
 }
 

@@ -246,6 +246,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bodies_are_the_bytes_of_a_sorted_json_object() {
+        let body = ErrorBody::new("invalid_request")
+            .with_description("invalid `limit` \"x\"")
+            .with_code(Code::InsufficientScope)
+            .with_field("limit");
+        let by_hand = serde_json::json!({
+            "error": "invalid_request",
+            "error_description": "invalid `limit` \"x\"",
+            "code": "AUTH_102",
+            "field": "limit",
+        });
+        assert_eq!(body.to_json(), by_hand.to_string().into_bytes());
+        let bare = ErrorBody::new("invalid_token");
+        assert_eq!(bare.to_json(), br#"{"error":"invalid_token"}"#);
+        assert_eq!(ErrorBody::parse(&body.to_json()), Some(body));
+        // Unknown codes are kept as text; a body with neither member is none.
+        let newer = ErrorBody::parse(br#"{"code":"AUTH_199","errorDescription":"d"}"#).unwrap();
+        assert_eq!((newer.code(), newer.code_str()), (None, Some("AUTH_199")));
+        assert_eq!(newer.description(), Some("d"));
+        assert_eq!(ErrorBody::parse(br#"{"error_description":"d"}"#), None);
+        assert_eq!(ErrorBody::parse(br#"{"error":5}"#), None);
+        assert_eq!(ErrorBody::parse(b"<html>"), None);
+    }
+
+    #[test]
     fn error_responses_are_classified() {
         let err = parse_error(
             Dialect::Form,
