@@ -38,8 +38,11 @@
 //! Errors are `{"error", "error_description"}` (plus `"field"` for validation errors): 400
 //! `invalid_request` (the description names the field), 401 `unauthorized` (missing or wrong
 //! admin token), 404 `not_found`, 409 `conflict` (a name in use), 415 for a body that is not
-//! JSON. Every answer carries `Cache-Control: no-store`. The admin token is compared in constant
-//! time (SHA-256 of both sides, then `subtle`).
+//! JSON. Every answer carries `Cache-Control: no-store`. The admin token is read with
+//! [`BearerToken::from_headers`](s2s_auth::BearerToken::from_headers): exactly one
+//! `Authorization` header, `Bearer` (any case), spaces, then the token in RFC 6750's `token68`
+//! characters (letters, digits, `-._~+/`, trailing `=`); it is compared in constant time
+//! (SHA-256 of both sides, then `subtle`).
 
 use axum::{
     Json, Router,

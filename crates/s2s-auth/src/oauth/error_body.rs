@@ -36,7 +36,7 @@ use crate::{
 /// Members are written in lexicographic order, absent ones not at all. Reading is lenient:
 /// every member may be missing, `errorDescription` is read as `error_description`, and a code
 /// this version does not know is kept as text ([`ErrorBody::code_str`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     // Declared in lexicographic order: the bytes are those of a sorted JSON object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,8 +57,10 @@ impl ErrorBody {
     /// A body with the OAuth `error` name (`invalid_request`, `invalid_token`, …).
     pub fn new(error: impl Into<Cow<'static, str>>) -> Self {
         ErrorBody {
+            code: None,
             error: Some(error.into()),
-            ..ErrorBody::default()
+            error_description: None,
+            field: None,
         }
     }
 
