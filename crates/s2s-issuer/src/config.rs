@@ -447,10 +447,13 @@ fn validate_admin_token(field: &str, token: &SecretString) -> Result<(), Error> 
     // The admin API reads `Authorization: Bearer` with the library's RFC 6750 parser.
     let as_header = axum::http::HeaderValue::try_from(format!("Bearer {t}"));
     if as_header.map_or(true, |v| s2s_auth::BearerToken::from_header(&v).is_none()) {
-        tracing::warn!(
+        // Refused at start rather than at every admin request: a token the admin API cannot read
+        // would lock the operator out.
+        return Err(config_error(
             field,
-            "the admin token has characters outside RFC 6750's token68 set (letters, digits,              `-._~+/`, trailing `=`): the admin API refuses it as a bearer token; generate one              with `head -c 32 /dev/urandom | base64`"
-        );
+            "the admin token may hold only RFC 6750 token characters (letters, digits, \
+             `-._~+/`, trailing `=`); generate one with `head -c 32 /dev/urandom | base64`",
+        ));
     }
     Ok(())
 }

@@ -149,6 +149,11 @@ async fn invalid_configuration_is_refused_naming_the_field() {
             "rate_limit.per_ip",
         ),
         ("admin_token = \"short\"\n", "admin_token"),
+        // A token the admin API's RFC 6750 parser cannot read would lock the operator out.
+        (
+            "admin_token = \"0123456789abcdef!\"\n",
+            "RFC 6750 token characters",
+        ),
         // The removed key is refused, saying what replaces it.
         ("trust_forwarded_for = true\n", "trusted_proxies = ["),
         (
