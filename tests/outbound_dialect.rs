@@ -20,6 +20,7 @@ use s2s_auth::{
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
 use s2s_tests::{
+    outbound::assert_asks_again_only_after,
     time::{clock_held, wait_until},
     token_server::{ExpiresIn, Reply, ResourceServer, Speaks, TokenServer},
 };
@@ -262,16 +263,10 @@ async fn a_rate_limited_json_dialect_fetch_waits_for_retry_after() {
         assert_eq!(err.code(), Some(Code::RateLimited));
         assert!(err.is_transient());
         assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
-        server.set_reply(Reply::Token);
-        for _ in 1..5 {
-            advance(Duration::from_secs(1)).await;
-            let again = tokens.token().await.expect_err("within Retry-After");
+        assert_asks_again_only_after(&server, &tokens, 5, |again| {
             assert_eq!(again.code(), Some(Code::RateLimited));
-            assert_eq!(server.requests(), 1, "asked again before Retry-After");
-        }
-        advance(Duration::from_secs(1)).await;
-        tokens.token().await.expect("asked again after Retry-After");
-        assert_eq!(server.requests(), 2);
+        })
+        .await;
     })
     .await;
 }

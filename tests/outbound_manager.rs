@@ -31,7 +31,7 @@ use s2s_auth::{
 };
 use s2s_tests::{
     keys::TestKey,
-    outbound::{SECRET, grant, manager, token_server},
+    outbound::{SECRET, assert_asks_again_only_after, grant, manager, token_server},
     time::{ClockHold, wait_until},
     token_server::{ExpiresIn, Reply, TokenFormat, TokenRequest, TokenServer},
 };
@@ -431,16 +431,10 @@ async fn a_rate_limited_cold_fetch_is_not_retried_before_retry_after() {
     let tokens = manager(&server);
     let err = tokens.token().await.expect_err("rate limited");
     assert_eq!(err.retry_after(), Some(Duration::from_secs(5)));
-    server.set_reply(Reply::Token);
-    for _ in 1..5 {
-        advance(Duration::from_secs(1)).await;
-        let again = tokens.token().await.expect_err("within Retry-After");
+    assert_asks_again_only_after(&server, &tokens, 5, |again| {
         assert_eq!(again.status(), Some(StatusCode::TOO_MANY_REQUESTS));
-        assert_eq!(server.requests(), 1, "asked again before Retry-After");
-    }
-    advance(Duration::from_secs(1)).await;
-    tokens.token().await.expect("asked again after Retry-After");
-    assert_eq!(server.requests(), 2);
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -35,6 +35,14 @@ async fn get(
     request.send().await.unwrap().status()
 }
 
+/// `api` has had `calls` calls, the last with `Authorization: authorization`.
+#[track_caller]
+fn assert_last_sent(api: &ResourceServer, calls: usize, authorization: &str) {
+    assert_eq!(api.calls(), calls);
+    let sent = api.authorizations();
+    assert_eq!(sent[calls - 1].as_deref(), Some(authorization), "{sent:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hundred_calls_refused_as_invalid_token_cause_one_forced_refresh() {
     let server = token_server().await;
@@ -87,11 +95,7 @@ async fn reqwest_middleware_leaves_own_headers_alone_and_forwards_without_retry(
         .await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(api.calls(), 2);
-    assert_eq!(
-        api.authorizations()[1].as_deref(),
-        Some("Bearer caller-chosen")
-    );
+    assert_last_sent(&api, 2, "Bearer caller-chosen");
 
     // Forwarding the inbound caller's token: refused as invalid_token, returned as it is (a
     // new service token would not be the caller's).
@@ -101,11 +105,7 @@ async fn reqwest_middleware_leaves_own_headers_alone_and_forwards_without_retry(
         .await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(api.calls(), 3);
-    assert_eq!(
-        api.authorizations()[2].as_deref(),
-        Some("Bearer inbound-token")
-    );
+    assert_last_sent(&api, 3, "Bearer inbound-token");
     // ... and accepted when the callee accepts it.
     api.also_accept("inbound-token");
     assert_eq!(

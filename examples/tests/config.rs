@@ -53,11 +53,11 @@ fn file(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A process environment: the value of a variable, if set.
+type Env = dyn Fn(&str) -> Option<String>;
+
 /// Starts `protected_service` as set up by `args` and `env`; its `/whoami` URL.
-async fn service(
-    args: impl Iterator<Item = String>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> String {
+async fn service(args: impl Iterator<Item = String>, env: &Env) -> String {
     let setup = setup::service(args, env).expect("the service's setup");
     let listener = tokio::net::TcpListener::bind(&setup.listen).await.unwrap();
     let url = format!("http://{}/whoami", listener.local_addr().unwrap());
@@ -67,10 +67,7 @@ async fn service(
 }
 
 /// Runs `caller` as set up by `args` and `env`.
-async fn call(
-    args: impl Iterator<Item = String>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> CallReport {
+async fn call(args: impl Iterator<Item = String>, env: &Env) -> CallReport {
     let setup = setup::caller(args, env).expect("the caller's setup");
     setup::run_caller(setup).await.expect("the caller runs")
 }
