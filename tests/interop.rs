@@ -6,7 +6,7 @@
 //! fail when `CI=true` and are skipped loudly otherwise (see `s2s_tests::peer`).
 
 use axum::{Router, routing::get};
-use jsonwebtoken::Algorithm;
+use s2s_auth::Algorithm;
 use s2s_auth::{
     Code, ErrorKind, Issuer, RequireScope, Verifier, VerifyLayer,
     token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource},

@@ -223,7 +223,10 @@ impl ClientKey {
     }
 
     fn auth(&self, kid: &str) -> ClientAuth {
-        ClientAuth::private_key_pem(self.alg, self.private_pem.as_bytes(), Some(kid.to_owned()))
+        let alg = alg_name(self.alg)
+            .parse()
+            .expect("a JWS algorithm of the crate");
+        ClientAuth::private_key_pem(alg, self.private_pem.as_bytes(), Some(kid.to_owned()))
             .expect("the PEM private key is accepted")
     }
 

@@ -9,7 +9,7 @@
 //! Time: the refresh and `Retry-After` tests run on a paused tokio clock held still while bytes
 //! move ([`clock_held`]) and moved only with `advance`. Nothing sleeps to wait for a race.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use futures_util::FutureExt as _;
@@ -457,13 +457,9 @@ async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
 #[tokio::test]
 async fn the_json_dialect_refuses_what_its_body_cannot_express() {
     let server = json_server().await;
-    let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
-    let der = pair.to_pkcs8().unwrap();
-    let private_key_jwt = ClientAuth::PrivateKeyJwt {
-        key: Arc::new(jsonwebtoken::EncodingKey::from_ed_der(der.as_ref())),
-        alg: Algorithm::EdDSA,
-        kid: None,
-    };
+    let pem = s2s_auth_testkit::TestKey::generate(Algorithm::EdDSA, "client").private_pem();
+    let private_key_jwt =
+        ClientAuth::private_key_pem(s2s_auth::Algorithm::EdDSA, pem.as_bytes(), None).unwrap();
     let base = || ClientCredentials::new(server.token_url(), CLIENT_ID).dialect(Dialect::Json);
     let cases = [
         (base(), "ClientAuth::SecretPost"),

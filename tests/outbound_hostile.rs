@@ -695,13 +695,8 @@ async fn shared_managers_are_keyed_on_the_whole_grant() {
     let server = TokenServer::start().await;
     let base = || ClientCredentials::new(server.token_url(), CLIENT_ID).scope("orders:read");
     let key = || {
-        let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
-        let der = pair.to_pkcs8().unwrap();
-        ClientAuth::PrivateKeyJwt {
-            key: Arc::new(jsonwebtoken::EncodingKey::from_ed_der(der.as_ref())),
-            alg: Algorithm::EdDSA,
-            kid: None,
-        }
+        let pem = TestKey::generate(Algorithm::EdDSA, "client").private_pem();
+        ClientAuth::private_key_pem(s2s_auth::Algorithm::EdDSA, pem.as_bytes(), None).unwrap()
     };
     let grants = [
         base().auth(ClientAuth::SecretBasic("secret-one".into())),

@@ -5,7 +5,7 @@
 
 use std::{fmt, sync::Arc};
 
-use jsonwebtoken::Algorithm;
+use crate::algorithm::Algorithm;
 use serde::{
     Deserialize, Deserializer, Serialize,
     de::{self, DeserializeOwned},
@@ -211,7 +211,8 @@ pub(crate) struct VerifiedInner {
     pub(crate) claims: StandardClaims,
     pub(crate) payload: Box<[u8]>,
     pub(crate) kid: Option<Box<str>>,
-    pub(crate) alg: Algorithm,
+    /// As the verifier parsed it; it admits only algorithms that have a crate [`Algorithm`].
+    pub(crate) alg: jsonwebtoken::Algorithm,
 }
 
 impl Verified {
@@ -237,7 +238,8 @@ impl Verified {
 
     /// The algorithm of the signature.
     pub fn algorithm(&self) -> Algorithm {
-        self.0.alg
+        Algorithm::from_jwt(self.0.alg)
+            .unwrap_or_else(|| unreachable!("the verifier admits asymmetric algorithms only"))
     }
 }
 
@@ -247,7 +249,7 @@ impl fmt::Debug for Verified {
         f.debug_struct("Verified")
             .field("claims", &self.0.claims)
             .field("kid", &self.0.kid)
-            .field("alg", &self.0.alg)
+            .field("alg", &self.algorithm())
             .finish()
     }
 }

@@ -99,7 +99,7 @@
 
 use std::{collections::BTreeMap, fmt, path::Path, path::PathBuf, time::Duration};
 
-use jsonwebtoken::Algorithm;
+use crate::algorithm::Algorithm;
 use secrecy::SecretString;
 use serde::{Deserialize, de::IgnoredAny};
 

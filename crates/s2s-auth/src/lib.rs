@@ -3,6 +3,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod algorithm;
 pub mod bearer;
 pub mod claims;
 #[cfg(feature = "config")]
@@ -23,6 +24,7 @@ mod time;
 pub mod token;
 pub mod verify;
 
+pub use algorithm::Algorithm;
 pub use bearer::BearerToken;
 pub use claims::{Scopes, StandardClaims, Verified};
 pub use error::{Code, Error, ErrorKind};

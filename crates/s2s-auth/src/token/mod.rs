@@ -55,7 +55,9 @@ mod client_credentials;
 mod wire;
 
 pub use cache::{RefreshPolicy, TokenManager, TokenMetrics};
-pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
+pub use client_credentials::{
+    ClientAuth, ClientCredentials, MAX_EXPIRES_IN, SigningKey, TokenResponse,
+};
 pub use wire::Dialect;
 
 /// An access token ready to send: the `Authorization` header value is built once.
