@@ -97,10 +97,11 @@ async fn main() -> ExitCode {
 
     // 3. The orders service: client credentials, one cached token, the reqwest middleware.
     let client = |id: &str, secret: &str| {
-        let tokens = TokenManager::new(
-            ClientCredentials::discover(&issuer.url, id)
-                .auth(ClientAuth::SecretBasic(secret.into())),
-        )
+        let tokens = TokenManager::new(ClientCredentials::discover(
+            &issuer.url,
+            id,
+            ClientAuth::SecretBasic(secret.into()),
+        ))
         .expect("grant configuration");
         let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
             // The token is for the inventory service and goes nowhere else.

@@ -206,9 +206,12 @@ fn http() -> HttpOptions {
 }
 
 fn manager(server: &FaultyServer) -> TokenManager {
-    let grant = ClientCredentials::new(format!("{}/token", server.url), "svc")
-        .auth(ClientAuth::SecretBasic(SECRET.into()))
-        .http(http());
+    let grant = ClientCredentials::new(
+        format!("{}/token", server.url),
+        "svc",
+        ClientAuth::SecretBasic(SECRET.into()),
+    )
+    .http(http());
     let mut policy = RefreshPolicy::default();
     policy.min_backoff = Duration::from_millis(200);
     policy.max_backoff = Duration::from_millis(400);

@@ -209,7 +209,7 @@ fn grant(peer: &Peer, auth_method: &str) -> ClientCredentials {
         }
         other => panic!("no grant for {other}"),
     };
-    ClientCredentials::discover(peer.issuer(), &client.client_id).auth(auth)
+    ClientCredentials::discover(peer.issuer(), &client.client_id, auth)
 }
 
 fn verifier(peer: &Peer, audience: &str) -> Verifier {
@@ -362,10 +362,11 @@ async fn oauth_errors_of_the_peer_map_to_typed_errors() {
     require_node!();
     let peer = Peer::start();
     let client = peer.config().client("client_secret_basic");
-    let wrong = TokenManager::new(
-        ClientCredentials::discover(peer.issuer(), &client.client_id)
-            .auth(ClientAuth::SecretBasic("wrong-secret".into())),
-    )
+    let wrong = TokenManager::new(ClientCredentials::discover(
+        peer.issuer(),
+        &client.client_id,
+        ClientAuth::SecretBasic("wrong-secret".into()),
+    ))
     .unwrap();
     let err = wrong.token().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");

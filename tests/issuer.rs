@@ -716,9 +716,12 @@ async fn the_token_manager_gets_tokens_by_discovery() {
         .create(json!({"name": "manager", "scopes": ["orders:read", "orders:write"]}))
         .await;
     let tokens = TokenManager::new(
-        ClientCredentials::discover(server.url(), &id)
-            .auth(ClientAuth::SecretBasic(secret.clone().into()))
-            .scope("orders:read"),
+        ClientCredentials::discover(
+            server.url(),
+            &id,
+            ClientAuth::SecretBasic(secret.clone().into()),
+        )
+        .scope("orders:read"),
     )
     .unwrap();
     let token = tokens.token().await.expect("a token");
@@ -736,9 +739,11 @@ async fn the_token_manager_gets_tokens_by_discovery() {
     assert_eq!(decode(token.secret()).1["scope"], "orders:read");
 
     // client_secret_post through the same grant.
-    let post = TokenManager::new(
-        ClientCredentials::discover(server.url(), &id).auth(ClientAuth::SecretPost(secret.into())),
-    )
+    let post = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        &id,
+        ClientAuth::SecretPost(secret.into()),
+    ))
     .unwrap();
     let token = post.token().await.unwrap();
     assert_eq!(
@@ -747,10 +752,11 @@ async fn the_token_manager_gets_tokens_by_discovery() {
     );
 
     // A wrong secret is a permanent error, not a token.
-    let wrong = TokenManager::new(
-        ClientCredentials::discover(server.url(), &id)
-            .auth(ClientAuth::SecretBasic("wrong".to_owned().into())),
-    )
+    let wrong = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        &id,
+        ClientAuth::SecretBasic("wrong".to_owned().into()),
+    ))
     .unwrap();
     assert!(wrong.token().await.is_err());
 }

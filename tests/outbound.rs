@@ -58,8 +58,11 @@ const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-be
 
 /// The grant against `server` for [`CLIENT_ID`], `client_secret_basic` with [`SECRET`].
 fn grant(server: &TokenServer) -> ClientCredentials {
-    ClientCredentials::new(server.token_url(), CLIENT_ID)
-        .auth(ClientAuth::SecretBasic(SECRET.into()))
+    ClientCredentials::new(
+        server.token_url(),
+        CLIENT_ID,
+        ClientAuth::SecretBasic(SECRET.into()),
+    )
 }
 
 fn manager(server: &TokenServer) -> TokenManager {
@@ -939,8 +942,11 @@ async fn client_secret_basic_form_encodes_id_and_secret_before_base64() {
     const ID: &str = "billing:svc é+1";
     const TRICKY: &str = "p:ss%20w+rd/&=é€ ü";
     let server = token_server().await;
-    let grant =
-        ClientCredentials::new(server.token_url(), ID).auth(ClientAuth::SecretBasic(TRICKY.into()));
+    let grant = ClientCredentials::new(
+        server.token_url(),
+        ID,
+        ClientAuth::SecretBasic(TRICKY.into()),
+    );
     grant.fetch().await.expect("token");
 
     let request = &server.recorded()[0];
@@ -972,8 +978,11 @@ async fn client_secret_basic_form_encodes_id_and_secret_before_base64() {
 async fn client_secret_post_sends_id_and_secret_in_the_form() {
     const TRICKY: &str = "p:ss%20w+rd/&=é€ ü";
     let server = token_server().await;
-    let grant = ClientCredentials::new(server.token_url(), CLIENT_ID)
-        .auth(ClientAuth::SecretPost(TRICKY.into()));
+    let grant = ClientCredentials::new(
+        server.token_url(),
+        CLIENT_ID,
+        ClientAuth::SecretPost(TRICKY.into()),
+    );
     grant.fetch().await.expect("token");
 
     let request = &server.recorded()[0];
@@ -1000,7 +1009,7 @@ async fn private_key_jwt_sends_a_signed_short_lived_unique_assertion() {
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
         let key = ClientKey::generate(alg);
         let kid = format!("billing-{}", alg_name(alg));
-        let grant = ClientCredentials::new(server.token_url(), CLIENT_ID).auth(key.auth(&kid));
+        let grant = ClientCredentials::new(server.token_url(), CLIENT_ID, key.auth(&kid));
         let before = server.requests();
         grant.fetch().await.expect("first token");
         grant.fetch().await.expect("second token");
@@ -1021,9 +1030,11 @@ async fn private_key_jwt_sends_a_signed_short_lived_unique_assertion() {
 async fn private_key_jwt_audience_is_the_discovered_token_endpoint() {
     let server = token_server().await;
     let key = ClientKey::generate(Algorithm::ES256);
-    let tokens = TokenManager::new(
-        ClientCredentials::discover(server.url(), CLIENT_ID).auth(key.auth("k1")),
-    )
+    let tokens = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        CLIENT_ID,
+        key.auth("k1"),
+    ))
     .unwrap();
     let first = tokens.token().await.expect("token");
     tokens.invalidate(&first);
@@ -1072,10 +1083,11 @@ async fn scopes_audience_resources_and_extra_parameters_are_sent() {
 #[tokio::test]
 async fn discovery_finds_the_token_endpoint_once() {
     let server = token_server().await;
-    let tokens = TokenManager::new(
-        ClientCredentials::discover(server.url(), CLIENT_ID)
-            .auth(ClientAuth::SecretPost(SECRET.into())),
-    )
+    let tokens = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        CLIENT_ID,
+        ClientAuth::SecretPost(SECRET.into()),
+    ))
     .unwrap();
     let token = tokens.token().await.expect("token");
     assert_eq!(token.secret(), server.latest_token().unwrap());
@@ -1089,9 +1101,10 @@ async fn discovery_finds_the_token_endpoint_once() {
 #[test]
 fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
     logs();
+    let auth = || ClientAuth::SecretBasic(SECRET.into());
     for grant in [
-        ClientCredentials::new("http://auth.example.com/oauth/token", CLIENT_ID),
-        ClientCredentials::discover("http://auth.example.com", CLIENT_ID),
+        ClientCredentials::new("http://auth.example.com/oauth/token", CLIENT_ID, auth()),
+        ClientCredentials::discover("http://auth.example.com", CLIENT_ID, auth()),
     ] {
         let err = TokenManager::new(grant.clone()).expect_err("plain http");
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
@@ -1105,10 +1118,15 @@ fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
     TokenManager::new(ClientCredentials::new(
         "https://auth.example.com/t",
         CLIENT_ID,
+        auth(),
     ))
     .expect("https");
-    TokenManager::new(ClientCredentials::new("http://localhost:8080/t", CLIENT_ID))
-        .expect("loopback");
+    TokenManager::new(ClientCredentials::new(
+        "http://localhost:8080/t",
+        CLIENT_ID,
+        auth(),
+    ))
+    .expect("loopback");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1128,9 +1146,8 @@ async fn secrets_and_tokens_never_reach_debug_display_or_logs() {
         key.auth("k1"),
     ] {
         shown.push(format!("{auth:?}"));
-        let grant = ClientCredentials::new(server.token_url(), CLIENT_ID)
-            .auth(auth)
-            .param("tenant", "acme");
+        let grant =
+            ClientCredentials::new(server.token_url(), CLIENT_ID, auth).param("tenant", "acme");
         shown.push(format!("{grant:?}"));
         let tokens = TokenManager::new(grant.clone()).unwrap();
         let token = tokens.token().await.expect("token");
@@ -1510,10 +1527,11 @@ async fn shared_managers_are_one_per_endpoint_client_scopes_and_audience() {
     let fewer_scopes = TokenManager::shared(grant(&server).scope("orders:read")).unwrap();
     let other_audience =
         TokenManager::shared(both(grant(&server)).audience("https://billing.example.com")).unwrap();
-    let other_client = TokenManager::shared(both(
-        ClientCredentials::new(server.token_url(), "other-client")
-            .auth(ClientAuth::SecretBasic(SECRET.into())),
-    ))
+    let other_client = TokenManager::shared(both(ClientCredentials::new(
+        server.token_url(),
+        "other-client",
+        ClientAuth::SecretBasic(SECRET.into()),
+    )))
     .unwrap();
     for (i, other) in [fewer_scopes, other_audience, other_client]
         .iter()

@@ -194,7 +194,7 @@ fn log_text() -> String {
 }
 
 fn grant(token_url: String) -> ClientCredentials {
-    ClientCredentials::new(token_url, CLIENT_ID).auth(ClientAuth::SecretBasic(SECRET.into()))
+    ClientCredentials::new(token_url, CLIENT_ID, ClientAuth::SecretBasic(SECRET.into()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -546,7 +546,7 @@ async fn a_token_endpoint_redirect_is_refused_and_credentials_are_not_resent() {
             ClientAuth::SecretBasic(SECRET.into()),
         ] {
             let grant =
-                ClientCredentials::new(format!("{}/token", endpoint.url()), CLIENT_ID).auth(auth);
+                ClientCredentials::new(format!("{}/token", endpoint.url()), CLIENT_ID, auth);
             let err = grant.fetch().await.expect_err("a redirect");
             assert!(err.is_transient(), "{name}: {err}");
             let text = err.to_string();
@@ -585,11 +585,14 @@ async fn a_discovery_redirect_to_another_origin_is_refused() {
     let location = target.clone();
     let issuer = Hostile::start(move |_| redirect(302, &location)).await;
 
-    let err = ClientCredentials::discover(issuer.url(), CLIENT_ID)
-        .auth(ClientAuth::SecretPost(SECRET.into()))
-        .fetch()
-        .await
-        .expect_err("a redirect to another origin");
+    let err = ClientCredentials::discover(
+        issuer.url(),
+        CLIENT_ID,
+        ClientAuth::SecretPost(SECRET.into()),
+    )
+    .fetch()
+    .await
+    .expect_err("a redirect to another origin");
     let text = err.to_string();
     assert!(
         text.contains("refusing to follow a redirect to another origin") && text.contains(&target),
@@ -693,7 +696,14 @@ async fn a_non_json_2xx_token_response_is_never_quoted() {
 #[tokio::test]
 async fn shared_managers_are_keyed_on_the_whole_grant() {
     let server = TokenServer::start().await;
-    let base = || ClientCredentials::new(server.token_url(), CLIENT_ID).scope("orders:read");
+    let base = || {
+        ClientCredentials::new(
+            server.token_url(),
+            CLIENT_ID,
+            ClientAuth::SecretBasic("secret-one".into()),
+        )
+        .scope("orders:read")
+    };
     let key = || {
         let pem = TestKey::generate(Algorithm::EdDSA, "client").private_pem();
         ClientAuth::private_key_pem(s2s_auth::Algorithm::EdDSA, pem.as_bytes(), None).unwrap()
@@ -729,9 +739,12 @@ async fn shared_managers_are_keyed_on_the_whole_grant() {
 
     // The same grant again (scopes in another order): the same manager, no new request.
     let again = TokenManager::shared(
-        ClientCredentials::new(server.token_url(), CLIENT_ID)
-            .scope("orders:read")
-            .auth(ClientAuth::SecretBasic("secret-one".into())),
+        ClientCredentials::new(
+            server.token_url(),
+            CLIENT_ID,
+            ClientAuth::SecretBasic("secret-one".into()),
+        )
+        .scope("orders:read"),
     )
     .unwrap();
     again.token().await.unwrap();

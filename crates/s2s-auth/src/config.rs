@@ -496,16 +496,20 @@ impl ClientConfig {
             .filter(|id| !id.is_empty())
             .ok_or_else(|| Error::config("client_id: required (or set S2S_CLIENT_ID)"))?;
         let allow_insecure = self.allow_insecure_http;
-        let mut grant = match (&self.issuer, &self.token_url) {
+        // The endpoint first, then the client's authentication: errors in that order.
+        let new_grant: fn(&String, String, ClientAuth) -> ClientCredentials;
+        let endpoint = match (&self.issuer, &self.token_url) {
             (Some(issuer), None) => {
                 fetch::parse_endpoint(issuer, allow_insecure)
                     .map_err(|e| Error::config(format!("issuer: {e}")))?;
-                ClientCredentials::discover(issuer, client_id)
+                new_grant = |url, id, auth| ClientCredentials::discover(url, id, auth);
+                issuer
             }
             (None, Some(url)) => {
                 fetch::parse_endpoint(url, allow_insecure)
                     .map_err(|e| Error::config(format!("token_url: {e}")))?;
-                ClientCredentials::new(url, client_id)
+                new_grant = |url, id, auth| ClientCredentials::new(url, id, auth);
+                url
             }
             (Some(_), Some(_)) => {
                 return Err(Error::config(
@@ -545,7 +549,8 @@ impl ClientConfig {
                     .map_err(|e| Error::config(format!("private_key_file: {e}")))?
             }
         };
-        grant = grant.auth(auth).http(HttpOptions {
+        let mut grant = new_grant(endpoint, client_id, auth);
+        grant = grant.http(HttpOptions {
             allow_insecure_http: allow_insecure,
             ..HttpOptions::default()
         });

@@ -6,9 +6,12 @@
 //! use s2s_auth::{reqwest::AuthorizeMiddleware, token::{ClientAuth, ClientCredentials, TokenManager}};
 //!
 //! let tokens = TokenManager::new(
-//!     ClientCredentials::new("https://auth.example.com/oauth/token", "billing-service")
-//!         .auth(ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET")?.into()))
-//!         .scope("orders:read"),
+//!     ClientCredentials::new(
+//!         "https://auth.example.com/oauth/token",
+//!         "billing-service",
+//!         ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET")?.into()),
+//!     )
+//!     .scope("orders:read"),
 //! )?;
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 //!     .with(AuthorizeMiddleware::new(tokens).allow_origin("https://orders.internal"))

@@ -132,10 +132,13 @@ impl fmt::Debug for SigningKey {
 /// ```
 /// use s2s_auth::token::{ClientAuth, ClientCredentials};
 ///
-/// let grant = ClientCredentials::new("https://auth.example.com/oauth/token", "billing-service")
-///     .auth(ClientAuth::SecretBasic("s3cret".into()))
-///     .scope("orders:read")
-///     .audience("https://orders.example.com");
+/// let grant = ClientCredentials::new(
+///     "https://auth.example.com/oauth/token",
+///     "billing-service",
+///     ClientAuth::SecretBasic("s3cret".into()),
+/// )
+/// .scope("orders:read")
+/// .audience("https://orders.example.com");
 /// assert!(!format!("{grant:?}").contains("s3cret"));
 /// ```
 ///
@@ -146,11 +149,14 @@ impl fmt::Debug for SigningKey {
 /// ```
 /// use s2s_auth::token::{ClientAuth, ClientCredentials, Dialect};
 ///
-/// let grant = ClientCredentials::new("https://api.example.com/auth/token", "val_svc_client_a1b2c3")
-///     .dialect(Dialect::Json)
-///     .auth(ClientAuth::SecretPost("cs_4d5e6f7g8h9i0j".into()))
-///     .scope("workflow:read")
-///     .scope("validation:write");
+/// let grant = ClientCredentials::new(
+///     "https://api.example.com/auth/token",
+///     "val_svc_client_a1b2c3",
+///     ClientAuth::SecretPost("cs_4d5e6f7g8h9i0j".into()),
+/// )
+/// .dialect(Dialect::Json)
+/// .scope("workflow:read")
+/// .scope("validation:write");
 /// ```
 #[derive(Clone)]
 pub struct ClientCredentials {
@@ -219,22 +225,31 @@ fn bounded_secs(secs: u64) -> Duration {
 }
 
 impl ClientCredentials {
-    /// The grant against the token endpoint `token_url`, for `client_id`. Without
-    /// [`ClientCredentials::auth`] the client authenticates with nothing; set it.
-    pub fn new(token_url: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Self::with_endpoint(Endpoint::Url(token_url.into()), client_id.into())
+    /// The grant against the token endpoint `token_url`, for `client_id`, authenticated with
+    /// `auth`.
+    pub fn new(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        auth: ClientAuth,
+    ) -> Self {
+        Self::with_endpoint(Endpoint::Url(token_url.into()), client_id.into(), auth)
     }
 
-    /// The grant against the token endpoint named by `issuer`'s discovery metadata.
-    pub fn discover(issuer: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Self::with_endpoint(Endpoint::Discover(issuer.into()), client_id.into())
+    /// The grant against the token endpoint named by `issuer`'s discovery metadata, for
+    /// `client_id`, authenticated with `auth`.
+    pub fn discover(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        auth: ClientAuth,
+    ) -> Self {
+        Self::with_endpoint(Endpoint::Discover(issuer.into()), client_id.into(), auth)
     }
 
-    fn with_endpoint(endpoint: Endpoint, client_id: String) -> Self {
+    fn with_endpoint(endpoint: Endpoint, client_id: String, auth: ClientAuth) -> Self {
         ClientCredentials {
             endpoint,
             client_id,
-            auth: ClientAuth::SecretBasic(SecretString::default()),
+            auth,
             scopes: Vec::new(),
             audience: None,
             resources: Vec::new(),
@@ -245,7 +260,7 @@ impl ClientCredentials {
         }
     }
 
-    /// How the client authenticates (default: `client_secret_basic` with an empty secret).
+    /// Replaces how the client authenticates (given to [`ClientCredentials::new`]).
     pub fn auth(mut self, auth: ClientAuth) -> Self {
         self.auth = auth;
         self
@@ -371,8 +386,7 @@ impl ClientCredentials {
             ClientAuth::SecretBasic(_) => {
                 return Err(Error::config(
                     "the JSON dialect sends the client secret as `clientSecret` in the body: \
-                     authenticate with ClientAuth::SecretPost, not client_secret_basic (the \
-                     default)",
+                     authenticate with ClientAuth::SecretPost, not client_secret_basic",
                 ));
             }
             ClientAuth::PrivateKeyJwt(_) => {

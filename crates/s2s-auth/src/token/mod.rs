@@ -6,9 +6,12 @@
 //! use s2s_auth::token::{ClientAuth, ClientCredentials, TokenManager, TokenSource};
 //!
 //! let tokens = TokenManager::new(
-//!     ClientCredentials::discover("https://auth.example.com", "billing-service")
-//!         .auth(ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET").unwrap().into()))
-//!         .scope("orders:read"),
+//!     ClientCredentials::discover(
+//!         "https://auth.example.com",
+//!         "billing-service",
+//!         ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET").unwrap().into()),
+//!     )
+//!     .scope("orders:read"),
 //! )?;
 //! let token = tokens.token().await?; // fetched once, then served from memory
 //! # let _ = token; Ok(()) }
@@ -26,10 +29,13 @@
 //! use s2s_auth::token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource};
 //!
 //! let tokens = TokenManager::new(
-//!     ClientCredentials::new("https://api.example.com/auth/token", "val_svc_client_a1b2c3")
-//!         .dialect(Dialect::Json)
-//!         .auth(ClientAuth::SecretPost(std::env::var("CLIENT_SECRET").unwrap().into()))
-//!         .scope("workflow:read"),
+//!     ClientCredentials::new(
+//!         "https://api.example.com/auth/token",
+//!         "val_svc_client_a1b2c3",
+//!         ClientAuth::SecretPost(std::env::var("CLIENT_SECRET").unwrap().into()),
+//!     )
+//!     .dialect(Dialect::Json)
+//!     .scope("workflow:read"),
 //! )?;
 //! # let _ = tokens.token().await?; Ok(()) }
 //! ```
