@@ -31,7 +31,7 @@ use axum::{Json, Router, routing::get};
 use s2s_auth::{
     Issuer, RequireScope, Verifier, VerifyLayer,
     extract::Claims,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
 use s2s_auth_testkit::{Algorithm, Minter, TestKey};

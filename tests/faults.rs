@@ -198,11 +198,8 @@ const SECRET: &str = "s3cr3t-Value-42";
 const LIFETIME: Duration = Duration::from_secs(12);
 
 fn http() -> HttpOptions {
-    HttpOptions {
-        // Long enough for a loaded machine to answer, short enough for a test.
-        timeout: Duration::from_secs(1),
-        ..HttpOptions::default()
-    }
+    // Long enough for a loaded machine to answer, short enough for a test.
+    HttpOptions::new().timeout(Duration::from_secs(1))
 }
 
 fn manager(server: &FaultyServer) -> TokenManager {

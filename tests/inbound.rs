@@ -681,7 +681,7 @@ async fn known_keys_keep_verifying_while_the_key_server_fails() {
     let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
     let options = cache_options(|o| {
-        o.http.timeout = Duration::from_secs(1);
+        o.http = o.http.clone().timeout(Duration::from_secs(1));
         o.unknown_kid_cooldown = Duration::ZERO;
     });
     let app = start_app(
@@ -717,7 +717,7 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
         server.set_keys(&[&key]);
         server.set_behavior(behavior.clone());
         let options = cache_options(|o| {
-            o.http.timeout = timeout_for(&behavior);
+            o.http = o.http.clone().timeout(timeout_for(&behavior));
             o.retry_interval = Duration::from_secs(3600);
         });
         let app = start_app(

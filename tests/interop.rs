@@ -55,7 +55,7 @@ async fn peer_harness_starts_issues_and_rotates() {
     let http = reqwest::Client::new();
 
     let options = s2s_auth::fetch::HttpOptions::default();
-    let meta = s2s_auth::discovery::discover(&http, peer.issuer(), &options)
+    let meta = s2s_auth::discovery::ProviderMetadata::discover(peer.issuer(), &options)
         .await
         .expect("discovery against oidc-provider");
     assert_eq!(meta.issuer, peer.issuer());

@@ -14,7 +14,7 @@ use axum::{Router, routing::get};
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
     Issuer, Verifier, VerifyLayer,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager},
 };
 use s2s_tests::{

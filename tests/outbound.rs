@@ -37,7 +37,7 @@ use jsonwebtoken::Algorithm;
 use s2s_auth::{
     AuthorizeLayer, BearerToken, Code, Error, ErrorKind,
     fetch::HttpOptions,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{AccessToken, ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
 use s2s_tests::{
@@ -1109,10 +1109,7 @@ fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
         let err = TokenManager::new(grant.clone()).expect_err("plain http");
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         assert!(err.message().contains("https"), "{err}");
-        let allowed = grant.http(HttpOptions {
-            allow_insecure_http: true,
-            ..HttpOptions::default()
-        });
+        let allowed = grant.http(HttpOptions::new().allow_insecure_http());
         TokenManager::new(allowed).expect("explicitly allowed");
     }
     TokenManager::new(ClientCredentials::new(

@@ -16,7 +16,7 @@ use futures_util::FutureExt as _;
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
     Code, ErrorKind,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
 use s2s_tests::{

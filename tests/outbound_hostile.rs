@@ -26,7 +26,7 @@ use jsonwebtoken::Algorithm;
 use s2s_auth::{
     AuthorizeLayer, BearerToken, Error, ErrorKind, Issuer, Verifier,
     fetch::HttpOptions,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{
         AccessToken, ClientAuth, ClientCredentials, RefreshPolicy, TokenFuture, TokenManager,
         TokenSource,
@@ -719,10 +719,7 @@ async fn shared_managers_are_keyed_on_the_whole_grant() {
             .param("tenant", "blue"),
         base()
             .auth(ClientAuth::SecretBasic("secret-one".into()))
-            .http(HttpOptions {
-                max_body: 4096,
-                ..HttpOptions::default()
-            }),
+            .http(HttpOptions::new().max_body(4096)),
     ];
     let managers: Vec<TokenManager> = grants
         .iter()

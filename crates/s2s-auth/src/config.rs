@@ -588,13 +588,11 @@ impl ClientConfig {
 
     /// A reqwest middleware sending tokens of `source` to the configured destinations only.
     #[cfg(feature = "reqwest")]
-    pub fn authorize_middleware<T>(&self, source: T) -> crate::reqwest::AuthorizeMiddleware<T> {
-        let mut middleware = self
-            .destinations
-            .iter()
-            .fold(crate::reqwest::AuthorizeMiddleware::new(source), |m, o| {
-                m.allow_origin(o)
-            });
+    pub fn authorize_middleware<T>(&self, source: T) -> crate::middleware::AuthorizeMiddleware<T> {
+        let mut middleware = self.destinations.iter().fold(
+            crate::middleware::AuthorizeMiddleware::new(source),
+            |m, o| m.allow_origin(o),
+        );
         if self.allow_insecure_http {
             middleware = middleware.allow_insecure_http();
         }

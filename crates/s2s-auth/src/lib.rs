@@ -17,9 +17,9 @@ pub mod fetch;
 pub mod jwks;
 pub mod layer;
 mod metrics;
-pub mod rejection;
 #[cfg(feature = "reqwest")]
-pub mod reqwest;
+pub mod middleware;
+pub mod rejection;
 mod time;
 pub mod token;
 pub mod verify;

@@ -301,9 +301,10 @@ fn build_verifier(config: &Config) -> Result<Option<Verifier>, Error> {
         return Ok(None);
     }
     let mut builder = Verifier::builder()
-        .http(HttpOptions {
-            allow_insecure_http: config.allow_insecure_http,
-            ..HttpOptions::default()
+        .http(if config.allow_insecure_http {
+            HttpOptions::new().allow_insecure_http()
+        } else {
+            HttpOptions::new()
         })
         .require_at_jwt(config.require_at_jwt);
     // Each issuer with its own audiences: the verifier refuses a token naming another

@@ -1,9 +1,10 @@
-//! A `reqwest_middleware` middleware (feature `reqwest`) that sends bearer tokens and, when the
+//! The reqwest integration (feature `reqwest`): [`AuthorizeMiddleware`], a
+//! `reqwest_middleware` middleware that sends bearer tokens and, when the
 //! callee refuses one as `invalid_token`, fetches a new one and retries once.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use s2s_auth::{reqwest::AuthorizeMiddleware, token::{ClientAuth, ClientCredentials, TokenManager}};
+//! use s2s_auth::{middleware::AuthorizeMiddleware, token::{ClientAuth, ClientCredentials, TokenManager}};
 //!
 //! let tokens = TokenManager::new(
 //!     ClientCredentials::new(
@@ -35,8 +36,8 @@
 
 use std::fmt;
 
-use ::reqwest::{Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use http::{Extensions, header::AUTHORIZATION};
+use reqwest::{Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use reqwest_middleware::{Middleware, Next, Result};
 
 use crate::{bearer::BearerToken, destination::Destinations, error::Error, token::TokenSource};
