@@ -6,7 +6,7 @@
 //!    `allowedIps`; the answer's `serviceAccountId`, `clientId`, `clientSecret`): `orders`
 //!    (granted `inventory:read`) and `reporting` (not).
 //! 2. The inventory service verifies bearer tokens against the issuer's keys (found through
-//!    discovery) with `VerifyLayer`, and requires `inventory:read` with `RequireScope`.
+//!    discovery) with `VerifyLayer`, and requires `inventory:read` with `RequireScopeLayer`.
 //! 3. The orders service calls it through the reqwest middleware: one token, fetched once and
 //!    reused for every call.
 //! 4. Then: `reporting` is refused (403, AUTH_102); a forged token is refused (401, AUTH_105);
@@ -29,7 +29,7 @@ use std::{
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use axum::{Json, Router, routing::get};
 use s2s_auth::{
-    Issuer, RequireScope, Verifier, VerifyLayer,
+    Issuer, RequireScopeLayer, Verifier, VerifyLayer,
     extract::Claims,
     middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
@@ -85,7 +85,7 @@ async fn main() -> ExitCode {
         .expect("verifier configuration");
     let inventory = Router::new()
         .route("/items", get(items))
-        .route_layer(RequireScope::all(["inventory:read"]))
+        .route_layer(RequireScopeLayer::all(["inventory:read"]))
         .layer(VerifyLayer::new(verifier.clone()).realm("inventory"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -93,7 +93,7 @@ async fn main() -> ExitCode {
     let inventory_origin = format!("http://{}", listener.local_addr().expect("bound"));
     let items_url = format!("{inventory_origin}/items");
     tokio::spawn(async move { axum::serve(listener, inventory).await });
-    println!("inventory   {items_url}  (VerifyLayer + RequireScope inventory:read)\n");
+    println!("inventory   {items_url}  (VerifyLayer + RequireScopeLayer inventory:read)\n");
 
     // 3. The orders service: client credentials, one cached token, the reqwest middleware.
     let client = |id: &str, secret: &str| {

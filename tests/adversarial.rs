@@ -1,5 +1,5 @@
 //! The adversarial corpus: one row per attack or malformed credential, each sent over real HTTP
-//! to a service behind `VerifyLayer` and `RequireScope` (one verifier in strict RFC 9068 mode,
+//! to a service behind `VerifyLayer` and `RequireScopeLayer` (one verifier in strict RFC 9068 mode,
 //! one with the defaults), each answered with the expected status, JSON `code` and
 //! `WWW-Authenticate` challenge; never a panic, never a 5xx. No answer tells the caller how the
 //! service is configured (its audiences, key server, key ids, algorithms).
@@ -29,7 +29,7 @@ use reqwest::{
     StatusCode,
     header::{RETRY_AFTER, WWW_AUTHENTICATE},
 };
-use s2s_auth::{Issuer, RequireScope, Verifier, VerifyLayer};
+use s2s_auth::{Issuer, RequireScopeLayer, Verifier, VerifyLayer};
 use s2s_tests::{
     keys::{self, Behavior, KeyServer, TestKey},
     time::clock_held,
@@ -369,7 +369,7 @@ fn verifier(server: &KeyServer) -> s2s_auth::VerifierBuilder {
 async fn serve(verifier: s2s_auth::VerifierBuilder) -> String {
     let app = Router::new()
         .route("/orders", get(|| async { "orders" }))
-        .route_layer(RequireScope::all(["orders:read"]))
+        .route_layer(RequireScopeLayer::all(["orders:read"]))
         .layer(VerifyLayer::new(verifier.build().unwrap()).realm("orders"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/orders", listener.local_addr().unwrap());

@@ -1,5 +1,5 @@
 //! The inbound path end to end, over real HTTP on 127.0.0.1: a [`KeyServer`] publishes the keys,
-//! an axum app behind `VerifyLayer` (and `RequireScope` on some routes) answers, reqwest calls it.
+//! an axum app behind `VerifyLayer` (and `RequireScopeLayer` on some routes) answers, reqwest calls it.
 //!
 //! Time: the key-cache tests that depend on it (TTL, background refresh, cooldowns, retry
 //! intervals) run on a paused tokio clock moved with `advance`; real sockets are awaited through
@@ -23,8 +23,8 @@ use reqwest::{
     header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE},
 };
 use s2s_auth::{
-    BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Scopes,
-    Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
+    BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScopeLayer,
+    Scopes, Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims,
 };
 use s2s_tests::{
     keys::{self, Behavior, KeyServer, TestKey},
@@ -122,19 +122,19 @@ async fn start_app(verifier: &Verifier, optional: bool) -> App {
     if optional {
         layer = layer.optional();
     }
-    // RequireScope answers with the layer's realm: no responder of its own.
+    // RequireScopeLayer answers with the layer's realm: no responder of its own.
     let app = Router::new()
         .route("/whoami", get(whoami))
         .route("/maybe", get(maybe))
         .merge(
             Router::new()
                 .route("/admin", get(whoami))
-                .route_layer(RequireScope::all(["orders:admin", "orders:read"])),
+                .route_layer(RequireScopeLayer::all(["orders:admin", "orders:read"])),
         )
         .merge(
             Router::new()
                 .route("/any", get(whoami))
-                .route_layer(RequireScope::any(["orders:admin", "orders:write"])),
+                .route_layer(RequireScopeLayer::any(["orders:admin", "orders:write"])),
         )
         .layer(layer)
         .route("/nolayer", get(whoami));

@@ -8,7 +8,7 @@
 use axum::{Router, routing::get};
 use s2s_auth::Algorithm;
 use s2s_auth::{
-    Code, ErrorKind, Issuer, RequireScope, Verifier, VerifyLayer,
+    Code, ErrorKind, Issuer, RequireScopeLayer, Verifier, VerifyLayer,
     token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource},
 };
 use s2s_tests::peer::{self, Peer};
@@ -275,7 +275,7 @@ async fn token_manager_and_verifier_against_oidc_provider() {
 }
 
 /// An RS256 token whose `aud` is an array, and a token without `scope`, through `VerifyLayer`
-/// and `RequireScope` over real HTTP.
+/// and `RequireScopeLayer` over real HTTP.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider() {
     require_node!();
@@ -283,7 +283,7 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
     let billing = "https://billing.interop.test";
     let app = Router::new()
         .route("/billing", get(|| async { "billing" }))
-        .route_layer(RequireScope::all(["billing:read"]))
+        .route_layer(RequireScopeLayer::all(["billing:read"]))
         .layer(VerifyLayer::new(verifier(&peer, billing)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/billing", listener.local_addr().unwrap());

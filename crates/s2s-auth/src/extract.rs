@@ -52,7 +52,7 @@ use crate::{
     bearer::BearerToken,
     claims::{Scopes, StandardClaims, Verified},
     layer::{
-        RequireScope,
+        RequireScopeLayer,
         scope::Match,
         verify::{LayerResponder, PassedWithoutToken},
     },
@@ -215,8 +215,8 @@ impl<S: Send + Sync, R: ScopeRequirement> FromRequestParts<S> for Required<R> {
             return Ok(Required(PhantomData));
         }
         let requirement = match R::MATCH {
-            Match::All => RequireScope::all(R::SCOPES.iter().copied()),
-            Match::Any => RequireScope::any(R::SCOPES.iter().copied()),
+            Match::All => RequireScopeLayer::all(R::SCOPES.iter().copied()),
+            Match::Any => RequireScopeLayer::any(R::SCOPES.iter().copied()),
         };
         requirement
             .check(scopes)
@@ -229,11 +229,11 @@ impl Scopes {
     /// Refuses (403 `insufficient_scope`) unless every scope of `required` was granted: for
     /// checks inside a handler, `scopes.require_all(&["orders:write"])?`.
     pub fn require_all(&self, required: &[&str]) -> Result<(), Rejection> {
-        RequireScope::all(required.iter().copied()).check(self)
+        RequireScopeLayer::all(required.iter().copied()).check(self)
     }
 
     /// Refuses (403 `insufficient_scope`) unless one scope of `required` was granted.
     pub fn require_any(&self, required: &[&str]) -> Result<(), Rejection> {
-        RequireScope::any(required.iter().copied()).check(self)
+        RequireScopeLayer::any(required.iter().copied()).check(self)
     }
 }

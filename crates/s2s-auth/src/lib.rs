@@ -29,7 +29,7 @@ pub use bearer::BearerToken;
 pub use claims::{Scopes, StandardClaims, Verified};
 pub use error::{Code, Error, ErrorKind};
 pub use jwks::{KeyCache, KeyCacheOptions, KeySet};
-pub use layer::{AuthorizeLayer, RequireScope, VerifyLayer};
+pub use layer::{AuthorizeLayer, RequireScope, RequireScopeLayer, VerifyLayer};
 pub use metrics::MetricsSnapshot;
 pub use rejection::{Reason, Rejection, Responder};
 pub use verify::{Issuer, Verifier, VerifierBuilder};

@@ -1,16 +1,16 @@
-//! [`RequireScope`]: per-route scope checks behind [`VerifyLayer`](super::VerifyLayer).
+//! [`RequireScopeLayer`]: per-route scope checks behind [`VerifyLayer`](super::VerifyLayer).
 //!
 //! ```
 //! use axum::{Router, routing::{get, post}};
-//! use s2s_auth::RequireScope;
+//! use s2s_auth::RequireScopeLayer;
 //!
 //! let app: Router = Router::new()
 //!     .route("/orders", get(|| async { "list" }))
-//!     .route_layer(RequireScope::any(["orders:read", "orders:admin"]))
+//!     .route_layer(RequireScopeLayer::any(["orders:read", "orders:admin"]))
 //!     .merge(
 //!         Router::new()
 //!             .route("/orders", post(|| async { "created" }))
-//!             .route_layer(RequireScope::all(["orders:write"])),
+//!             .route_layer(RequireScopeLayer::all(["orders:write"])),
 //!     );
 //! // ... then `.layer(VerifyLayer::new(verifier))` on the whole router.
 //! ```
@@ -21,15 +21,18 @@
 
 use std::{
     fmt,
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{ReadyOrRejected, ResponseBody, verify::LayerResponder};
+use super::{Answer, ResponseBody, define_inner_service_accessors, verify::LayerResponder};
 use crate::{
     claims::{Scopes, Verified},
     rejection::{Reason, Rejection, Responder},
@@ -46,12 +49,9 @@ pub enum Match {
 
 /// A set of required scopes: the layer for a route, and the check the extractors share.
 #[derive(Clone)]
-pub struct RequireScope {
+pub struct RequireScopeLayer {
     inner: Arc<Requirement>,
 }
-
-/// The alias tower naming conventions lead people to look for.
-pub type RequireScopeLayer = RequireScope;
 
 struct Requirement {
     scopes: Box<[Box<str>]>,
@@ -61,16 +61,16 @@ struct Requirement {
     responder: Option<Responder>,
 }
 
-impl fmt::Debug for RequireScope {
+impl fmt::Debug for RequireScopeLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequireScope")
+        f.debug_struct("RequireScopeLayer")
             .field("scopes", &self.inner.scopes)
             .field("mode", &self.inner.mode)
             .finish()
     }
 }
 
-impl RequireScope {
+impl RequireScopeLayer {
     /// Requires every scope of `scopes`.
     pub fn all<I, S>(scopes: I) -> Self
     where
@@ -96,7 +96,7 @@ impl RequireScope {
     {
         let scopes: Box<[Box<str>]> = scopes.into_iter().map(Into::into).collect();
         let joined = scopes.join(" ").into();
-        RequireScope {
+        RequireScopeLayer {
             inner: Arc::new(Requirement {
                 scopes,
                 joined,
@@ -159,40 +159,111 @@ impl RequireScope {
     }
 }
 
-impl<S> Layer<S> for RequireScope {
-    type Service = RequireScopeService<S>;
+impl<S> Layer<S> for RequireScopeLayer {
+    type Service = RequireScope<S>;
 
-    fn layer(&self, inner: S) -> RequireScopeService<S> {
-        RequireScopeService {
+    fn layer(&self, inner: S) -> RequireScope<S> {
+        RequireScope {
             inner,
             requirement: self.clone(),
         }
     }
 }
 
-/// The service of [`RequireScope`].
+/// The service of [`RequireScopeLayer`]: passes requests whose verified token has the scopes,
+/// answers the others.
 #[derive(Clone, Debug)]
-pub struct RequireScopeService<S> {
+pub struct RequireScope<S> {
     inner: S,
-    requirement: RequireScope,
+    requirement: RequireScopeLayer,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopeService<S>
+/// The service of [`RequireScopeLayer`], under its former name.
+#[deprecated(note = "renamed `RequireScope` (the service; the layer is `RequireScopeLayer`)")]
+pub type RequireScopeService<S> = RequireScope<S>;
+
+impl<S> RequireScope<S> {
+    /// Wraps `inner` with the requirement of `layer`.
+    pub fn new(inner: S, layer: RequireScopeLayer) -> Self {
+        RequireScope {
+            inner,
+            requirement: layer,
+        }
+    }
+
+    /// The requirement this service checks.
+    pub fn requirement(&self) -> &RequireScopeLayer {
+        &self.requirement
+    }
+
+    define_inner_service_accessors!();
+}
+
+/// Where `RequireScope` was the layer: `RequireScope::all([..])` still builds one.
+impl RequireScope<()> {
+    /// The layer requiring every scope of `scopes`.
+    #[deprecated(note = "the layer is `RequireScopeLayer`: use `RequireScopeLayer::all`")]
+    pub fn all<I, S>(scopes: I) -> RequireScopeLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        RequireScopeLayer::all(scopes)
+    }
+
+    /// The layer requiring at least one scope of `scopes`.
+    #[deprecated(note = "the layer is `RequireScopeLayer`: use `RequireScopeLayer::any`")]
+    pub fn any<I, S>(scopes: I) -> RequireScopeLayer
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Box<str>>,
+    {
+        RequireScopeLayer::any(scopes)
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScope<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ReadyOrRejected<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.requirement.check_request(&request) {
-            Ok(()) => ReadyOrRejected::inner(self.inner.call(request)),
-            Err(rejection) => ReadyOrRejected::rejected(self.requirement.respond(&rejection)),
-        }
+        let answer = match self.requirement.check_request(&request) {
+            Ok(()) => Answer::inner(self.inner.call(request)),
+            Err(rejection) => Answer::rejected(self.requirement.respond(&rejection)),
+        };
+        ResponseFuture { answer }
+    }
+}
+
+pin_project! {
+    /// The future of [`RequireScope`]: the inner service's, or the refusal, ready at once.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        answer: Answer<F>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().answer.poll(cx)
     }
 }
