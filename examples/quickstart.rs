@@ -182,7 +182,7 @@ async fn main() -> ExitCode {
     }
     let rotation = issuer.issuer.rotate_signing_key().await.expect("rotate");
     let (new_tokens, new_http) = client(&orders.client_id, &orders.client_secret);
-    let new_kid = header_kid(new_tokens.token().await.expect("a token").secret());
+    let new_kid = header_kid(new_tokens.token().await.expect("a token").as_str());
     let newcomer_budget = Arc::new(AtomicUsize::new(ROTATION_TRAFFIC - NEWCOMER_CALLS));
     callers.spawn(traffic(new_http, newcomer_budget));
     while callers.join_next().await.is_some() {}

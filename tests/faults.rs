@@ -279,14 +279,14 @@ async fn token_endpoint_faults_during_refresh_keep_the_valid_token() {
         let held = tokens
             .current()
             .unwrap_or_else(|| panic!("{fault:?}: token dropped"));
-        assert_eq!(held.secret(), first.secret(), "{fault:?}");
+        assert_eq!(held.as_str(), first.as_str(), "{fault:?}");
 
         // The server recovers: the next retry replaces the token before it expires.
         server.set(Fault::None);
         until("the manager holds a new token", || {
             tokens
                 .current()
-                .is_some_and(|t| t.secret() != first.secret())
+                .is_some_and(|t| t.as_str() != first.as_str())
         })
         .await;
         assert_eq!(server.issued(), 2, "{fault:?}");

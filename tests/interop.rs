@@ -240,13 +240,13 @@ async fn token_manager_and_verifier_against_oidc_provider() {
             .token()
             .await
             .unwrap_or_else(|e| panic!("{method}: {e}"));
-        assert_eq!(tokens.token().await.unwrap().secret(), token.secret());
+        assert_eq!(tokens.token().await.unwrap().as_str(), token.as_str());
         assert_eq!(
             tokens.metrics().fetches,
             1,
             "{method}: one fetch, then the cache"
         );
-        let verified = verifier.verify(token.secret()).await.expect(method);
+        let verified = verifier.verify(token.as_str()).await.expect(method);
         let client_id = &peer.config().client(method).client_id;
         assert_eq!(
             verified.standard().client_id.as_deref(),
@@ -298,7 +298,7 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
     .unwrap();
     let response = http
         .get(&url)
-        .bearer_auth(scoped.token().await.unwrap().secret())
+        .bearer_auth(scoped.token().await.unwrap().as_str())
         .send()
         .await
         .unwrap();
@@ -309,7 +309,7 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
     let token = scopeless.token().await.unwrap();
     let response = http
         .get(&url)
-        .bearer_auth(token.secret())
+        .bearer_auth(token.as_str())
         .send()
         .await
         .unwrap();
@@ -319,7 +319,7 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
 
     // The same token is for the billing audience, not the orders one.
     let orders = verifier(&peer, &peer.config().default_resource.clone());
-    let refused = orders.verify(token.secret()).await.unwrap_err();
+    let refused = orders.verify(token.as_str()).await.unwrap_err();
     assert_eq!(refused.reason(), s2s_auth::Reason::WrongAudience);
 }
 
@@ -336,7 +336,7 @@ async fn rotation_of_the_peer_keys() {
         .token()
         .await
         .unwrap();
-    verifier.verify(old.secret()).await.expect("old kid");
+    verifier.verify(old.as_str()).await.expect("old kid");
     peer.sync();
     let jwks_before = peer.count("jwks");
 
@@ -346,10 +346,10 @@ async fn rotation_of_the_peer_keys() {
         .token()
         .await
         .unwrap();
-    let verified = verifier.verify(new.secret()).await.expect("new kid");
+    let verified = verifier.verify(new.as_str()).await.expect("new kid");
     assert_eq!(verified.kid(), Some(peer.signing_kids()[0].as_str()));
     verifier
-        .verify(old.secret())
+        .verify(old.as_str())
         .await
         .expect("old kid still published");
     peer.sync();

@@ -732,11 +732,11 @@ async fn the_token_manager_gets_tokens_by_discovery() {
     );
     let verified = server
         .clock_free_verifier()
-        .verify(token.secret())
+        .verify(token.as_str())
         .await
         .unwrap();
     assert_eq!(verified.standard().sub.as_deref(), Some(id.as_str()));
-    assert_eq!(decode(token.secret()).1["scope"], "orders:read");
+    assert_eq!(decode(token.as_str()).1["scope"], "orders:read");
 
     // client_secret_post through the same grant.
     let post = TokenManager::new(ClientCredentials::discover(
@@ -747,7 +747,7 @@ async fn the_token_manager_gets_tokens_by_discovery() {
     .unwrap();
     let token = post.token().await.unwrap();
     assert_eq!(
-        decode(token.secret()).1["scope"],
+        decode(token.as_str()).1["scope"],
         "orders:read orders:write"
     );
 

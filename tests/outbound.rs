@@ -38,7 +38,7 @@ use s2s_auth::{
     AuthorizeLayer, BearerToken, Code, Error, ErrorKind,
     fetch::HttpOptions,
     middleware::AuthorizeMiddleware,
-    token::{AccessToken, ClientAuth, ClientCredentials, TokenManager, TokenSource},
+    token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
 use s2s_tests::{
     keys::{self, TestKey},
@@ -118,7 +118,7 @@ async fn tick(server: &TokenServer, tokens: &TokenManager) {
 }
 
 /// A token now, from memory: panics when the caller would have to wait.
-fn token_without_waiting(tokens: &TokenManager, at: u64) -> AccessToken {
+fn token_without_waiting(tokens: &TokenManager, at: u64) -> BearerToken {
     tokens
         .token()
         .now_or_never()
@@ -344,7 +344,7 @@ impl Logs {
 /// queued before the endpoint answers.
 async fn thousand_cold_callers(
     reply: Reply,
-) -> (TokenServer, TokenManager, Vec<Result<AccessToken, Error>>) {
+) -> (TokenServer, TokenManager, Vec<Result<BearerToken, Error>>) {
     let server = token_server().await;
     server.set_reply(reply);
     server.hold();
@@ -389,7 +389,7 @@ async fn a_thousand_concurrent_cold_callers_share_one_token_request() {
     let issued = server.latest_token().expect("a token was issued");
     for outcome in outcomes {
         assert_eq!(
-            outcome.expect("every caller gets the token").secret(),
+            outcome.expect("every caller gets the token").as_str(),
             issued
         );
     }
@@ -437,12 +437,12 @@ async fn background_refresh_runs_before_expiry_and_no_caller_ever_waits() {
     let first = tokens.token().await.expect("warm-up token");
     assert_eq!(server.requests(), 1);
 
-    let mut served = vec![first.secret().to_owned()];
+    let mut served = vec![first.as_str().to_owned()];
     for at in 1..=10 * LIFETIME {
         tick(&server, &tokens).await;
         let token = token_without_waiting(&tokens, at);
-        if served.last().map(String::as_str) != Some(token.secret()) {
-            served.push(token.secret().to_owned());
+        if served.last().map(String::as_str) != Some(token.as_str()) {
+            served.push(token.as_str().to_owned());
         }
     }
 
@@ -498,7 +498,7 @@ async fn a_forced_refresh_with_a_shorter_life_is_refreshed_on_its_own_schedule()
         "no background refresh of the short token"
     );
     let held = tokens.current().expect("a token");
-    assert_ne!(held.secret(), short.secret());
+    assert_ne!(held.as_str(), short.as_str());
     assert_eq!(tokens.metrics().forced_refreshes, 1);
 }
 
@@ -869,7 +869,7 @@ async fn token_type_is_case_insensitive_and_only_bearer_is_accepted() {
             .token()
             .await
             .unwrap_or_else(|e| panic!("token_type `{token_type}` refused: {e}"));
-        assert_eq!(token.secret(), server.latest_token().unwrap());
+        assert_eq!(token.as_str(), server.latest_token().unwrap());
     }
     for token_type in ["DPoP", "mac", "N_A"] {
         server.set_token_type(token_type);
@@ -1090,7 +1090,7 @@ async fn discovery_finds_the_token_endpoint_once() {
     ))
     .unwrap();
     let token = tokens.token().await.expect("token");
-    assert_eq!(token.secret(), server.latest_token().unwrap());
+    assert_eq!(token.as_str(), server.latest_token().unwrap());
     tokens.invalidate(&token);
     tokens.token().await.expect("second token");
     assert_eq!(server.discovery_hits(), 1);
@@ -1352,7 +1352,7 @@ async fn a_hundred_calls_refused_as_invalid_token_cause_one_forced_refresh() {
 
     assert_eq!(tokens.metrics().forced_refreshes, 1);
     assert_eq!(server.requests(), 2, "one warm-up, one forced refresh");
-    let stale = Some(format!("Bearer {}", stale.secret()));
+    let stale = Some(format!("Bearer {}", stale.as_str()));
     let fresh = Some(format!("Bearer {}", server.latest_token().unwrap()));
     let sent = api.authorizations();
     assert_eq!(sent.len(), 200, "each call sent once and retried once");
@@ -1374,7 +1374,7 @@ async fn invalidate_forces_one_refresh_and_only_for_the_cached_token() {
     // A late 401 for the token already replaced changes nothing.
     tokens.invalidate(&first);
     // Equal text is not the cached instance: only the token a caller was given counts.
-    tokens.invalidate(&AccessToken::new(second.secret()).unwrap());
+    tokens.invalidate(&BearerToken::new(second.as_str()).unwrap());
     assert!(tokens.current().is_some_and(|t| t.same_as(&second)));
     assert!(tokens.token().await.unwrap().same_as(&second));
     assert_eq!(server.requests(), 2);

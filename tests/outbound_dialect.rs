@@ -102,7 +102,7 @@ async fn the_json_dialect_sends_the_seed_request_and_reads_the_seed_answer() {
     // The token read from `accessToken` is the one the server issued: the API takes it.
     let tokens = TokenManager::new(json_grant(&server)).unwrap();
     let token = tokens.token().await.unwrap();
-    assert_eq!(Some(token.secret().to_owned()), server.latest_token());
+    assert_eq!(Some(token.as_str().to_owned()), server.latest_token());
     let response = reqwest::Client::new()
         .get(format!("{}/workflows/active", api.url()))
         .header("authorization", token.header_value())
@@ -208,7 +208,7 @@ async fn a_json_dialect_token_is_cached_and_refreshed_ahead_of_expiry() {
             "every request in the JSON dialect, every one answered"
         );
         assert_eq!(
-            tokens.current().unwrap().secret(),
+            tokens.current().unwrap().as_str(),
             server.latest_token().unwrap()
         );
     })
@@ -608,7 +608,7 @@ async fn shared_managers_are_keyed_on_the_dialect_too() {
     let a = form.token().await.unwrap();
     let b = json.token().await.unwrap();
     assert_eq!(server.requests(), 2, "the two dialects shared one token");
-    assert_ne!(a.secret(), b.secret());
+    assert_ne!(a.as_str(), b.as_str());
     let content_types: Vec<_> = server
         .recorded()
         .iter()

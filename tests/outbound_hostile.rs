@@ -27,10 +27,7 @@ use s2s_auth::{
     AuthorizeLayer, BearerToken, Error, ErrorKind, Issuer, Verifier,
     fetch::HttpOptions,
     middleware::AuthorizeMiddleware,
-    token::{
-        AccessToken, ClientAuth, ClientCredentials, RefreshPolicy, TokenFuture, TokenManager,
-        TokenSource,
-    },
+    token::{ClientAuth, ClientCredentials, RefreshPolicy, TokenFuture, TokenManager, TokenSource},
 };
 use s2s_tests::{
     keys::{self, TestKey},
@@ -226,7 +223,7 @@ async fn a_huge_expires_in_is_clamped_to_the_maximum_lifetime_instead_of_panicki
             .token()
             .await
             .unwrap_or_else(|e| panic!("expires_in {expires_in}: {e}"));
-        assert_eq!(token.secret(), "at-huge");
+        assert_eq!(token.as_str(), "at-huge");
         // Lowered to 2 s, the token is refreshed about a second later, not in 1e20 s.
         wait_until(&format!("expires_in {expires_in} is refreshed"), || {
             server.hits().len() >= 2
@@ -351,20 +348,20 @@ fn as_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> &'a Error {
 
 /// A token source that never fetches (the layer tests need no token endpoint).
 #[derive(Clone)]
-struct Fixed(AccessToken);
+struct Fixed(BearerToken);
 
 impl TokenSource for Fixed {
-    fn current(&self) -> Option<AccessToken> {
+    fn current(&self) -> Option<BearerToken> {
         Some(self.0.clone())
     }
     fn token(&self) -> TokenFuture<'_> {
         Box::pin(async move { Ok(self.0.clone()) })
     }
-    fn invalidate(&self, _: &AccessToken) {}
+    fn invalidate(&self, _: &BearerToken) {}
 }
 
 fn fixed() -> Fixed {
-    Fixed(AccessToken::new("service-token").unwrap())
+    Fixed(BearerToken::new("service-token").unwrap())
 }
 
 fn authorization(hit: &Hit) -> Option<&str> {
@@ -727,7 +724,7 @@ async fn shared_managers_are_keyed_on_the_whole_grant() {
         .collect();
     let mut tokens = Vec::new();
     for manager in &managers {
-        tokens.push(manager.token().await.unwrap().secret().to_owned());
+        tokens.push(manager.token().await.unwrap().as_str().to_owned());
     }
     assert_eq!(server.requests(), grants.len(), "grants shared a token");
     tokens.sort();

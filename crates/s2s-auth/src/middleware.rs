@@ -127,7 +127,7 @@ impl<T: TokenSource + Clone> Middleware for AuthorizeMiddleware<T> {
         if let Some(forwarded) = extensions.get::<BearerToken>() {
             request
                 .headers_mut()
-                .insert(AUTHORIZATION, forwarded.header_value());
+                .insert(AUTHORIZATION, forwarded.header_value().clone());
             return next.run(request, extensions).await;
         }
         let token = self

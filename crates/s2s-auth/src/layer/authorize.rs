@@ -2,22 +2,22 @@
 //!
 //! ```
 //! use http::Request;
-//! use s2s_auth::{layer::AuthorizeLayer, token::{AccessToken, TokenFuture, TokenSource}};
+//! use s2s_auth::{layer::AuthorizeLayer, token::{BearerToken, TokenFuture, TokenSource}};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! // Any `TokenSource`; usually a `TokenManager` for a client-credentials grant.
 //! #[derive(Clone)]
-//! struct Fixed(AccessToken);
+//! struct Fixed(BearerToken);
 //! impl TokenSource for Fixed {
-//!     fn current(&self) -> Option<AccessToken> { Some(self.0.clone()) }
+//!     fn current(&self) -> Option<BearerToken> { Some(self.0.clone()) }
 //!     fn token(&self) -> TokenFuture<'_> { Box::pin(async move { Ok(self.0.clone()) }) }
-//!     fn invalidate(&self, _: &AccessToken) {}
+//!     fn invalidate(&self, _: &BearerToken) {}
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower::BoxError> {
 //! let client = ServiceBuilder::new()
-//!     .layer(AuthorizeLayer::new(Fixed(AccessToken::new("abc")?)).allow_origin("https://orders.internal"))
+//!     .layer(AuthorizeLayer::new(Fixed(BearerToken::new("abc")?)).allow_origin("https://orders.internal"))
 //!     .service(service_fn(|request: Request<()>| async move {
 //!         // Stands in for a hyper client.
 //!         Ok::<_, std::convert::Infallible>(request.headers()["authorization"].clone())
@@ -79,12 +79,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::define_inner_service_accessors;
-use crate::{
-    bearer::BearerToken,
-    destination::Destinations,
-    error::Error,
-    token::{AccessToken, TokenSource},
-};
+use crate::{bearer::BearerToken, destination::Destinations, error::Error, token::TokenSource};
 
 /// The error type of [`Authorize`]: the inner service's error or a token [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -177,7 +172,7 @@ fn authorize_now<B>(request: &mut Request<B>, source: &impl TokenSource) -> bool
         return true;
     }
     let value = match request.extensions().get::<BearerToken>() {
-        Some(forwarded) => forwarded.header_value(),
+        Some(forwarded) => forwarded.header_value().clone(),
         None => match source.current_header() {
             Some(value) => value,
             None => return false,
@@ -230,7 +225,7 @@ where
     }
 }
 
-type TokenFetch = Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send>>;
+type TokenFetch = Pin<Box<dyn Future<Output = Result<BearerToken, Error>> + Send>>;
 
 pin_project! {
     /// The future of [`Authorize`]: the inner service's, or a token fetch first, or the

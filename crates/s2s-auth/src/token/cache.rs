@@ -16,7 +16,7 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{AccessToken, ClientCredentials, TokenFuture, TokenSource};
+use super::{BearerToken as AccessToken, ClientCredentials, TokenFuture, TokenSource};
 use crate::{error::Error, time::later};
 
 /// When tokens are refreshed, and how failures are retried.
