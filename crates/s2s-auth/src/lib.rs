@@ -26,7 +26,7 @@ pub mod verify;
 
 pub use algorithm::Algorithm;
 pub use bearer::BearerToken;
-pub use claims::{Scopes, StandardClaims, Verified};
+pub use claims::{ScopePolicy, Scopes, StandardClaims, Verified};
 pub use error::{Code, Error, ErrorKind};
 pub use jwks::{KeyCache, KeyCacheOptions, KeySet};
 pub use layer::{AuthorizeLayer, RequireScope, RequireScopeLayer, VerifyLayer};

@@ -38,25 +38,17 @@ use crate::{
     rejection::{Reason, Rejection, Responder},
 };
 
-/// Whether all of the scopes are needed, or any one of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Match {
-    /// Every scope is required.
-    All,
-    /// One of the scopes is enough.
-    Any,
-}
+pub use crate::claims::{Match, ScopePolicy};
 
-/// A set of required scopes: the layer for a route, and the check the extractors share.
+/// A [`ScopePolicy`] for a route: the layer. A refusal is answered as the request's
+/// `VerifyLayer` answers, or with [`RequireScopeLayer::responder`].
 #[derive(Clone)]
 pub struct RequireScopeLayer {
     inner: Arc<Requirement>,
 }
 
 struct Requirement {
-    scopes: Box<[Box<str>]>,
-    joined: Arc<str>,
-    mode: Match,
+    policy: ScopePolicy,
     /// `None`: answer as the `VerifyLayer` of the request does.
     responder: Option<Responder>,
 }
@@ -64,76 +56,66 @@ struct Requirement {
 impl fmt::Debug for RequireScopeLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RequireScopeLayer")
-            .field("scopes", &self.inner.scopes)
-            .field("mode", &self.inner.mode)
+            .field("scopes", &self.inner.policy.scopes().collect::<Vec<_>>())
+            .field("mode", &self.inner.policy.mode())
             .finish()
     }
 }
 
+impl From<ScopePolicy> for RequireScopeLayer {
+    fn from(policy: ScopePolicy) -> Self {
+        RequireScopeLayer::new(policy)
+    }
+}
+
 impl RequireScopeLayer {
-    /// Requires every scope of `scopes`.
+    /// Requires what `policy` requires.
+    pub fn new(policy: ScopePolicy) -> Self {
+        RequireScopeLayer {
+            inner: Arc::new(Requirement {
+                policy,
+                responder: None,
+            }),
+        }
+    }
+
+    /// Requires every scope of `scopes` ([`ScopePolicy::all`]).
     pub fn all<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<Box<str>>,
     {
-        Self::new(scopes, Match::All, None)
+        Self::new(ScopePolicy::all(scopes))
     }
 
-    /// Requires at least one scope of `scopes`.
+    /// Requires at least one scope of `scopes` ([`ScopePolicy::any`]).
     pub fn any<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<Box<str>>,
     {
-        Self::new(scopes, Match::Any, None)
-    }
-
-    fn new<I, S>(scopes: I, mode: Match, responder: Option<Responder>) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
-        let scopes: Box<[Box<str>]> = scopes.into_iter().map(Into::into).collect();
-        let joined = scopes.join(" ").into();
-        RequireScopeLayer {
-            inner: Arc::new(Requirement {
-                scopes,
-                joined,
-                mode,
-                responder,
-            }),
-        }
+        Self::new(ScopePolicy::any(scopes))
     }
 
     /// Answers refusals with `responder` (realm, custom handler). By default they are answered
     /// as the request's `VerifyLayer` answers.
     pub fn responder(self, responder: Responder) -> Self {
-        let r = &self.inner;
-        Self::new(r.scopes.iter().cloned(), r.mode, Some(responder))
+        RequireScopeLayer {
+            inner: Arc::new(Requirement {
+                policy: self.inner.policy.clone(),
+                responder: Some(responder),
+            }),
+        }
     }
 
-    /// Checks `scopes` against the requirement.
+    /// The policy this layer checks.
+    pub fn policy(&self) -> &ScopePolicy {
+        &self.inner.policy
+    }
+
+    /// Checks `scopes` against the requirement ([`ScopePolicy::check`]).
     pub fn check(&self, scopes: &Scopes) -> Result<(), Rejection> {
-        let r = &self.inner;
-        let ok = match r.mode {
-            Match::All => scopes.contains_all(&r.scopes),
-            Match::Any => scopes.contains_any(&r.scopes),
-        };
-        if ok {
-            return Ok(());
-        }
-        let description = match r.mode {
-            Match::All => format!("this endpoint requires the scopes `{}`", r.joined),
-            Match::Any => format!("this endpoint requires one of the scopes `{}`", r.joined),
-        };
-        tracing::debug!(
-            target: "s2s_auth::verify",
-            required = &*r.joined,
-            granted = ?scopes,
-            "insufficient scope"
-        );
-        Err(Rejection::insufficient_scope(r.joined.clone(), description))
+        self.inner.policy.check(scopes)
     }
 
     /// Checks the verified token of a request (401 when there is none).
