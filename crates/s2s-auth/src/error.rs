@@ -22,7 +22,8 @@ pub enum ErrorKind {
     Config,
 }
 
-/// The stable error codes of the service-to-service auth API (see `DESIGN.md`).
+/// The stable error codes of the service-to-service auth API (see `ARCHITECTURE.md` at the
+/// repository root, "Conventions").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Code {
