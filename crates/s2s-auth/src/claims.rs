@@ -1,6 +1,20 @@
 //! The claims of a verified access token: [`StandardClaims`] and [`Scopes`], and the
 //! [`ScopePolicy`] they are checked against.
 //!
+//! ```
+//! use s2s_auth::{Scopes, StandardClaims};
+//!
+//! let claims: StandardClaims = serde_json::from_str(
+//!     r#"{"iss":"https://auth.example.com","sub":"billing","aud":"orders-api",
+//!         "exp":1900000000,"scope":"orders:read","scp":["orders:write"]}"#,
+//! )?;
+//! assert_eq!(claims.aud, ["orders-api"]);
+//! assert!(claims.scopes.contains_all(&["orders:read", "orders:write"]));
+//! assert!(claims.scopes.require_any(&["orders:admin"]).is_err()); // 403 insufficient_scope
+//! # let _: Scopes = claims.scopes;
+//! # Ok::<_, serde_json::Error>(())
+//! ```
+//!
 //! Custom claims are read with any `T: DeserializeOwned` through [`Verified::claims`] (or the
 //! axum `Claims<T>` extractor); the standard ones are parsed once, during verification.
 

@@ -8,6 +8,20 @@
 //! token client follows no redirect at all (see
 //! [`ClientCredentials`](crate::token::ClientCredentials)): a redirected `POST` would re-send the
 //! client's credentials.
+//!
+//! ```
+//! use std::time::Duration;
+//! use s2s_auth::{Issuer, Verifier, fetch::HttpOptions};
+//!
+//! # fn main() -> Result<(), s2s_auth::Error> {
+//! let http = HttpOptions::new().timeout(Duration::from_secs(3));
+//! let verifier = Verifier::builder()
+//!     .issuer(Issuer::discover("https://auth.example.com"))
+//!     .audience("orders-api")
+//!     .http(http)
+//!     .build()?;
+//! # let _ = verifier; Ok(()) }
+//! ```
 
 use std::{net::IpAddr, time::Duration};
 
