@@ -33,15 +33,16 @@ const CLIENT_ID: &str = "val_svc_client_a1b2c3";
 const SECRET: &str = "cs_4d5e6f7g8h9i0j_ONLY_SHOWN_ONCE";
 
 /// The seed's grant: JSON dialect, secret in the body, two scopes.
+/// The grant of `CLIENT_ID` against `server`, authenticated with `auth`.
+fn grant(server: &TokenServer, auth: ClientAuth) -> ClientCredentials {
+    ClientCredentials::new(server.token_url(), CLIENT_ID, auth)
+}
+
 fn json_grant(server: &TokenServer) -> ClientCredentials {
-    ClientCredentials::new(
-        server.token_url(),
-        CLIENT_ID,
-        ClientAuth::SecretPost(SECRET.into()),
-    )
-    .dialect(Dialect::Json)
-    .scope("workflow:read")
-    .scope("validation:write")
+    grant(server, ClientAuth::SecretPost(SECRET.into()))
+        .dialect(Dialect::Json)
+        .scope("workflow:read")
+        .scope("validation:write")
 }
 
 async fn json_server() -> TokenServer {
@@ -123,16 +124,12 @@ async fn audience_resources_and_extra_parameters_are_json_members() {
         .fetch()
         .await
         .expect("a token");
-    ClientCredentials::new(
-        server.token_url(),
-        CLIENT_ID,
-        ClientAuth::SecretPost(SECRET.into()),
-    )
-    .dialect(Dialect::Json)
-    .resource("https://workflow.example.com")
-    .fetch()
-    .await
-    .expect("a token");
+    grant(&server, ClientAuth::SecretPost(SECRET.into()))
+        .dialect(Dialect::Json)
+        .resource("https://workflow.example.com")
+        .fetch()
+        .await
+        .expect("a token");
     let requests = server.recorded();
     assert_eq!(
         requests[0].json,
@@ -340,14 +337,10 @@ async fn a_rate_limited_json_dialect_fetch_waits_for_retry_after() {
 #[tokio::test]
 async fn a_json_only_server_refuses_the_form_dialect_clearly() {
     let server = json_server().await;
-    let err = ClientCredentials::new(
-        server.token_url(),
-        CLIENT_ID,
-        ClientAuth::SecretPost(SECRET.into()),
-    )
-    .fetch()
-    .await
-    .expect_err("a form is refused");
+    let err = grant(&server, ClientAuth::SecretPost(SECRET.into()))
+        .fetch()
+        .await
+        .expect_err("a form is refused");
     let text = err.to_string();
     assert_eq!(err.kind(), ErrorKind::Config, "{text}");
     assert_eq!(err.status(), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
@@ -410,14 +403,10 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
     }
     assert!(!text.contains(SECRET), "{text}");
     // The same client in the form dialect is served.
-    ClientCredentials::new(
-        server.token_url(),
-        CLIENT_ID,
-        ClientAuth::SecretPost(SECRET.into()),
-    )
-    .fetch()
-    .await
-    .expect("a token");
+    grant(&server, ClientAuth::SecretPost(SECRET.into()))
+        .fetch()
+        .await
+        .expect("a token");
 }
 
 /// A server that takes the JSON request but answers RFC 6749's members (as `s2s-issuer` did
@@ -456,14 +445,10 @@ async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
         content_type: "application/json".into(),
         body: json!({"accessToken": TOKEN, "tokenType": "Bearer", "expiresIn": 1800}).to_string(),
     });
-    let err = ClientCredentials::new(
-        server.token_url(),
-        CLIENT_ID,
-        ClientAuth::SecretBasic(SECRET.into()),
-    )
-    .fetch()
-    .await
-    .expect_err("wrong dialect");
+    let err = grant(&server, ClientAuth::SecretBasic(SECRET.into()))
+        .fetch()
+        .await
+        .expect_err("wrong dialect");
     let shown = format!("{err} {err:?}");
     assert!(shown.contains("Dialect::Json"), "{shown}");
     assert!(!shown.contains(TOKEN), "{shown}");
@@ -476,14 +461,7 @@ async fn the_json_dialect_refuses_what_its_body_cannot_express() {
     let pem = s2s_auth_testkit::TestKey::generate(Algorithm::EdDSA, "client").private_pem();
     let private_key_jwt =
         ClientAuth::private_key_pem(s2s_auth::Algorithm::EdDSA, pem.as_bytes(), None).unwrap();
-    let base = || {
-        ClientCredentials::new(
-            server.token_url(),
-            CLIENT_ID,
-            ClientAuth::SecretBasic(SECRET.into()),
-        )
-        .dialect(Dialect::Json)
-    };
+    let base = || grant(&server, ClientAuth::SecretBasic(SECRET.into())).dialect(Dialect::Json);
     let cases = [
         (base(), "ClientAuth::SecretPost"),
         (
@@ -595,13 +573,9 @@ async fn shared_managers_are_keyed_on_the_dialect_too() {
     let server = TokenServer::start().await;
     server.set_dialect(Speaks::Both);
     let grant = |dialect| {
-        ClientCredentials::new(
-            server.token_url(),
-            CLIENT_ID,
-            ClientAuth::SecretPost(SECRET.into()),
-        )
-        .scope("workflow:read")
-        .dialect(dialect)
+        grant(&server, ClientAuth::SecretPost(SECRET.into()))
+            .scope("workflow:read")
+            .dialect(dialect)
     };
     let form = TokenManager::shared(grant(Dialect::Form)).unwrap();
     let json = TokenManager::shared(grant(Dialect::Json)).unwrap();

@@ -44,17 +44,12 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// Every algorithm, in the order above.
-    pub const ALL: [Algorithm; 9] = [
-        Algorithm::ES256,
-        Algorithm::ES384,
-        Algorithm::RS256,
-        Algorithm::RS384,
-        Algorithm::RS512,
-        Algorithm::PS256,
-        Algorithm::PS384,
-        Algorithm::PS512,
-        Algorithm::EdDSA,
-    ];
+    pub const ALL: [Algorithm; 9] = {
+        use Algorithm::*;
+        [
+            ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512, EdDSA,
+        ]
+    };
 
     /// The JOSE name (`"ES256"`, `"EdDSA"`, ...).
     pub const fn as_str(self) -> &'static str {

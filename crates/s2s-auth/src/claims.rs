@@ -189,7 +189,7 @@ pub enum Match {
 /// assert_eq!(refused.status(), StatusCode::FORBIDDEN); // insufficient_scope, AUTH_102
 /// assert_eq!(refused.required_scopes(), Some("orders:write orders:admin"));
 /// ```
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScopePolicy {
     scopes: Arc<[Box<str>]>,
     /// The scopes space-separated, for the challenge's `scope` attribute.
@@ -199,29 +199,17 @@ pub struct ScopePolicy {
 
 impl ScopePolicy {
     /// Every scope of `scopes` is required.
-    pub fn all<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
+    pub fn all(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
         Self::new(scopes, Match::All)
     }
 
     /// At least one scope of `scopes` is required.
-    pub fn any<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
+    pub fn any(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
         Self::new(scopes, Match::Any)
     }
 
     /// The scopes of `scopes`, all or any of them as `mode` says.
-    pub fn new<I, S>(scopes: I, mode: Match) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
+    pub fn new(scopes: impl IntoIterator<Item = impl Into<Box<str>>>, mode: Match) -> Self {
         let scopes: Arc<[Box<str>]> = scopes.into_iter().map(Into::into).collect();
         let joined = scopes.join(" ").into();
         ScopePolicy {
@@ -269,15 +257,6 @@ impl ScopePolicy {
             self.joined.clone(),
             description,
         ))
-    }
-}
-
-impl fmt::Debug for ScopePolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScopePolicy")
-            .field("scopes", &self.scopes)
-            .field("mode", &self.mode)
-            .finish()
     }
 }
 

@@ -76,21 +76,24 @@ impl HttpOptions {
 
     /// Allows `http://` to hosts that are not loopback. Off by default: a token or key set
     /// fetched over plain HTTP can be replaced by anyone on the path.
-    pub fn allow_insecure_http(mut self) -> Self {
-        self.allow_insecure_http = true;
-        self
+    pub fn allow_insecure_http(self) -> Self {
+        HttpOptions {
+            allow_insecure_http: true,
+            ..self
+        }
     }
 
     /// The timeout of each fetch, from connect to the last byte (default [`DEFAULT_TIMEOUT`]).
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
+    pub fn timeout(self, timeout: Duration) -> Self {
+        HttpOptions { timeout, ..self }
     }
 
     /// The largest body accepted; a larger one fails the fetch (default [`DEFAULT_MAX_BODY`]).
-    pub fn max_body(mut self, bytes: usize) -> Self {
-        self.max_body = bytes;
-        self
+    pub fn max_body(self, bytes: usize) -> Self {
+        HttpOptions {
+            max_body: bytes,
+            ..self
+        }
     }
 
     /// Whether plain `http://` is allowed to hosts that are not loopback.

@@ -19,13 +19,8 @@
 //! `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` and code `AUTH_102`; a
 //! request with no verified token at all (an optional `VerifyLayer`, or none) is answered 401.
 
-use std::{
-    fmt,
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
@@ -80,20 +75,12 @@ impl RequireScopeLayer {
     }
 
     /// Requires every scope of `scopes` ([`ScopePolicy::all`]).
-    pub fn all<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
+    pub fn all(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
         Self::new(ScopePolicy::all(scopes))
     }
 
     /// Requires at least one scope of `scopes` ([`ScopePolicy::any`]).
-    pub fn any<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
+    pub fn any(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
         Self::new(ScopePolicy::any(scopes))
     }
 
@@ -185,21 +172,13 @@ impl<S> RequireScope<S> {
 impl RequireScope<()> {
     /// The layer requiring every scope of `scopes`.
     #[deprecated(note = "the layer is `RequireScopeLayer`: use `RequireScopeLayer::all`")]
-    pub fn all<I, S>(scopes: I) -> RequireScopeLayer
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
+    pub fn all(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> RequireScopeLayer {
         RequireScopeLayer::all(scopes)
     }
 
     /// The layer requiring at least one scope of `scopes`.
     #[deprecated(note = "the layer is `RequireScopeLayer`: use `RequireScopeLayer::any`")]
-    pub fn any<I, S>(scopes: I) -> RequireScopeLayer
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
+    pub fn any(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> RequireScopeLayer {
         RequireScopeLayer::any(scopes)
     }
 }
