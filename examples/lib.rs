@@ -4,15 +4,15 @@
 pub mod setup;
 
 use axum::{Json, Router, routing::get};
-use s2s_auth::{RequireScope, StandardClaims, Verifier, VerifyLayer, extract::Claims};
+use s2s_auth::{RequireScopeLayer, StandardClaims, Verifier, VerifyLayer, extract::Claims};
 
 /// The protected service: `GET /whoami` answers the verified claims as JSON behind
-/// [`VerifyLayer`] (and [`RequireScope`] when `required_scopes` is not empty); `GET /healthz`
+/// [`VerifyLayer`] (and [`RequireScopeLayer`] when `required_scopes` is not empty); `GET /healthz`
 /// answers without authentication.
 pub fn protected_router(verifier: Verifier, required_scopes: Vec<String>) -> Router {
     let mut protected = Router::new().route("/whoami", get(whoami));
     if !required_scopes.is_empty() {
-        protected = protected.route_layer(RequireScope::all(required_scopes));
+        protected = protected.route_layer(RequireScopeLayer::all(required_scopes));
     }
     Router::new()
         .merge(protected.layer(VerifyLayer::new(verifier)))

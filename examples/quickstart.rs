@@ -6,7 +6,7 @@
 //!    `allowedIps`; the answer's `serviceAccountId`, `clientId`, `clientSecret`): `orders`
 //!    (granted `inventory:read`) and `reporting` (not).
 //! 2. The inventory service verifies bearer tokens against the issuer's keys (found through
-//!    discovery) with `VerifyLayer`, and requires `inventory:read` with `RequireScope`.
+//!    discovery) with `VerifyLayer`, and requires `inventory:read` with `RequireScopeLayer`.
 //! 3. The orders service calls it through the reqwest middleware: one token, fetched once and
 //!    reused for every call.
 //! 4. Then: `reporting` is refused (403, AUTH_102); a forged token is refused (401, AUTH_105);
@@ -29,9 +29,9 @@ use std::{
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use axum::{Json, Router, routing::get};
 use s2s_auth::{
-    Issuer, RequireScope, Verifier, VerifyLayer,
+    Issuer, RequireScopeLayer, Verifier, VerifyLayer,
     extract::Claims,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
 use s2s_auth_testkit::{Algorithm, Minter, TestKey};
@@ -81,7 +81,7 @@ async fn main() -> ExitCode {
         .expect("verifier configuration");
     let inventory = Router::new()
         .route("/items", get(items))
-        .route_layer(RequireScope::all(["inventory:read"]))
+        .route_layer(RequireScopeLayer::all(["inventory:read"]))
         .layer(VerifyLayer::new(verifier.clone()).realm("inventory"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -89,14 +89,15 @@ async fn main() -> ExitCode {
     let inventory_origin = format!("http://{}", listener.local_addr().expect("bound"));
     let items_url = format!("{inventory_origin}/items");
     tokio::spawn(async move { axum::serve(listener, inventory).await });
-    println!("inventory   {items_url}  (VerifyLayer + RequireScope inventory:read)\n");
+    println!("inventory   {items_url}  (VerifyLayer + RequireScopeLayer inventory:read)\n");
 
     // 3. The orders service: client credentials, one cached token, the reqwest middleware.
     let client = |id: &str, secret: &str| {
-        let tokens = TokenManager::new(
-            ClientCredentials::discover(&issuer.url, id)
-                .auth(ClientAuth::SecretBasic(secret.into())),
-        )
+        let tokens = TokenManager::new(ClientCredentials::discover(
+            &issuer.url,
+            id,
+            ClientAuth::SecretBasic(secret.into()),
+        ))
         .expect("grant configuration");
         let http = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
             // The token is for the inventory service and goes nowhere else.
@@ -177,7 +178,7 @@ async fn main() -> ExitCode {
     }
     let rotation = issuer.issuer.rotate_signing_key().await.expect("rotate");
     let (new_tokens, new_http) = client(&orders.client_id, &orders.client_secret);
-    let new_kid = header_kid(new_tokens.token().await.expect("a token").secret());
+    let new_kid = header_kid(new_tokens.token().await.expect("a token").as_str());
     let newcomer_budget = Arc::new(AtomicUsize::new(ROTATION_TRAFFIC - NEWCOMER_CALLS));
     callers.spawn(traffic(new_http, newcomer_budget));
     while callers.join_next().await.is_some() {}

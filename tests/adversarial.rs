@@ -1,5 +1,5 @@
 //! The adversarial corpus: one row per attack or malformed credential, each sent over real HTTP
-//! to a service behind `VerifyLayer` and `RequireScope` (one verifier in strict RFC 9068 mode,
+//! to a service behind `VerifyLayer` and `RequireScopeLayer` (one verifier in strict RFC 9068 mode,
 //! one with the defaults), each answered with the expected status, JSON `code` and
 //! `WWW-Authenticate` challenge; never a panic, never a 5xx. No answer tells the caller how the
 //! service is configured (its audiences, key server, key ids, algorithms).

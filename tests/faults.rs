@@ -198,17 +198,17 @@ const SECRET: &str = "s3cr3t-Value-42";
 const LIFETIME: Duration = Duration::from_secs(12);
 
 fn http() -> HttpOptions {
-    HttpOptions {
-        // Long enough for a loaded machine to answer, short enough for a test.
-        timeout: Duration::from_secs(1),
-        ..HttpOptions::default()
-    }
+    // Long enough for a loaded machine to answer, short enough for a test.
+    HttpOptions::new().timeout(Duration::from_secs(1))
 }
 
 fn manager(server: &FaultyServer) -> TokenManager {
-    let grant = ClientCredentials::new(format!("{}/token", server.url), "svc")
-        .auth(ClientAuth::SecretBasic(SECRET.into()))
-        .http(http());
+    let grant = ClientCredentials::new(
+        format!("{}/token", server.url),
+        "svc",
+        ClientAuth::SecretBasic(SECRET.into()),
+    )
+    .http(http());
     let policy = RefreshPolicy::default()
         .min_backoff(Duration::from_millis(200))
         .max_backoff(Duration::from_millis(400))
@@ -279,14 +279,14 @@ async fn token_endpoint_faults_during_refresh_keep_the_valid_token() {
         let held = tokens
             .current()
             .unwrap_or_else(|| panic!("{fault:?}: token dropped"));
-        assert_eq!(held.secret(), first.secret(), "{fault:?}");
+        assert_eq!(held.as_str(), first.as_str(), "{fault:?}");
 
         // The server recovers: the next retry replaces the token before it expires.
         server.set(Fault::None);
         until("the manager holds a new token", || {
             tokens
                 .current()
-                .is_some_and(|t| t.secret() != first.secret())
+                .is_some_and(|t| t.as_str() != first.as_str())
         })
         .await;
         assert_eq!(server.issued(), 2, "{fault:?}");

@@ -21,7 +21,7 @@ use hyper::{
     header,
 };
 use jsonwebtoken::Algorithm;
-use s2s_auth::{Issuer, RequireScope, Verifier, VerifyLayer};
+use s2s_auth::{Issuer, RequireScopeLayer, Verifier, VerifyLayer};
 use s2s_gateway::Config;
 use s2s_tests::{
     gateway::*,
@@ -30,11 +30,11 @@ use s2s_tests::{
 use serde_json::{Value, json};
 use tower::{Layer as _, ServiceExt as _};
 
-/// The answer s2s-auth's own `VerifyLayer` (+ `RequireScope`) gives to the same request, from a
+/// The answer s2s-auth's own `VerifyLayer` (+ `RequireScopeLayer`) gives to the same request, from a
 /// verifier of its own over the same key server.
 async fn reference(
     keys: &KeyServer,
-    scope: Option<RequireScope>,
+    scope: Option<RequireScopeLayer>,
     authorization: Option<&str>,
 ) -> Answer {
     let verifier = Verifier::builder()
@@ -400,7 +400,7 @@ async fn each_route_requires_its_scopes() {
     let got = gateway.authorized(Method::GET, "/orders/1", &writer).await;
     let want = reference(
         &world.keys,
-        Some(RequireScope::any(["orders:read", "orders:admin"])),
+        Some(RequireScopeLayer::any(["orders:read", "orders:admin"])),
         Some(&writer),
     )
     .await;
@@ -413,7 +413,7 @@ async fn each_route_requires_its_scopes() {
     let got = gateway.authorized(Method::POST, "/orders", &reader).await;
     let want = reference(
         &world.keys,
-        Some(RequireScope::all(["orders:write"])),
+        Some(RequireScopeLayer::all(["orders:write"])),
         Some(&reader),
     )
     .await;

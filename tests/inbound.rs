@@ -1,5 +1,5 @@
 //! The inbound path end to end, over real HTTP on 127.0.0.1: a [`KeyServer`] publishes the keys,
-//! an axum app behind `VerifyLayer` (and `RequireScope` on some routes) answers, reqwest calls it.
+//! an axum app behind `VerifyLayer` (and `RequireScopeLayer` on some routes) answers, reqwest calls it.
 //!
 //! Time: the key-cache tests that depend on it (TTL, background refresh, cooldowns, retry
 //! intervals) run on a paused tokio clock moved with `advance`; real sockets are awaited through
@@ -23,8 +23,8 @@ use reqwest::{
     header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE},
 };
 use s2s_auth::{
-    BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScope, Scopes,
-    Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims, fetch::HttpOptions,
+    BearerToken, Issuer, KeyCacheOptions, KeySet, MetricsSnapshot, Reason, RequireScopeLayer,
+    Scopes, Verified, Verifier, VerifierBuilder, VerifyLayer, extract::Claims, fetch::HttpOptions,
 };
 use s2s_auth_testkit::server::Server;
 use s2s_tests::{
@@ -141,12 +141,12 @@ async fn start_app(verifier: &Verifier, optional: bool) -> App {
         .merge(
             Router::new()
                 .route("/admin", get(whoami))
-                .route_layer(RequireScope::all(["orders:admin", "orders:read"])),
+                .route_layer(RequireScopeLayer::all(["orders:admin", "orders:read"])),
         )
         .merge(
             Router::new()
                 .route("/any", get(whoami))
-                .route_layer(RequireScope::any(["orders:admin", "orders:write"])),
+                .route_layer(RequireScopeLayer::any(["orders:admin", "orders:write"])),
         );
     let app = protected_router(routes, layer, &[]).route("/nolayer", get(whoami));
     let server = Server::start(app).await;
@@ -669,11 +669,8 @@ async fn known_keys_keep_verifying_while_the_key_server_fails() {
     let [k1, k2] = ["k1", "k2"].map(|kid| TestKey::generate(Algorithm::ES256, kid));
     server.set_keys(&[&k1]);
     let options = cache_options(|o| {
-        o.http(HttpOptions {
-            timeout: Duration::from_secs(1),
-            ..HttpOptions::default()
-        })
-        .unknown_kid_cooldown(Duration::ZERO)
+        o.http(HttpOptions::new().timeout(Duration::from_secs(1)))
+            .unknown_kid_cooldown(Duration::ZERO)
     });
     let app = start_app(
         &verifier(&server).key_cache(options).build().unwrap(),
@@ -708,11 +705,8 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
         server.set_keys(&[&key]);
         server.set_behavior(behavior.clone());
         let options = cache_options(|o| {
-            o.http(HttpOptions {
-                timeout: timeout_for(&behavior),
-                ..HttpOptions::default()
-            })
-            .retry_interval(Duration::from_secs(3600))
+            o.http(HttpOptions::new().timeout(timeout_for(&behavior)))
+                .retry_interval(Duration::from_secs(3600))
         });
         let app = start_app(
             &verifier(&server).key_cache(options).build().unwrap(),

@@ -6,7 +6,7 @@
 //! fail when `CI=true` and are skipped loudly otherwise (see `s2s_tests::peer`).
 
 use axum::{Router, routing::get};
-use jsonwebtoken::Algorithm;
+use s2s_auth::Algorithm;
 use s2s_auth::{
     Code, ErrorKind, Issuer, Verifier, VerifyLayer,
     token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource},
@@ -66,7 +66,7 @@ async fn peer_harness_starts_issues_and_rotates() {
     let http = reqwest::Client::new();
 
     let options = s2s_auth::fetch::HttpOptions::default();
-    let meta = s2s_auth::discovery::discover(&http, peer.issuer(), &options)
+    let meta = s2s_auth::discovery::ProviderMetadata::discover(peer.issuer(), &options)
         .await
         .expect("discovery against oidc-provider");
     assert_eq!(meta.issuer, peer.issuer());
@@ -203,7 +203,7 @@ fn grant(peer: &Peer, auth_method: &str) -> ClientCredentials {
         }
         other => panic!("no grant for {other}"),
     };
-    ClientCredentials::discover(peer.issuer(), &client.client_id).auth(auth)
+    ClientCredentials::discover(peer.issuer(), &client.client_id, auth)
 }
 
 fn verifier(peer: &Peer, audience: &str) -> Verifier {
@@ -234,13 +234,13 @@ async fn token_manager_and_verifier_against_oidc_provider() {
             .token()
             .await
             .unwrap_or_else(|e| panic!("{method}: {e}"));
-        assert_eq!(tokens.token().await.unwrap().secret(), token.secret());
+        assert_eq!(tokens.token().await.unwrap().as_str(), token.as_str());
         assert_eq!(
             tokens.metrics().fetches,
             1,
             "{method}: one fetch, then the cache"
         );
-        let verified = verifier.verify(token.secret()).await.expect(method);
+        let verified = verifier.verify(token.as_str()).await.expect(method);
         let client_id = &peer.config().client(method).client_id;
         assert_eq!(
             verified.standard().client_id.as_deref(),
@@ -269,7 +269,7 @@ async fn token_manager_and_verifier_against_oidc_provider() {
 }
 
 /// An RS256 token whose `aud` is an array, and a token without `scope`, through `VerifyLayer`
-/// and `RequireScope` over real HTTP.
+/// and `RequireScopeLayer` over real HTTP.
 #[tokio::test(flavor = "multi_thread")]
 async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider() {
     require_node!();
@@ -289,7 +289,7 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
     .unwrap();
     let response = http
         .get(&url)
-        .bearer_auth(scoped.token().await.unwrap().secret())
+        .bearer_auth(scoped.token().await.unwrap().as_str())
         .send()
         .await
         .unwrap();
@@ -300,7 +300,7 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
     let token = scopeless.token().await.unwrap();
     let response = http
         .get(&url)
-        .bearer_auth(token.secret())
+        .bearer_auth(token.as_str())
         .send()
         .await
         .unwrap();
@@ -310,7 +310,7 @@ async fn verify_layer_accepts_aud_arrays_and_scopeless_tokens_from_oidc_provider
 
     // The same token is for the billing audience, not the orders one.
     let orders = verifier(&peer, &peer.config().default_resource.clone());
-    let refused = orders.verify(token.secret()).await.unwrap_err();
+    let refused = orders.verify(token.as_str()).await.unwrap_err();
     assert_eq!(refused.reason(), s2s_auth::Reason::WrongAudience);
 }
 
@@ -327,7 +327,7 @@ async fn rotation_of_the_peer_keys() {
         .token()
         .await
         .unwrap();
-    verifier.verify(old.secret()).await.expect("old kid");
+    verifier.verify(old.as_str()).await.expect("old kid");
     peer.sync();
     let jwks_before = peer.count("jwks");
 
@@ -337,10 +337,10 @@ async fn rotation_of_the_peer_keys() {
         .token()
         .await
         .unwrap();
-    let verified = verifier.verify(new.secret()).await.expect("new kid");
+    let verified = verifier.verify(new.as_str()).await.expect("new kid");
     assert_eq!(verified.kid(), Some(peer.signing_kids()[0].as_str()));
     verifier
-        .verify(old.secret())
+        .verify(old.as_str())
         .await
         .expect("old kid still published");
     peer.sync();
@@ -353,10 +353,11 @@ async fn oauth_errors_of_the_peer_map_to_typed_errors() {
     require_node!();
     let peer = Peer::start();
     let client = peer.config().client("client_secret_basic");
-    let wrong = TokenManager::new(
-        ClientCredentials::discover(peer.issuer(), &client.client_id)
-            .auth(ClientAuth::SecretBasic("wrong-secret".into())),
-    )
+    let wrong = TokenManager::new(ClientCredentials::discover(
+        peer.issuer(),
+        &client.client_id,
+        ClientAuth::SecretBasic("wrong-secret".into()),
+    ))
     .unwrap();
     let err = wrong.token().await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Config, "{err}");

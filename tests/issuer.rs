@@ -639,9 +639,12 @@ async fn the_token_manager_gets_tokens_by_discovery() {
         .create(json!({"name": "manager", "scopes": ["orders:read", "orders:write"]}))
         .await;
     let tokens = TokenManager::new(
-        ClientCredentials::discover(server.url(), &id)
-            .auth(ClientAuth::SecretBasic(secret.clone().into()))
-            .scope("orders:read"),
+        ClientCredentials::discover(
+            server.url(),
+            &id,
+            ClientAuth::SecretBasic(secret.clone().into()),
+        )
+        .scope("orders:read"),
     )
     .unwrap();
     let token = tokens.token().await.expect("a token");
@@ -652,28 +655,31 @@ async fn the_token_manager_gets_tokens_by_discovery() {
     );
     let verified = server
         .clock_free_verifier()
-        .verify(token.secret())
+        .verify(token.as_str())
         .await
         .unwrap();
     assert_eq!(verified.standard().sub.as_deref(), Some(id.as_str()));
-    assert_eq!(decode(token.secret()).1["scope"], "orders:read");
+    assert_eq!(decode(token.as_str()).1["scope"], "orders:read");
 
     // client_secret_post through the same grant.
-    let post = TokenManager::new(
-        ClientCredentials::discover(server.url(), &id).auth(ClientAuth::SecretPost(secret.into())),
-    )
+    let post = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        &id,
+        ClientAuth::SecretPost(secret.into()),
+    ))
     .unwrap();
     let token = post.token().await.unwrap();
     assert_eq!(
-        decode(token.secret()).1["scope"],
+        decode(token.as_str()).1["scope"],
         "orders:read orders:write"
     );
 
     // A wrong secret is a permanent error, not a token.
-    let wrong = TokenManager::new(
-        ClientCredentials::discover(server.url(), &id)
-            .auth(ClientAuth::SecretBasic("wrong".to_owned().into())),
-    )
+    let wrong = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        &id,
+        ClientAuth::SecretBasic("wrong".to_owned().into()),
+    ))
     .unwrap();
     assert!(wrong.token().await.is_err());
 }

@@ -14,7 +14,7 @@ use axum::{Router, routing::get};
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
     Issuer, Verifier, VerifyLayer,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, TokenManager},
 };
 use s2s_auth_testkit::server::Server;
@@ -123,10 +123,11 @@ async fn token_endpoint_outage_during_load_costs_no_call() {
     keys.set_keys(&[&key]);
     let (_app, url, _) = protected(&tokens.url(), &keys.jwks_url()).await;
 
-    let manager = TokenManager::new(
-        ClientCredentials::new(tokens.token_url(), "billing")
-            .auth(ClientAuth::SecretBasic("secret".into())),
-    )
+    let manager = TokenManager::new(ClientCredentials::new(
+        tokens.token_url(),
+        "billing",
+        ClientAuth::SecretBasic("secret".into()),
+    ))
     .unwrap();
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(

@@ -9,14 +9,14 @@
 //! Time: the refresh and `Retry-After` tests run on a paused tokio clock held still while bytes
 //! move ([`clock_held`]) and moved only with `advance`. Nothing sleeps to wait for a race.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use futures_util::FutureExt as _;
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
     Code, ErrorKind,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
 use s2s_tests::{
@@ -34,10 +34,14 @@ const CLIENT_ID: &str = "val_svc_client_a1b2c3";
 const SECRET: &str = "cs_4d5e6f7g8h9i0j_ONLY_SHOWN_ONCE";
 
 /// The seed's grant: JSON dialect, secret in the body, two scopes.
+/// The grant of `CLIENT_ID` against `server`, authenticated with `auth`.
+fn grant(server: &TokenServer, auth: ClientAuth) -> ClientCredentials {
+    ClientCredentials::new(server.token_url(), CLIENT_ID, auth)
+}
+
 fn json_grant(server: &TokenServer) -> ClientCredentials {
-    ClientCredentials::new(server.token_url(), CLIENT_ID)
+    grant(server, ClientAuth::SecretPost(SECRET.into()))
         .dialect(Dialect::Json)
-        .auth(ClientAuth::SecretPost(SECRET.into()))
         .scope("workflow:read")
         .scope("validation:write")
 }
@@ -88,7 +92,7 @@ async fn the_json_dialect_sends_the_seed_request_and_reads_the_seed_answer() {
     // The token read from `accessToken` is the one the server issued: the API takes it.
     let tokens = TokenManager::new(json_grant(&server)).unwrap();
     let token = tokens.token().await.unwrap();
-    assert_eq!(Some(token.secret().to_owned()), server.latest_token());
+    assert_eq!(Some(token.as_str().to_owned()), server.latest_token());
     let response = reqwest::Client::new()
         .get(format!("{}/workflows/active", api.url()))
         .header("authorization", token.header_value())
@@ -109,9 +113,8 @@ async fn audience_resources_and_extra_parameters_are_json_members() {
         .fetch()
         .await
         .expect("a token");
-    ClientCredentials::new(server.token_url(), CLIENT_ID)
+    grant(&server, ClientAuth::SecretPost(SECRET.into()))
         .dialect(Dialect::Json)
-        .auth(ClientAuth::SecretPost(SECRET.into()))
         .resource("https://workflow.example.com")
         .fetch()
         .await
@@ -191,7 +194,7 @@ async fn a_json_dialect_token_is_cached_and_refreshed_ahead_of_expiry() {
             "every request in the JSON dialect, every one answered"
         );
         assert_eq!(
-            tokens.current().unwrap().secret(),
+            tokens.current().unwrap().as_str(),
             server.latest_token().unwrap()
         );
     })
@@ -278,8 +281,7 @@ async fn a_rate_limited_json_dialect_fetch_waits_for_retry_after() {
 #[tokio::test]
 async fn a_json_only_server_refuses_the_form_dialect_clearly() {
     let server = json_server().await;
-    let err = ClientCredentials::new(server.token_url(), CLIENT_ID)
-        .auth(ClientAuth::SecretPost(SECRET.into()))
+    let err = grant(&server, ClientAuth::SecretPost(SECRET.into()))
         .fetch()
         .await
         .expect_err("a form is refused");
@@ -345,8 +347,7 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
     }
     assert!(!text.contains(SECRET), "{text}");
     // The same client in the form dialect is served.
-    ClientCredentials::new(server.token_url(), CLIENT_ID)
-        .auth(ClientAuth::SecretPost(SECRET.into()))
+    grant(&server, ClientAuth::SecretPost(SECRET.into()))
         .fetch()
         .await
         .expect("a token");
@@ -388,7 +389,7 @@ async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
         content_type: "application/json".into(),
         body: json!({"accessToken": TOKEN, "tokenType": "Bearer", "expiresIn": 1800}).to_string(),
     });
-    let err = ClientCredentials::new(server.token_url(), CLIENT_ID)
+    let err = grant(&server, ClientAuth::SecretBasic(SECRET.into()))
         .fetch()
         .await
         .expect_err("wrong dialect");
@@ -401,14 +402,10 @@ async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
 #[tokio::test]
 async fn the_json_dialect_refuses_what_its_body_cannot_express() {
     let server = json_server().await;
-    let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
-    let der = pair.to_pkcs8().unwrap();
-    let private_key_jwt = ClientAuth::PrivateKeyJwt {
-        key: Arc::new(jsonwebtoken::EncodingKey::from_ed_der(der.as_ref())),
-        alg: Algorithm::EdDSA,
-        kid: None,
-    };
-    let base = || ClientCredentials::new(server.token_url(), CLIENT_ID).dialect(Dialect::Json);
+    let pem = s2s_auth_testkit::TestKey::generate(Algorithm::EdDSA, "client").private_pem();
+    let private_key_jwt =
+        ClientAuth::private_key_pem(s2s_auth::Algorithm::EdDSA, pem.as_bytes(), None).unwrap();
+    let base = || grant(&server, ClientAuth::SecretBasic(SECRET.into())).dialect(Dialect::Json);
     let cases = [
         (base(), "ClientAuth::SecretPost"),
         (
@@ -520,8 +517,7 @@ async fn shared_managers_are_keyed_on_the_dialect_too() {
     let server = TokenServer::start().await;
     server.set_dialect(Speaks::Both);
     let grant = |dialect| {
-        ClientCredentials::new(server.token_url(), CLIENT_ID)
-            .auth(ClientAuth::SecretPost(SECRET.into()))
+        grant(&server, ClientAuth::SecretPost(SECRET.into()))
             .scope("workflow:read")
             .dialect(dialect)
     };
@@ -530,7 +526,7 @@ async fn shared_managers_are_keyed_on_the_dialect_too() {
     let a = form.token().await.unwrap();
     let b = json.token().await.unwrap();
     assert_eq!(server.requests(), 2, "the two dialects shared one token");
-    assert_ne!(a.secret(), b.secret());
+    assert_ne!(a.as_str(), b.as_str());
     let content_types: Vec<_> = server
         .recorded()
         .iter()
@@ -568,11 +564,14 @@ async fn the_json_dialect_against_a_real_s2s_issuer() {
     let secret = created["clientSecret"].as_str().unwrap().to_owned();
     let token_url = format!("{}/token", auth.url);
     let grant = |client_id: &str, secret: &str| {
-        ClientCredentials::new(&token_url, client_id)
-            .dialect(Dialect::Json)
-            .auth(ClientAuth::SecretPost(secret.to_owned().into()))
-            .scope("workflow:read")
-            .scope("validation:write")
+        ClientCredentials::new(
+            &token_url,
+            client_id,
+            ClientAuth::SecretPost(secret.to_owned().into()),
+        )
+        .dialect(Dialect::Json)
+        .scope("workflow:read")
+        .scope("validation:write")
     };
 
     let answer = grant(&client_id, &secret)
@@ -602,11 +601,14 @@ async fn the_json_dialect_against_a_real_s2s_issuer() {
     assert_eq!(tokens.metrics().fetches, 1, "the token is cached");
 
     // The same account through the form dialect.
-    ClientCredentials::new(&token_url, &client_id)
-        .auth(ClientAuth::SecretBasic(secret.clone().into()))
-        .fetch()
-        .await
-        .expect("a token in the form dialect");
+    ClientCredentials::new(
+        &token_url,
+        &client_id,
+        ClientAuth::SecretBasic(secret.clone().into()),
+    )
+    .fetch()
+    .await
+    .expect("a token in the form dialect");
 
     let expect = |code: Code, status: StatusCode, err: s2s_auth::Error| {
         let text = err.to_string();

@@ -111,7 +111,10 @@ impl ClientKey {
     }
 
     fn auth(&self, kid: &str) -> ClientAuth {
-        ClientAuth::private_key_pem(self.alg, self.private_pem.as_bytes(), Some(kid.to_owned()))
+        let alg = alg_name(self.alg)
+            .parse()
+            .expect("a JWS algorithm of the crate");
+        ClientAuth::private_key_pem(alg, self.private_pem.as_bytes(), Some(kid.to_owned()))
             .expect("the PEM private key is accepted")
     }
 
@@ -179,8 +182,11 @@ async fn client_secret_basic_form_encodes_id_and_secret_before_base64() {
     const ID: &str = "billing:svc é+1";
     const TRICKY: &str = "p:ss%20w+rd/&=é€ ü";
     let server = token_server().await;
-    let grant =
-        ClientCredentials::new(server.token_url(), ID).auth(ClientAuth::SecretBasic(TRICKY.into()));
+    let grant = ClientCredentials::new(
+        server.token_url(),
+        ID,
+        ClientAuth::SecretBasic(TRICKY.into()),
+    );
     grant.fetch().await.expect("token");
 
     let request = &server.recorded()[0];
@@ -212,8 +218,11 @@ async fn client_secret_basic_form_encodes_id_and_secret_before_base64() {
 async fn client_secret_post_sends_id_and_secret_in_the_form() {
     const TRICKY: &str = "p:ss%20w+rd/&=é€ ü";
     let server = token_server().await;
-    let grant = ClientCredentials::new(server.token_url(), CLIENT_ID)
-        .auth(ClientAuth::SecretPost(TRICKY.into()));
+    let grant = ClientCredentials::new(
+        server.token_url(),
+        CLIENT_ID,
+        ClientAuth::SecretPost(TRICKY.into()),
+    );
     grant.fetch().await.expect("token");
 
     let request = &server.recorded()[0];
@@ -240,7 +249,7 @@ async fn private_key_jwt_sends_a_signed_short_lived_unique_assertion() {
     for alg in [Algorithm::ES256, Algorithm::RS256, Algorithm::EdDSA] {
         let key = ClientKey::generate(alg);
         let kid = format!("billing-{}", alg_name(alg));
-        let grant = ClientCredentials::new(server.token_url(), CLIENT_ID).auth(key.auth(&kid));
+        let grant = ClientCredentials::new(server.token_url(), CLIENT_ID, key.auth(&kid));
         let before = server.requests();
         grant.fetch().await.expect("first token");
         grant.fetch().await.expect("second token");
@@ -261,9 +270,11 @@ async fn private_key_jwt_sends_a_signed_short_lived_unique_assertion() {
 async fn private_key_jwt_audience_is_the_discovered_token_endpoint() {
     let server = token_server().await;
     let key = ClientKey::generate(Algorithm::ES256);
-    let tokens = TokenManager::new(
-        ClientCredentials::discover(server.url(), CLIENT_ID).auth(key.auth("k1")),
-    )
+    let tokens = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        CLIENT_ID,
+        key.auth("k1"),
+    ))
     .unwrap();
     let first = tokens.token().await.expect("token");
     tokens.invalidate(&first);
@@ -312,13 +323,14 @@ async fn scopes_audience_resources_and_extra_parameters_are_sent() {
 #[tokio::test]
 async fn discovery_finds_the_token_endpoint_once() {
     let server = token_server().await;
-    let tokens = TokenManager::new(
-        ClientCredentials::discover(server.url(), CLIENT_ID)
-            .auth(ClientAuth::SecretPost(SECRET.into())),
-    )
+    let tokens = TokenManager::new(ClientCredentials::discover(
+        server.url(),
+        CLIENT_ID,
+        ClientAuth::SecretPost(SECRET.into()),
+    ))
     .unwrap();
     let token = tokens.token().await.expect("token");
-    assert_eq!(token.secret(), server.latest_token().unwrap());
+    assert_eq!(token.as_str(), server.latest_token().unwrap());
     tokens.invalidate(&token);
     tokens.token().await.expect("second token");
     assert_eq!(server.discovery_hits(), 1);
@@ -329,26 +341,29 @@ async fn discovery_finds_the_token_endpoint_once() {
 #[test]
 fn plain_http_to_a_remote_host_is_refused_unless_allowed() {
     logs();
+    let auth = || ClientAuth::SecretBasic(SECRET.into());
     for grant in [
-        ClientCredentials::new("http://auth.example.com/oauth/token", CLIENT_ID),
-        ClientCredentials::discover("http://auth.example.com", CLIENT_ID),
+        ClientCredentials::new("http://auth.example.com/oauth/token", CLIENT_ID, auth()),
+        ClientCredentials::discover("http://auth.example.com", CLIENT_ID, auth()),
     ] {
         let err = TokenManager::new(grant.clone()).expect_err("plain http");
         assert_eq!(err.kind(), ErrorKind::Config, "{err}");
         assert!(err.message().contains("https"), "{err}");
-        let allowed = grant.http(HttpOptions {
-            allow_insecure_http: true,
-            ..HttpOptions::default()
-        });
+        let allowed = grant.http(HttpOptions::new().allow_insecure_http());
         TokenManager::new(allowed).expect("explicitly allowed");
     }
     TokenManager::new(ClientCredentials::new(
         "https://auth.example.com/t",
         CLIENT_ID,
+        auth(),
     ))
     .expect("https");
-    TokenManager::new(ClientCredentials::new("http://localhost:8080/t", CLIENT_ID))
-        .expect("loopback");
+    TokenManager::new(ClientCredentials::new(
+        "http://localhost:8080/t",
+        CLIENT_ID,
+        auth(),
+    ))
+    .expect("loopback");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -368,9 +383,8 @@ async fn secrets_and_tokens_never_reach_debug_display_or_logs() {
         key.auth("k1"),
     ] {
         shown.push(format!("{auth:?}"));
-        let grant = ClientCredentials::new(server.token_url(), CLIENT_ID)
-            .auth(auth)
-            .param("tenant", "acme");
+        let grant =
+            ClientCredentials::new(server.token_url(), CLIENT_ID, auth).param("tenant", "acme");
         shown.push(format!("{grant:?}"));
         let tokens = TokenManager::new(grant.clone()).unwrap();
         let token = tokens.token().await.expect("token");

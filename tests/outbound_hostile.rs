@@ -26,11 +26,8 @@ use jsonwebtoken::Algorithm;
 use s2s_auth::{
     AuthorizeLayer, BearerToken, Error, ErrorKind, Issuer, Verifier,
     fetch::HttpOptions,
-    reqwest::AuthorizeMiddleware,
-    token::{
-        AccessToken, ClientAuth, ClientCredentials, RefreshPolicy, TokenFuture, TokenManager,
-        TokenSource,
-    },
+    middleware::AuthorizeMiddleware,
+    token::{ClientAuth, ClientCredentials, RefreshPolicy, TokenFuture, TokenManager, TokenSource},
 };
 use s2s_tests::{
     keys::{self, TestKey},
@@ -154,7 +151,7 @@ fn log_text() -> String {
 }
 
 fn grant(token_url: String) -> ClientCredentials {
-    ClientCredentials::new(token_url, CLIENT_ID).auth(ClientAuth::SecretBasic(SECRET.into()))
+    ClientCredentials::new(token_url, CLIENT_ID, ClientAuth::SecretBasic(SECRET.into()))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -186,7 +183,7 @@ async fn a_huge_expires_in_is_clamped_to_the_maximum_lifetime_instead_of_panicki
             .token()
             .await
             .unwrap_or_else(|e| panic!("expires_in {expires_in}: {e}"));
-        assert_eq!(token.secret(), "at-huge");
+        assert_eq!(token.as_str(), "at-huge");
         // Lowered to 2 s, the token is refreshed about a second later, not in 1e20 s.
         wait_until_sleeping(&format!("expires_in {expires_in} is refreshed"), || {
             server.hits().len() >= 2
@@ -310,20 +307,20 @@ fn as_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> &'a Error {
 
 /// A token source that never fetches (the layer tests need no token endpoint).
 #[derive(Clone)]
-struct Fixed(AccessToken);
+struct Fixed(BearerToken);
 
 impl TokenSource for Fixed {
-    fn current(&self) -> Option<AccessToken> {
+    fn current(&self) -> Option<BearerToken> {
         Some(self.0.clone())
     }
     fn token(&self) -> TokenFuture<'_> {
         Box::pin(async move { Ok(self.0.clone()) })
     }
-    fn invalidate(&self, _: &AccessToken) {}
+    fn invalidate(&self, _: &BearerToken) {}
 }
 
 fn fixed() -> Fixed {
-    Fixed(AccessToken::new("service-token").unwrap())
+    Fixed(BearerToken::new("service-token").unwrap())
 }
 
 fn authorization(hit: &Hit) -> Option<&str> {
@@ -505,7 +502,7 @@ async fn a_token_endpoint_redirect_is_refused_and_credentials_are_not_resent() {
             ClientAuth::SecretBasic(SECRET.into()),
         ] {
             let grant =
-                ClientCredentials::new(format!("{}/token", endpoint.url()), CLIENT_ID).auth(auth);
+                ClientCredentials::new(format!("{}/token", endpoint.url()), CLIENT_ID, auth);
             let err = grant.fetch().await.expect_err("a redirect");
             assert!(err.is_transient(), "{name}: {err}");
             let text = err.to_string();
@@ -544,11 +541,14 @@ async fn a_discovery_redirect_to_another_origin_is_refused() {
     let location = target.clone();
     let issuer = Hostile::start(move |_| redirect(302, &location)).await;
 
-    let err = ClientCredentials::discover(issuer.url(), CLIENT_ID)
-        .auth(ClientAuth::SecretPost(SECRET.into()))
-        .fetch()
-        .await
-        .expect_err("a redirect to another origin");
+    let err = ClientCredentials::discover(
+        issuer.url(),
+        CLIENT_ID,
+        ClientAuth::SecretPost(SECRET.into()),
+    )
+    .fetch()
+    .await
+    .expect_err("a redirect to another origin");
     let text = err.to_string();
     assert!(
         text.contains("refusing to follow a redirect to another origin") && text.contains(&target),
@@ -652,15 +652,17 @@ async fn a_non_json_2xx_token_response_is_never_quoted() {
 #[tokio::test]
 async fn shared_managers_are_keyed_on_the_whole_grant() {
     let server = TokenServer::start().await;
-    let base = || ClientCredentials::new(server.token_url(), CLIENT_ID).scope("orders:read");
+    let base = || {
+        ClientCredentials::new(
+            server.token_url(),
+            CLIENT_ID,
+            ClientAuth::SecretBasic("secret-one".into()),
+        )
+        .scope("orders:read")
+    };
     let key = || {
-        let pair = aws_lc_rs::signature::Ed25519KeyPair::generate().unwrap();
-        let der = pair.to_pkcs8().unwrap();
-        ClientAuth::PrivateKeyJwt {
-            key: Arc::new(jsonwebtoken::EncodingKey::from_ed_der(der.as_ref())),
-            alg: Algorithm::EdDSA,
-            kid: None,
-        }
+        let pem = TestKey::generate(Algorithm::EdDSA, "client").private_pem();
+        ClientAuth::private_key_pem(s2s_auth::Algorithm::EdDSA, pem.as_bytes(), None).unwrap()
     };
     let grants = [
         base().auth(ClientAuth::SecretBasic("secret-one".into())),
@@ -673,10 +675,7 @@ async fn shared_managers_are_keyed_on_the_whole_grant() {
             .param("tenant", "blue"),
         base()
             .auth(ClientAuth::SecretBasic("secret-one".into()))
-            .http(HttpOptions {
-                max_body: 4096,
-                ..HttpOptions::default()
-            }),
+            .http(HttpOptions::new().max_body(4096)),
     ];
     let managers: Vec<TokenManager> = grants
         .iter()
@@ -684,7 +683,7 @@ async fn shared_managers_are_keyed_on_the_whole_grant() {
         .collect();
     let mut tokens = Vec::new();
     for manager in &managers {
-        tokens.push(manager.token().await.unwrap().secret().to_owned());
+        tokens.push(manager.token().await.unwrap().as_str().to_owned());
     }
     assert_eq!(server.requests(), grants.len(), "grants shared a token");
     tokens.sort();
@@ -693,9 +692,12 @@ async fn shared_managers_are_keyed_on_the_whole_grant() {
 
     // The same grant again (scopes in another order): the same manager, no new request.
     let again = TokenManager::shared(
-        ClientCredentials::new(server.token_url(), CLIENT_ID)
-            .scope("orders:read")
-            .auth(ClientAuth::SecretBasic("secret-one".into())),
+        ClientCredentials::new(
+            server.token_url(),
+            CLIENT_ID,
+            ClientAuth::SecretBasic("secret-one".into()),
+        )
+        .scope("orders:read"),
     )
     .unwrap();
     again.token().await.unwrap();

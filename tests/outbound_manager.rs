@@ -27,7 +27,7 @@ use futures_util::FutureExt as _;
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
     Code, Error, ErrorKind,
-    token::{AccessToken, ClientAuth, ClientCredentials, TokenManager, TokenSource},
+    token::{BearerToken, ClientAuth, ClientCredentials, TokenManager, TokenSource},
 };
 use s2s_tests::{
     keys::TestKey,
@@ -60,7 +60,7 @@ async fn tick(server: &TokenServer, tokens: &TokenManager) {
 }
 
 /// A token now, from memory: panics when the caller would have to wait.
-fn token_without_waiting(tokens: &TokenManager, at: u64) -> AccessToken {
+fn token_without_waiting(tokens: &TokenManager, at: u64) -> BearerToken {
     tokens
         .token()
         .now_or_never()
@@ -90,7 +90,7 @@ fn seconds_of(
 /// queued before the endpoint answers.
 async fn thousand_cold_callers(
     reply: Reply,
-) -> (TokenServer, TokenManager, Vec<Result<AccessToken, Error>>) {
+) -> (TokenServer, TokenManager, Vec<Result<BearerToken, Error>>) {
     let server = token_server().await;
     server.set_reply(reply);
     server.hold();
@@ -135,7 +135,7 @@ async fn a_thousand_concurrent_cold_callers_share_one_token_request() {
     let issued = server.latest_token().expect("a token was issued");
     for outcome in outcomes {
         assert_eq!(
-            outcome.expect("every caller gets the token").secret(),
+            outcome.expect("every caller gets the token").as_str(),
             issued
         );
     }
@@ -190,12 +190,12 @@ async fn background_refresh_runs_before_expiry_and_no_caller_ever_waits() {
     let first = tokens.token().await.expect("warm-up token");
     assert_eq!(server.requests(), 1);
 
-    let mut served = vec![first.secret().to_owned()];
+    let mut served = vec![first.as_str().to_owned()];
     for at in 1..=10 * LIFETIME {
         tick(&server, &tokens).await;
         let token = token_without_waiting(&tokens, at);
-        if served.last().map(String::as_str) != Some(token.secret()) {
-            served.push(token.secret().to_owned());
+        if served.last().map(String::as_str) != Some(token.as_str()) {
+            served.push(token.as_str().to_owned());
         }
     }
 
@@ -248,7 +248,7 @@ async fn a_forced_refresh_with_a_shorter_life_is_refreshed_on_its_own_schedule()
         "no background refresh of the short token"
     );
     let held = tokens.current().expect("a token");
-    assert_ne!(held.secret(), short.secret());
+    assert_ne!(held.as_str(), short.as_str());
     assert_eq!(tokens.metrics().forced_refreshes, 1);
 }
 
@@ -454,7 +454,7 @@ async fn invalidate_forces_one_refresh_and_only_for_the_cached_token() {
     // A late 401 for the token already replaced changes nothing.
     tokens.invalidate(&first);
     // Equal text is not the cached instance: only the token a caller was given counts.
-    tokens.invalidate(&AccessToken::new(second.secret()).unwrap());
+    tokens.invalidate(&BearerToken::new(second.as_str()).unwrap());
     assert!(tokens.current().is_some_and(|t| t.same_as(&second)));
     assert!(tokens.token().await.unwrap().same_as(&second));
     assert_eq!(server.requests(), 2);
@@ -482,10 +482,11 @@ async fn shared_managers_are_one_per_endpoint_client_scopes_and_audience() {
     let fewer_scopes = TokenManager::shared(grant(&server).scope("orders:read")).unwrap();
     let other_audience =
         TokenManager::shared(both(grant(&server)).audience("https://billing.example.com")).unwrap();
-    let other_client = TokenManager::shared(both(
-        ClientCredentials::new(server.token_url(), "other-client")
-            .auth(ClientAuth::SecretBasic(SECRET.into())),
-    ))
+    let other_client = TokenManager::shared(both(ClientCredentials::new(
+        server.token_url(),
+        "other-client",
+        ClientAuth::SecretBasic(SECRET.into()),
+    )))
     .unwrap();
     for (i, other) in [fewer_scopes, other_audience, other_client]
         .iter()

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header::AUTHORIZATION};
 use reqwest_middleware::{ClientWithMiddleware, RequestBuilder};
 use s2s_auth::{
     Code, Error,
-    reqwest::AuthorizeMiddleware,
+    middleware::AuthorizeMiddleware,
     token::{TokenManager, TokenSource},
 };
 use s2s_tests::{
@@ -68,7 +68,7 @@ async fn a_hundred_calls_refused_as_invalid_token_cause_one_forced_refresh() {
 
     assert_eq!(tokens.metrics().forced_refreshes, 1);
     assert_eq!(server.requests(), 2, "one warm-up, one forced refresh");
-    let stale = Some(format!("Bearer {}", stale.secret()));
+    let stale = Some(format!("Bearer {}", stale.as_str()));
     let fresh = Some(format!("Bearer {}", server.latest_token().unwrap()));
     let sent = api.authorizations();
     assert_eq!(sent.len(), 200, "each call sent once and retried once");

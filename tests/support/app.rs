@@ -13,7 +13,7 @@
 //! ```
 
 use axum::Router;
-use s2s_auth::{RequireScope, VerifyLayer};
+use s2s_auth::{RequireScopeLayer, VerifyLayer};
 use s2s_auth_testkit::server::Server;
 
 /// `routes` behind `verify`, each requiring every scope of `scopes` (no scope check when it is
@@ -23,7 +23,7 @@ pub fn protected_router(routes: Router, verify: VerifyLayer, scopes: &[&str]) ->
     let routes = if scopes.is_empty() {
         routes
     } else {
-        routes.route_layer(RequireScope::all(scopes.iter().copied()))
+        routes.route_layer(RequireScopeLayer::all(scopes.iter().copied()))
     };
     routes.layer(verify)
 }

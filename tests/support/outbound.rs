@@ -28,8 +28,11 @@ pub async fn token_server() -> TokenServer {
 
 /// The grant against `server` for [`CLIENT_ID`], `client_secret_basic` with [`SECRET`].
 pub fn grant(server: &TokenServer) -> ClientCredentials {
-    ClientCredentials::new(server.token_url(), CLIENT_ID)
-        .auth(ClientAuth::SecretBasic(SECRET.into()))
+    ClientCredentials::new(
+        server.token_url(),
+        CLIENT_ID,
+        ClientAuth::SecretBasic(SECRET.into()),
+    )
 }
 
 /// A [`TokenManager`] of [`grant`].

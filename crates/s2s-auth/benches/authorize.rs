@@ -22,10 +22,11 @@ fn warm_manager(runtime: &tokio::runtime::Runtime) -> (TestIssuer, TokenManager)
     runtime.block_on(async {
         let issuer = TestIssuer::start().await;
         let account = issuer.account("bench", &[]).await;
-        let manager = TokenManager::new(
-            ClientCredentials::new(issuer.token_url(), account.client_id)
-                .auth(ClientAuth::SecretBasic(account.client_secret.into())),
-        )
+        let manager = TokenManager::new(ClientCredentials::new(
+            issuer.token_url(),
+            account.client_id,
+            ClientAuth::SecretBasic(account.client_secret.into()),
+        ))
         .unwrap();
         manager.token().await.expect("first token");
         (issuer, manager)

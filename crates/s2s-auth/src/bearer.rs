@@ -1,10 +1,30 @@
-//! [`BearerToken`]: the raw token of a request, kept for propagation.
+//! [`BearerToken`]: one bearer token, as an `Authorization: Bearer …` value: the token an
+//! inbound request carried, or one a [`TokenSource`](crate::token::TokenSource) hands out.
+//!
+//! ```
+//! use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+//! use s2s_auth::BearerToken;
+//!
+//! let mut headers = HeaderMap::new();
+//! headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer eyJhbGciOi.x.y"));
+//! let token = BearerToken::from_headers(&headers)?.expect("a bearer token");
+//! assert_eq!(token.as_str(), "eyJhbGciOi.x.y");
+//! assert!(token.header_value().is_sensitive());
+//! assert_eq!(format!("{token:?}"), "BearerToken([redacted])");
+//!
+//! let own = BearerToken::new("abc")?; // one a token endpoint returned
+//! assert_eq!(own.header_value(), "Bearer abc");
+//! # Ok::<_, Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fmt;
 
 use http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
 
-use crate::rejection::{Reason, Rejection};
+use crate::{
+    error::Error,
+    rejection::{Reason, Rejection},
+};
 
 /// The `b64token` characters of RFC 6750 §2.1 (the `=` padding is checked apart).
 const B64TOKEN: [bool; 256] = {
@@ -19,11 +39,13 @@ const B64TOKEN: [bool; 256] = {
     table
 };
 
-/// The raw bearer token a request carried, as `VerifyLayer` found it in `Authorization`.
+/// A bearer token, held as its `Authorization` header value (marked sensitive).
 ///
-/// It is stored in request extensions next to the verified claims so that a service can send the
-/// caller's own token on an outbound call made on its behalf. Holding the header value (a
-/// reference-counted buffer) makes the copy free; `Debug` never shows the token.
+/// Inbound, `VerifyLayer` stores the token a request carried in the request extensions, next to
+/// the verified claims, so that a service can send the caller's own token on an outbound call
+/// made on its behalf. Outbound, a [`TokenSource`](crate::token::TokenSource) hands tokens out
+/// as this type, and the layers put [`BearerToken::header_value`] on requests. Holding the header
+/// value (a reference-counted buffer) makes clones free; `Debug` never shows the token.
 #[derive(Clone)]
 pub struct BearerToken {
     header: HeaderValue,
@@ -31,6 +53,18 @@ pub struct BearerToken {
 }
 
 impl BearerToken {
+    /// A bearer token from its text (as a token endpoint returned it). Fails when it cannot be
+    /// a header value.
+    pub fn new(token: &str) -> Result<Self, Error> {
+        let mut header = HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Error::config("the access token has characters a header cannot carry"))?;
+        header.set_sensitive(true);
+        Ok(BearerToken {
+            header,
+            start: "Bearer ".len(),
+        })
+    }
+
     /// Parses `Authorization: Bearer <token>` (scheme case-insensitive, one space or more).
     ///
     /// Returns `None` when the value is not a Bearer credential with a non-empty token made of
@@ -50,10 +84,9 @@ impl BearerToken {
         if body_len == 0 || !token[body_len..].iter().all(|b| *b == b'=') {
             return None;
         }
-        Some(BearerToken {
-            header: header.clone(),
-            start,
-        })
+        let mut header = header.clone();
+        header.set_sensitive(true);
+        Some(BearerToken { header, start })
     }
 
     /// The bearer token of a request.
@@ -91,16 +124,28 @@ impl BearerToken {
 
     /// The token itself, without the `Bearer ` prefix. Treat it as a secret.
     pub fn as_str(&self) -> &str {
-        // Only ASCII was accepted in `from_header`.
+        // Only ASCII was accepted in `from_header`; `new` took a `&str`.
         std::str::from_utf8(&self.header.as_bytes()[self.start..]).unwrap_or_default()
+    }
+
+    /// The token itself: [`BearerToken::as_str`].
+    #[deprecated(note = "use `as_str` (AccessToken and BearerToken are one type now)")]
+    pub fn secret(&self) -> &str {
+        self.as_str()
     }
 
     /// The whole `Authorization` header value (`Bearer <token>`), marked sensitive, to put on an
     /// outbound request.
-    pub fn header_value(&self) -> HeaderValue {
-        let mut value = self.header.clone();
-        value.set_sensitive(true);
-        value
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.header
+    }
+
+    /// Whether both are the very same token instance, or clones of it (not merely equal text):
+    /// how a token source tells whether the token a callee refused is still the one it holds.
+    pub fn same_as(&self, other: &BearerToken) -> bool {
+        // Clones share the header's buffer; two tokens made apart never do.
+        let (a, b) = (self.header.as_bytes(), other.header.as_bytes());
+        std::ptr::eq(a, b)
     }
 }
 
@@ -166,5 +211,28 @@ mod tests {
         let t = BearerToken::from_header(&HeaderValue::from_static("Bearer secret")).unwrap();
         assert_eq!(format!("{t:?}"), "BearerToken([redacted])");
         assert!(t.header_value().is_sensitive());
+        let t = BearerToken::new("secret").unwrap();
+        assert_eq!(format!("{t:?}"), "BearerToken([redacted])");
+        assert!(t.header_value().is_sensitive());
+    }
+
+    #[test]
+    fn tokens_from_text() {
+        let t = BearerToken::new("abc.def").unwrap();
+        assert_eq!(t.as_str(), "abc.def");
+        assert_eq!(t.header_value(), "Bearer abc.def");
+        assert!(BearerToken::new("line\nbreak").is_err());
+    }
+
+    #[test]
+    fn same_as_is_identity_not_equality() {
+        let a = BearerToken::new("abc").unwrap();
+        let b = BearerToken::new("abc").unwrap();
+        assert!(a.same_as(&a.clone()));
+        assert!(!a.same_as(&b));
+        let header = HeaderValue::from_str("Bearer abc").unwrap();
+        let c = BearerToken::from_header(&header).unwrap();
+        assert!(c.same_as(&c.clone()));
+        assert!(!c.same_as(&a));
     }
 }

@@ -1,11 +1,26 @@
-//! The claims of a verified access token: [`StandardClaims`] and [`Scopes`].
+//! The claims of a verified access token: [`StandardClaims`] and [`Scopes`], and the
+//! [`ScopePolicy`] they are checked against.
+//!
+//! ```
+//! use s2s_auth::{Scopes, StandardClaims};
+//!
+//! let claims: StandardClaims = serde_json::from_str(
+//!     r#"{"iss":"https://auth.example.com","sub":"billing","aud":"orders-api",
+//!         "exp":1900000000,"scope":"orders:read","scp":["orders:write"]}"#,
+//! )?;
+//! assert_eq!(claims.aud, ["orders-api"]);
+//! assert!(claims.scopes.contains_all(&["orders:read", "orders:write"]));
+//! assert!(claims.scopes.require_any(&["orders:admin"]).is_err()); // 403 insufficient_scope
+//! # let _: Scopes = claims.scopes;
+//! # Ok::<_, serde_json::Error>(())
+//! ```
 //!
 //! Custom claims are read with any `T: DeserializeOwned` through [`Verified::claims`] (or the
 //! axum `Claims<T>` extractor); the standard ones are parsed once, during verification.
 
 use std::{fmt, sync::Arc};
 
-use jsonwebtoken::Algorithm;
+use crate::{algorithm::Algorithm, rejection::Rejection};
 use serde::{
     Deserialize, Deserializer, Serialize,
     de::{self, DeserializeOwned},
@@ -138,6 +153,113 @@ impl Scopes {
     }
 }
 
+impl Scopes {
+    /// Refuses (403 `insufficient_scope`) unless every scope of `required` was granted: for
+    /// checks inside a handler, `scopes.require_all(&["orders:write"])?`.
+    pub fn require_all(&self, required: &[&str]) -> Result<(), Rejection> {
+        ScopePolicy::all(required.iter().copied()).check(self)
+    }
+
+    /// Refuses (403 `insufficient_scope`) unless one scope of `required` was granted.
+    pub fn require_any(&self, required: &[&str]) -> Result<(), Rejection> {
+        ScopePolicy::any(required.iter().copied()).check(self)
+    }
+}
+
+/// Whether all of the scopes of a [`ScopePolicy`] are needed, or any one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// Every scope is required.
+    All,
+    /// One of the scopes is enough.
+    Any,
+}
+
+/// Scopes a token must have, as a typed policy: checked by
+/// [`RequireScopeLayer`](crate::RequireScopeLayer) for a route, by the `Required<R>` extractor
+/// (feature `axum`), or by hand anywhere.
+///
+/// ```
+/// use http::StatusCode;
+/// use s2s_auth::{ScopePolicy, Scopes};
+///
+/// let writers = ScopePolicy::any(["orders:write", "orders:admin"]);
+/// assert!(writers.check(&Scopes::new(["orders:admin"])).is_ok());
+/// let refused = writers.check(&Scopes::new(["orders:read"])).unwrap_err();
+/// assert_eq!(refused.status(), StatusCode::FORBIDDEN); // insufficient_scope, AUTH_102
+/// assert_eq!(refused.required_scopes(), Some("orders:write orders:admin"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScopePolicy {
+    scopes: Arc<[Box<str>]>,
+    /// The scopes space-separated, for the challenge's `scope` attribute.
+    joined: Arc<str>,
+    mode: Match,
+}
+
+impl ScopePolicy {
+    /// Every scope of `scopes` is required.
+    pub fn all(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
+        Self::new(scopes, Match::All)
+    }
+
+    /// At least one scope of `scopes` is required.
+    pub fn any(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
+        Self::new(scopes, Match::Any)
+    }
+
+    /// The scopes of `scopes`, all or any of them as `mode` says.
+    pub fn new(scopes: impl IntoIterator<Item = impl Into<Box<str>>>, mode: Match) -> Self {
+        let scopes: Arc<[Box<str>]> = scopes.into_iter().map(Into::into).collect();
+        let joined = scopes.join(" ").into();
+        ScopePolicy {
+            scopes,
+            joined,
+            mode,
+        }
+    }
+
+    /// The scopes named, in the order given.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().map(|s| &**s)
+    }
+
+    /// Whether all of them are needed, or any one.
+    pub fn mode(&self) -> Match {
+        self.mode
+    }
+
+    /// Whether `scopes` satisfy the policy.
+    pub fn allows(&self, scopes: &Scopes) -> bool {
+        match self.mode {
+            Match::All => scopes.contains_all(&self.scopes),
+            Match::Any => scopes.contains_any(&self.scopes),
+        }
+    }
+
+    /// `Ok` when `scopes` satisfy the policy, else the 403 `insufficient_scope` refusal
+    /// (code `AUTH_102`) that names the scopes required.
+    pub fn check(&self, scopes: &Scopes) -> Result<(), Rejection> {
+        if self.allows(scopes) {
+            return Ok(());
+        }
+        let description = match self.mode {
+            Match::All => format!("this endpoint requires the scopes `{}`", self.joined),
+            Match::Any => format!("this endpoint requires one of the scopes `{}`", self.joined),
+        };
+        tracing::debug!(
+            target: "s2s_auth::verify",
+            required = &*self.joined,
+            granted = ?scopes,
+            "insufficient scope"
+        );
+        Err(Rejection::insufficient_scope(
+            self.joined.clone(),
+            description,
+        ))
+    }
+}
+
 impl fmt::Debug for Scopes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(self.iter()).finish()
@@ -211,7 +333,8 @@ pub(crate) struct VerifiedInner {
     pub(crate) claims: StandardClaims,
     pub(crate) payload: Box<[u8]>,
     pub(crate) kid: Option<Box<str>>,
-    pub(crate) alg: Algorithm,
+    /// As the verifier parsed it; it admits only algorithms that have a crate [`Algorithm`].
+    pub(crate) alg: jsonwebtoken::Algorithm,
 }
 
 impl Verified {
@@ -237,7 +360,8 @@ impl Verified {
 
     /// The algorithm of the signature.
     pub fn algorithm(&self) -> Algorithm {
-        self.0.alg
+        Algorithm::from_jwt(self.0.alg)
+            .unwrap_or_else(|| unreachable!("the verifier admits asymmetric algorithms only"))
     }
 }
 
@@ -247,7 +371,7 @@ impl fmt::Debug for Verified {
         f.debug_struct("Verified")
             .field("claims", &self.0.claims)
             .field("kid", &self.0.kid)
-            .field("alg", &self.0.alg)
+            .field("alg", &self.algorithm())
             .finish()
     }
 }
@@ -289,6 +413,25 @@ mod tests {
     #[test]
     fn duplicate_claims_are_refused() {
         assert!(parse(r#"{"iss":"i","iss":"j","exp":1}"#).is_err());
+    }
+
+    #[test]
+    fn scope_policies_all_and_any() {
+        let granted = Scopes::new(["orders:read", "orders:write"]);
+        assert!(ScopePolicy::all(["orders:read", "orders:write"]).allows(&granted));
+        assert!(!ScopePolicy::all(["orders:read", "orders:admin"]).allows(&granted));
+        assert!(ScopePolicy::any(["orders:admin", "orders:write"]).allows(&granted));
+        assert!(!ScopePolicy::any(["orders:admin"]).allows(&granted));
+        let refused = ScopePolicy::all(["orders:read", "orders:admin"])
+            .check(&granted)
+            .unwrap_err();
+        assert_eq!(refused.status(), http::StatusCode::FORBIDDEN);
+        assert_eq!(refused.required_scopes(), Some("orders:read orders:admin"));
+        // The same checks without a layer or the axum feature.
+        assert!(granted.require_all(&["orders:read"]).is_ok());
+        assert!(granted.require_any(&["x", "orders:write"]).is_ok());
+        assert!(granted.require_all(&["orders:read", "x"]).is_err());
+        assert!(granted.require_any(&["x", "y"]).is_err());
     }
 
     #[test]

@@ -99,7 +99,7 @@
 
 use std::{collections::BTreeMap, fmt, path::Path, path::PathBuf, time::Duration};
 
-use jsonwebtoken::Algorithm;
+use crate::algorithm::Algorithm;
 use secrecy::SecretString;
 use serde::{Deserialize, de::IgnoredAny};
 
@@ -496,16 +496,20 @@ impl ClientConfig {
             .filter(|id| !id.is_empty())
             .ok_or_else(|| Error::config("client_id: required (or set S2S_CLIENT_ID)"))?;
         let allow_insecure = self.allow_insecure_http;
-        let mut grant = match (&self.issuer, &self.token_url) {
+        // The endpoint first, then the client's authentication: errors in that order.
+        let new_grant: fn(&String, String, ClientAuth) -> ClientCredentials;
+        let endpoint = match (&self.issuer, &self.token_url) {
             (Some(issuer), None) => {
                 fetch::parse_endpoint(issuer, allow_insecure)
                     .map_err(|e| Error::config(format!("issuer: {e}")))?;
-                ClientCredentials::discover(issuer, client_id)
+                new_grant = |url, id, auth| ClientCredentials::discover(url, id, auth);
+                issuer
             }
             (None, Some(url)) => {
                 fetch::parse_endpoint(url, allow_insecure)
                     .map_err(|e| Error::config(format!("token_url: {e}")))?;
-                ClientCredentials::new(url, client_id)
+                new_grant = |url, id, auth| ClientCredentials::new(url, id, auth);
+                url
             }
             (Some(_), Some(_)) => {
                 return Err(Error::config(
@@ -545,7 +549,8 @@ impl ClientConfig {
                     .map_err(|e| Error::config(format!("private_key_file: {e}")))?
             }
         };
-        grant = grant.auth(auth).http(HttpOptions {
+        let mut grant = new_grant(endpoint, client_id, auth);
+        grant = grant.http(HttpOptions {
             allow_insecure_http: allow_insecure,
             ..HttpOptions::default()
         });
@@ -583,13 +588,11 @@ impl ClientConfig {
 
     /// A reqwest middleware sending tokens of `source` to the configured destinations only.
     #[cfg(feature = "reqwest")]
-    pub fn authorize_middleware<T>(&self, source: T) -> crate::reqwest::AuthorizeMiddleware<T> {
-        let mut middleware = self
-            .destinations
-            .iter()
-            .fold(crate::reqwest::AuthorizeMiddleware::new(source), |m, o| {
-                m.allow_origin(o)
-            });
+    pub fn authorize_middleware<T>(&self, source: T) -> crate::middleware::AuthorizeMiddleware<T> {
+        let mut middleware = self.destinations.iter().fold(
+            crate::middleware::AuthorizeMiddleware::new(source),
+            |m, o| m.allow_origin(o),
+        );
         if self.allow_insecure_http {
             middleware = middleware.allow_insecure_http();
         }

@@ -1,6 +1,15 @@
 //! Authorization server metadata: OpenID Connect Discovery and RFC 8414.
 //!
-//! [`discover`] fetches `{issuer}/.well-known/openid-configuration`, then, when that is absent,
+//! ```no_run
+//! use s2s_auth::{discovery::ProviderMetadata, fetch::HttpOptions};
+//!
+//! # async fn run() -> Result<(), s2s_auth::Error> {
+//! let meta = ProviderMetadata::discover("https://auth.example.com", &HttpOptions::new()).await?;
+//! let token_endpoint = meta.token_endpoint(false)?;
+//! # let _ = token_endpoint; Ok(()) }
+//! ```
+//!
+//! [`ProviderMetadata::discover`] fetches `{issuer}/.well-known/openid-configuration`, then, when that is absent,
 //! the RFC 8414 location `/.well-known/oauth-authorization-server{issuer path}`, and refuses
 //! metadata whose `issuer` is not exactly the configured one (RFC 8414 §3.3): a server that
 //! answers for another issuer could hand out keys or token endpoints of its choosing.
@@ -35,6 +44,11 @@ pub struct ProviderMetadata {
 }
 
 impl ProviderMetadata {
+    /// Fetches and checks the metadata of `issuer` (see the [module docs](self)), with `options`.
+    pub async fn discover(issuer: &str, options: &HttpOptions) -> Result<Self, Error> {
+        discover(&options.client()?, issuer, options).await
+    }
+
     /// Parses metadata and checks that it names `expected_issuer`.
     pub fn from_json(body: &[u8], expected_issuer: &str) -> Result<Self, Error> {
         let meta: ProviderMetadata = serde_json::from_slice(body).map_err(|e| {
@@ -86,8 +100,9 @@ pub fn metadata_urls(issuer: &Url) -> [Url; 2] {
     [oidc, rfc8414]
 }
 
-/// Fetches and checks the metadata of `issuer`.
-pub async fn discover(
+/// Fetches and checks the metadata of `issuer` with `client` (one built by
+/// [`HttpOptions`], shared by the caller's fetches).
+pub(crate) async fn discover(
     client: &reqwest::Client,
     issuer: &str,
     options: &HttpOptions,

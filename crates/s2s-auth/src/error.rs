@@ -1,5 +1,20 @@
 //! The one error type of the crate, and the stable `AUTH_1xx` codes.
 //!
+//! ```
+//! use s2s_auth::{Code, ErrorKind, token::{ClientAuth, ClientCredentials, TokenManager}};
+//!
+//! // Plain http to a remote host: refused before any request, as a configuration error.
+//! let grant = ClientCredentials::new(
+//!     "http://auth.example.com/oauth/token",
+//!     "billing-service",
+//!     ClientAuth::SecretBasic("s3cret".into()),
+//! );
+//! let err = TokenManager::new(grant).unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::Config);
+//! assert!(!err.to_string().contains("s3cret"));
+//! assert_eq!(Code::from_code_str("AUTH_106"), Some(Code::RateLimited));
+//! ```
+//!
 //! Every error says what its receiver can do about it through [`Error::kind`]: reject the
 //! request, retry later, or fix the configuration. Messages never contain a secret or a token.
 
@@ -22,7 +37,8 @@ pub enum ErrorKind {
     Config,
 }
 
-/// The stable error codes of the service-to-service auth API (see `DESIGN.md`).
+/// The stable error codes of the service-to-service auth API (see `ARCHITECTURE.md` at the
+/// repository root, "Conventions").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Code {

@@ -50,12 +50,8 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     bearer::BearerToken,
-    claims::{Scopes, StandardClaims, Verified},
-    layer::{
-        RequireScope,
-        scope::Match,
-        verify::{LayerResponder, PassedWithoutToken},
-    },
+    claims::{Match, ScopePolicy, Scopes, StandardClaims, Verified},
+    layer::verify::{LayerResponder, PassedWithoutToken},
     rejection::{Reason, Rejection},
 };
 
@@ -214,26 +210,9 @@ impl<S: Send + Sync, R: ScopeRequirement> FromRequestParts<S> for Required<R> {
         if granted {
             return Ok(Required(PhantomData));
         }
-        let requirement = match R::MATCH {
-            Match::All => RequireScope::all(R::SCOPES.iter().copied()),
-            Match::Any => RequireScope::any(R::SCOPES.iter().copied()),
-        };
-        requirement
+        ScopePolicy::new(R::SCOPES.iter().copied(), R::MATCH)
             .check(scopes)
             .map(|()| Required(PhantomData))
             .map_err(|r| with_layer_responder(r, parts))
-    }
-}
-
-impl Scopes {
-    /// Refuses (403 `insufficient_scope`) unless every scope of `required` was granted: for
-    /// checks inside a handler, `scopes.require_all(&["orders:write"])?`.
-    pub fn require_all(&self, required: &[&str]) -> Result<(), Rejection> {
-        RequireScope::all(required.iter().copied()).check(self)
-    }
-
-    /// Refuses (403 `insufficient_scope`) unless one scope of `required` was granted.
-    pub fn require_any(&self, required: &[&str]) -> Result<(), Rejection> {
-        RequireScope::any(required.iter().copied()).check(self)
     }
 }

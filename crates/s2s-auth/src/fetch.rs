@@ -8,6 +8,20 @@
 //! token client follows no redirect at all (see
 //! [`ClientCredentials`](crate::token::ClientCredentials)): a redirected `POST` would re-send the
 //! client's credentials.
+//!
+//! ```
+//! use std::time::Duration;
+//! use s2s_auth::{Issuer, Verifier, fetch::HttpOptions};
+//!
+//! # fn main() -> Result<(), s2s_auth::Error> {
+//! let http = HttpOptions::new().timeout(Duration::from_secs(3));
+//! let verifier = Verifier::builder()
+//!     .issuer(Issuer::discover("https://auth.example.com"))
+//!     .audience("orders-api")
+//!     .http(http)
+//!     .build()?;
+//! # let _ = verifier; Ok(()) }
+//! ```
 
 use std::{net::IpAddr, time::Duration};
 
@@ -22,16 +36,25 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default limit on the size of a fetched body (JWKS, metadata, token response).
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 
-/// How the crate talks to remote endpoints (authorization servers, JWKS hosts).
+/// How the crate talks to remote endpoints (authorization servers, JWKS hosts): built with
+/// setters from [`HttpOptions::new`] (the defaults).
+///
+/// ```
+/// use std::time::Duration;
+/// use s2s_auth::fetch::HttpOptions;
+///
+/// let http = HttpOptions::new()
+///     .timeout(Duration::from_secs(3))
+///     .max_body(64 * 1024);
+/// assert_eq!(http.request_timeout(), Duration::from_secs(3));
+/// assert_eq!(http.body_limit(), 64 * 1024);
+/// assert!(!http.allows_insecure_http());
+/// ```
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
-    /// Allow `http://` to hosts that are not loopback. Off by default: a token or key set fetched
-    /// over plain HTTP can be replaced by anyone on the path.
-    pub allow_insecure_http: bool,
-    /// Timeout of each fetch, from connect to the last byte.
-    pub timeout: Duration,
-    /// Largest body accepted; a larger one fails the fetch.
-    pub max_body: usize,
+    pub(crate) allow_insecure_http: bool,
+    pub(crate) timeout: Duration,
+    pub(crate) max_body: usize,
 }
 
 impl Default for HttpOptions {
@@ -45,10 +68,53 @@ impl Default for HttpOptions {
 }
 
 impl HttpOptions {
+    /// The defaults: https only (plain http to loopback hosts), [`DEFAULT_TIMEOUT`],
+    /// [`DEFAULT_MAX_BODY`].
+    pub fn new() -> Self {
+        HttpOptions::default()
+    }
+
+    /// Allows `http://` to hosts that are not loopback. Off by default: a token or key set
+    /// fetched over plain HTTP can be replaced by anyone on the path.
+    pub fn allow_insecure_http(self) -> Self {
+        HttpOptions {
+            allow_insecure_http: true,
+            ..self
+        }
+    }
+
+    /// The timeout of each fetch, from connect to the last byte (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(self, timeout: Duration) -> Self {
+        HttpOptions { timeout, ..self }
+    }
+
+    /// The largest body accepted; a larger one fails the fetch (default [`DEFAULT_MAX_BODY`]).
+    pub fn max_body(self, bytes: usize) -> Self {
+        HttpOptions {
+            max_body: bytes,
+            ..self
+        }
+    }
+
+    /// Whether plain `http://` is allowed to hosts that are not loopback.
+    pub fn allows_insecure_http(&self) -> bool {
+        self.allow_insecure_http
+    }
+
+    /// The timeout of each fetch.
+    pub fn request_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The largest body accepted, in bytes.
+    pub fn body_limit(&self) -> usize {
+        self.max_body
+    }
+
     /// A `reqwest::Client` that applies these options: rustls, the timeout, and redirects
     /// (at most 5) that stay within the origin of the first request and pass
     /// [`check_endpoint`]; a redirect to another origin fails the request and says so.
-    pub fn client(&self) -> Result<reqwest::Client, Error> {
+    pub(crate) fn client(&self) -> Result<reqwest::Client, Error> {
         let allow_insecure = self.allow_insecure_http;
         self.build(reqwest::redirect::Policy::custom(move |attempt| {
             let first = attempt.previous().first();

@@ -3,6 +3,7 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+pub mod algorithm;
 pub mod bearer;
 pub mod claims;
 #[cfg(feature = "config")]
@@ -16,20 +17,21 @@ pub mod fetch;
 pub mod keys;
 pub mod layer;
 mod metrics;
+#[cfg(feature = "reqwest")]
+pub mod middleware;
 pub mod oauth;
 mod refresh;
 pub mod rejection;
-#[cfg(feature = "reqwest")]
-pub mod reqwest;
 mod time;
 pub mod token;
 pub mod verify;
 
+pub use algorithm::Algorithm;
 pub use bearer::BearerToken;
-pub use claims::{Scopes, StandardClaims, Verified};
+pub use claims::{ScopePolicy, Scopes, StandardClaims, Verified};
 pub use error::{Code, Error, ErrorKind};
 pub use keys::{KeyCacheOptions, KeySet};
-pub use layer::{AuthorizeLayer, RequireScope, VerifyLayer};
+pub use layer::{AuthorizeLayer, RequireScope, RequireScopeLayer, VerifyLayer};
 pub use metrics::MetricsSnapshot;
 pub use rejection::{Reason, Rejection, Responder};
 pub use verify::{Issuer, Verifier, VerifierBuilder};

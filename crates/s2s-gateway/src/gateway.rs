@@ -26,7 +26,7 @@
 //!    methods decide (405 with `Allow` otherwise); no route is 404. None of these reach an
 //!    upstream;
 //! 4. for a route that is not public: s2s-auth's [`VerifyLayer`] (401/503, RFC 6750), the
-//!    issuer's audiences narrowed by the route's, then [`RequireScope`] (403
+//!    issuer's audiences narrowed by the route's, then [`RequireScopeLayer`] (403
 //!    `insufficient_scope`). The answers are the layers' own;
 //! 5. the forwarding (see the crate docs): 413, 502 and 504 are the gateway's JSON answers.
 //!
@@ -50,7 +50,7 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
-use s2s_auth::{Reason, Rejection, RequireScope, Responder, Verified, Verifier, VerifyLayer};
+use s2s_auth::{Reason, Rejection, RequireScopeLayer, Responder, Verified, Verifier, VerifyLayer};
 use tokio::{net::TcpListener, task::JoinSet};
 use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
 
@@ -143,8 +143,12 @@ impl Gateway {
                         None => RouteService::new(forward),
                         Some(scopes) => {
                             let layer = match scopes {
-                                Scopes::AllOf(s) => RequireScope::all(s.iter().map(String::as_str)),
-                                Scopes::AnyOf(s) => RequireScope::any(s.iter().map(String::as_str)),
+                                Scopes::AllOf(s) => {
+                                    RequireScopeLayer::all(s.iter().map(String::as_str))
+                                }
+                                Scopes::AnyOf(s) => {
+                                    RequireScopeLayer::any(s.iter().map(String::as_str))
+                                }
                             };
                             RouteService::new(
                                 layer
@@ -315,7 +319,7 @@ async fn load_keys(verifier: Verifier) {
     }
 }
 
-/// What happens between `VerifyLayer` and `RequireScope`: the audiences (the issuer's own,
+/// What happens between `VerifyLayer` and `RequireScopeLayer`: the audiences (the issuer's own,
 /// narrowed by the route's), and the identity headers of the verified token.
 struct AuthContext {
     issuers: Vec<IssuerConfig>,

@@ -47,7 +47,7 @@
 //!   instead, and that path is forwarded. With `[paths] case_insensitive`, segments Windows
 //!   reads as another name (a trailing `.` or space, `::` streams, `~1` short names,
 //!   `ı`/`ſ`/Kelvin sign) are refused too. More than one `Host` header is 400 (RFC 9112 §3.2).
-//! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScope`, so the answers are theirs
+//! * **Verifies** with s2s-auth's `VerifyLayer` and `RequireScopeLayer`, so the answers are theirs
 //!   exactly: 401 with `WWW-Authenticate: Bearer …` and a JSON body with an `AUTH_1xx` code,
 //!   403 `insufficient_scope` naming the scopes, 503 with `Retry-After` while keys cannot be
 //!   loaded. Each issuer's tokens must name one of *that issuer's* audiences, and of the

@@ -25,7 +25,7 @@
 //! let (client_id, secret) = (&created.account.client_id, created.client_secret.expose_secret());
 //!
 //! // Any OAuth client now gets tokens from `{url}/token`, e.g. s2s-auth's
-//! // `ClientCredentials::discover(&running.url, client_id)`.
+//! // `ClientCredentials::discover(&running.url, client_id, ClientAuth::SecretBasic(secret))`.
 //! assert!(running.url.starts_with("http://127.0.0.1:"));
 //! # let _ = (client_id, secret);
 //! running.shutdown().await;

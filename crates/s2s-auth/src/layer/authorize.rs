@@ -2,22 +2,22 @@
 //!
 //! ```
 //! use http::Request;
-//! use s2s_auth::{layer::AuthorizeLayer, token::{AccessToken, TokenFuture, TokenSource}};
+//! use s2s_auth::{layer::AuthorizeLayer, token::{BearerToken, TokenFuture, TokenSource}};
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
 //!
 //! // Any `TokenSource`; usually a `TokenManager` for a client-credentials grant.
 //! #[derive(Clone)]
-//! struct Fixed(AccessToken);
+//! struct Fixed(BearerToken);
 //! impl TokenSource for Fixed {
-//!     fn current(&self) -> Option<AccessToken> { Some(self.0.clone()) }
+//!     fn current(&self) -> Option<BearerToken> { Some(self.0.clone()) }
 //!     fn token(&self) -> TokenFuture<'_> { Box::pin(async move { Ok(self.0.clone()) }) }
-//!     fn invalidate(&self, _: &AccessToken) {}
+//!     fn invalidate(&self, _: &BearerToken) {}
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), tower::BoxError> {
 //! let client = ServiceBuilder::new()
-//!     .layer(AuthorizeLayer::new(Fixed(AccessToken::new("abc")?)).allow_origin("https://orders.internal"))
+//!     .layer(AuthorizeLayer::new(Fixed(BearerToken::new("abc")?)).allow_origin("https://orders.internal"))
 //!     .service(service_fn(|request: Request<()>| async move {
 //!         // Stands in for a hyper client.
 //!         Ok::<_, std::convert::Infallible>(request.headers()["authorization"].clone())
@@ -78,12 +78,8 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::{
-    bearer::BearerToken,
-    destination::Destinations,
-    error::Error,
-    token::{AccessToken, TokenSource},
-};
+use super::define_inner_service_accessors;
+use crate::{bearer::BearerToken, destination::Destinations, error::Error, token::TokenSource};
 
 /// The error type of [`Authorize`]: the inner service's error or a token [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -150,12 +146,24 @@ impl<S, T: Clone> Layer<S> for AuthorizeLayer<T> {
     }
 }
 
-/// The service of [`AuthorizeLayer`].
+/// The service of [`AuthorizeLayer`]: sets `Authorization`, then calls the inner service.
 #[derive(Clone, Debug)]
 pub struct Authorize<S, T> {
     inner: S,
     source: T,
     destinations: Arc<Destinations>,
+}
+
+impl<S, T> Authorize<S, T> {
+    /// Wraps `inner` with the token source and allowed origins of `layer`.
+    pub fn new(inner: S, layer: &AuthorizeLayer<T>) -> Self
+    where
+        T: Clone,
+    {
+        layer.layer(inner)
+    }
+
+    define_inner_service_accessors!();
 }
 
 /// How a request gets its header, decided before any waiting.
@@ -164,7 +172,7 @@ fn authorize_now<B>(request: &mut Request<B>, source: &impl TokenSource) -> bool
         return true;
     }
     let value = match request.extensions().get::<BearerToken>() {
-        Some(forwarded) => forwarded.header_value(),
+        Some(forwarded) => forwarded.header_value().clone(),
         None => match source.current_header() {
             Some(value) => value,
             None => return false,
@@ -183,7 +191,7 @@ where
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = AuthorizeFuture<S, B>;
+    type Future = ResponseFuture<S, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -192,12 +200,12 @@ where
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         if let Err(error) = self.destinations.check_uri(LAYER, request.uri()) {
             tracing::warn!(%error, "outbound request refused");
-            return AuthorizeFuture {
+            return ResponseFuture {
                 state: State::Refused { error: Some(error) },
             };
         }
         if authorize_now(&mut request, &self.source) {
-            return AuthorizeFuture {
+            return ResponseFuture {
                 state: State::Sending {
                     future: self.inner.call(request),
                 },
@@ -207,7 +215,7 @@ where
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
         let source = self.source.clone();
-        AuthorizeFuture {
+        ResponseFuture {
             state: State::Fetching {
                 token: Box::pin(async move { source.token().await }),
                 service: Some(service),
@@ -217,11 +225,12 @@ where
     }
 }
 
-type TokenFetch = Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send>>;
+type TokenFetch = Pin<Box<dyn Future<Output = Result<BearerToken, Error>> + Send>>;
 
 pin_project! {
-    /// The future of [`Authorize`].
-    pub struct AuthorizeFuture<S, B>
+    /// The future of [`Authorize`]: the inner service's, or a token fetch first, or the
+    /// refusal of a request to an origin that is not allowed.
+    pub struct ResponseFuture<S, B>
     where
         S: Service<Request<B>>,
     {
@@ -246,16 +255,20 @@ pin_project! {
     }
 }
 
-impl<S, B> fmt::Debug for AuthorizeFuture<S, B>
+/// The future of [`Authorize`], under its former name.
+#[deprecated(note = "renamed `layer::authorize::ResponseFuture`")]
+pub type AuthorizeFuture<S, B> = ResponseFuture<S, B>;
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AuthorizeFuture")
+        f.write_str("ResponseFuture")
     }
 }
 
-impl<S, B> Future for AuthorizeFuture<S, B>
+impl<S, B> Future for ResponseFuture<S, B>
 where
     S: Service<Request<B>>,
     S::Error: Into<BoxError>,

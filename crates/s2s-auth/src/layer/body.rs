@@ -9,7 +9,7 @@ use pin_project_lite::pin_project;
 
 pin_project! {
     /// The response body of [`VerifyLayer`](super::VerifyLayer) and
-    /// [`RequireScope`](super::RequireScope): the inner service's body, or a rejection's JSON.
+    /// [`RequireScope`](super::RequireScope) (the service of [`RequireScopeLayer`](super::RequireScopeLayer)): the inner service's body, or a rejection's JSON.
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,

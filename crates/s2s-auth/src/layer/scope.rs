@@ -1,16 +1,16 @@
-//! [`RequireScope`]: per-route scope checks behind [`VerifyLayer`](super::VerifyLayer).
+//! [`RequireScopeLayer`]: per-route scope checks behind [`VerifyLayer`](super::VerifyLayer).
 //!
 //! ```
 //! use axum::{Router, routing::{get, post}};
-//! use s2s_auth::RequireScope;
+//! use s2s_auth::RequireScopeLayer;
 //!
 //! let app: Router = Router::new()
 //!     .route("/orders", get(|| async { "list" }))
-//!     .route_layer(RequireScope::any(["orders:read", "orders:admin"]))
+//!     .route_layer(RequireScopeLayer::any(["orders:read", "orders:admin"]))
 //!     .merge(
 //!         Router::new()
 //!             .route("/orders", post(|| async { "created" }))
-//!             .route_layer(RequireScope::all(["orders:write"])),
+//!             .route_layer(RequireScopeLayer::all(["orders:write"])),
 //!     );
 //! // ... then `.layer(VerifyLayer::new(verifier))` on the whole router.
 //! ```
@@ -19,121 +19,90 @@
 //! `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` and code `AUTH_102`; a
 //! request with no verified token at all (an optional `VerifyLayer`, or none) is answered 401.
 
-use std::{
-    fmt,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::task::{Context, Poll};
+use std::{fmt, future::Future, pin::Pin, sync::Arc};
 
 use http::{Request, Response};
+use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{ReadyOrRejected, ResponseBody, verify::LayerResponder};
+use super::{Answer, ResponseBody, define_inner_service_accessors, verify::LayerResponder};
 use crate::{
     claims::{Scopes, Verified},
     rejection::{Reason, Rejection, Responder},
 };
 
-/// Whether all of the scopes are needed, or any one of them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Match {
-    /// Every scope is required.
-    All,
-    /// One of the scopes is enough.
-    Any,
-}
+pub use crate::claims::{Match, ScopePolicy};
 
-/// A set of required scopes: the layer for a route, and the check the extractors share.
+/// A [`ScopePolicy`] for a route: the layer. A refusal is answered as the request's
+/// `VerifyLayer` answers, or with [`RequireScopeLayer::responder`].
 #[derive(Clone)]
-pub struct RequireScope {
+pub struct RequireScopeLayer {
     inner: Arc<Requirement>,
 }
 
-/// The alias tower naming conventions lead people to look for.
-pub type RequireScopeLayer = RequireScope;
-
 struct Requirement {
-    scopes: Box<[Box<str>]>,
-    joined: Arc<str>,
-    mode: Match,
+    policy: ScopePolicy,
     /// `None`: answer as the `VerifyLayer` of the request does.
     responder: Option<Responder>,
 }
 
-impl fmt::Debug for RequireScope {
+impl fmt::Debug for RequireScopeLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RequireScope")
-            .field("scopes", &self.inner.scopes)
-            .field("mode", &self.inner.mode)
+        f.debug_struct("RequireScopeLayer")
+            .field("scopes", &self.inner.policy.scopes().collect::<Vec<_>>())
+            .field("mode", &self.inner.policy.mode())
             .finish()
     }
 }
 
-impl RequireScope {
-    /// Requires every scope of `scopes`.
-    pub fn all<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
-        Self::new(scopes, Match::All, None)
+impl From<ScopePolicy> for RequireScopeLayer {
+    fn from(policy: ScopePolicy) -> Self {
+        RequireScopeLayer::new(policy)
     }
+}
 
-    /// Requires at least one scope of `scopes`.
-    pub fn any<I, S>(scopes: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
-        Self::new(scopes, Match::Any, None)
-    }
-
-    fn new<I, S>(scopes: I, mode: Match, responder: Option<Responder>) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
-    {
-        let scopes: Box<[Box<str>]> = scopes.into_iter().map(Into::into).collect();
-        let joined = scopes.join(" ").into();
-        RequireScope {
+impl RequireScopeLayer {
+    /// Requires what `policy` requires.
+    pub fn new(policy: ScopePolicy) -> Self {
+        RequireScopeLayer {
             inner: Arc::new(Requirement {
-                scopes,
-                joined,
-                mode,
-                responder,
+                policy,
+                responder: None,
             }),
         }
+    }
+
+    /// Requires every scope of `scopes` ([`ScopePolicy::all`]).
+    pub fn all(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
+        Self::new(ScopePolicy::all(scopes))
+    }
+
+    /// Requires at least one scope of `scopes` ([`ScopePolicy::any`]).
+    pub fn any(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> Self {
+        Self::new(ScopePolicy::any(scopes))
     }
 
     /// Answers refusals with `responder` (realm, custom handler). By default they are answered
     /// as the request's `VerifyLayer` answers.
     pub fn responder(self, responder: Responder) -> Self {
-        let r = &self.inner;
-        Self::new(r.scopes.iter().cloned(), r.mode, Some(responder))
+        RequireScopeLayer {
+            inner: Arc::new(Requirement {
+                policy: self.inner.policy.clone(),
+                responder: Some(responder),
+            }),
+        }
     }
 
-    /// Checks `scopes` against the requirement.
+    /// The policy this layer checks.
+    pub fn policy(&self) -> &ScopePolicy {
+        &self.inner.policy
+    }
+
+    /// Checks `scopes` against the requirement ([`ScopePolicy::check`]).
     pub fn check(&self, scopes: &Scopes) -> Result<(), Rejection> {
-        let r = &self.inner;
-        let ok = match r.mode {
-            Match::All => scopes.contains_all(&r.scopes),
-            Match::Any => scopes.contains_any(&r.scopes),
-        };
-        if ok {
-            return Ok(());
-        }
-        let description = match r.mode {
-            Match::All => format!("this endpoint requires the scopes `{}`", r.joined),
-            Match::Any => format!("this endpoint requires one of the scopes `{}`", r.joined),
-        };
-        tracing::debug!(
-            target: "s2s_auth::verify",
-            required = &*r.joined,
-            granted = ?scopes,
-            "insufficient scope"
-        );
-        Err(Rejection::insufficient_scope(r.joined.clone(), description))
+        self.inner.policy.check(scopes)
     }
 
     /// Checks the verified token of a request (401 when there is none).
@@ -159,40 +128,103 @@ impl RequireScope {
     }
 }
 
-impl<S> Layer<S> for RequireScope {
-    type Service = RequireScopeService<S>;
+impl<S> Layer<S> for RequireScopeLayer {
+    type Service = RequireScope<S>;
 
-    fn layer(&self, inner: S) -> RequireScopeService<S> {
-        RequireScopeService {
+    fn layer(&self, inner: S) -> RequireScope<S> {
+        RequireScope {
             inner,
             requirement: self.clone(),
         }
     }
 }
 
-/// The service of [`RequireScope`].
+/// The service of [`RequireScopeLayer`]: passes requests whose verified token has the scopes,
+/// answers the others.
 #[derive(Clone, Debug)]
-pub struct RequireScopeService<S> {
+pub struct RequireScope<S> {
     inner: S,
-    requirement: RequireScope,
+    requirement: RequireScopeLayer,
 }
 
-impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScopeService<S>
+/// The service of [`RequireScopeLayer`], under its former name.
+#[deprecated(note = "renamed `RequireScope` (the service; the layer is `RequireScopeLayer`)")]
+pub type RequireScopeService<S> = RequireScope<S>;
+
+impl<S> RequireScope<S> {
+    /// Wraps `inner` with the requirement of `layer`.
+    pub fn new(inner: S, layer: RequireScopeLayer) -> Self {
+        RequireScope {
+            inner,
+            requirement: layer,
+        }
+    }
+
+    /// The requirement this service checks.
+    pub fn requirement(&self) -> &RequireScopeLayer {
+        &self.requirement
+    }
+
+    define_inner_service_accessors!();
+}
+
+/// Where `RequireScope` was the layer: `RequireScope::all([..])` still builds one.
+impl RequireScope<()> {
+    /// The layer requiring every scope of `scopes`.
+    #[deprecated(note = "the layer is `RequireScopeLayer`: use `RequireScopeLayer::all`")]
+    pub fn all(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> RequireScopeLayer {
+        RequireScopeLayer::all(scopes)
+    }
+
+    /// The layer requiring at least one scope of `scopes`.
+    #[deprecated(note = "the layer is `RequireScopeLayer`: use `RequireScopeLayer::any`")]
+    pub fn any(scopes: impl IntoIterator<Item = impl Into<Box<str>>>) -> RequireScopeLayer {
+        RequireScopeLayer::any(scopes)
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequireScope<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ReadyOrRejected<S::Future>;
+    type Future = ResponseFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        match self.requirement.check_request(&request) {
-            Ok(()) => ReadyOrRejected::inner(self.inner.call(request)),
-            Err(rejection) => ReadyOrRejected::rejected(self.requirement.respond(&rejection)),
-        }
+        let answer = match self.requirement.check_request(&request) {
+            Ok(()) => Answer::inner(self.inner.call(request)),
+            Err(rejection) => Answer::rejected(self.requirement.respond(&rejection)),
+        };
+        ResponseFuture { answer }
+    }
+}
+
+pin_project! {
+    /// The future of [`RequireScope`]: the inner service's, or the refusal, ready at once.
+    pub struct ResponseFuture<F> {
+        #[pin]
+        answer: Answer<F>,
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().answer.poll(cx)
     }
 }

@@ -54,7 +54,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{ReadyOrRejected, ResponseBody};
+use super::{Answer, ResponseBody, define_inner_service_accessors};
 use crate::{
     bearer::BearerToken,
     claims::Verified,
@@ -163,7 +163,7 @@ impl<S> Layer<S> for VerifyLayer {
     }
 }
 
-/// The service of [`VerifyLayer`].
+/// The service of [`VerifyLayer`]: verifies the token, then calls the inner service.
 #[derive(Clone)]
 pub struct Verify<S> {
     inner: S,
@@ -241,6 +241,13 @@ where
 }
 
 impl<S> Verify<S> {
+    /// Wraps `inner` with the verification of `layer`.
+    pub fn new(inner: S, layer: &VerifyLayer) -> Self {
+        layer.layer(inner)
+    }
+
+    define_inner_service_accessors!();
+
     fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
         self.config.verifier.record(rejection, None);
         self.config.responder.respond(rejection)
@@ -265,7 +272,8 @@ type Verification =
     Pin<Box<dyn Future<Output = Result<(Verified, BearerToken), Rejection>> + Send>>;
 
 pin_project! {
-    /// The future of [`Verify`].
+    /// The future of [`Verify`]: ready at once (the inner service's future, or the refusal), or
+    /// a key fetch first.
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -281,7 +289,7 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Ready { #[pin] future: ReadyOrRejected<S::Future> },
+        Ready { #[pin] future: Answer<S::Future> },
         Fetching {
             verification: Verification,
             service: Option<S>,
@@ -298,7 +306,7 @@ where
     fn ready(future: S::Future) -> Self {
         ResponseFuture {
             state: State::Ready {
-                future: ReadyOrRejected::inner(future),
+                future: Answer::inner(future),
             },
         }
     }
@@ -306,7 +314,7 @@ where
     fn ready_rejected(response: Response<Bytes>) -> Self {
         ResponseFuture {
             state: State::Ready {
-                future: ReadyOrRejected::rejected(response),
+                future: Answer::rejected(response),
             },
         }
     }
@@ -336,11 +344,9 @@ where
                             insert_responder(&mut request, config);
                             insert(&mut request, verified, token);
                             let mut service = service.take().expect("polled after completion");
-                            ReadyOrRejected::inner(service.call(request))
+                            Answer::inner(service.call(request))
                         }
-                        Err(rejection) => {
-                            ReadyOrRejected::rejected(config.responder.respond(&rejection))
-                        }
+                        Err(rejection) => Answer::rejected(config.responder.respond(&rejection)),
                     }
                 }
             };

@@ -7,7 +7,7 @@ use std::{
 };
 
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
@@ -15,6 +15,7 @@ use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::{
+    algorithm::Algorithm,
     discovery,
     error::Error,
     fetch::{self, HttpOptions},
@@ -41,14 +42,7 @@ pub enum ClientAuth {
     /// `private_key_jwt` (RFC 7523, OIDC Core §9): a short-lived JWT signed with the client's
     /// private key (`iss` = `sub` = client id, `aud` = token endpoint, unique `jti`). Form
     /// dialect only.
-    PrivateKeyJwt {
-        /// The private key.
-        key: Arc<EncodingKey>,
-        /// Its algorithm (ES256, RS256, EdDSA, ...).
-        alg: Algorithm,
-        /// The `kid` the server knows the key by, if any.
-        kid: Option<String>,
-    },
+    PrivateKeyJwt(SigningKey),
 }
 
 impl fmt::Debug for ClientAuth {
@@ -56,24 +50,43 @@ impl fmt::Debug for ClientAuth {
         match self {
             ClientAuth::SecretBasic(_) => f.write_str("SecretBasic([redacted])"),
             ClientAuth::SecretPost(_) => f.write_str("SecretPost([redacted])"),
-            ClientAuth::PrivateKeyJwt { alg, kid, .. } => f
-                .debug_struct("PrivateKeyJwt")
-                .field("key", &"[redacted]")
-                .field("alg", alg)
-                .field("kid", kid)
-                .finish(),
+            ClientAuth::PrivateKeyJwt(key) => f.debug_tuple("PrivateKeyJwt").field(key).finish(),
         }
     }
 }
 
 impl ClientAuth {
-    /// `private_key_jwt` with a PEM private key (PKCS#8, or PKCS#1 for RSA, SEC1 for EC).
+    /// `private_key_jwt` with a PEM private key: [`SigningKey::from_pem`].
     pub fn private_key_pem(alg: Algorithm, pem: &[u8], kid: Option<String>) -> Result<Self, Error> {
+        Ok(ClientAuth::PrivateKeyJwt(SigningKey::from_pem(
+            alg, pem, kid,
+        )?))
+    }
+}
+
+/// The private key a client signs its `private_key_jwt` assertions with, with its algorithm and
+/// the `kid` the server knows it by. Cheap to clone; `Debug` never shows the key.
+///
+/// ```
+/// use s2s_auth::{Algorithm, token::{ClientAuth, SigningKey}};
+///
+/// let err = SigningKey::from_pem(Algorithm::ES256, b"not a key", None).unwrap_err();
+/// assert!(err.to_string().contains("ES256"), "{err}");
+/// # let _ = |key: SigningKey| ClientAuth::PrivateKeyJwt(key);
+/// ```
+#[derive(Clone)]
+pub struct SigningKey {
+    key: Arc<EncodingKey>,
+    alg: Algorithm,
+    kid: Option<String>,
+}
+
+impl SigningKey {
+    /// A key from its PEM (PKCS#8, or PKCS#1 for RSA, SEC1 for EC), for `alg`.
+    pub fn from_pem(alg: Algorithm, pem: &[u8], kid: Option<String>) -> Result<Self, Error> {
         let bad = |e: jsonwebtoken::errors::Error| {
-            Error::config(format!(
-                "the {alg:?} private key cannot be read from its PEM"
-            ))
-            .with_source(e)
+            Error::config(format!("the {alg} private key cannot be read from its PEM"))
+                .with_source(e)
         };
         let key = match alg {
             Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem).map_err(bad)?,
@@ -84,17 +97,32 @@ impl ClientAuth {
             | Algorithm::PS256
             | Algorithm::PS384
             | Algorithm::PS512 => EncodingKey::from_rsa_pem(pem).map_err(bad)?,
-            other => {
-                return Err(Error::config(format!(
-                    "{other:?} cannot sign a client assertion: use an asymmetric algorithm"
-                )));
-            }
         };
-        Ok(ClientAuth::PrivateKeyJwt {
+        Ok(SigningKey {
             key: Arc::new(key),
             alg,
             kid,
         })
+    }
+
+    /// The algorithm the key signs with.
+    pub fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+
+    /// The `kid` put in the assertion's header, if any.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SigningKey({}, kid {:?}, [redacted])",
+            self.alg, self.kid
+        )
     }
 }
 
@@ -104,10 +132,13 @@ impl ClientAuth {
 /// ```
 /// use s2s_auth::token::{ClientAuth, ClientCredentials};
 ///
-/// let grant = ClientCredentials::new("https://auth.example.com/oauth/token", "billing-service")
-///     .auth(ClientAuth::SecretBasic("s3cret".into()))
-///     .scope("orders:read")
-///     .audience("https://orders.example.com");
+/// let grant = ClientCredentials::new(
+///     "https://auth.example.com/oauth/token",
+///     "billing-service",
+///     ClientAuth::SecretBasic("s3cret".into()),
+/// )
+/// .scope("orders:read")
+/// .audience("https://orders.example.com");
 /// assert!(!format!("{grant:?}").contains("s3cret"));
 /// ```
 ///
@@ -118,11 +149,14 @@ impl ClientAuth {
 /// ```
 /// use s2s_auth::token::{ClientAuth, ClientCredentials, Dialect};
 ///
-/// let grant = ClientCredentials::new("https://api.example.com/auth/token", "val_svc_client_a1b2c3")
-///     .dialect(Dialect::Json)
-///     .auth(ClientAuth::SecretPost("cs_4d5e6f7g8h9i0j".into()))
-///     .scope("workflow:read")
-///     .scope("validation:write");
+/// let grant = ClientCredentials::new(
+///     "https://api.example.com/auth/token",
+///     "val_svc_client_a1b2c3",
+///     ClientAuth::SecretPost("cs_4d5e6f7g8h9i0j".into()),
+/// )
+/// .dialect(Dialect::Json)
+/// .scope("workflow:read")
+/// .scope("validation:write");
 /// ```
 #[derive(Clone)]
 pub struct ClientCredentials {
@@ -191,22 +225,31 @@ fn bounded_secs(secs: u64) -> Duration {
 }
 
 impl ClientCredentials {
-    /// The grant against the token endpoint `token_url`, for `client_id`. Without
-    /// [`ClientCredentials::auth`] the client authenticates with nothing; set it.
-    pub fn new(token_url: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Self::with_endpoint(Endpoint::Url(token_url.into()), client_id.into())
+    /// The grant against the token endpoint `token_url`, for `client_id`, authenticated with
+    /// `auth`.
+    pub fn new(
+        token_url: impl Into<String>,
+        client_id: impl Into<String>,
+        auth: ClientAuth,
+    ) -> Self {
+        Self::with_endpoint(Endpoint::Url(token_url.into()), client_id.into(), auth)
     }
 
-    /// The grant against the token endpoint named by `issuer`'s discovery metadata.
-    pub fn discover(issuer: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Self::with_endpoint(Endpoint::Discover(issuer.into()), client_id.into())
+    /// The grant against the token endpoint named by `issuer`'s discovery metadata, for
+    /// `client_id`, authenticated with `auth`.
+    pub fn discover(
+        issuer: impl Into<String>,
+        client_id: impl Into<String>,
+        auth: ClientAuth,
+    ) -> Self {
+        Self::with_endpoint(Endpoint::Discover(issuer.into()), client_id.into(), auth)
     }
 
-    fn with_endpoint(endpoint: Endpoint, client_id: String) -> Self {
+    fn with_endpoint(endpoint: Endpoint, client_id: String, auth: ClientAuth) -> Self {
         ClientCredentials {
             endpoint,
             client_id,
-            auth: ClientAuth::SecretBasic(SecretString::default()),
+            auth,
             scopes: Vec::new(),
             audience: None,
             resources: Vec::new(),
@@ -217,7 +260,7 @@ impl ClientCredentials {
         }
     }
 
-    /// How the client authenticates (default: `client_secret_basic` with an empty secret).
+    /// Replaces how the client authenticates (given to [`ClientCredentials::new`]).
     pub fn auth(mut self, auth: ClientAuth) -> Self {
         self.auth = auth;
         self
@@ -295,10 +338,10 @@ impl ClientCredentials {
                 field(b"client_secret_post");
                 field(secret.expose_secret().as_bytes());
             }
-            ClientAuth::PrivateKeyJwt { key, alg, kid } => {
+            ClientAuth::PrivateKeyJwt(SigningKey { key, alg, kid }) => {
                 field(b"private_key_jwt");
                 field(key.as_bytes());
-                field(format!("{alg:?}").as_bytes());
+                field(alg.as_str().as_bytes());
                 field(format!("{kid:?}").as_bytes());
             }
         }
@@ -343,11 +386,10 @@ impl ClientCredentials {
             ClientAuth::SecretBasic(_) => {
                 return Err(Error::config(
                     "the JSON dialect sends the client secret as `clientSecret` in the body: \
-                     authenticate with ClientAuth::SecretPost, not client_secret_basic (the \
-                     default)",
+                     authenticate with ClientAuth::SecretPost, not client_secret_basic",
                 ));
             }
-            ClientAuth::PrivateKeyJwt { .. } => {
+            ClientAuth::PrivateKeyJwt(_) => {
                 return Err(Error::config(
                     "the JSON dialect has no member for a client assertion: use \
                      ClientAuth::SecretPost, or the form dialect for private_key_jwt",
@@ -420,8 +462,8 @@ impl ClientCredentials {
                 token_request = token_request
                     .client_secret_post(&*self.client_id, secret.expose_secret().to_owned());
             }
-            ClientAuth::PrivateKeyJwt { key, alg, kid } => {
-                let assertion = self.client_assertion(url, key, *alg, kid.clone())?;
+            ClientAuth::PrivateKeyJwt(key) => {
+                let assertion = self.client_assertion(url, key)?;
                 token_request = token_request.client_assertion(&*self.client_id, assertion);
             }
         }
@@ -452,18 +494,13 @@ impl ClientCredentials {
         }
     }
 
-    fn client_assertion(
-        &self,
-        audience: &Url,
-        key: &EncodingKey,
-        alg: Algorithm,
-        kid: Option<String>,
-    ) -> Result<String, Error> {
+    fn client_assertion(&self, audience: &Url, key: &SigningKey) -> Result<String, Error> {
+        let alg = key.alg;
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let mut header = Header::new(alg);
-        header.kid = kid;
+        let mut header = Header::new(alg.to_jwt());
+        header.kid = key.kid.clone();
         let jti: [u8; 16] = rand::random();
         let claims = serde_json::json!({
             "iss": self.client_id,
@@ -473,9 +510,9 @@ impl ClientCredentials {
             "iat": now,
             "exp": now + 60,
         });
-        jsonwebtoken::encode(&header, &claims, key).map_err(|e| {
+        jsonwebtoken::encode(&header, &claims, &key.key).map_err(|e| {
             Error::config(format!(
-                "could not sign the client assertion with the {alg:?} key"
+                "could not sign the client assertion with the {alg} key"
             ))
             .with_source(e)
         })

@@ -15,7 +15,7 @@ use secrecy::ExposeSecret;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::{AccessToken, ClientCredentials, TokenFuture, TokenSource};
+use super::{BearerToken, ClientCredentials, TokenFuture, TokenSource};
 use crate::{
     error::Error,
     refresh::{Backoff, Refresh, Refreshing},
@@ -186,7 +186,7 @@ struct Shared {
 }
 
 struct Held {
-    token: AccessToken,
+    token: BearerToken,
     usable_until: Instant,
     refresh_at: Instant,
 }
@@ -255,7 +255,7 @@ impl TokenManager {
         }
     }
 
-    async fn fetch_shared(&self) -> Result<AccessToken, Error> {
+    async fn fetch_shared(&self) -> Result<BearerToken, Error> {
         let shared = &self.shared;
         let flight = shared.value.flight(|waited| {
             if let Some(token) = self.current() {
@@ -288,7 +288,7 @@ impl TokenManager {
     }
 
     /// One request to the token endpoint; the caller holds the flight.
-    async fn fetch_now(&self, why: &'static str) -> Result<AccessToken, Error> {
+    async fn fetch_now(&self, why: &'static str) -> Result<BearerToken, Error> {
         let shared = &self.shared;
         let last = *shared.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(last) = last {
@@ -314,7 +314,7 @@ impl TokenManager {
         shared.fetches.fetch_add(1, Ordering::Relaxed);
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let outcome = result.and_then(|response| {
-            let token = AccessToken::new(response.access_token.expose_secret())?;
+            let token = BearerToken::new(response.access_token.expose_secret())?;
             Ok((token, response.expires_in))
         });
         match outcome {
@@ -422,7 +422,7 @@ impl TokenManager {
 }
 
 impl TokenSource for TokenManager {
-    fn current(&self) -> Option<AccessToken> {
+    fn current(&self) -> Option<BearerToken> {
         self.with_held(|held| held.token.clone())
     }
 
@@ -439,7 +439,7 @@ impl TokenSource for TokenManager {
         })
     }
 
-    fn invalidate(&self, rejected: &AccessToken) {
+    fn invalidate(&self, rejected: &BearerToken) {
         let current = self.shared.value.load();
         if let Some(held) = &*current
             && held.token.same_as(rejected)

@@ -6,9 +6,12 @@
 //! use s2s_auth::token::{ClientAuth, ClientCredentials, TokenManager, TokenSource};
 //!
 //! let tokens = TokenManager::new(
-//!     ClientCredentials::discover("https://auth.example.com", "billing-service")
-//!         .auth(ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET").unwrap().into()))
-//!         .scope("orders:read"),
+//!     ClientCredentials::discover(
+//!         "https://auth.example.com",
+//!         "billing-service",
+//!         ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET").unwrap().into()),
+//!     )
+//!     .scope("orders:read"),
 //! )?;
 //! let token = tokens.token().await?; // fetched once, then served from memory
 //! # let _ = token; Ok(()) }
@@ -26,10 +29,13 @@
 //! use s2s_auth::token::{ClientAuth, ClientCredentials, Dialect, TokenManager, TokenSource};
 //!
 //! let tokens = TokenManager::new(
-//!     ClientCredentials::new("https://api.example.com/auth/token", "val_svc_client_a1b2c3")
-//!         .dialect(Dialect::Json)
-//!         .auth(ClientAuth::SecretPost(std::env::var("CLIENT_SECRET").unwrap().into()))
-//!         .scope("workflow:read"),
+//!     ClientCredentials::new(
+//!         "https://api.example.com/auth/token",
+//!         "val_svc_client_a1b2c3",
+//!         ClientAuth::SecretPost(std::env::var("CLIENT_SECRET").unwrap().into()),
+//!     )
+//!     .dialect(Dialect::Json)
+//!     .scope("workflow:read"),
 //! )?;
 //! # let _ = tokens.token().await?; Ok(()) }
 //! ```
@@ -44,10 +50,11 @@
 //! [`RefreshPolicy::min_fetch_interval`], redirects of token requests are never followed, and a
 //! 2xx body that is not a token response is never quoted, in either dialect.
 
-use std::{fmt, future::Future, pin::Pin, sync::Arc};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use http::HeaderValue;
 
+pub use crate::bearer::BearerToken;
 use crate::error::Error;
 
 mod client_credentials;
@@ -56,55 +63,24 @@ mod manager;
 /// The token endpoint's dialects, defined with the other wire types in [`oauth`](crate::oauth).
 pub use crate::oauth::Dialect;
 pub(crate) use client_credentials::jwt_lifetime;
-pub use client_credentials::{ClientAuth, ClientCredentials, MAX_EXPIRES_IN, TokenResponse};
+pub use client_credentials::{
+    ClientAuth, ClientCredentials, MAX_EXPIRES_IN, SigningKey, TokenResponse,
+};
 pub use manager::{RefreshPolicy, TokenManager, TokenMetrics};
 
-/// An access token ready to send: the `Authorization` header value is built once.
-///
-/// Cheap to clone. `Debug` never shows the token.
-#[derive(Clone)]
-pub struct AccessToken(Arc<HeaderValue>);
-
-impl AccessToken {
-    /// An access token from its text. Fails when it cannot be a header value.
-    pub fn new(token: &str) -> Result<Self, Error> {
-        let mut value = HeaderValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| Error::config("the access token has characters a header cannot carry"))?;
-        value.set_sensitive(true);
-        Ok(AccessToken(Arc::new(value)))
-    }
-
-    /// The `Authorization` header value (`Bearer …`), marked sensitive.
-    pub fn header_value(&self) -> &HeaderValue {
-        &self.0
-    }
-
-    /// The token itself. Treat it as a secret.
-    pub fn secret(&self) -> &str {
-        let value = self.0.to_str().unwrap_or_default();
-        value.strip_prefix("Bearer ").unwrap_or(value)
-    }
-
-    /// Whether both are the very same token instance (not merely equal text).
-    pub fn same_as(&self, other: &AccessToken) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl fmt::Debug for AccessToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AccessToken([redacted])")
-    }
-}
+/// The token type of the calling side, under its former name: one type for a bearer value
+/// now, [`BearerToken`].
+#[deprecated(note = "renamed `BearerToken` (one type for a bearer token, inbound and outbound)")]
+pub type AccessToken = BearerToken;
 
 /// A future returned by [`TokenSource::token`].
-pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<AccessToken, Error>> + Send + 'a>>;
+pub type TokenFuture<'a> = Pin<Box<dyn Future<Output = Result<BearerToken, Error>> + Send + 'a>>;
 
 /// Where outbound requests get their bearer tokens.
 pub trait TokenSource: Send + Sync + 'static {
     /// A token that is valid now, without waiting, when one is held (the warm path: no lock,
     /// no I/O).
-    fn current(&self) -> Option<AccessToken>;
+    fn current(&self) -> Option<BearerToken>;
 
     /// The `Authorization` value of [`TokenSource::current`]. Override it when the header can
     /// be handed out more cheaply than the token (the hot path of the layers).
@@ -117,11 +93,11 @@ pub trait TokenSource: Send + Sync + 'static {
 
     /// Tells the source that a callee refused `rejected` (401 `invalid_token`): the next
     /// [`TokenSource::token`] fetches a new one, unless `rejected` was replaced already.
-    fn invalidate(&self, rejected: &AccessToken);
+    fn invalidate(&self, rejected: &BearerToken);
 }
 
 impl<T: TokenSource> TokenSource for Arc<T> {
-    fn current(&self) -> Option<AccessToken> {
+    fn current(&self) -> Option<BearerToken> {
         (**self).current()
     }
 
@@ -133,7 +109,7 @@ impl<T: TokenSource> TokenSource for Arc<T> {
         (**self).token()
     }
 
-    fn invalidate(&self, rejected: &AccessToken) {
+    fn invalidate(&self, rejected: &BearerToken) {
         (**self).invalidate(rejected)
     }
 }

@@ -1,14 +1,18 @@
-//! A `reqwest_middleware` middleware (feature `reqwest`) that sends bearer tokens and, when the
+//! The reqwest integration (feature `reqwest`): [`AuthorizeMiddleware`], a
+//! `reqwest_middleware` middleware that sends bearer tokens and, when the
 //! callee refuses one as `invalid_token`, fetches a new one and retries once.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use s2s_auth::{reqwest::AuthorizeMiddleware, token::{ClientAuth, ClientCredentials, TokenManager}};
+//! use s2s_auth::{middleware::AuthorizeMiddleware, token::{ClientAuth, ClientCredentials, TokenManager}};
 //!
 //! let tokens = TokenManager::new(
-//!     ClientCredentials::new("https://auth.example.com/oauth/token", "billing-service")
-//!         .auth(ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET")?.into()))
-//!         .scope("orders:read"),
+//!     ClientCredentials::new(
+//!         "https://auth.example.com/oauth/token",
+//!         "billing-service",
+//!         ClientAuth::SecretBasic(std::env::var("CLIENT_SECRET")?.into()),
+//!     )
+//!     .scope("orders:read"),
 //! )?;
 //! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 //!     .with(AuthorizeMiddleware::new(tokens).allow_origin("https://orders.internal"))
@@ -32,8 +36,8 @@
 
 use std::fmt;
 
-use ::reqwest::{Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use http::{Extensions, header::AUTHORIZATION};
+use reqwest::{Request, Response, StatusCode, header::WWW_AUTHENTICATE};
 use reqwest_middleware::{Middleware, Next, Result};
 
 use crate::{bearer::BearerToken, destination::Destinations, error::Error, token::TokenSource};
@@ -123,7 +127,7 @@ impl<T: TokenSource + Clone> Middleware for AuthorizeMiddleware<T> {
         if let Some(forwarded) = extensions.get::<BearerToken>() {
             request
                 .headers_mut()
-                .insert(AUTHORIZATION, forwarded.header_value());
+                .insert(AUTHORIZATION, forwarded.header_value().clone());
             return next.run(request, extensions).await;
         }
         let token = self
