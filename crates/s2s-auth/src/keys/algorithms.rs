@@ -6,7 +6,11 @@ use jsonwebtoken::Algorithm;
 
 /// The asymmetric signature algorithms this crate verifies. HMAC is never accepted: a public
 /// key set cannot hold a shared secret, and `none` is not an algorithm.
-pub const SUPPORTED_ALGORITHMS: [Algorithm; 9] = [
+pub const SUPPORTED_ALGORITHMS: [crate::Algorithm; 9] = crate::Algorithm::ALL;
+
+/// [`SUPPORTED_ALGORITHMS`] as the JOSE library names them, in the same order (the bits of an
+/// [`AlgSet`]).
+pub(crate) const SUPPORTED: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,
     Algorithm::RS512,
@@ -18,7 +22,7 @@ pub const SUPPORTED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::EdDSA,
 ];
 
-/// A set of algorithms, as a bit mask over [`SUPPORTED_ALGORITHMS`].
+/// A set of algorithms, as a bit mask over [`SUPPORTED`].
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct AlgSet(u16);
 
@@ -26,7 +30,7 @@ impl AlgSet {
     pub(crate) const RSA: AlgSet = AlgSet(0b11_1111);
 
     fn bit(alg: Algorithm) -> u16 {
-        SUPPORTED_ALGORITHMS
+        SUPPORTED
             .iter()
             .position(|a| *a == alg)
             .map_or(0, |i| 1 << i)
@@ -57,7 +61,7 @@ impl AlgSet {
 impl fmt::Debug for AlgSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list()
-            .entries(SUPPORTED_ALGORITHMS.iter().filter(|a| self.contains(**a)))
+            .entries(SUPPORTED.iter().filter(|a| self.contains(**a)))
             .finish()
     }
 }

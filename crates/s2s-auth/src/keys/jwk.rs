@@ -127,7 +127,8 @@ impl KeySet {
 
     /// A set of one key from a PEM public key (`-----BEGIN PUBLIC KEY-----`, or
     /// `-----BEGIN RSA PUBLIC KEY-----`) that verifies `alg` only.
-    pub fn from_pem(alg: Algorithm, pem: &[u8], kid: Option<&str>) -> Result<KeySet, Error> {
+    pub fn from_pem(alg: crate::Algorithm, pem: &[u8], kid: Option<&str>) -> Result<KeySet, Error> {
+        let alg = alg.to_jwt();
         let bad = |e: jsonwebtoken::errors::Error| {
             Error::config(format!("the PEM key for {alg:?} cannot be read")).with_source(e)
         };

@@ -34,6 +34,7 @@ mod cache;
 mod jwk;
 
 pub(crate) use algorithms::AlgSet;
+pub(crate) use algorithms::SUPPORTED;
 pub use algorithms::SUPPORTED_ALGORITHMS;
 pub use cache::{DEFAULT_MAX_STALE, KeyCacheOptions};
 pub(crate) use cache::{FetchReason, KeyCache, Remote};

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     error::Error,
     fetch::{self, HttpOptions},
-    keys::{AlgSet, KeyCache, KeyCacheOptions, KeySet, Remote, SUPPORTED_ALGORITHMS},
+    keys::{AlgSet, KeyCache, KeyCacheOptions, KeySet, Remote, SUPPORTED},
     metrics::Metrics,
 };
 
@@ -148,10 +148,10 @@ impl VerifierBuilder {
         self
     }
 
-    /// The algorithms accepted (default: all of [`SUPPORTED_ALGORITHMS`]). Each key further
+    /// The algorithms accepted (default: all of [`SUPPORTED_ALGORITHMS`](crate::keys::SUPPORTED_ALGORITHMS)). Each key further
     /// limits them to those of its type.
-    pub fn algorithms(mut self, algorithms: &[Algorithm]) -> Self {
-        self.algorithms = algorithms.to_vec();
+    pub fn algorithms(mut self, algorithms: &[crate::Algorithm]) -> Self {
+        self.algorithms = algorithms.iter().map(|a| a.to_jwt()).collect();
         self
     }
 
@@ -217,16 +217,6 @@ impl VerifierBuilder {
             return Err(Error::config(
                 "no issuer configured: add one with `.issuer(Issuer::discover(url))`",
             ));
-        }
-        if let Some(bad) = self
-            .algorithms
-            .iter()
-            .find(|a| !SUPPORTED_ALGORITHMS.contains(a))
-        {
-            return Err(Error::config(format!(
-                "{bad:?} cannot be allowed: only the asymmetric algorithms \
-                 {SUPPORTED_ALGORITHMS:?} are verified"
-            )));
         }
         let algorithms = AlgSet::from_slice(&self.algorithms);
         if algorithms.is_empty() {
@@ -312,7 +302,7 @@ impl Verifier {
         VerifierBuilder {
             issuers: Vec::new(),
             audiences: Vec::new(),
-            algorithms: SUPPORTED_ALGORITHMS.to_vec(),
+            algorithms: SUPPORTED.to_vec(),
             leeway: DEFAULT_LEEWAY,
             require_at_jwt: false,
             required_claims: Vec::new(),
