@@ -158,6 +158,22 @@ struct KeysConfig {
     max_stale: Option<String>,
 }
 
+/// `from_env` and `with_env` for a configuration with `Default` and a `with_env_from`.
+macro_rules! env_constructors {
+    () => {
+        /// The configuration from `S2S_*` environment variables alone.
+        pub fn from_env() -> Result<Self, Error> {
+            Self::default().with_env()
+        }
+
+        /// This configuration with the `S2S_*` environment variables that are set applied over
+        /// it.
+        pub fn with_env(self) -> Result<Self, Error> {
+            self.with_env_from(process_env)
+        }
+    };
+}
+
 crate::debug_fields!(VerifierConfig:
     issuer, audiences, leeway, require_at_jwt, allow_insecure_http, keys);
 
@@ -172,15 +188,7 @@ impl VerifierConfig {
         from_file(path.as_ref())
     }
 
-    /// The configuration from `S2S_*` environment variables alone.
-    pub fn from_env() -> Result<Self, Error> {
-        Self::default().with_env()
-    }
-
-    /// This configuration with the `S2S_*` environment variables that are set applied over it.
-    pub fn with_env(self) -> Result<Self, Error> {
-        self.with_env_from(process_env)
-    }
+    env_constructors!();
 
     /// [`VerifierConfig::with_env`] with variables looked up by `env` instead of the process
     /// environment.
@@ -388,15 +396,7 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// The configuration from `S2S_*` environment variables alone.
-    pub fn from_env() -> Result<Self, Error> {
-        Self::default().with_env()
-    }
-
-    /// This configuration with the `S2S_*` environment variables that are set applied over it.
-    pub fn with_env(self) -> Result<Self, Error> {
-        self.with_env_from(process_env)
-    }
+    env_constructors!();
 
     /// [`ClientConfig::with_env`] with variables looked up by `env` instead of the process
     /// environment.
