@@ -97,7 +97,7 @@
 //! Errors name the key (`issuer[1].jwks_url: …`), the variable (`S2S_LEEWAY: …`) or, for TOML
 //! syntax and types, the line and column, and say what is wrong.
 
-use std::{collections::BTreeMap, fmt, path::Path, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::Path, path::PathBuf, time::Duration};
 
 use crate::algorithm::Algorithm;
 use secrecy::SecretString;
@@ -158,18 +158,24 @@ struct KeysConfig {
     max_stale: Option<String>,
 }
 
-impl fmt::Debug for VerifierConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifierConfig")
-            .field("issuer", &self.issuer)
-            .field("audiences", &self.audiences)
-            .field("leeway", &self.leeway)
-            .field("require_at_jwt", &self.require_at_jwt)
-            .field("allow_insecure_http", &self.allow_insecure_http)
-            .field("keys", &self.keys)
-            .finish_non_exhaustive()
-    }
+/// `from_env` and `with_env` for a configuration with `Default` and a `with_env_from`.
+macro_rules! env_constructors {
+    () => {
+        /// The configuration from `S2S_*` environment variables alone.
+        pub fn from_env() -> Result<Self, Error> {
+            Self::default().with_env()
+        }
+
+        /// This configuration with the `S2S_*` environment variables that are set applied over
+        /// it.
+        pub fn with_env(self) -> Result<Self, Error> {
+            self.with_env_from(process_env)
+        }
+    };
 }
+
+crate::debug_fields!(VerifierConfig:
+    issuer, audiences, leeway, require_at_jwt, allow_insecure_http, keys);
 
 impl VerifierConfig {
     /// Parses a TOML document (nothing is fetched; [`VerifierConfig::build`] checks the rest).
@@ -182,15 +188,7 @@ impl VerifierConfig {
         from_file(path.as_ref())
     }
 
-    /// The configuration from `S2S_*` environment variables alone.
-    pub fn from_env() -> Result<Self, Error> {
-        Self::default().with_env()
-    }
-
-    /// This configuration with the `S2S_*` environment variables that are set applied over it.
-    pub fn with_env(self) -> Result<Self, Error> {
-        self.with_env_from(process_env)
-    }
+    env_constructors!();
 
     /// [`VerifierConfig::with_env`] with variables looked up by `env` instead of the process
     /// environment.
@@ -363,21 +361,9 @@ pub struct ClientConfig {
     secret_override: Option<SecretSource>,
 }
 
-impl fmt::Debug for ClientConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientConfig")
-            .field("issuer", &self.issuer)
-            .field("token_url", &self.token_url)
-            .field("client_id", &self.client_id)
-            .field("auth", &self.auth)
-            .field("client_secret_env", &self.client_secret_env)
-            .field("client_secret_file", &self.client_secret_file)
-            .field("scopes", &self.scopes)
-            .field("audience", &self.audience)
-            .field("destinations", &self.destinations)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(ClientConfig:
+    issuer, token_url, client_id, auth, client_secret_env, client_secret_file, scopes, audience,
+    destinations);
 
 impl ClientConfig {
     /// Parses a TOML document. A `client_secret` key is refused: see the [module docs](self).
@@ -410,15 +396,7 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// The configuration from `S2S_*` environment variables alone.
-    pub fn from_env() -> Result<Self, Error> {
-        Self::default().with_env()
-    }
-
-    /// This configuration with the `S2S_*` environment variables that are set applied over it.
-    pub fn with_env(self) -> Result<Self, Error> {
-        self.with_env_from(process_env)
-    }
+    env_constructors!();
 
     /// [`ClientConfig::with_env`] with variables looked up by `env` instead of the process
     /// environment.
@@ -743,7 +721,7 @@ mod tests {
         move |name| vars.get(name).cloned()
     }
 
-    fn message(result: Result<impl fmt::Debug, Error>) -> String {
+    fn message(result: Result<impl std::fmt::Debug, Error>) -> String {
         result.unwrap_err().to_string()
     }
 

@@ -57,16 +57,6 @@ pub struct HttpOptions {
     pub(crate) max_body: usize,
 }
 
-impl Default for HttpOptions {
-    fn default() -> Self {
-        HttpOptions {
-            allow_insecure_http: false,
-            timeout: DEFAULT_TIMEOUT,
-            max_body: DEFAULT_MAX_BODY,
-        }
-    }
-}
-
 impl HttpOptions {
     /// The defaults: https only (plain http to loopback hosts), [`DEFAULT_TIMEOUT`],
     /// [`DEFAULT_MAX_BODY`].
@@ -149,6 +139,16 @@ impl HttpOptions {
             .user_agent(concat!("s2s-auth/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::config("could not build the HTTP client").with_source(e))
+    }
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            allow_insecure_http: false,
+            timeout: DEFAULT_TIMEOUT,
+            max_body: DEFAULT_MAX_BODY,
+        }
     }
 }
 

@@ -3,6 +3,21 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
+/// `impl Debug` for a struct that shows only the fields named (the rest may hold secrets or are
+/// internals) and ends in `..`: `debug_fields!(Type: field, other_field);`.
+macro_rules! debug_fields {
+    ($ty:ident: $($field:ident),+ $(,)?) => {
+        impl ::std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))+
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use debug_fields;
+
 pub mod algorithm;
 pub mod bearer;
 pub mod claims;

@@ -274,10 +274,7 @@ type Verification =
 pin_project! {
     /// The future of [`Verify`]: ready at once (the inner service's future, or the refusal), or
     /// a key fetch first.
-    pub struct ResponseFuture<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
+    pub struct ResponseFuture<S: Service<Request<ReqBody>>, ReqBody> {
         #[pin]
         state: State<S, ReqBody>,
     }
@@ -285,10 +282,7 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>>,
-    {
+    enum State<S: Service<Request<ReqBody>>, ReqBody> {
         Ready { #[pin] future: Answer<S::Future> },
         Fetching {
             verification: Verification,

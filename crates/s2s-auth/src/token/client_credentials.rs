@@ -242,7 +242,9 @@ impl ClientCredentials {
         client_id: impl Into<String>,
         auth: ClientAuth,
     ) -> Self {
-        Self::with_endpoint(Endpoint::Discover(issuer.into()), client_id.into(), auth)
+        // The token URL is looked up at the first fetch.
+        let endpoint = Endpoint::Discover(issuer.into());
+        Self::with_endpoint(endpoint, client_id.into(), auth)
     }
 
     fn with_endpoint(endpoint: Endpoint, client_id: String, auth: ClientAuth) -> Self {

@@ -1,7 +1,6 @@
 //! [`VerifierBuilder`] and [`Issuer`]: what a [`Verifier`] accepts, checked once at build time.
 
 use std::{
-    fmt,
     sync::Arc,
     time::{Duration, SystemTime},
 };
@@ -123,14 +122,7 @@ pub struct VerifierBuilder {
     token_cache_entries: u64,
 }
 
-impl fmt::Debug for VerifierBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("VerifierBuilder")
-            .field("issuers", &self.issuers)
-            .field("audiences", &self.audiences)
-            .finish_non_exhaustive()
-    }
-}
+crate::debug_fields!(VerifierBuilder: issuers, audiences);
 
 impl VerifierBuilder {
     /// Accepts tokens of `issuer` (call again for several issuers, each with its own keys).
