@@ -833,10 +833,9 @@ async fn background_refresh_replaces_keys_and_keeps_them_when_it_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_ready() {
-    let server = KeyServer::start().await;
-    server.set_cache_control(Some("max-age=100"));
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
+    server.set_cache_control(Some("max-age=100"));
     let verifier = verifier(&server).build().unwrap(); // the default maximum staleness, 24 h
     let app = start_app(&verifier, false).await;
     let (seen, unseen) = (token(&key, &server), token(&key, &server));
@@ -939,10 +938,9 @@ route = [{{ prefix = "/orders", upstream = "app" }}]
 
 #[tokio::test(start_paused = true)]
 async fn max_stale_is_configurable_and_load_keys_recovers_a_stale_issuer() {
-    let server = KeyServer::start().await;
-    server.set_cache_control(Some("max-age=100"));
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
+    server.set_cache_control(Some("max-age=100"));
     let verifier = verifier(&server)
         .max_stale(Duration::from_secs(600))
         .build()

@@ -33,12 +33,21 @@ use seed_support::{SEED_ISS, SeedIssuer};
 const CLIENT_ID: &str = "val_svc_client_a1b2c3";
 const SECRET: &str = "cs_4d5e6f7g8h9i0j_ONLY_SHOWN_ONCE";
 
-/// The seed's grant: JSON dialect, secret in the body, two scopes.
+/// `text` says each of `says` and never `never` (a secret or a token).
+#[track_caller]
+fn assert_says_never(text: &str, says: &[&str], never: &str) {
+    for said in says {
+        assert!(text.contains(said), "`{said}` missing: {text}");
+    }
+    assert!(!text.contains(never), "{text}");
+}
+
 /// The grant of `CLIENT_ID` against `server`, authenticated with `auth`.
 fn grant(server: &TokenServer, auth: ClientAuth) -> ClientCredentials {
     ClientCredentials::new(server.token_url(), CLIENT_ID, auth)
 }
 
+/// The seed's grant: JSON dialect, secret in the body, two scopes.
 fn json_grant(server: &TokenServer) -> ClientCredentials {
     grant(server, ClientAuth::SecretPost(SECRET.into()))
         .dialect(Dialect::Json)
@@ -288,10 +297,11 @@ async fn a_json_only_server_refuses_the_form_dialect_clearly() {
     let text = err.to_string();
     assert_eq!(err.kind(), ErrorKind::Config, "{text}");
     assert_eq!(err.status(), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-    for says in ["415", "RFC 6749 form", "Dialect::Json", "application/json"] {
-        assert!(text.contains(says), "`{says}` missing: {text}");
-    }
-    assert!(!text.contains(SECRET), "{text}");
+    assert_says_never(
+        &text,
+        &["415", "RFC 6749 form", "Dialect::Json", "application/json"],
+        SECRET,
+    );
     // The same grant in the JSON dialect is served.
     json_grant(&server).fetch().await.expect("a token");
 }
@@ -337,15 +347,13 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
     assert_eq!(err.kind(), ErrorKind::Config, "{text}");
     assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     assert_eq!(err.oauth_error(), Some("invalid_request"));
-    for says in [
+    let says = [
         "400",
         "invalid_request",
         "Auth Service JSON",
         "Dialect::Form",
-    ] {
-        assert!(text.contains(says), "`{says}` missing: {text}");
-    }
-    assert!(!text.contains(SECRET), "{text}");
+    ];
+    assert_says_never(&text, &says, SECRET);
     // The same client in the form dialect is served.
     grant(&server, ClientAuth::SecretPost(SECRET.into()))
         .fetch()
@@ -372,15 +380,13 @@ async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
         .expect_err("wrong dialect");
     let shown = format!("{err} {err:?}");
     assert!(err.is_transient(), "{shown}");
-    for says in [
+    let says = [
         "`accessToken`",
         "`access_token`",
         "Dialect::Form",
         "not shown",
-    ] {
-        assert!(shown.contains(says), "`{says}` missing: {shown}");
-    }
-    assert!(!shown.contains(TOKEN), "{shown}");
+    ];
+    assert_says_never(&shown, &says, TOKEN);
 
     // And the other way round.
     let server = TokenServer::start().await;
