@@ -368,12 +368,9 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
 async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
     const TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.leaked-token-value.sig";
     let server = json_server().await;
-    server.set_reply(Reply::Raw {
-        status: 200,
-        content_type: "application/json".into(),
-        body: json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 1800})
-            .to_string(),
-    });
+    server.set_reply(Reply::json(
+        json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 1800}).to_string(),
+    ));
     let err = json_grant(&server)
         .fetch()
         .await
@@ -390,11 +387,9 @@ async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
 
     // And the other way round.
     let server = TokenServer::start().await;
-    server.set_reply(Reply::Raw {
-        status: 200,
-        content_type: "application/json".into(),
-        body: json!({"accessToken": TOKEN, "tokenType": "Bearer", "expiresIn": 1800}).to_string(),
-    });
+    server.set_reply(Reply::json(
+        json!({"accessToken": TOKEN, "tokenType": "Bearer", "expiresIn": 1800}).to_string(),
+    ));
     let err = grant(&server, ClientAuth::SecretBasic(SECRET.into()))
         .fetch()
         .await
@@ -447,11 +442,7 @@ async fn the_json_dialect_refuses_what_its_body_cannot_express() {
 #[tokio::test]
 async fn a_redirect_of_a_json_token_request_is_never_followed() {
     let server = json_server().await;
-    server.set_reply(Reply::Raw {
-        status: 307,
-        content_type: "text/plain".into(),
-        body: "moved".into(),
-    });
+    server.set_reply(Reply::raw(307, "text/plain", "moved"));
     let err = json_grant(&server).fetch().await.expect_err("a redirect");
     assert!(
         err.to_string().contains("refusing to follow a redirect"),
@@ -472,11 +463,7 @@ async fn a_json_dialect_body_that_is_not_a_token_response_is_never_quoted() {
         format!(r#"{{"accessToken": "{TOKEN}"}}"#),
         format!(r#"{{"accessToken": "{TOKEN}", "tokenType": "Bearer", "scope": ["{TOKEN}"]}}"#),
     ] {
-        server.set_reply(Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: body.clone(),
-        });
+        server.set_reply(Reply::json(body.clone()));
         let err = json_grant(&server).fetch().await.expect_err(&body);
         let shown = format!("{err} {err:?}");
         assert!(err.is_transient(), "{shown}");
@@ -494,22 +481,18 @@ async fn json_dialect_lifetimes_are_bounded() {
         (json!(1e300), Some(MAX_EXPIRES_IN)),
         (json!(null), None),
     ] {
-        server.set_reply(Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
+        server.set_reply(Reply::json(
+            json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
                 .to_string(),
-        });
+        ));
         let answer = json_grant(&server).fetch().await.expect("a token");
         assert_eq!(answer.expires_in, expected, "expiresIn {expires_in}");
     }
     for expires_in in [json!(-1), json!("soon"), json!(true), json!([1])] {
-        server.set_reply(Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
+        server.set_reply(Reply::json(
+            json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
                 .to_string(),
-        });
+        ));
         let err = json_grant(&server).fetch().await.expect_err("refused");
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("`expiresIn`"), "{err}");

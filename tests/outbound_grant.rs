@@ -390,16 +390,10 @@ async fn secrets_and_tokens_never_reach_debug_display_or_logs() {
             description: Some("bad credentials".into()),
             code: None,
         },
-        Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: format!(r#"{{"access_token":"{leaky}"}}"#),
-        },
-        Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: format!(r#"{{"access_token":"{leaky}","token_type":"DPoP"}}"#),
-        },
+        Reply::json(format!(r#"{{"access_token":"{leaky}"}}"#)),
+        Reply::json(format!(
+            r#"{{"access_token":"{leaky}","token_type":"DPoP"}}"#
+        )),
         Reply::Html(502),
     ] {
         server.set_reply(reply);
