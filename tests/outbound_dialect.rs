@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use futures_util::FutureExt as _;
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
-    Code, ErrorKind,
+    Code, Error, ErrorKind,
     middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
@@ -40,6 +40,16 @@ fn assert_says_never(text: &str, says: &[&str], never: &str) {
         assert!(text.contains(said), "`{said}` missing: {text}");
     }
     assert!(!text.contains(never), "{text}");
+}
+
+/// `err` is a configuration error refused with `status`, whose message says each of `says` and
+/// never the secret.
+#[track_caller]
+fn assert_config_refusal(err: &Error, status: StatusCode, says: &[&str]) {
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
+    assert_eq!(err.status(), Some(status), "{text}");
+    assert_says_never(&text, says, SECRET);
 }
 
 /// The grant of `CLIENT_ID` against `server`, authenticated with `auth`.
@@ -290,18 +300,10 @@ async fn a_rate_limited_json_dialect_fetch_waits_for_retry_after() {
 #[tokio::test]
 async fn a_json_only_server_refuses_the_form_dialect_clearly() {
     let server = json_server().await;
-    let err = grant(&server, ClientAuth::SecretPost(SECRET.into()))
-        .fetch()
-        .await
-        .expect_err("a form is refused");
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
-    assert_eq!(err.status(), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-    assert_says_never(
-        &text,
-        &["415", "RFC 6749 form", "Dialect::Json", "application/json"],
-        SECRET,
-    );
+    let form = grant(&server, ClientAuth::SecretPost(SECRET.into()));
+    let err = form.fetch().await.expect_err("a form is refused");
+    let says = ["415", "RFC 6749 form", "Dialect::Json", "application/json"];
+    assert_config_refusal(&err, StatusCode::UNSUPPORTED_MEDIA_TYPE, &says);
     // The same grant in the JSON dialect is served.
     json_grant(&server).fetch().await.expect("a token");
 }
@@ -343,9 +345,6 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
         .fetch()
         .await
         .expect_err("a JSON body is refused");
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
-    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     assert_eq!(err.oauth_error(), Some("invalid_request"));
     let says = [
         "400",
@@ -353,7 +352,7 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
         "Auth Service JSON",
         "Dialect::Form",
     ];
-    assert_says_never(&text, &says, SECRET);
+    assert_config_refusal(&err, StatusCode::BAD_REQUEST, &says);
     // The same client in the form dialect is served.
     grant(&server, ClientAuth::SecretPost(SECRET.into()))
         .fetch()
