@@ -574,14 +574,9 @@ async fn the_iss_claim_may_be_a_plain_name() {
     assert_eq!(ok.body["count"], 2);
 
     let (strict, _task) = workflow_service(&server.url, &server.jwks_url()).await;
-    let refused = server
-        .http
-        .get(format!("{strict}/workflow-service/workflows/active"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let strict_workflows = format!("{strict}/workflow-service/workflows/active");
+    let refused = get_bearer(&server.http, &strict_workflows, &token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
 }
 
 /// The JWKS is the seed's: EC P-256 keys with `kid`, `x`, `y`, `use: "sig"`, `alg: "ES256"`,
