@@ -91,9 +91,7 @@ async fn service_accounts_as_the_seed_shows_them() {
     );
 
     // Get by serviceAccountId: the same account, without the secret or the message.
-    let got = server
-        .admin(Method::GET, &format!("/service-accounts/{svc}"), None)
-        .await;
+    let got = server.admin_get(&format!("/service-accounts/{svc}")).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.body);
     let mut expected = body.clone();
     let object = expected.as_object_mut().unwrap();
@@ -104,9 +102,7 @@ async fn service_accounts_as_the_seed_shows_them() {
 
     // The list is paginated.
     server.create(json!({"name": "second"})).await;
-    let page = server
-        .admin(Method::GET, "/service-accounts?limit=1", None)
-        .await;
+    let page = server.admin_get("/service-accounts?limit=1").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.body["accounts"].as_array().unwrap().len(), 1);
     assert_eq!(page.body["accounts"][0]["serviceAccountId"], svc.as_str());
@@ -199,9 +195,7 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert!(is_rfc3339_utc(&rotated.body["secretRotatedAt"]));
 
     // The former paths: the same resource by client id, marked deprecated.
-    let legacy = server
-        .admin(Method::GET, &format!("/accounts/{client_id}"), None)
-        .await;
+    let legacy = server.admin_get(&format!("/accounts/{client_id}")).await;
     assert_eq!(legacy.status, StatusCode::OK, "{}", legacy.body);
     assert_eq!(legacy.body["serviceAccountId"], svc.as_str());
     assert_eq!(legacy.header("deprecation"), "true");
@@ -210,7 +204,7 @@ async fn service_accounts_as_the_seed_shows_them() {
         format!("<{BASE_PATH}/admin/service-accounts/{client_id}>; rel=\"successor-version\"")
     );
     let current = server
-        .admin(Method::GET, &format!("/service-accounts/{client_id}"), None)
+        .admin_get(&format!("/service-accounts/{client_id}"))
         .await;
     assert_eq!(current.body["serviceAccountId"], svc.as_str());
     assert_eq!(current.header("deprecation"), "");
@@ -220,9 +214,7 @@ async fn service_accounts_as_the_seed_shows_them() {
         .admin(Method::DELETE, &format!("/service-accounts/{svc}"), None)
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let gone = server
-        .admin(Method::GET, &format!("/service-accounts/{svc}"), None)
-        .await;
+    let gone = server.admin_get(&format!("/service-accounts/{svc}")).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
     assert!(
         gone.body["error_description"]
