@@ -107,13 +107,8 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert_eq!(page.body["accounts"].as_array().unwrap().len(), 1);
     assert_eq!(page.body["accounts"][0]["serviceAccountId"], svc.as_str());
     let cursor = page.body["nextCursor"].as_str().unwrap().to_owned();
-    let page = server
-        .admin(
-            Method::GET,
-            &format!("/service-accounts?limit=1&cursor={cursor}"),
-            None,
-        )
-        .await;
+    let next = format!("/service-accounts?limit=1&cursor={cursor}");
+    let page = server.admin_get(&next).await;
     assert_eq!(page.body["accounts"][0]["name"], "second");
     assert_eq!(page.body["nextCursor"], Value::Null);
 
@@ -174,13 +169,8 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert_eq!(enabled.body["status"], "ACTIVE");
 
     // Secret rotation: a new secret, shown once, with the seed's reminder.
-    let rotated = server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/rotate-secret"),
-            None,
-        )
-        .await;
+    let rotate = format!("/service-accounts/{svc}/rotate-secret");
+    let rotated = server.admin(Method::POST, &rotate, None).await;
     assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
     let new_secret = rotated.body["clientSecret"].as_str().unwrap();
     assert_ne!(new_secret, secret);
