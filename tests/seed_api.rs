@@ -113,44 +113,23 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert_eq!(page.body["nextCursor"], Value::Null);
 
     // PATCH: an expiry with an offset comes back in UTC; `null` clears it.
-    let patched = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"expiresAt": "2099-01-01T02:00:00+02:00", "description": "d"})),
-        )
-        .await;
+    let account = format!("/service-accounts/{svc}");
+    let patch = |body: Value| server.admin(Method::PATCH, &account, Some(body));
+    let patched =
+        patch(json!({"expiresAt": "2099-01-01T02:00:00+02:00", "description": "d"})).await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
     assert_eq!(patched.body["expiresAt"], "2099-01-01T00:00:00Z");
     assert_eq!(patched.body["description"], "d");
     assert!(is_rfc3339_utc(&patched.body["updatedAt"]));
-    let kept = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"description": "d"})),
-        )
-        .await;
+    let kept = patch(json!({"description": "d"})).await;
     assert_eq!(
         kept.body["expiresAt"], "2099-01-01T00:00:00Z",
         "absent keeps it"
     );
-    let patched = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"expiresAt": null})),
-        )
-        .await;
+    let patched = patch(json!({"expiresAt": null})).await;
     assert_eq!(patched.body["expiresAt"], Value::Null);
     assert_eq!(patched.body["description"], "d", "other fields kept");
-    let bad = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"expiresAt": "tomorrow"})),
-        )
-        .await;
+    let bad = patch(json!({"expiresAt": "tomorrow"})).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     assert!(
         bad.body["error_description"]
