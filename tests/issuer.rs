@@ -954,18 +954,17 @@ async fn allowed_ips_are_enforced() {
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
 }
 
+/// A rate limit of `burst` requests at once and `per_second` more each second.
+fn bucket(burst: u32, per_second: u32) -> Option<Bucket> {
+    Some(Bucket { burst, per_second })
+}
+
 #[tokio::test]
 async fn a_thousand_bad_secrets_are_rate_limited() {
     let server = start(|c| {
-        c.rate_limit.failures_per_client_ip = Some(Bucket {
-            burst: 10,
-            per_second: 1,
-        });
+        c.rate_limit.failures_per_client_ip = bucket(10, 1);
         c.rate_limit.failures_per_ip = None;
-        c.rate_limit.per_ip = Some(Bucket {
-            burst: 50,
-            per_second: 5,
-        });
+        c.rate_limit.per_ip = bucket(50, 5);
     })
     .await;
     let (id, secret) = server
@@ -1028,10 +1027,7 @@ async fn a_thousand_bad_secrets_are_rate_limited() {
 async fn rate_limits_per_client_id_and_per_source_ip() {
     // Per client id: another client from the same address is not affected.
     let server = start(|c| {
-        c.rate_limit.per_client = Some(Bucket {
-            burst: 3,
-            per_second: 1,
-        });
+        c.rate_limit.per_client = bucket(3, 1);
         c.rate_limit.per_ip = None;
     })
     .await;
@@ -1044,10 +1040,7 @@ async fn rate_limits_per_client_id_and_per_source_ip() {
     // Per source IP: 127.0.0.2 has its own bucket.
     let server = start(|c| {
         c.rate_limit.per_client = None;
-        c.rate_limit.per_ip = Some(Bucket {
-            burst: 3,
-            per_second: 1,
-        });
+        c.rate_limit.per_ip = bucket(3, 1);
     })
     .await;
     let (id, secret) = server.create(json!({"name": "c", "scopes": ["x"]})).await;
