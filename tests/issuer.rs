@@ -63,6 +63,14 @@ async fn start(adjust: impl FnOnce(&mut IssuerConfig)) -> Server {
     start_with(config).await
 }
 
+/// An issuer of the default configuration with one account created from `account`: the server,
+/// the account's client id and secret.
+async fn with_account(account: Value) -> (Server, String, String) {
+    let server = start(|_| {}).await;
+    let (id, secret) = server.create(account).await;
+    (server, id, secret)
+}
+
 /// The issuer's error answers.
 trait IssuerAnswer {
     fn assert_error(&self, status: u16, error: &str, code: Option<&str>);
@@ -328,10 +336,7 @@ async fn tokens_through_basic_and_post_with_the_documented_claims() {
 
 #[tokio::test]
 async fn the_json_body_form() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "json", "scopes": ["a", "b"]}))
-        .await;
+    let (server, id, secret) = with_account(json!({"name": "json", "scopes": ["a", "b"]})).await;
     let send = |body: Value| {
         let http = server.http.clone();
         let url = format!("{}/token", server.url());
@@ -376,10 +381,9 @@ async fn the_json_body_form() {
 
 #[tokio::test]
 async fn every_token_endpoint_error() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "errors", "scopes": ["a"], "audiences": ["reports-api"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "errors", "scopes": ["a"], "audiences": ["reports-api"]}))
+            .await;
 
     use TokenCall::{Authorization, Basic, BasicForm, Post, Raw};
     let (id, secret) = (id.as_str(), secret.as_str());
@@ -589,10 +593,8 @@ async fn rs256_keys_when_configured() {
 
 #[tokio::test]
 async fn tokens_verify_with_s2s_auth_through_discovery_and_verify_layer() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "caller", "scopes": ["orders:read"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "caller", "scopes": ["orders:read"]})).await;
     let token = access_token(&server.token_basic(&id, &secret, &[]).await);
 
     let verifier = server.clock_free_verifier();
@@ -634,10 +636,8 @@ async fn tokens_verify_with_s2s_auth_through_discovery_and_verify_layer() {
 
 #[tokio::test]
 async fn the_token_manager_gets_tokens_by_discovery() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "manager", "scopes": ["orders:read", "orders:write"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "manager", "scopes": ["orders:read", "orders:write"]})).await;
     let tokens = TokenManager::new(
         ClientCredentials::discover(
             server.url(),
@@ -836,8 +836,7 @@ async fn secret_rotation_with_and_without_grace() {
 
 #[tokio::test]
 async fn disabled_and_deleted_accounts_are_refused_at_once() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server.create(json!({"name": "d", "scopes": ["a"]})).await;
+    let (server, id, secret) = with_account(json!({"name": "d", "scopes": ["a"]})).await;
     access_token(&server.token_basic(&id, &secret, &[]).await);
 
     let answer = server.patch(&id, json!({"status": "DISABLED"})).await;
@@ -888,10 +887,9 @@ async fn disabled_and_deleted_accounts_are_refused_at_once() {
 
 #[tokio::test]
 async fn allowed_ips_are_enforced() {
-    let server = start(|_| {}).await;
-    let (local, local_secret) = server
-        .create(json!({"name": "local", "scopes": ["a"], "allowedIps": ["127.0.0.1/32"]}))
-        .await;
+    let (server, local, local_secret) =
+        with_account(json!({"name": "local", "scopes": ["a"], "allowedIps": ["127.0.0.1/32"]}))
+            .await;
     let (remote, remote_secret) = server
         .create(json!({"name": "remote", "scopes": ["a"], "allowedIps": ["10.0.0.0/8"]}))
         .await;
@@ -1363,10 +1361,9 @@ fn captured_log() -> &'static Captured {
 #[tokio::test]
 async fn the_audit_log_records_issuance_and_refusals_without_secrets() {
     let captured = captured_log();
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "audited", "scopes": ["a"], "allowedIps": ["127.0.0.1"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "audited", "scopes": ["a"], "allowedIps": ["127.0.0.1"]}))
+            .await;
     let token = access_token(&server.token_basic(&id, &secret, &[]).await);
     server
         .token_basic(&id, "not-the-secret", &[])
@@ -1411,10 +1408,7 @@ async fn the_audit_log_records_issuance_and_refusals_without_secrets() {
 async fn a_tampered_token_is_not_accepted() {
     // The verifier really checks the issuer's signatures (the tests above could not fail
     // otherwise): the same token with a widened scope and the original signature is refused.
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "tamper", "scopes": ["a", "b"]}))
-        .await;
+    let (server, id, secret) = with_account(json!({"name": "tamper", "scopes": ["a", "b"]})).await;
     let token = access_token(&server.token_basic(&id, &secret, &[("scope", "a")]).await);
     let verifier = server.clock_free_verifier();
     verifier.verify(&token).await.unwrap();
