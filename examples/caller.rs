@@ -36,11 +36,11 @@ const USAGE: &str = "usage: caller [--config FILE] (--issuer URL | --token-url U
 #[tokio::main]
 async fn main() -> ExitCode {
     s2s_examples::init_tracing("warn");
-    let setup = match s2s_examples::setup::from_process(s2s_examples::setup::caller, USAGE) {
-        Ok(setup) => setup,
+    let outcome = match s2s_examples::setup::from_process(s2s_examples::setup::caller, USAGE) {
+        Ok(setup) => s2s_examples::setup::run_caller(setup).await,
         Err(usage_error) => return usage_error,
     };
-    let report = match s2s_examples::setup::run_caller(setup).await {
+    let report = match outcome {
         Ok(report) => report,
         Err(message) => {
             eprintln!("error: {message}");

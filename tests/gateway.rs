@@ -7,11 +7,7 @@
 //! "no buffering" by construction: the sender stops half-way until the receiver has seen bytes,
 //! which a buffering proxy would never deliver.
 
-use std::{
-    convert::Infallible,
-    io,
-    sync::{Arc, Mutex},
-};
+use std::convert::Infallible;
 
 use futures_util::stream;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -26,6 +22,7 @@ use s2s_gateway::Config;
 use s2s_tests::{
     gateway::*,
     keys::{self, Behavior, KeyServer, TestKey},
+    logs::Logs,
 };
 use serde_json::{Value, json};
 use tower::{Layer as _, ServiceExt as _};
@@ -1181,27 +1178,14 @@ async fn the_drain_timeout_bounds_the_shutdown() {
 // Access log and configuration
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn one_access_line_per_request_with_subject_and_never_the_token() {
     // A global subscriber (a scoped one misses events whose callsites other test threads
     // registered first); the lines of this test are told apart by their paths.
-    static CAPTURED: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    static CAPTURED: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
     let captured = CAPTURED
         .get_or_init(|| {
-            let captured = Captured::default();
+            let captured = Logs::default();
             let writer = captured.clone();
             tracing_subscriber::fmt()
                 .with_env_filter("s2s_gateway::access=info")
@@ -1222,7 +1206,7 @@ async fn one_access_line_per_request_with_subject_and_never_the_token() {
         .await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN);
     gateway.get("/nowhere/log-9").await;
-    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let log = captured.text();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("/log-")).collect();
     assert_eq!(lines.len(), 3, "{log}");
     for (line, want) in lines.iter().zip([

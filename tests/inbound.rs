@@ -61,9 +61,8 @@ fn discovering(server: &KeyServer) -> Verifier {
 
 /// A key server serving one ES256 key `k1`, and the app trusting it ([`start_app`]).
 async fn one_key_app(optional: bool) -> (KeyServer, TestKey, App) {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let app = start_app(&verifier(&server).build().unwrap(), optional).await;
     (server, key, app)
 }
@@ -434,9 +433,8 @@ async fn discovery_via_openid_configuration_and_the_rfc8414_fallback() {
 
 #[tokio::test]
 async fn discovery_refuses_metadata_naming_another_issuer() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     server.set_metadata_issuer("https://other.test");
     let verifier = discovering(&server);
     let app = start_app(&verifier, false).await;
@@ -568,9 +566,8 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_requests_with_random_kids_cost_one_fetch() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     // The default cooldown (30 s) outlasts the storm.
     let app = Arc::new(start_app(&verifier(&server).build().unwrap(), false).await);
     assert_eq!(app.get("/whoami", &token(&key, &server)).await.0, 200);
@@ -598,9 +595,8 @@ async fn a_thousand_requests_with_random_kids_cost_one_fetch() {
 
 #[tokio::test(start_paused = true)]
 async fn unknown_kids_cause_at_most_one_fetch_per_cooldown() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let verifier = verifier(&server).build().unwrap(); // cooldown 30 s
     clock_held(verifier.verify(&token(&key, &server)))
         .await
@@ -700,9 +696,8 @@ async fn known_keys_keep_verifying_while_the_key_server_fails() {
 #[tokio::test]
 async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
     for (behavior, why) in failures() {
-        let server = KeyServer::start().await;
         let key = TestKey::generate(Algorithm::ES256, "k1");
-        server.set_keys(&[&key]);
+        let server = KeyServer::serving(&[&key]).await;
         server.set_behavior(behavior.clone());
         let options = cache_options(|o| {
             o.http(HttpOptions::new().timeout(timeout_for(&behavior)))
@@ -741,9 +736,8 @@ async fn cold_start_with_the_key_server_down_is_503_with_retry_after() {
 
 #[tokio::test(start_paused = true)]
 async fn cold_start_recovers_after_the_retry_interval() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     server.set_behavior(Behavior::Status(500));
     let verifier = verifier(&server).build().unwrap(); // retry interval 1 s
     let token = token(&key, &server);
@@ -839,10 +833,9 @@ async fn background_refresh_replaces_keys_and_keeps_them_when_it_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_ready() {
-    let server = KeyServer::start().await;
-    server.set_cache_control(Some("max-age=100"));
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
+    server.set_cache_control(Some("max-age=100"));
     let verifier = verifier(&server).build().unwrap(); // the default maximum staleness, 24 h
     let app = start_app(&verifier, false).await;
     let (seen, unseen) = (token(&key, &server), token(&key, &server));
@@ -945,10 +938,9 @@ route = [{{ prefix = "/orders", upstream = "app" }}]
 
 #[tokio::test(start_paused = true)]
 async fn max_stale_is_configurable_and_load_keys_recovers_a_stale_issuer() {
-    let server = KeyServer::start().await;
-    server.set_cache_control(Some("max-age=100"));
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
+    server.set_cache_control(Some("max-age=100"));
     let verifier = verifier(&server)
         .max_stale(Duration::from_secs(600))
         .build()
@@ -1200,9 +1192,8 @@ async fn invalid_tokens_are_refused_with_401_code_and_challenge() {
 
 #[tokio::test]
 async fn a_1_mib_token_is_refused_before_parsing_or_fetching() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let verifier = verifier(&server).build().unwrap();
     let huge = key.sign(&edit(claims(&server), json!({ "pad": "x".repeat(MIB) })));
     assert!(huge.len() > MIB);
@@ -1369,9 +1360,8 @@ async fn claims_on_a_route_without_verify_layer_is_a_500_saying_to_add_it() {
 
 #[tokio::test]
 async fn tokens_typed_as_other_kinds_of_jwt_are_refused_without_require_at_jwt() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let verifier = verifier(&server).build().unwrap(); // not strict
     let app = start_app(&verifier, false).await;
     let typed = |typ: Value| {
@@ -1423,9 +1413,8 @@ async fn tokens_typed_as_other_kinds_of_jwt_are_refused_without_require_at_jwt()
 
 #[tokio::test]
 async fn a_wrong_audience_is_refused_without_naming_the_accepted_ones() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let verifier = verifier(&server)
         .audience("orders-internal")
         .build()
@@ -1448,9 +1437,8 @@ async fn a_wrong_audience_is_refused_without_naming_the_accepted_ones() {
 
 #[tokio::test]
 async fn require_at_jwt_refuses_other_token_types() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let verifier = verifier(&server).require_at_jwt(true).build().unwrap();
     let app = start_app(&verifier, false).await;
 
@@ -1482,9 +1470,8 @@ async fn require_at_jwt_refuses_other_token_types() {
 
 #[tokio::test]
 async fn metrics_count_verified_rejections_by_reason_and_fetches() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let verifier = verifier(&server).build().unwrap();
     assert_eq!(verifier.metrics(), MetricsSnapshot::default());
     let app = start_app(&verifier, false).await;

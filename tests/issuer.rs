@@ -63,6 +63,14 @@ async fn start(adjust: impl FnOnce(&mut IssuerConfig)) -> Server {
     start_with(config).await
 }
 
+/// An issuer of the default configuration with one account created from `account`: the server,
+/// the account's client id and secret.
+async fn with_account(account: Value) -> (Server, String, String) {
+    let server = start(|_| {}).await;
+    let (id, secret) = server.create(account).await;
+    (server, id, secret)
+}
+
 /// The issuer's error answers.
 trait IssuerAnswer {
     fn assert_error(&self, status: u16, error: &str, code: Option<&str>);
@@ -328,10 +336,7 @@ async fn tokens_through_basic_and_post_with_the_documented_claims() {
 
 #[tokio::test]
 async fn the_json_body_form() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "json", "scopes": ["a", "b"]}))
-        .await;
+    let (server, id, secret) = with_account(json!({"name": "json", "scopes": ["a", "b"]})).await;
     let send = |body: Value| {
         let http = server.http.clone();
         let url = format!("{}/token", server.url());
@@ -376,10 +381,9 @@ async fn the_json_body_form() {
 
 #[tokio::test]
 async fn every_token_endpoint_error() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "errors", "scopes": ["a"], "audiences": ["reports-api"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "errors", "scopes": ["a"], "audiences": ["reports-api"]}))
+            .await;
 
     use TokenCall::{Authorization, Basic, BasicForm, Post, Raw};
     let (id, secret) = (id.as_str(), secret.as_str());
@@ -589,10 +593,8 @@ async fn rs256_keys_when_configured() {
 
 #[tokio::test]
 async fn tokens_verify_with_s2s_auth_through_discovery_and_verify_layer() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "caller", "scopes": ["orders:read"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "caller", "scopes": ["orders:read"]})).await;
     let token = access_token(&server.token_basic(&id, &secret, &[]).await);
 
     let verifier = server.clock_free_verifier();
@@ -634,10 +636,8 @@ async fn tokens_verify_with_s2s_auth_through_discovery_and_verify_layer() {
 
 #[tokio::test]
 async fn the_token_manager_gets_tokens_by_discovery() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "manager", "scopes": ["orders:read", "orders:write"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "manager", "scopes": ["orders:read", "orders:write"]})).await;
     let tokens = TokenManager::new(
         ClientCredentials::discover(
             server.url(),
@@ -836,8 +836,7 @@ async fn secret_rotation_with_and_without_grace() {
 
 #[tokio::test]
 async fn disabled_and_deleted_accounts_are_refused_at_once() {
-    let server = start(|_| {}).await;
-    let (id, secret) = server.create(json!({"name": "d", "scopes": ["a"]})).await;
+    let (server, id, secret) = with_account(json!({"name": "d", "scopes": ["a"]})).await;
     access_token(&server.token_basic(&id, &secret, &[]).await);
 
     let answer = server.patch(&id, json!({"status": "DISABLED"})).await;
@@ -888,10 +887,9 @@ async fn disabled_and_deleted_accounts_are_refused_at_once() {
 
 #[tokio::test]
 async fn allowed_ips_are_enforced() {
-    let server = start(|_| {}).await;
-    let (local, local_secret) = server
-        .create(json!({"name": "local", "scopes": ["a"], "allowedIps": ["127.0.0.1/32"]}))
-        .await;
+    let (server, local, local_secret) =
+        with_account(json!({"name": "local", "scopes": ["a"], "allowedIps": ["127.0.0.1/32"]}))
+            .await;
     let (remote, remote_secret) = server
         .create(json!({"name": "remote", "scopes": ["a"], "allowedIps": ["10.0.0.0/8"]}))
         .await;
@@ -954,18 +952,17 @@ async fn allowed_ips_are_enforced() {
         .assert_error(403, "unauthorized_client", Some("AUTH_104"));
 }
 
+/// A rate limit of `burst` requests at once and `per_second` more each second.
+fn bucket(burst: u32, per_second: u32) -> Option<Bucket> {
+    Some(Bucket { burst, per_second })
+}
+
 #[tokio::test]
 async fn a_thousand_bad_secrets_are_rate_limited() {
     let server = start(|c| {
-        c.rate_limit.failures_per_client_ip = Some(Bucket {
-            burst: 10,
-            per_second: 1,
-        });
+        c.rate_limit.failures_per_client_ip = bucket(10, 1);
         c.rate_limit.failures_per_ip = None;
-        c.rate_limit.per_ip = Some(Bucket {
-            burst: 50,
-            per_second: 5,
-        });
+        c.rate_limit.per_ip = bucket(50, 5);
     })
     .await;
     let (id, secret) = server
@@ -1028,10 +1025,7 @@ async fn a_thousand_bad_secrets_are_rate_limited() {
 async fn rate_limits_per_client_id_and_per_source_ip() {
     // Per client id: another client from the same address is not affected.
     let server = start(|c| {
-        c.rate_limit.per_client = Some(Bucket {
-            burst: 3,
-            per_second: 1,
-        });
+        c.rate_limit.per_client = bucket(3, 1);
         c.rate_limit.per_ip = None;
     })
     .await;
@@ -1044,10 +1038,7 @@ async fn rate_limits_per_client_id_and_per_source_ip() {
     // Per source IP: 127.0.0.2 has its own bucket.
     let server = start(|c| {
         c.rate_limit.per_client = None;
-        c.rate_limit.per_ip = Some(Bucket {
-            burst: 3,
-            per_second: 1,
-        });
+        c.rate_limit.per_ip = bucket(3, 1);
     })
     .await;
     let (id, secret) = server.create(json!({"name": "c", "scopes": ["x"]})).await;
@@ -1243,17 +1234,14 @@ async fn the_admin_api() {
         assert_eq!(answer.body["error"], "invalid_request");
     }
 
-    // Delete.
-    let answer = server
-        .admin(Method::DELETE, &format!("/accounts/{id}"), None)
-        .await;
-    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    // Delete, once.
+    let account = format!("/accounts/{id}");
+    let delete = || server.admin(Method::DELETE, &account, None);
+    assert_eq!(delete().await.status, StatusCode::NO_CONTENT);
     assert_eq!(
-        server
-            .admin(Method::DELETE, &format!("/accounts/{id}"), None)
-            .await
-            .status,
-        StatusCode::NOT_FOUND
+        delete().await.status,
+        StatusCode::NOT_FOUND,
+        "deleted twice"
     );
 
     // Without an admin token there is no admin API (tokens are still served).
@@ -1370,10 +1358,9 @@ fn captured_log() -> &'static Captured {
 #[tokio::test]
 async fn the_audit_log_records_issuance_and_refusals_without_secrets() {
     let captured = captured_log();
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "audited", "scopes": ["a"], "allowedIps": ["127.0.0.1"]}))
-        .await;
+    let (server, id, secret) =
+        with_account(json!({"name": "audited", "scopes": ["a"], "allowedIps": ["127.0.0.1"]}))
+            .await;
     let token = access_token(&server.token_basic(&id, &secret, &[]).await);
     server
         .token_basic(&id, "not-the-secret", &[])
@@ -1418,10 +1405,7 @@ async fn the_audit_log_records_issuance_and_refusals_without_secrets() {
 async fn a_tampered_token_is_not_accepted() {
     // The verifier really checks the issuer's signatures (the tests above could not fail
     // otherwise): the same token with a widened scope and the original signature is refused.
-    let server = start(|_| {}).await;
-    let (id, secret) = server
-        .create(json!({"name": "tamper", "scopes": ["a", "b"]}))
-        .await;
+    let (server, id, secret) = with_account(json!({"name": "tamper", "scopes": ["a", "b"]})).await;
     let token = access_token(&server.token_basic(&id, &secret, &[("scope", "a")]).await);
     let verifier = server.clock_free_verifier();
     verifier.verify(&token).await.unwrap();

@@ -270,9 +270,8 @@ async fn discovery_headers_and_counters() {
 
 #[tokio::test]
 async fn behaviors() {
-    let server = KeyServer::start().await;
     let key = TestKey::generate(Algorithm::ES256, "k1");
-    server.set_keys(&[&key]);
+    let server = KeyServer::serving(&[&key]).await;
     let http = client();
     let get = || http.get(server.jwks_url()).send();
 

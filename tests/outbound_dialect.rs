@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use futures_util::FutureExt as _;
 use jsonwebtoken::Algorithm;
 use s2s_auth::{
-    Code, ErrorKind,
+    Code, Error, ErrorKind,
     middleware::AuthorizeMiddleware,
     token::{ClientAuth, ClientCredentials, Dialect, MAX_EXPIRES_IN, TokenManager, TokenSource},
 };
@@ -33,12 +33,31 @@ use seed_support::{SEED_ISS, SeedIssuer};
 const CLIENT_ID: &str = "val_svc_client_a1b2c3";
 const SECRET: &str = "cs_4d5e6f7g8h9i0j_ONLY_SHOWN_ONCE";
 
-/// The seed's grant: JSON dialect, secret in the body, two scopes.
+/// `text` says each of `says` and never `never` (a secret or a token).
+#[track_caller]
+fn assert_says_never(text: &str, says: &[&str], never: &str) {
+    for said in says {
+        assert!(text.contains(said), "`{said}` missing: {text}");
+    }
+    assert!(!text.contains(never), "{text}");
+}
+
+/// `err` is a configuration error refused with `status`, whose message says each of `says` and
+/// never the secret.
+#[track_caller]
+fn assert_config_refusal(err: &Error, status: StatusCode, says: &[&str]) {
+    let text = err.to_string();
+    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
+    assert_eq!(err.status(), Some(status), "{text}");
+    assert_says_never(&text, says, SECRET);
+}
+
 /// The grant of `CLIENT_ID` against `server`, authenticated with `auth`.
 fn grant(server: &TokenServer, auth: ClientAuth) -> ClientCredentials {
     ClientCredentials::new(server.token_url(), CLIENT_ID, auth)
 }
 
+/// The seed's grant: JSON dialect, secret in the body, two scopes.
 fn json_grant(server: &TokenServer) -> ClientCredentials {
     grant(server, ClientAuth::SecretPost(SECRET.into()))
         .dialect(Dialect::Json)
@@ -281,17 +300,10 @@ async fn a_rate_limited_json_dialect_fetch_waits_for_retry_after() {
 #[tokio::test]
 async fn a_json_only_server_refuses_the_form_dialect_clearly() {
     let server = json_server().await;
-    let err = grant(&server, ClientAuth::SecretPost(SECRET.into()))
-        .fetch()
-        .await
-        .expect_err("a form is refused");
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
-    assert_eq!(err.status(), Some(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-    for says in ["415", "RFC 6749 form", "Dialect::Json", "application/json"] {
-        assert!(text.contains(says), "`{says}` missing: {text}");
-    }
-    assert!(!text.contains(SECRET), "{text}");
+    let form = grant(&server, ClientAuth::SecretPost(SECRET.into()));
+    let err = form.fetch().await.expect_err("a form is refused");
+    let says = ["415", "RFC 6749 form", "Dialect::Json", "application/json"];
+    assert_config_refusal(&err, StatusCode::UNSUPPORTED_MEDIA_TYPE, &says);
     // The same grant in the JSON dialect is served.
     json_grant(&server).fetch().await.expect("a token");
 }
@@ -333,19 +345,14 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
         .fetch()
         .await
         .expect_err("a JSON body is refused");
-    let text = err.to_string();
-    assert_eq!(err.kind(), ErrorKind::Config, "{text}");
-    assert_eq!(err.status(), Some(StatusCode::BAD_REQUEST));
     assert_eq!(err.oauth_error(), Some("invalid_request"));
-    for says in [
+    let says = [
         "400",
         "invalid_request",
         "Auth Service JSON",
         "Dialect::Form",
-    ] {
-        assert!(text.contains(says), "`{says}` missing: {text}");
-    }
-    assert!(!text.contains(SECRET), "{text}");
+    ];
+    assert_config_refusal(&err, StatusCode::BAD_REQUEST, &says);
     // The same client in the form dialect is served.
     grant(&server, ClientAuth::SecretPost(SECRET.into()))
         .fetch()
@@ -360,35 +367,28 @@ async fn a_form_only_server_refuses_the_json_dialect_clearly() {
 async fn an_answer_in_the_other_dialect_is_named_and_never_quoted() {
     const TOKEN: &str = "eyJhbGciOiJFUzI1NiJ9.leaked-token-value.sig";
     let server = json_server().await;
-    server.set_reply(Reply::Raw {
-        status: 200,
-        content_type: "application/json".into(),
-        body: json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 1800})
-            .to_string(),
-    });
+    server.set_reply(Reply::json(
+        json!({"access_token": TOKEN, "token_type": "Bearer", "expires_in": 1800}).to_string(),
+    ));
     let err = json_grant(&server)
         .fetch()
         .await
         .expect_err("wrong dialect");
     let shown = format!("{err} {err:?}");
     assert!(err.is_transient(), "{shown}");
-    for says in [
+    let says = [
         "`accessToken`",
         "`access_token`",
         "Dialect::Form",
         "not shown",
-    ] {
-        assert!(shown.contains(says), "`{says}` missing: {shown}");
-    }
-    assert!(!shown.contains(TOKEN), "{shown}");
+    ];
+    assert_says_never(&shown, &says, TOKEN);
 
     // And the other way round.
     let server = TokenServer::start().await;
-    server.set_reply(Reply::Raw {
-        status: 200,
-        content_type: "application/json".into(),
-        body: json!({"accessToken": TOKEN, "tokenType": "Bearer", "expiresIn": 1800}).to_string(),
-    });
+    server.set_reply(Reply::json(
+        json!({"accessToken": TOKEN, "tokenType": "Bearer", "expiresIn": 1800}).to_string(),
+    ));
     let err = grant(&server, ClientAuth::SecretBasic(SECRET.into()))
         .fetch()
         .await
@@ -441,11 +441,7 @@ async fn the_json_dialect_refuses_what_its_body_cannot_express() {
 #[tokio::test]
 async fn a_redirect_of_a_json_token_request_is_never_followed() {
     let server = json_server().await;
-    server.set_reply(Reply::Raw {
-        status: 307,
-        content_type: "text/plain".into(),
-        body: "moved".into(),
-    });
+    server.set_reply(Reply::raw(307, "text/plain", "moved"));
     let err = json_grant(&server).fetch().await.expect_err("a redirect");
     assert!(
         err.to_string().contains("refusing to follow a redirect"),
@@ -466,11 +462,7 @@ async fn a_json_dialect_body_that_is_not_a_token_response_is_never_quoted() {
         format!(r#"{{"accessToken": "{TOKEN}"}}"#),
         format!(r#"{{"accessToken": "{TOKEN}", "tokenType": "Bearer", "scope": ["{TOKEN}"]}}"#),
     ] {
-        server.set_reply(Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: body.clone(),
-        });
+        server.set_reply(Reply::json(body.clone()));
         let err = json_grant(&server).fetch().await.expect_err(&body);
         let shown = format!("{err} {err:?}");
         assert!(err.is_transient(), "{shown}");
@@ -488,22 +480,18 @@ async fn json_dialect_lifetimes_are_bounded() {
         (json!(1e300), Some(MAX_EXPIRES_IN)),
         (json!(null), None),
     ] {
-        server.set_reply(Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
+        server.set_reply(Reply::json(
+            json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
                 .to_string(),
-        });
+        ));
         let answer = json_grant(&server).fetch().await.expect("a token");
         assert_eq!(answer.expires_in, expected, "expiresIn {expires_in}");
     }
     for expires_in in [json!(-1), json!("soon"), json!(true), json!([1])] {
-        server.set_reply(Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
+        server.set_reply(Reply::json(
+            json!({"accessToken": "at-1", "tokenType": "Bearer", "expiresIn": expires_in})
                 .to_string(),
-        });
+        ));
         let err = json_grant(&server).fetch().await.expect_err("refused");
         assert!(err.is_transient(), "{err}");
         assert!(err.to_string().contains("`expiresIn`"), "{err}");

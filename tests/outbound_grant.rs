@@ -177,24 +177,27 @@ fn check_assertion(request: &TokenRequest, key: &ClientKey, kid: &str, token_url
 // The wire format of the grant
 // ---------------------------------------------------------------------------------------------
 
-#[tokio::test]
-async fn client_secret_basic_form_encodes_id_and_secret_before_base64() {
-    const ID: &str = "billing:svc é+1";
-    const TRICKY: &str = "p:ss%20w+rd/&=é€ ü";
-    let server = token_server().await;
-    let grant = ClientCredentials::new(
-        server.token_url(),
-        ID,
-        ClientAuth::SecretBasic(TRICKY.into()),
-    );
-    grant.fetch().await.expect("token");
+/// A secret with every character that form encoding changes.
+const TRICKY: &str = "p:ss%20w+rd/&=é€ ü";
 
-    let request = &server.recorded()[0];
+/// The one token request that a grant of `client_id` and `auth` sends: a form POST.
+async fn the_token_request(client_id: &str, auth: ClientAuth) -> TokenRequest {
+    let server = token_server().await;
+    let grant = ClientCredentials::new(server.token_url(), client_id, auth);
+    grant.fetch().await.expect("token");
+    let request = server.recorded().remove(0);
     assert_eq!(request.method, "POST");
     assert_eq!(
         request.header("content-type"),
         Some("application/x-www-form-urlencoded")
     );
+    request
+}
+
+#[tokio::test]
+async fn client_secret_basic_form_encodes_id_and_secret_before_base64() {
+    const ID: &str = "billing:svc é+1";
+    let request = the_token_request(ID, ClientAuth::SecretBasic(TRICKY.into())).await;
     assert_eq!(request.header("accept"), Some("application/json"));
     let basic = request
         .header("authorization")
@@ -216,22 +219,8 @@ async fn client_secret_basic_form_encodes_id_and_secret_before_base64() {
 
 #[tokio::test]
 async fn client_secret_post_sends_id_and_secret_in_the_form() {
-    const TRICKY: &str = "p:ss%20w+rd/&=é€ ü";
-    let server = token_server().await;
-    let grant = ClientCredentials::new(
-        server.token_url(),
-        CLIENT_ID,
-        ClientAuth::SecretPost(TRICKY.into()),
-    );
-    grant.fetch().await.expect("token");
-
-    let request = &server.recorded()[0];
-    assert_eq!(request.method, "POST");
+    let request = the_token_request(CLIENT_ID, ClientAuth::SecretPost(TRICKY.into())).await;
     assert_eq!(request.header("authorization"), None);
-    assert_eq!(
-        request.header("content-type"),
-        Some("application/x-www-form-urlencoded")
-    );
     assert_eq!(request.form_value("grant_type"), "client_credentials");
     assert_eq!(request.form_value("client_id"), CLIENT_ID);
     assert_eq!(request.form_value("client_secret"), TRICKY);
@@ -401,16 +390,10 @@ async fn secrets_and_tokens_never_reach_debug_display_or_logs() {
             description: Some("bad credentials".into()),
             code: None,
         },
-        Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: format!(r#"{{"access_token":"{leaky}"}}"#),
-        },
-        Reply::Raw {
-            status: 200,
-            content_type: "application/json".into(),
-            body: format!(r#"{{"access_token":"{leaky}","token_type":"DPoP"}}"#),
-        },
+        Reply::json(format!(r#"{{"access_token":"{leaky}"}}"#)),
+        Reply::json(format!(
+            r#"{{"access_token":"{leaky}","token_type":"DPoP"}}"#
+        )),
         Reply::Html(502),
     ] {
         server.set_reply(reply);

@@ -91,9 +91,7 @@ async fn service_accounts_as_the_seed_shows_them() {
     );
 
     // Get by serviceAccountId: the same account, without the secret or the message.
-    let got = server
-        .admin(Method::GET, &format!("/service-accounts/{svc}"), None)
-        .await;
+    let got = server.admin_get(&format!("/service-accounts/{svc}")).await;
     assert_eq!(got.status, StatusCode::OK, "{}", got.body);
     let mut expected = body.clone();
     let object = expected.as_object_mut().unwrap();
@@ -104,62 +102,34 @@ async fn service_accounts_as_the_seed_shows_them() {
 
     // The list is paginated.
     server.create(json!({"name": "second"})).await;
-    let page = server
-        .admin(Method::GET, "/service-accounts?limit=1", None)
-        .await;
+    let page = server.admin_get("/service-accounts?limit=1").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert_eq!(page.body["accounts"].as_array().unwrap().len(), 1);
     assert_eq!(page.body["accounts"][0]["serviceAccountId"], svc.as_str());
     let cursor = page.body["nextCursor"].as_str().unwrap().to_owned();
-    let page = server
-        .admin(
-            Method::GET,
-            &format!("/service-accounts?limit=1&cursor={cursor}"),
-            None,
-        )
-        .await;
+    let next = format!("/service-accounts?limit=1&cursor={cursor}");
+    let page = server.admin_get(&next).await;
     assert_eq!(page.body["accounts"][0]["name"], "second");
     assert_eq!(page.body["nextCursor"], Value::Null);
 
     // PATCH: an expiry with an offset comes back in UTC; `null` clears it.
-    let patched = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"expiresAt": "2099-01-01T02:00:00+02:00", "description": "d"})),
-        )
-        .await;
+    let account = format!("/service-accounts/{svc}");
+    let patch = |body: Value| server.admin(Method::PATCH, &account, Some(body));
+    let patched =
+        patch(json!({"expiresAt": "2099-01-01T02:00:00+02:00", "description": "d"})).await;
     assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
     assert_eq!(patched.body["expiresAt"], "2099-01-01T00:00:00Z");
     assert_eq!(patched.body["description"], "d");
     assert!(is_rfc3339_utc(&patched.body["updatedAt"]));
-    let kept = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"description": "d"})),
-        )
-        .await;
+    let kept = patch(json!({"description": "d"})).await;
     assert_eq!(
         kept.body["expiresAt"], "2099-01-01T00:00:00Z",
         "absent keeps it"
     );
-    let patched = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"expiresAt": null})),
-        )
-        .await;
+    let patched = patch(json!({"expiresAt": null})).await;
     assert_eq!(patched.body["expiresAt"], Value::Null);
     assert_eq!(patched.body["description"], "d", "other fields kept");
-    let bad = server
-        .admin(
-            Method::PATCH,
-            &format!("/service-accounts/{svc}"),
-            Some(json!({"expiresAt": "tomorrow"})),
-        )
-        .await;
+    let bad = patch(json!({"expiresAt": "tomorrow"})).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.body);
     assert!(
         bad.body["error_description"]
@@ -178,13 +148,8 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert_eq!(enabled.body["status"], "ACTIVE");
 
     // Secret rotation: a new secret, shown once, with the seed's reminder.
-    let rotated = server
-        .admin(
-            Method::POST,
-            &format!("/service-accounts/{svc}/rotate-secret"),
-            None,
-        )
-        .await;
+    let rotate = format!("/service-accounts/{svc}/rotate-secret");
+    let rotated = server.admin(Method::POST, &rotate, None).await;
     assert_eq!(rotated.status, StatusCode::OK, "{}", rotated.body);
     let new_secret = rotated.body["clientSecret"].as_str().unwrap();
     assert_ne!(new_secret, secret);
@@ -199,9 +164,7 @@ async fn service_accounts_as_the_seed_shows_them() {
     assert!(is_rfc3339_utc(&rotated.body["secretRotatedAt"]));
 
     // The former paths: the same resource by client id, marked deprecated.
-    let legacy = server
-        .admin(Method::GET, &format!("/accounts/{client_id}"), None)
-        .await;
+    let legacy = server.admin_get(&format!("/accounts/{client_id}")).await;
     assert_eq!(legacy.status, StatusCode::OK, "{}", legacy.body);
     assert_eq!(legacy.body["serviceAccountId"], svc.as_str());
     assert_eq!(legacy.header("deprecation"), "true");
@@ -210,7 +173,7 @@ async fn service_accounts_as_the_seed_shows_them() {
         format!("<{BASE_PATH}/admin/service-accounts/{client_id}>; rel=\"successor-version\"")
     );
     let current = server
-        .admin(Method::GET, &format!("/service-accounts/{client_id}"), None)
+        .admin_get(&format!("/service-accounts/{client_id}"))
         .await;
     assert_eq!(current.body["serviceAccountId"], svc.as_str());
     assert_eq!(current.header("deprecation"), "");
@@ -220,9 +183,7 @@ async fn service_accounts_as_the_seed_shows_them() {
         .admin(Method::DELETE, &format!("/service-accounts/{svc}"), None)
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    let gone = server
-        .admin(Method::GET, &format!("/service-accounts/{svc}"), None)
-        .await;
+    let gone = server.admin_get(&format!("/service-accounts/{svc}")).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND, "{}", gone.body);
     assert!(
         gone.body["error_description"]
@@ -574,14 +535,9 @@ async fn the_iss_claim_may_be_a_plain_name() {
     assert_eq!(ok.body["count"], 2);
 
     let (strict, _task) = workflow_service(&server.url, &server.jwks_url()).await;
-    let refused = server
-        .http
-        .get(format!("{strict}/workflow-service/workflows/active"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let strict_workflows = format!("{strict}/workflow-service/workflows/active");
+    let refused = get_bearer(&server.http, &strict_workflows, &token).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
 }
 
 /// The JWKS is the seed's: EC P-256 keys with `kid`, `x`, `y`, `use: "sig"`, `alg: "ES256"`,

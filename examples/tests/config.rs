@@ -197,16 +197,14 @@ fn caller_of(env_: &Environment, target: &str) -> impl Fn(&str) -> Option<String
 async fn each_issuer_of_the_file_has_its_own_audiences() {
     let (dev, prod) = (environment().await, environment().await);
     // Both issuers' tokens say `aud: orders-api`; only dev's issuer accepts that audience here.
-    let toml = file(
-        "two-issuers.toml",
-        &format!(
-            "listen = \"127.0.0.1:0\"\n[verifier]\naudiences = [\"{AUDIENCE}\"]\n\
-             [[verifier.issuer]]\nid = \"{}\"\n\
-             [[verifier.issuer]]\nid = \"{}\"\naudiences = [\"orders-prod-api\"]\n",
-            dev.issuer.url(),
-            prod.issuer.url()
-        ),
+    let two_issuers = format!(
+        "listen = \"127.0.0.1:0\"\n[verifier]\naudiences = [\"{AUDIENCE}\"]\n\
+         [[verifier.issuer]]\nid = \"{}\"\n\
+         [[verifier.issuer]]\nid = \"{}\"\naudiences = [\"orders-prod-api\"]\n",
+        dev.issuer.url(),
+        prod.issuer.url()
     );
+    let toml = file("two-issuers.toml", &two_issuers);
     let target = service(args(&["--config", toml.to_str().unwrap()]), &no_env).await;
     let dev_report = call(args(&[]), &caller_of(&dev, &target)).await;
     assert_eq!(counts(&dev_report), [("200", 2)]);

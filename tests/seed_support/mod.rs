@@ -125,6 +125,11 @@ impl SeedIssuer {
         Answer::of(request.send().await.unwrap()).await
     }
 
+    /// [`SeedIssuer::admin`] with `GET` and no body.
+    pub async fn admin_get(&self, path: &str) -> Answer {
+        self.admin(Method::GET, path, None).await
+    }
+
     /// Creates an account through `POST /admin/service-accounts`; the 201 answer.
     pub async fn create(&self, body: Value) -> Answer {
         let answer = self

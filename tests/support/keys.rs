@@ -148,6 +148,13 @@ impl KeyServer {
         }
     }
 
+    /// [`KeyServer::start`], then serving these keys ([`KeyServer::set_keys`]).
+    pub async fn serving(keys: &[&TestKey]) -> KeyServer {
+        let server = KeyServer::start().await;
+        server.set_keys(keys);
+        server
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         self.url.clone()

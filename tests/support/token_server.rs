@@ -148,6 +148,20 @@ impl Reply {
             code: None,
         }
     }
+
+    /// [`Reply::Raw`] of these parts.
+    pub fn raw(status: u16, content_type: &str, body: impl Into<String>) -> Reply {
+        Reply::Raw {
+            status,
+            content_type: content_type.to_owned(),
+            body: body.into(),
+        }
+    }
+
+    /// A 200 `application/json` answer with this body, as it is (a token response or not).
+    pub fn json(body: impl Into<String>) -> Reply {
+        Reply::raw(200, "application/json", body)
+    }
 }
 
 /// One request the token endpoint received.

@@ -50,17 +50,22 @@ pub struct LoadgenArgs {
 pub struct LoadResult {
     /// Requests answered in the measured window (any status).
     pub requests: u64,
+    /// The measured window, in seconds (after the warm-up).
     pub seconds: f64,
+    /// `requests` per second of the window.
     pub rps: f64,
+    /// Latency percentiles (nearest rank) and the maximum, in microseconds.
     pub p50_us: f64,
     pub p99_us: f64,
     pub p999_us: f64,
     pub max_us: f64,
     /// Answers other than 200, by status (warm-up included): must stay empty.
     pub non_200: BTreeMap<u16, u64>,
+    /// The body of the first of them, to say why.
     pub first_non_200_body: Option<String>,
     /// Transport errors (each followed by a new connection).
     pub errors: u64,
+    /// The first of them, as text.
     pub first_error: Option<String>,
     /// Tokens handed out (warm-up included), and how many distinct ones there were.
     pub tokens_sent: u64,

@@ -26,15 +26,22 @@ pub struct Sample {
 /// How the run was set up, for the document.
 #[derive(Clone, Debug)]
 pub struct Setup {
+    /// The command line that ran the benchmark.
     pub command: String,
+    /// Measured seconds per run.
     pub duration_secs: f64,
+    /// Seconds of load before each measurement.
     pub warmup_secs: f64,
+    /// Rounds over all configurations; each figure is the median across rounds.
     pub rounds: usize,
+    /// Concurrent keep-alive connections of the load generator.
     pub connections: usize,
-    pub pool: usize,
-    pub rsa_pool: usize,
     /// Token length in bytes, per algorithm name.
     pub token_bytes: BTreeMap<String, usize>,
+    /// Distinct ES256 tokens in the pool cycled for verifiers without a cache.
+    pub pool: usize,
+    /// Distinct RS256 tokens in that pool.
+    pub rsa_pool: usize,
     /// Configurations left out, with why.
     pub skipped: Vec<String>,
 }
