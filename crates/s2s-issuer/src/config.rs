@@ -225,8 +225,8 @@ pub struct IssuerConfig {
     /// and takes the keys from the JWKS URL directly (s2s-auth: `Issuer::jwks(iss, jwks_url)`).
     /// Default: the issuer URL.
     pub token_issuer: Option<String>,
-    /// The database: a SQLite file path, a `sqlite:` URL, or `:memory:`. Default
-    /// `s2s-issuer.db`.
+    /// The database: a SQLite file path, a `sqlite:` URL, `:memory:`, or a PostgreSQL URL
+    /// (`postgres://user@host/db`, which several replicas may share). Default `s2s-issuer.db`.
     pub db: String,
     /// Access-token lifetime, seconds (1 to 86400). Default 1800.
     #[serde(rename = "token_lifetime")]

@@ -82,7 +82,7 @@ struct Common {
     /// A TOML configuration file (see the crate docs for its fields).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// The SQLite database file, or :memory: (serve only).
+    /// The SQLite database file, :memory:, or a postgres:// URL (serve only).
     #[arg(long, value_name = "PATH", global = true)]
     db: Option<String>,
 }

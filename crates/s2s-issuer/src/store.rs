@@ -1,13 +1,18 @@
-//! Storage: SQLite through sqlx, with embedded migrations.
+//! Storage: SQLite or PostgreSQL through sqlx, with embedded migrations (one set per backend,
+//! the same tables and columns). Every query is written once, with `$1`-style parameters that
+//! both drivers read, and runs on whichever pool `db` chose.
 //!
-//! A file is opened in WAL mode with `synchronous=FULL`: a write is on disk before the call that
+//! `postgres://…` (or `postgresql://…`) selects PostgreSQL: several replicas may share one
+//! database; the migrations run at start under sqlx's advisory lock, so replicas that start at
+//! the same moment apply them once. Anything else is SQLite. A SQLite file is opened in WAL mode with `synchronous=FULL`: a write is on disk before the call that
 //! made it returns, so an acknowledged change survives `kill -9` or a power cut. `:memory:` keeps
 //! everything in one connection that lives as long as the issuer (for tests and demos).
 
 use std::{str::FromStr as _, time::Duration};
 
 use sqlx::{
-    FromRow, SqlitePool,
+    FromRow, PgPool, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -16,7 +21,31 @@ use crate::Error;
 /// The database handle.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
-    pool: SqlitePool,
+    pool: Pool,
+}
+
+/// The pool of the backend `db` chose.
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool of whichever backend is in use (the body is
+/// compiled once per backend; the SQL must be portable).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Whether `db` names a PostgreSQL database.
+pub(crate) fn is_postgres(db: &str) -> bool {
+    let db = db.trim();
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
 /// One row of `accounts`.
@@ -126,11 +155,8 @@ impl Store {
     /// Opens (creating if needed) the database and runs the migrations.
     pub(crate) async fn open(db: &str) -> Result<Store, Error> {
         let db = db.trim();
-        if db.starts_with("postgres:") || db.starts_with("postgresql:") {
-            return Err(Error::Config {
-                field: "db".into(),
-                message: "PostgreSQL is not supported by this build; use a SQLite path".into(),
-            });
+        if is_postgres(db) {
+            return Self::open_postgres(db).await;
         }
         let memory = is_memory(db);
         let (options, pool) = if memory {
@@ -174,22 +200,59 @@ impl Store {
         if created {
             restrict_permissions(&filename);
         }
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+        })
+    }
+
+    /// Connects to PostgreSQL and runs its migrations (under sqlx's advisory lock: replicas
+    /// starting at once apply them once, the others wait and find them applied).
+    async fn open_postgres(db: &str) -> Result<Store, Error> {
+        // The URL may hold a password: errors name the host and database only.
+        let options = PgConnectOptions::from_str(db).map_err(|e| Error::Config {
+            field: "db".into(),
+            message: format!("not a PostgreSQL URL: {e}"),
+        })?;
+        let shown = format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Config {
+                field: "db".into(),
+                message: format!("cannot connect to `{shown}`: {e}"),
+            })?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+        })
+    }
+
+    /// Whether this store is on PostgreSQL (shared by replicas).
+    #[allow(dead_code)]
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// Closes the connections (waits for them to finish).
     pub(crate) async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |pool| pool.close().await)
     }
 
     // ---- accounts ----
 
     pub(crate) async fn insert_account(&self, row: NewAccountRow<'_>) -> Result<AccountRow, Error> {
-        sqlx::query_as::<_, AccountRow>(
+        on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
             "INSERT INTO accounts (service_account_id, client_id, name, description, scopes, \
              allowed_ips, audiences, status, secret_hash, expires_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?) RETURNING *",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'ACTIVE', $8, $9, $10, $11) RETURNING *",
         )
         .bind(row.service_account_id)
         .bind(row.client_id)
@@ -202,8 +265,8 @@ impl Store {
         .bind(row.expires_at)
         .bind(row.now)
         .bind(row.now)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(pool)
+        .await)
         .map_err(|e| {
             if unique_violation(&e) {
                 Error::Conflict(format!("a service account named `{}` exists", row.name))
@@ -214,11 +277,13 @@ impl Store {
     }
 
     pub(crate) async fn account(&self, id: AccountRef<'_>) -> Result<Option<AccountRow>, Error> {
-        let query = format!("SELECT * FROM accounts WHERE {} = ?", id.column());
-        Ok(sqlx::query_as::<_, AccountRow>(&query)
-            .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await?)
+        let query = format!("SELECT * FROM accounts WHERE {} = $1", id.column());
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
+            &query
+        )
+        .bind(id.value())
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Accounts with `id > after`, in creation order.
@@ -227,22 +292,22 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AccountRow>, Error> {
-        Ok(sqlx::query_as::<_, AccountRow>(
-            "SELECT * FROM accounts WHERE id > ? ORDER BY id LIMIT ?",
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
+            "SELECT * FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// The `scopes` column of every active account.
     pub(crate) async fn all_scopes(&self) -> Result<Vec<String>, Error> {
-        Ok(
-            sqlx::query_scalar::<_, String>("SELECT scopes FROM accounts WHERE status = 'ACTIVE'")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(on_pool!(self, |pool| sqlx::query_scalar::<_, String>(
+            "SELECT scopes FROM accounts WHERE status = 'ACTIVE'"
         )
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub(crate) async fn update_account(
@@ -253,36 +318,37 @@ impl Store {
     ) -> Result<Option<AccountRow>, Error> {
         let name = changes.name.clone();
         let query = format!(
-            "UPDATE accounts SET name = COALESCE(?, name), description = COALESCE(?, description), \
-             scopes = COALESCE(?, scopes), allowed_ips = COALESCE(?, allowed_ips), \
-             audiences = COALESCE(?, audiences), status = COALESCE(?, status), \
-             expires_at = CASE WHEN ? THEN ? ELSE expires_at END, updated_at = ? \
-             WHERE {} = ? RETURNING *",
+            "UPDATE accounts SET name = COALESCE($1, name), \
+             description = COALESCE($2, description), scopes = COALESCE($3, scopes), \
+             allowed_ips = COALESCE($4, allowed_ips), audiences = COALESCE($5, audiences), \
+             status = COALESCE($6, status), \
+             expires_at = CASE WHEN $7 THEN $8 ELSE expires_at END, updated_at = $9 \
+             WHERE {} = $10 RETURNING *",
             id.column()
         );
-        sqlx::query_as::<_, AccountRow>(&query)
-            .bind(changes.name)
-            .bind(changes.description)
-            .bind(changes.scopes)
-            .bind(changes.allowed_ips)
-            .bind(changes.audiences)
+        on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(&query)
+            .bind(changes.name.clone())
+            .bind(changes.description.clone())
+            .bind(changes.scopes.clone())
+            .bind(changes.allowed_ips.clone())
+            .bind(changes.audiences.clone())
             .bind(changes.status)
             .bind(changes.expires_at.is_some())
             .bind(changes.expires_at.flatten())
             .bind(now)
             .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| {
-                if unique_violation(&e) {
-                    Error::Conflict(format!(
-                        "a service account named `{}` exists",
-                        name.unwrap_or_default()
-                    ))
-                } else {
-                    e.into()
-                }
-            })
+            .fetch_optional(pool)
+            .await)
+        .map_err(|e| {
+            if unique_violation(&e) {
+                Error::Conflict(format!(
+                    "a service account named `{}` exists",
+                    name.unwrap_or_default()
+                ))
+            } else {
+                e.into()
+            }
+        })
     }
 
     /// Replaces the secret hash; the old one stays valid until `previous_expires_at` when set.
@@ -295,78 +361,84 @@ impl Store {
     ) -> Result<Option<AccountRow>, Error> {
         let query = format!(
             "UPDATE accounts SET \
-             previous_secret_hash = CASE WHEN ?1 IS NULL THEN NULL ELSE secret_hash END, \
-             previous_secret_expires_at = ?1, secret_hash = ?2, secret_rotated_at = ?3, \
-             updated_at = ?3 WHERE {} = ?4 RETURNING *",
+             previous_secret_hash = CASE WHEN $1 IS NULL THEN NULL ELSE secret_hash END, \
+             previous_secret_expires_at = $1, secret_hash = $2, secret_rotated_at = $3, \
+             updated_at = $3 WHERE {} = $4 RETURNING *",
             id.column()
         );
-        Ok(sqlx::query_as::<_, AccountRow>(&query)
-            .bind(previous_expires_at)
-            .bind(new_hash)
-            .bind(now)
-            .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
+            &query
+        )
+        .bind(previous_expires_at)
+        .bind(new_hash)
+        .bind(now)
+        .bind(id.value())
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Deletes an account; its client id when it existed.
     pub(crate) async fn delete_account(&self, id: AccountRef<'_>) -> Result<Option<String>, Error> {
         let query = format!(
-            "DELETE FROM accounts WHERE {} = ? RETURNING client_id",
+            "DELETE FROM accounts WHERE {} = $1 RETURNING client_id",
             id.column()
         );
-        Ok(sqlx::query_scalar::<_, String>(&query)
-            .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on_pool!(self, |pool| sqlx::query_scalar::<_, String>(
+            &query
+        )
+        .bind(id.value())
+        .fetch_optional(pool)
+        .await)?)
     }
 
     // ---- signing keys ----
 
     pub(crate) async fn keys(&self) -> Result<Vec<KeyRow>, Error> {
-        Ok(
-            sqlx::query_as::<_, KeyRow>("SELECT * FROM signing_keys ORDER BY created_at, kid")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, KeyRow>(
+            "SELECT * FROM signing_keys ORDER BY created_at, kid"
         )
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// Retires the active key(s) (publishing them until `retire_at`, forgetting their private
     /// halves) and makes `new` the active one, in one transaction.
     pub(crate) async fn rotate_keys(&self, new: &KeyRow, retire_at: i64) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE signing_keys SET retired_at = ?, retire_at = ?, private_key = NULL \
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE signing_keys SET retired_at = $1, retire_at = $2, private_key = NULL \
              WHERE retired_at IS NULL",
-        )
-        .bind(new.created_at)
-        .bind(retire_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&new.kid)
-        .bind(&new.alg)
-        .bind(&new.private_key)
-        .bind(&new.public_jwk)
-        .bind(new.created_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            )
+            .bind(new.created_at)
+            .bind(retire_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&new.kid)
+            .bind(&new.alg)
+            .bind(&new.private_key)
+            .bind(&new.public_jwk)
+            .bind(new.created_at)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Deletes rotated-out keys whose publication ended at or before `now`.
     pub(crate) async fn delete_retired_keys(&self, now: i64) -> Result<u64, Error> {
-        Ok(
-            sqlx::query("DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= ?")
-                .bind(now)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+        Ok(on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= $1"
         )
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?)
     }
 }
 
@@ -383,9 +455,298 @@ fn restrict_permissions(path: &std::path::Path) {
     let _ = path;
 }
 
+/// Test databases: a fresh PostgreSQL database per test on `S2S_TEST_POSTGRES_URL`.
+#[cfg(test)]
+pub(crate) mod testdb {
+    use sqlx::{Connection as _, Executor as _, PgConnection};
+
+    /// The server tests use unless `S2S_TEST_POSTGRES_URL` names another.
+    pub(crate) const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// A database `s2s_test_<random>` created for one test and dropped (even after a panic)
+    /// when this is dropped.
+    pub(crate) struct PgTestDb {
+        admin: String,
+        name: String,
+        /// The URL of the new database.
+        pub(crate) url: String,
+    }
+
+    impl PgTestDb {
+        /// Creates the database; `None` (after a loud SKIPPED banner) when no server answers,
+        /// unless `CI=true`, where a missing server fails the test.
+        pub(crate) async fn create(test: &str) -> Option<PgTestDb> {
+            let admin =
+                std::env::var("S2S_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
+            let mut conn = match PgConnection::connect(&admin).await {
+                Ok(conn) => conn,
+                Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+                    eprintln!(
+                        "\n=========== SKIPPED {test}: no PostgreSQL at S2S_TEST_POSTGRES_URL \
+                         (default {DEFAULT_URL}): {e} ===========\n"
+                    );
+                    return None;
+                }
+                Err(e) => panic!("CI=true and no PostgreSQL for {test}: {e}"),
+            };
+            let name = format!("s2s_test_{:016x}", rand::random::<u64>());
+            conn.execute(format!("CREATE DATABASE {name}").as_str())
+                .await
+                .expect("CREATE DATABASE");
+            let _ = conn.close().await;
+            let mut url = url::Url::parse(&admin).expect("S2S_TEST_POSTGRES_URL is a URL");
+            url.set_path(&name);
+            Some(PgTestDb {
+                admin,
+                name,
+                url: url.into(),
+            })
+        }
+    }
+
+    impl Drop for PgTestDb {
+        fn drop(&mut self) {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            // A thread of its own: drop may run inside (or outside) a runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                        let _ = conn
+                            .execute(
+                                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
+                            )
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{testdb::PgTestDb, *};
+
+    fn new_row<'a>(name: &'a str, client_id: &'a str, svc: &'a str) -> NewAccountRow<'a> {
+        NewAccountRow {
+            service_account_id: svc,
+            client_id,
+            name,
+            description: "d",
+            scopes: r#"["a:read"]"#.into(),
+            allowed_ips: "[]".into(),
+            audiences: "[]".into(),
+            secret_hash: "h1",
+            expires_at: Some(100),
+            now: 10,
+        }
+    }
+
+    fn key_row(kid: &str, created_at: i64) -> KeyRow {
+        KeyRow {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            private_key: Some(vec![1, 2, 3]),
+            public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+            created_at,
+            retired_at: None,
+            retire_at: None,
+        }
+    }
+
+    /// The store's contract, one body for every backend.
+    async fn store_suite(store: Store) {
+        // accounts: insert, read by either id, names unique
+        let one = store
+            .insert_account(new_row("one", "c1", "svc_0000000000000001"))
+            .await
+            .unwrap();
+        assert_eq!((one.status.as_str(), one.expires_at), ("ACTIVE", Some(100)));
+        let two = store
+            .insert_account(new_row("two", "c2", "svc_0000000000000002"))
+            .await
+            .unwrap();
+        assert!(two.id > one.id);
+        let dup = store
+            .insert_account(new_row("one", "c3", "svc_0000000000000003"))
+            .await;
+        assert!(matches!(dup, Err(Error::Conflict(_))), "{:?}", dup.err());
+        let by_svc = store
+            .account(AccountRef::parse("svc_0000000000000002"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_svc.client_id, "c2");
+        assert!(
+            store
+                .account(AccountRef::ClientId("nope"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // paging
+        let page = store.accounts_after(0, 1).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].client_id, "c1");
+        let rest = store.accounts_after(page[0].id, 10).await.unwrap();
+        assert_eq!(
+            rest.iter()
+                .map(|r| r.client_id.as_str())
+                .collect::<Vec<_>>(),
+            ["c2"]
+        );
+
+        // update: only the given columns; expiry cleared; rename onto a taken name refused
+        let changes = AccountChanges {
+            scopes: Some(r#"["b:write"]"#.into()),
+            status: Some("DISABLED"),
+            expires_at: Some(None),
+            ..AccountChanges::default()
+        };
+        let updated = store
+            .update_account(AccountRef::ClientId("c1"), changes, 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.scopes, r#"["b:write"]"#);
+        assert_eq!(updated.status, "DISABLED");
+        assert_eq!(updated.expires_at, None);
+        assert_eq!(
+            (updated.name.as_str(), updated.description.as_str()),
+            ("one", "d")
+        );
+        assert_eq!((updated.created_at, updated.updated_at), (10, 20));
+        let rename = AccountChanges {
+            name: Some("two".into()),
+            ..AccountChanges::default()
+        };
+        let taken = store
+            .update_account(AccountRef::ClientId("c1"), rename, 21)
+            .await;
+        assert!(matches!(taken, Err(Error::Conflict(_))));
+        let missing = store
+            .update_account(AccountRef::ClientId("nope"), AccountChanges::default(), 21)
+            .await
+            .unwrap();
+        assert!(missing.is_none());
+        assert_eq!(store.all_scopes().await.unwrap(), [r#"["a:read"]"#]);
+
+        // secret rotation, with and without a grace period for the old secret
+        let rotated = store
+            .rotate_secret(AccountRef::ClientId("c2"), "h2", Some(50), 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rotated.secret_hash, "h2");
+        assert_eq!(rotated.previous_secret_hash.as_deref(), Some("h1"));
+        assert_eq!(rotated.previous_secret_expires_at, Some(50));
+        assert_eq!(rotated.secret_rotated_at, Some(30));
+        let rotated = store
+            .rotate_secret(AccountRef::ClientId("c2"), "h3", None, 31)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rotated.secret_hash, "h3");
+        assert_eq!(rotated.previous_secret_hash, None);
+        assert_eq!(rotated.previous_secret_expires_at, None);
+
+        // delete
+        assert_eq!(
+            store
+                .delete_account(AccountRef::parse("svc_0000000000000002"))
+                .await
+                .unwrap(),
+            Some("c2".into())
+        );
+        assert_eq!(
+            store
+                .delete_account(AccountRef::ClientId("c2"))
+                .await
+                .unwrap(),
+            None
+        );
+
+        // signing keys: rotation retires the active key and forgets its private half
+        assert!(store.keys().await.unwrap().is_empty());
+        store.rotate_keys(&key_row("k1", 100), 0).await.unwrap();
+        store.rotate_keys(&key_row("k2", 200), 900).await.unwrap();
+        let keys = store.keys().await.unwrap();
+        assert_eq!(
+            keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            ["k1", "k2"]
+        );
+        assert_eq!(
+            (keys[0].retired_at, keys[0].retire_at),
+            (Some(200), Some(900))
+        );
+        assert_eq!(keys[0].private_key, None);
+        assert_eq!(keys[1].private_key.as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!((keys[1].retired_at, keys[1].retire_at), (None, None));
+        assert_eq!(store.delete_retired_keys(899).await.unwrap(), 0);
+        assert_eq!(store.delete_retired_keys(900).await.unwrap(), 1);
+        assert_eq!(store.keys().await.unwrap().len(), 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn store_suite_sqlite_memory() {
+        store_suite(Store::open(":memory:").await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn store_suite_sqlite_file() {
+        let path = std::env::temp_dir().join(format!(
+            "s2s-issuer-suite-{}-{:x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        store_suite(Store::open(path.to_str().unwrap()).await.unwrap()).await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn store_suite_postgres() {
+        let Some(db) = PgTestDb::create("store_suite_postgres").await else {
+            return;
+        };
+        let store = Store::open(&db.url).await.unwrap();
+        assert!(store.is_shared());
+        store_suite(store).await;
+    }
+
+    /// Replicas starting at the same moment on an empty database: the migrations run once
+    /// (sqlx's advisory lock), every replica opens, and a later start finds nothing to do.
+    #[tokio::test]
+    async fn postgres_migrations_are_safe_when_replicas_start_at_once() {
+        let Some(db) = PgTestDb::create("postgres_migrations_at_once").await else {
+            return;
+        };
+        let opens = (0..4).map(|_| Store::open(&db.url));
+        let stores = futures_util::future::join_all(opens).await;
+        for store in stores {
+            let store = store.unwrap();
+            assert!(store.keys().await.unwrap().is_empty());
+            store.close().await;
+        }
+        let store = Store::open(&db.url).await.unwrap();
+        let Pool::Postgres(pool) = &store.pool else {
+            unreachable!()
+        };
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        store.close().await;
+    }
 
     /// A database made before the service-account-id migration gets an id for every account
     /// (unique, `svc_` + 16 hex), no expiry, and can be addressed by either id afterwards.
@@ -400,7 +761,7 @@ mod tests {
             .filename(&path)
             .create_if_missing(true);
         let pool = SqlitePool::connect_with(options).await.unwrap();
-        let mut first_only = sqlx::migrate!("./migrations");
+        let mut first_only = sqlx::migrate!("./migrations/sqlite");
         first_only.migrations = first_only.migrations[..1].to_vec().into();
         first_only.run(&pool).await.unwrap();
         for (client_id, name) in [("c1", "one"), ("c2", "two")] {
