@@ -115,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) base_path: String,
     pub(crate) default_audience: String,
     pub(crate) token_lifetime: u64,
+    /// The JWKS's `Cache-Control: max-age`, seconds.
+    pub(crate) jwks_max_age: u64,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) metadata: MetadataCache,
     pub(crate) clock: Clock,
@@ -157,7 +159,8 @@ impl Issuer {
         let hasher = tokio::task::spawn_blocking(move || SecretHasher::new(hash_config))
             .await
             .map_err(|e| Error::Internal(format!("hasher setup: {e}")))??;
-        let store = Store::open(&config.db).await?;
+        let kek = config.resolve_key_encryption_key()?;
+        let store = Store::open(&config.db, kek).await?;
         let keys = KeyRing::open(
             store.clone(),
             config.clock.clone(),
@@ -185,6 +188,7 @@ impl Issuer {
                 base_path: config::base_path(&issuer_url),
                 issuer_url,
                 token_lifetime: config.token_lifetime_secs,
+                jwks_max_age: config.jwks_max_age_secs,
                 trusted_proxies,
                 metadata: MetadataCache::new(config.publish_scopes_supported),
                 clock: config.clock.clone(),
@@ -292,7 +296,9 @@ fn cache_for(response: &mut Response, value: &'static str) {
 
 async fn jwks(State(issuer): State<Issuer>) -> Response {
     let mut response = Json(issuer.jwks().await).into_response();
-    cache_for(&mut response, "public, max-age=300");
+    let max_age = HeaderValue::from_str(&format!("public, max-age={}", issuer.inner.jwks_max_age))
+        .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(CACHE_CONTROL, max_age);
     response
 }
 
@@ -508,6 +514,11 @@ mod tests {
         config.issuer = Some("http://127.0.0.1:1".into());
         // Nothing listens on port 1: the error names the setting, never the password.
         config.db = "postgres://issuer:hunter2@127.0.0.1:1/issuer".into();
+        let err = Issuer::open(config.clone()).await.unwrap_err().to_string();
+        assert!(err.contains("S2S_ISSUER_KEY_ENCRYPTION_KEY"), "{err}");
+        config.key_encryption_key = Some(secrecy::SecretString::from(
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ));
         let err = Issuer::open(config).await.unwrap_err().to_string();
         assert!(err.contains("`db`"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");

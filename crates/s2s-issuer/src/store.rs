@@ -16,12 +16,20 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::Error;
+use std::sync::Arc;
+
+use crate::{Error, keys::Kek};
+
+/// The settings that name a key-encryption key, for errors.
+const KEK_SETTINGS: &str =
+    "key_encryption_key, key_encryption_key_file or S2S_ISSUER_KEY_ENCRYPTION_KEY";
 
 /// The database handle.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
     pool: Pool,
+    /// Encrypts private signing keys on their way in, decrypts them on their way out.
+    kek: Option<Arc<Kek>>,
 }
 
 /// The pool of the backend `db` chose.
@@ -153,10 +161,21 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 
 impl Store {
     /// Opens (creating if needed) the database and runs the migrations.
-    pub(crate) async fn open(db: &str) -> Result<Store, Error> {
+    /// With `kek`, private signing keys are stored encrypted; PostgreSQL requires one.
+    pub(crate) async fn open(db: &str, kek: Option<Kek>) -> Result<Store, Error> {
         let db = db.trim();
+        let kek = kek.map(Arc::new);
         if is_postgres(db) {
-            return Self::open_postgres(db).await;
+            if kek.is_none() {
+                return Err(Error::Config {
+                    field: "key_encryption_key".into(),
+                    message: format!(
+                        "PostgreSQL stores the private signing keys encrypted: set {KEK_SETTINGS} \
+                         (base64 of 32 random bytes, the same on every replica)"
+                    ),
+                });
+            }
+            return Self::open_postgres(db, kek).await;
         }
         let memory = is_memory(db);
         let (options, pool) = if memory {
@@ -203,12 +222,13 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            kek,
         })
     }
 
     /// Connects to PostgreSQL and runs its migrations (under sqlx's advisory lock: replicas
     /// starting at once apply them once, the others wait and find them applied).
-    async fn open_postgres(db: &str) -> Result<Store, Error> {
+    async fn open_postgres(db: &str, kek: Option<Arc<Kek>>) -> Result<Store, Error> {
         // The URL may hold a password: errors name the host and database only.
         let options = PgConnectOptions::from_str(db).map_err(|e| Error::Config {
             field: "db".into(),
@@ -232,6 +252,7 @@ impl Store {
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
+            kek,
         })
     }
 
@@ -393,17 +414,48 @@ impl Store {
 
     // ---- signing keys ----
 
+    /// The signing keys, private halves decrypted. A stored encrypted key without the
+    /// key-encryption key, or with another one, is a configuration error naming the setting.
     pub(crate) async fn keys(&self) -> Result<Vec<KeyRow>, Error> {
-        Ok(on_pool!(self, |pool| sqlx::query_as::<_, KeyRow>(
+        let mut rows = on_pool!(self, |pool| sqlx::query_as::<_, KeyRow>(
             "SELECT * FROM signing_keys ORDER BY created_at, kid"
         )
         .fetch_all(pool)
-        .await)?)
+        .await)?;
+        for row in &mut rows {
+            let Some(stored) = &row.private_key else {
+                continue;
+            };
+            if !Kek::is_sealed(stored) {
+                continue; // written before encryption was configured
+            }
+            let kek = self.kek.as_ref().ok_or_else(|| Error::Config {
+                field: "key_encryption_key".into(),
+                message: format!(
+                    "the stored signing key `{}` is encrypted: set {KEK_SETTINGS}",
+                    row.kid
+                ),
+            })?;
+            let plain = kek.open(&row.kid, stored).ok_or_else(|| Error::Config {
+                field: "key_encryption_key".into(),
+                message: format!(
+                    "does not decrypt the stored signing key `{}`: the key-encryption key \
+                     ({KEK_SETTINGS}) is not the one it was stored with",
+                    row.kid
+                ),
+            })?;
+            row.private_key = Some(plain);
+        }
+        Ok(rows)
     }
 
     /// Retires the active key(s) (publishing them until `retire_at`, forgetting their private
     /// halves) and makes `new` the active one, in one transaction.
     pub(crate) async fn rotate_keys(&self, new: &KeyRow, retire_at: i64) -> Result<(), Error> {
+        let private_key = match (&self.kek, &new.private_key) {
+            (Some(kek), Some(plain)) => Some(kek.seal(&new.kid, plain)?),
+            (_, plain) => plain.clone(),
+        };
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -420,7 +472,7 @@ impl Store {
             )
             .bind(&new.kid)
             .bind(&new.alg)
-            .bind(&new.private_key)
+            .bind(&private_key)
             .bind(&new.public_jwk)
             .bind(new.created_at)
             .execute(&mut *tx)
@@ -530,6 +582,8 @@ pub(crate) mod testdb {
 
 #[cfg(test)]
 mod tests {
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+
     use super::{testdb::PgTestDb, *};
 
     fn new_row<'a>(name: &'a str, client_id: &'a str, svc: &'a str) -> NewAccountRow<'a> {
@@ -557,6 +611,10 @@ mod tests {
             retired_at: None,
             retire_at: None,
         }
+    }
+
+    fn test_kek() -> Kek {
+        Kek::from_base64(&STANDARD.encode([7u8; 32])).unwrap()
     }
 
     /// The store's contract, one body for every backend.
@@ -696,7 +754,7 @@ mod tests {
 
     #[tokio::test]
     async fn store_suite_sqlite_memory() {
-        store_suite(Store::open(":memory:").await.unwrap()).await;
+        store_suite(Store::open(":memory:", None).await.unwrap()).await;
     }
 
     #[tokio::test]
@@ -706,10 +764,77 @@ mod tests {
             std::process::id(),
             rand::random::<u64>()
         ));
-        store_suite(Store::open(path.to_str().unwrap()).await.unwrap()).await;
+        store_suite(Store::open(path.to_str().unwrap(), None).await.unwrap()).await;
         for suffix in ["", "-wal", "-shm"] {
             let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
         }
+    }
+
+    /// Private keys are stored sealed (not the plaintext, bound to their kid), read back with
+    /// the right key, and refused with a missing or wrong key by an error naming the setting.
+    async fn private_keys_are_encrypted_at_rest(db: &str) {
+        let store = Store::open(db, Some(test_kek())).await.unwrap();
+        store.rotate_keys(&key_row("k1", 100), 0).await.unwrap();
+        let raw: Vec<u8> = on_pool!(store, |pool| sqlx::query_scalar(
+            "SELECT private_key FROM signing_keys WHERE kid = 'k1'"
+        )
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+        assert!(Kek::is_sealed(&raw));
+        assert!(!raw.windows(3).any(|w| w == [1, 2, 3]), "{raw:?}");
+        assert_eq!(test_kek().open("k2", &raw), None, "bound to its kid");
+        assert_eq!(
+            store.keys().await.unwrap()[0].private_key.as_deref(),
+            Some(&[1u8, 2, 3][..])
+        );
+        store.close().await;
+
+        let wrong = Kek::from_base64(&STANDARD.encode([8u8; 32])).unwrap();
+        let store = Store::open(db, Some(wrong)).await.unwrap();
+        let err = store.keys().await.err().unwrap().to_string();
+        assert!(err.contains("key_encryption_key"), "{err}");
+        assert!(err.contains("not the one"), "{err}");
+        store.close().await;
+        if !is_postgres(db) {
+            let store = Store::open(db, None).await.unwrap();
+            let err = store.keys().await.err().unwrap().to_string();
+            assert!(err.contains("S2S_ISSUER_KEY_ENCRYPTION_KEY"), "{err}");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn private_keys_are_encrypted_at_rest_sqlite() {
+        let path = std::env::temp_dir().join(format!(
+            "s2s-issuer-kek-{}-{:x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        private_keys_are_encrypted_at_rest(path.to_str().unwrap()).await;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
+
+    #[tokio::test]
+    async fn private_keys_are_encrypted_at_rest_postgres() {
+        let Some(db) = PgTestDb::create("private_keys_are_encrypted_at_rest_postgres").await else {
+            return;
+        };
+        private_keys_are_encrypted_at_rest(&db.url).await;
+        // PostgreSQL without a key-encryption key does not even open.
+        let err = Store::open(&db.url, None).await.err().unwrap().to_string();
+        assert!(err.contains("S2S_ISSUER_KEY_ENCRYPTION_KEY"), "{err}");
+    }
+
+    #[test]
+    fn a_key_encryption_key_is_base64_of_32_bytes() {
+        assert!(Kek::from_base64(&STANDARD.encode([1u8; 32])).is_ok());
+        let err = Kek::from_base64(&STANDARD.encode([1u8; 16])).unwrap_err();
+        assert!(err.contains("16 bytes"), "{err}");
+        let err = Kek::from_base64("not base64!!").unwrap_err();
+        assert!(!err.contains("not base64!!"), "{err}");
     }
 
     #[tokio::test]
@@ -717,7 +842,7 @@ mod tests {
         let Some(db) = PgTestDb::create("store_suite_postgres").await else {
             return;
         };
-        let store = Store::open(&db.url).await.unwrap();
+        let store = Store::open(&db.url, Some(test_kek())).await.unwrap();
         assert!(store.is_shared());
         store_suite(store).await;
     }
@@ -729,14 +854,14 @@ mod tests {
         let Some(db) = PgTestDb::create("postgres_migrations_at_once").await else {
             return;
         };
-        let opens = (0..4).map(|_| Store::open(&db.url));
+        let opens = (0..4).map(|_| Store::open(&db.url, Some(test_kek())));
         let stores = futures_util::future::join_all(opens).await;
         for store in stores {
             let store = store.unwrap();
             assert!(store.keys().await.unwrap().is_empty());
             store.close().await;
         }
-        let store = Store::open(&db.url).await.unwrap();
+        let store = Store::open(&db.url, Some(test_kek())).await.unwrap();
         let Pool::Postgres(pool) = &store.pool else {
             unreachable!()
         };
@@ -777,7 +902,7 @@ mod tests {
         }
         pool.close().await;
 
-        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        let store = Store::open(path.to_str().unwrap(), None).await.unwrap();
         let one = store
             .account(AccountRef::ClientId("c1"))
             .await
