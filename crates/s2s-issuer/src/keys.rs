@@ -349,8 +349,9 @@ impl KeyRing {
                 let row = tokio::task::spawn_blocking(move || generate(alg, now))
                     .await
                     .map_err(|e| Error::Internal(format!("key generation task: {e}")))??;
-                store.rotate_keys(&row, now).await?;
-                audit::admin("signing_key_created", None, &row.kid);
+                if store.insert_first_key(&row).await? {
+                    audit::admin("signing_key_created", None, &row.kid);
+                }
                 state_from_rows(&store.keys().await?)?
                     .ok_or_else(|| Error::Key("the new key was not stored".into()))?
             }

@@ -482,6 +482,33 @@ impl Store {
         })
     }
 
+    /// Stores the first key unless another one is active (another replica created it at the
+    /// same moment: PostgreSQL's unique index on the active key refuses a second one). Whether
+    /// this one was stored.
+    pub(crate) async fn insert_first_key(&self, new: &KeyRow) -> Result<bool, Error> {
+        let private_key = match (&self.kek, &new.private_key) {
+            (Some(kek), Some(plain)) => Some(kek.seal(&new.kid, plain)?),
+            (_, plain) => plain.clone(),
+        };
+        let result = on_pool!(self, |pool| sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&new.kid)
+        .bind(&new.alg)
+        .bind(&private_key)
+        .bind(&new.public_jwk)
+        .bind(new.created_at)
+        .execute(pool)
+        .await
+        .map(|_| ()));
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes rotated-out keys whose publication ended at or before `now`.
     pub(crate) async fn delete_retired_keys(&self, now: i64) -> Result<u64, Error> {
         Ok(on_pool!(self, |pool| sqlx::query(
@@ -746,6 +773,9 @@ mod tests {
         assert_eq!(keys[0].private_key, None);
         assert_eq!(keys[1].private_key.as_deref(), Some(&[1u8, 2, 3][..]));
         assert_eq!((keys[1].retired_at, keys[1].retire_at), (None, None));
+        // a first key while one is active (another replica won the race) is not stored
+        assert!(!store.insert_first_key(&key_row("k3", 300)).await.unwrap());
+        assert_eq!(store.keys().await.unwrap().len(), 2);
         assert_eq!(store.delete_retired_keys(899).await.unwrap(), 0);
         assert_eq!(store.delete_retired_keys(900).await.unwrap(), 1);
         assert_eq!(store.keys().await.unwrap().len(), 1);

@@ -31,3 +31,8 @@ CREATE TABLE signing_keys (
     retired_at  BIGINT,
     retire_at   BIGINT
 );
+
+-- At most one active key: replicas generating the first key at once race on this index, the
+-- losers load the winner's key.
+CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys ((retired_at IS NULL))
+    WHERE retired_at IS NULL;
