@@ -523,4 +523,29 @@ mod tests {
         assert!(err.contains("`db`"), "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
+
+    /// The JWKS's `Cache-Control: max-age` is `jwks_max_age_secs` (300 unless configured).
+    #[tokio::test]
+    async fn the_jwks_max_age_follows_the_configuration() {
+        for (configured, expected) in [
+            (None, "public, max-age=300"),
+            (Some(7), "public, max-age=7"),
+        ] {
+            let mut config = IssuerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                db: ":memory:".into(),
+                ..IssuerConfig::default()
+            };
+            if let Some(secs) = configured {
+                config.jwks_max_age_secs = secs;
+            }
+            let running = spawn(config).await.unwrap();
+            let response = reqwest::get(format!("{}/.well-known/jwks.json", running.url))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["cache-control"], expected);
+            running.shutdown().await;
+        }
+    }
 }
