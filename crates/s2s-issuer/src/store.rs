@@ -50,6 +50,10 @@ macro_rules! on_pool {
     };
 }
 
+/// Inserts a new active signing key: kid, alg, private key (as stored), public JWK, creation.
+const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
+                          VALUES ($1, $2, $3, $4, $5)";
+
 /// Whether `db` names a PostgreSQL database.
 pub(crate) fn is_postgres(db: &str) -> bool {
     let db = db.trim();
@@ -452,10 +456,7 @@ impl Store {
     /// Retires the active key(s) (publishing them until `retire_at`, forgetting their private
     /// halves) and makes `new` the active one, in one transaction.
     pub(crate) async fn rotate_keys(&self, new: &KeyRow, retire_at: i64) -> Result<(), Error> {
-        let private_key = match (&self.kek, &new.private_key) {
-            (Some(kek), Some(plain)) => Some(kek.seal(&new.kid, plain)?),
-            (_, plain) => plain.clone(),
-        };
+        let private_key = self.sealed_private_key(new)?;
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
             sqlx::query(
@@ -466,42 +467,41 @@ impl Store {
             .bind(retire_at)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&new.kid)
-            .bind(&new.alg)
-            .bind(&private_key)
-            .bind(&new.public_jwk)
-            .bind(new.created_at)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(INSERT_KEY)
+                .bind(&new.kid)
+                .bind(&new.alg)
+                .bind(&private_key)
+                .bind(&new.public_jwk)
+                .bind(new.created_at)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(())
         })
+    }
+
+    /// The private key of `new` as stored: sealed when a key-encryption key is configured.
+    fn sealed_private_key(&self, new: &KeyRow) -> Result<Option<Vec<u8>>, Error> {
+        match (&self.kek, &new.private_key) {
+            (Some(kek), Some(plain)) => Ok(Some(kek.seal(&new.kid, plain)?)),
+            (_, plain) => Ok(plain.clone()),
+        }
     }
 
     /// Stores the first key unless another one is active (another replica created it at the
     /// same moment: PostgreSQL's unique index on the active key refuses a second one). Whether
     /// this one was stored.
     pub(crate) async fn insert_first_key(&self, new: &KeyRow) -> Result<bool, Error> {
-        let private_key = match (&self.kek, &new.private_key) {
-            (Some(kek), Some(plain)) => Some(kek.seal(&new.kid, plain)?),
-            (_, plain) => plain.clone(),
-        };
-        let result = on_pool!(self, |pool| sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&new.kid)
-        .bind(&new.alg)
-        .bind(&private_key)
-        .bind(&new.public_jwk)
-        .bind(new.created_at)
-        .execute(pool)
-        .await
-        .map(|_| ()));
+        let private_key = self.sealed_private_key(new)?;
+        let result = on_pool!(self, |pool| sqlx::query(INSERT_KEY,)
+            .bind(&new.kid)
+            .bind(&new.alg)
+            .bind(&private_key)
+            .bind(&new.public_jwk)
+            .bind(new.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
         match result {
             Ok(()) => Ok(true),
             Err(e) if unique_violation(&e) => Ok(false),
@@ -534,78 +534,10 @@ fn restrict_permissions(path: &std::path::Path) {
     let _ = path;
 }
 
-/// Test databases: a fresh PostgreSQL database per test on `S2S_TEST_POSTGRES_URL`.
+/// Test databases (the file the replica suite shares).
 #[cfg(test)]
-pub(crate) mod testdb {
-    use sqlx::{Connection as _, Executor as _, PgConnection};
-
-    /// The server tests use unless `S2S_TEST_POSTGRES_URL` names another.
-    pub(crate) const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-    /// A database `s2s_test_<random>` created for one test and dropped (even after a panic)
-    /// when this is dropped.
-    pub(crate) struct PgTestDb {
-        admin: String,
-        name: String,
-        /// The URL of the new database.
-        pub(crate) url: String,
-    }
-
-    impl PgTestDb {
-        /// Creates the database; `None` (after a loud SKIPPED banner) when no server answers,
-        /// unless `CI=true`, where a missing server fails the test.
-        pub(crate) async fn create(test: &str) -> Option<PgTestDb> {
-            let admin =
-                std::env::var("S2S_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-            let mut conn = match PgConnection::connect(&admin).await {
-                Ok(conn) => conn,
-                Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                    eprintln!(
-                        "\n=========== SKIPPED {test}: no PostgreSQL at S2S_TEST_POSTGRES_URL \
-                         (default {DEFAULT_URL}): {e} ===========\n"
-                    );
-                    return None;
-                }
-                Err(e) => panic!("CI=true and no PostgreSQL for {test}: {e}"),
-            };
-            let name = format!("s2s_test_{:016x}", rand::random::<u64>());
-            conn.execute(format!("CREATE DATABASE {name}").as_str())
-                .await
-                .expect("CREATE DATABASE");
-            let _ = conn.close().await;
-            let mut url = url::Url::parse(&admin).expect("S2S_TEST_POSTGRES_URL is a URL");
-            url.set_path(&name);
-            Some(PgTestDb {
-                admin,
-                name,
-                url: url.into(),
-            })
-        }
-    }
-
-    impl Drop for PgTestDb {
-        fn drop(&mut self) {
-            let (admin, name) = (self.admin.clone(), self.name.clone());
-            // A thread of its own: drop may run inside (or outside) a runtime.
-            let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async {
-                    if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                        let _ = conn
-                            .execute(
-                                format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str(),
-                            )
-                            .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
+#[path = "../tests/support/pgdb.rs"]
+pub(crate) mod testdb;
 
 #[cfg(test)]
 mod tests {
@@ -782,6 +714,31 @@ mod tests {
         store.close().await;
     }
 
+    /// A SQLite file path under the temp dir, its files removed on drop.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(tag: &str) -> TempDb {
+            TempDb(std::env::temp_dir().join(format!(
+                "s2s-issuer-{tag}-{}-{:x}.db",
+                std::process::id(),
+                rand::random::<u64>()
+            )))
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
     #[tokio::test]
     async fn store_suite_sqlite_memory() {
         store_suite(Store::open(":memory:", None).await.unwrap()).await;
@@ -789,15 +746,8 @@ mod tests {
 
     #[tokio::test]
     async fn store_suite_sqlite_file() {
-        let path = std::env::temp_dir().join(format!(
-            "s2s-issuer-suite-{}-{:x}.db",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        store_suite(Store::open(path.to_str().unwrap(), None).await.unwrap()).await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        let db = TempDb::new("suite");
+        store_suite(Store::open(db.path(), None).await.unwrap()).await;
     }
 
     /// Private keys are stored sealed (not the plaintext, bound to their kid), read back with
@@ -836,15 +786,7 @@ mod tests {
 
     #[tokio::test]
     async fn private_keys_are_encrypted_at_rest_sqlite() {
-        let path = std::env::temp_dir().join(format!(
-            "s2s-issuer-kek-{}-{:x}.db",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        private_keys_are_encrypted_at_rest(path.to_str().unwrap()).await;
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        private_keys_are_encrypted_at_rest(TempDb::new("kek").path()).await;
     }
 
     #[tokio::test]

@@ -11,74 +11,20 @@
 use std::{process::Stdio, time::Duration};
 
 use serde_json::{Value, json};
-use sqlx::{Connection as _, Executor as _, PgConnection};
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader},
     process::{Child, Command},
 };
 
+#[path = "support/pgdb.rs"]
+mod pgdb;
+
+use pgdb::PgTestDb;
+
 const BIN: &str = env!("CARGO_BIN_EXE_s2s-issuer");
 const ADMIN: &str = "replica-test-admin-token-0123456789";
 /// base64 of 32 bytes, the same for every replica.
 const KEK: &str = "AQIDBAUGBwgJCgsMDQ4PEBESExQVFhcYGRobHB0eHyA=";
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// A database for one test, dropped on drop.
-struct PgTestDb {
-    admin: String,
-    name: String,
-    url: String,
-}
-
-impl PgTestDb {
-    async fn create(test: &str) -> Option<PgTestDb> {
-        let admin = std::env::var("S2S_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into());
-        let mut conn = match PgConnection::connect(&admin).await {
-            Ok(conn) => conn,
-            Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-                eprintln!(
-                    "\n=========== SKIPPED {test}: no PostgreSQL at S2S_TEST_POSTGRES_URL \
-                     (default {DEFAULT_URL}): {e} ===========\n"
-                );
-                return None;
-            }
-            Err(e) => panic!("CI=true and no PostgreSQL for {test}: {e}"),
-        };
-        let name = format!("s2s_test_{:016x}", rand::random::<u64>());
-        conn.execute(format!("CREATE DATABASE {name}").as_str())
-            .await
-            .unwrap();
-        let _ = conn.close().await;
-        let mut url = url::Url::parse(&admin).unwrap();
-        url.set_path(&name);
-        Some(PgTestDb {
-            admin,
-            name,
-            url: url.into(),
-        })
-    }
-}
-
-impl Drop for PgTestDb {
-    fn drop(&mut self) {
-        let (admin, name) = (self.admin.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin).await {
-                    let _ = conn
-                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 /// Starts a replica on `db` and waits for its "listening on" line: (child, base URL).
 async fn replica(db: &str) -> (Child, String) {
     let mut child = Command::new(BIN)
