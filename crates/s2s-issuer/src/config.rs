@@ -225,8 +225,8 @@ pub struct IssuerConfig {
     /// and takes the keys from the JWKS URL directly (s2s-auth: `Issuer::jwks(iss, jwks_url)`).
     /// Default: the issuer URL.
     pub token_issuer: Option<String>,
-    /// The database: a SQLite file path, a `sqlite:` URL, or `:memory:`. Default
-    /// `s2s-issuer.db`.
+    /// The database: a SQLite file path, a `sqlite:` URL, `:memory:`, or a PostgreSQL URL
+    /// (`postgres://user@host/db`, which several replicas may share). Default `s2s-issuer.db`.
     pub db: String,
     /// Access-token lifetime, seconds (1 to 86400). Default 1800.
     #[serde(rename = "token_lifetime")]
@@ -239,6 +239,17 @@ pub struct IssuerConfig {
     pub admin_token: Option<SecretString>,
     /// A file holding the admin token (surrounding whitespace trimmed).
     pub admin_token_file: Option<PathBuf>,
+    /// The key-encryption key of the private signing keys in the database: base64 of 32
+    /// random bytes (AES-256-GCM). Else the contents of `key_encryption_key_file`, else the
+    /// `S2S_ISSUER_KEY_ENCRYPTION_KEY` variable. Required on PostgreSQL (the key never goes
+    /// to the database), optional on SQLite; an issuer with a missing or wrong key refuses to
+    /// start when the stored key is encrypted.
+    pub key_encryption_key: Option<SecretString>,
+    /// A file holding the key-encryption key (base64, surrounding whitespace trimmed).
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// The `Cache-Control: max-age` of the JWKS, seconds: how long verifiers may keep it.
+    /// Default 300.
+    pub jwks_max_age_secs: u64,
     /// The algorithm of newly generated signing keys. Default ES256.
     pub signing_alg: SigningAlg,
     /// How long a rotated-out public key stays published after the last token it may have
@@ -276,6 +287,9 @@ impl Default for IssuerConfig {
             default_audience: None,
             admin_token: None,
             admin_token_file: None,
+            key_encryption_key: None,
+            key_encryption_key_file: None,
+            jwks_max_age_secs: 300,
             signing_alg: SigningAlg::ES256,
             key_retire_leeway_secs: 60,
             rate_limit: RateLimitConfig::default(),
@@ -351,6 +365,12 @@ impl IssuerConfig {
         if let Some(token) = &self.admin_token {
             validate_admin_token("admin_token", token)?;
         }
+        if self.jwks_max_age_secs > MAX_LIFETIME {
+            return Err(config_error(
+                "jwks_max_age_secs",
+                format!("must be at most {MAX_LIFETIME} seconds"),
+            ));
+        }
         if self.key_retire_leeway_secs > MAX_LIFETIME {
             return Err(config_error(
                 "key_retire_leeway",
@@ -408,6 +428,30 @@ impl IssuerConfig {
             Error::Invalid { field, message } => Error::Config { field, message },
             other => other,
         })
+    }
+
+    /// The key-encryption key: `key_encryption_key`, else `key_encryption_key_file`'s
+    /// contents, else `S2S_ISSUER_KEY_ENCRYPTION_KEY`; `None` when none is set.
+    pub(crate) fn resolve_key_encryption_key(&self) -> Result<Option<crate::keys::Kek>, Error> {
+        const ENV: &str = "S2S_ISSUER_KEY_ENCRYPTION_KEY";
+        let (field, text) = if let Some(key) = &self.key_encryption_key {
+            ("key_encryption_key", key.expose_secret().to_owned())
+        } else if let Some(path) = &self.key_encryption_key_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                config_error(
+                    "key_encryption_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            ("key_encryption_key_file", text)
+        } else if let Ok(text) = std::env::var(ENV) {
+            (ENV, text)
+        } else {
+            return Ok(None);
+        };
+        crate::keys::Kek::from_base64(text.trim())
+            .map(Some)
+            .map_err(|message| config_error(field, message))
     }
 
     /// The admin token: `admin_token`, else the contents of `admin_token_file`.
@@ -657,5 +701,29 @@ mod tests {
         assert!(config.publish_scopes_supported);
         let debug = format!("{config:?}");
         assert!(!debug.contains("0123456789abcdef0123"), "{debug}");
+    }
+
+    #[test]
+    fn jwks_max_age_and_key_encryption_key_are_read_from_toml() {
+        let config = IssuerConfig::from_toml_str("").unwrap();
+        assert_eq!(config.jwks_max_age_secs, 300);
+        assert!(config.resolve_key_encryption_key().is_ok());
+        let config = IssuerConfig::from_toml_str(
+            "jwks_max_age_secs = 30\nkey_encryption_key = \"AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\"",
+        )
+        .unwrap();
+        assert_eq!(config.jwks_max_age_secs, 30);
+        assert!(config.resolve_key_encryption_key().unwrap().is_some());
+        let err = IssuerConfig::from_toml_str("jwks_max_age_secs = 100000")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jwks_max_age_secs"), "{err}");
+        let config = IssuerConfig::from_toml_str("key_encryption_key = \"c2hvcnQ=\"").unwrap();
+        let err = config.resolve_key_encryption_key().unwrap_err().to_string();
+        assert!(
+            err.contains("`key_encryption_key`") && err.contains("5 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("c2hvcnQ"), "{err}");
     }
 }

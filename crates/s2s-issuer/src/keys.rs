@@ -123,6 +123,78 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
+/// The key-encryption key: AES-256-GCM over the private signing keys stored in the database,
+/// with the key id as associated data (a blob moved to another row does not decrypt).
+pub(crate) struct Kek(aws_lc_rs::aead::LessSafeKey);
+
+impl std::fmt::Debug for Kek {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Kek(..)")
+    }
+}
+
+/// The prefix of an encrypted private key: format version 1, then nonce and ciphertext.
+const SEALED_PREFIX: &[u8] = b"s2s-kek1:";
+
+impl Kek {
+    /// From base64 (standard or URL-safe, padded or not) of exactly 32 bytes; the error never
+    /// repeats the input.
+    pub(crate) fn from_base64(text: &str) -> Result<Kek, String> {
+        use base64::engine::general_purpose::{URL_SAFE, URL_SAFE_NO_PAD};
+        let bytes = [STANDARD, URL_SAFE]
+            .iter()
+            .find_map(|e| e.decode(text).ok())
+            .or_else(|| URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok())
+            .ok_or("is not base64 (expected base64 of 32 random bytes)")?;
+        if bytes.len() != 32 {
+            return Err(format!(
+                "decodes to {} bytes; expected 32 (e.g. `openssl rand -base64 32`)",
+                bytes.len()
+            ));
+        }
+        let key = aws_lc_rs::aead::UnboundKey::new(&aws_lc_rs::aead::AES_256_GCM, &bytes)
+            .map_err(|_| "is not an AES-256 key".to_owned())?;
+        Ok(Kek(aws_lc_rs::aead::LessSafeKey::new(key)))
+    }
+
+    /// Encrypts `plain` for the key `kid`.
+    pub(crate) fn seal(&self, kid: &str, plain: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut nonce = [0u8; aws_lc_rs::aead::NONCE_LEN];
+        aws_lc_rs::rand::fill(&mut nonce).map_err(|e| key_error("random nonce", e))?;
+        let mut data = plain.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                aws_lc_rs::aead::Nonce::assume_unique_for_key(nonce),
+                aws_lc_rs::aead::Aad::from(kid.as_bytes()),
+                &mut data,
+            )
+            .map_err(|e| key_error("encrypting a private key", e))?;
+        Ok([SEALED_PREFIX, &nonce, &data].concat())
+    }
+
+    /// Decrypts what [`Kek::seal`] made for `kid`; `None` when this is not the key (or the
+    /// blob was altered or moved).
+    pub(crate) fn open(&self, kid: &str, sealed: &[u8]) -> Option<Vec<u8>> {
+        let rest = sealed.strip_prefix(SEALED_PREFIX)?;
+        if rest.len() < aws_lc_rs::aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, data) = rest.split_at(aws_lc_rs::aead::NONCE_LEN);
+        let nonce = aws_lc_rs::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut data = data.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, aws_lc_rs::aead::Aad::from(kid.as_bytes()), &mut data)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+
+    /// Whether a stored private key is encrypted.
+    pub(crate) fn is_sealed(stored: &[u8]) -> bool {
+        stored.starts_with(SEALED_PREFIX)
+    }
+}
+
 fn key_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Key(format!("{what}: {e}"))
 }
@@ -277,8 +349,9 @@ impl KeyRing {
                 let row = tokio::task::spawn_blocking(move || generate(alg, now))
                     .await
                     .map_err(|e| Error::Internal(format!("key generation task: {e}")))??;
-                store.rotate_keys(&row, now).await?;
-                audit::admin("signing_key_created", None, &row.kid);
+                if store.insert_first_key(&row).await? {
+                    audit::admin("signing_key_created", None, &row.kid);
+                }
                 state_from_rows(&store.keys().await?)?
                     .ok_or_else(|| Error::Key("the new key was not stored".into()))?
             }

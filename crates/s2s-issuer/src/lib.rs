@@ -55,7 +55,7 @@
 //!
 //! [`config`] (TOML and code), [`accounts`] (service accounts and their secrets), [`keys`]
 //! (signing keys and rotation), [`token`] (the endpoint), [`admin`] (the admin API), [`audit`]
-//! (the audit log). Storage is SQLite through sqlx ([`IssuerConfig::db`]).
+//! (the audit log). Storage is SQLite or PostgreSQL through sqlx ([`IssuerConfig::db`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
@@ -115,6 +115,8 @@ pub(crate) struct Inner {
     pub(crate) base_path: String,
     pub(crate) default_audience: String,
     pub(crate) token_lifetime: u64,
+    /// The JWKS's `Cache-Control: max-age`, seconds.
+    pub(crate) jwks_max_age: u64,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
     pub(crate) metadata: MetadataCache,
     pub(crate) clock: Clock,
@@ -157,7 +159,8 @@ impl Issuer {
         let hasher = tokio::task::spawn_blocking(move || SecretHasher::new(hash_config))
             .await
             .map_err(|e| Error::Internal(format!("hasher setup: {e}")))??;
-        let store = Store::open(&config.db).await?;
+        let kek = config.resolve_key_encryption_key()?;
+        let store = Store::open(&config.db, kek).await?;
         let keys = KeyRing::open(
             store.clone(),
             config.clock.clone(),
@@ -185,6 +188,7 @@ impl Issuer {
                 base_path: config::base_path(&issuer_url),
                 issuer_url,
                 token_lifetime: config.token_lifetime_secs,
+                jwks_max_age: config.jwks_max_age_secs,
                 trusted_proxies,
                 metadata: MetadataCache::new(config.publish_scopes_supported),
                 clock: config.clock.clone(),
@@ -292,7 +296,9 @@ fn cache_for(response: &mut Response, value: &'static str) {
 
 async fn jwks(State(issuer): State<Issuer>) -> Response {
     let mut response = Json(issuer.jwks().await).into_response();
-    cache_for(&mut response, "public, max-age=300");
+    let max_age = HeaderValue::from_str(&format!("public, max-age={}", issuer.inner.jwks_max_age))
+        .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=300"));
+    response.headers_mut().insert(CACHE_CONTROL, max_age);
     response
 }
 
@@ -498,7 +504,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn open_requires_an_issuer_url_and_refuses_postgres() {
+    async fn open_requires_an_issuer_url_and_a_reachable_database() {
         let mut config = IssuerConfig {
             db: ":memory:".into(),
             ..IssuerConfig::default()
@@ -506,8 +512,40 @@ mod tests {
         let err = Issuer::open(config.clone()).await.unwrap_err().to_string();
         assert!(err.contains("`issuer`"), "{err}");
         config.issuer = Some("http://127.0.0.1:1".into());
-        config.db = "postgres://localhost/issuer".into();
+        // Nothing listens on port 1: the error names the setting, never the password.
+        config.db = "postgres://issuer:hunter2@127.0.0.1:1/issuer".into();
+        let err = Issuer::open(config.clone()).await.unwrap_err().to_string();
+        assert!(err.contains("S2S_ISSUER_KEY_ENCRYPTION_KEY"), "{err}");
+        config.key_encryption_key = Some(secrecy::SecretString::from(
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ));
         let err = Issuer::open(config).await.unwrap_err().to_string();
         assert!(err.contains("`db`"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    /// The JWKS's `Cache-Control: max-age` is `jwks_max_age_secs` (300 unless configured).
+    #[tokio::test]
+    async fn the_jwks_max_age_follows_the_configuration() {
+        for (configured, expected) in [
+            (None, "public, max-age=300"),
+            (Some(7), "public, max-age=7"),
+        ] {
+            let mut config = IssuerConfig {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                db: ":memory:".into(),
+                ..IssuerConfig::default()
+            };
+            if let Some(secs) = configured {
+                config.jwks_max_age_secs = secs;
+            }
+            let running = spawn(config).await.unwrap();
+            let response = reqwest::get(format!("{}/.well-known/jwks.json", running.url))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            assert_eq!(response.headers()["cache-control"], expected);
+            running.shutdown().await;
+        }
     }
 }

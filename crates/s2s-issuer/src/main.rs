@@ -56,6 +56,13 @@ enum Command {
         /// A file holding the admin token (or set S2S_ISSUER_ADMIN_TOKEN).
         #[arg(long, value_name = "FILE")]
         admin_token_file: Option<PathBuf>,
+        /// The JWKS's Cache-Control max-age in seconds (default 300).
+        #[arg(long, value_name = "SECS")]
+        jwks_max_age_secs: Option<u64>,
+        /// A file holding the key-encryption key of the stored signing keys, base64 of 32
+        /// bytes (or set S2S_ISSUER_KEY_ENCRYPTION_KEY); required with a postgres:// database.
+        #[arg(long, value_name = "FILE")]
+        key_encryption_key_file: Option<PathBuf>,
         /// A proxy in front of the issuer, as a CIDR or an address (repeat); replaces the
         /// file's `trusted_proxies`. Only from these is X-Forwarded-For read.
         #[arg(long = "trusted-proxy", value_name = "CIDR")]
@@ -82,7 +89,7 @@ struct Common {
     /// A TOML configuration file (see the crate docs for its fields).
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
-    /// The SQLite database file, or :memory: (serve only).
+    /// The SQLite database file, :memory:, or a postgres:// URL (serve only).
     #[arg(long, value_name = "PATH", global = true)]
     db: Option<String>,
 }
@@ -176,6 +183,8 @@ async fn run(cli: Cli) -> Result<(), Error> {
             default_audience,
             token_lifetime,
             admin_token_file,
+            jwks_max_age_secs,
+            key_encryption_key_file,
             trusted_proxies,
         } => {
             let mut config = load_config(&common)?;
@@ -196,6 +205,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
             }
             if admin_token_file.is_some() {
                 config.admin_token_file = admin_token_file;
+            }
+            if let Some(secs) = jwks_max_age_secs {
+                config.jwks_max_age_secs = secs;
+            }
+            if key_encryption_key_file.is_some() {
+                config.key_encryption_key_file = key_encryption_key_file;
             }
             if !trusted_proxies.is_empty() {
                 config.trusted_proxies = trusted_proxies;

@@ -1,22 +1,63 @@
-//! Storage: SQLite through sqlx, with embedded migrations.
+//! Storage: SQLite or PostgreSQL through sqlx, with embedded migrations (one set per backend,
+//! the same tables and columns). Every query is written once, with `$1`-style parameters that
+//! both drivers read, and runs on whichever pool `db` chose.
 //!
-//! A file is opened in WAL mode with `synchronous=FULL`: a write is on disk before the call that
+//! `postgres://…` (or `postgresql://…`) selects PostgreSQL: several replicas may share one
+//! database; the migrations run at start under sqlx's advisory lock, so replicas that start at
+//! the same moment apply them once. Anything else is SQLite. A SQLite file is opened in WAL mode with `synchronous=FULL`: a write is on disk before the call that
 //! made it returns, so an acknowledged change survives `kill -9` or a power cut. `:memory:` keeps
 //! everything in one connection that lives as long as the issuer (for tests and demos).
 
 use std::{str::FromStr as _, time::Duration};
 
 use sqlx::{
-    FromRow, SqlitePool,
+    FromRow, PgPool, SqlitePool,
+    postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::Error;
+use std::sync::Arc;
+
+use crate::{Error, keys::Kek};
+
+/// The settings that name a key-encryption key, for errors.
+const KEK_SETTINGS: &str =
+    "key_encryption_key, key_encryption_key_file or S2S_ISSUER_KEY_ENCRYPTION_KEY";
 
 /// The database handle.
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
-    pool: SqlitePool,
+    pool: Pool,
+    /// Encrypts private signing keys on their way in, decrypts them on their way out.
+    kek: Option<Arc<Kek>>,
+}
+
+/// The pool of the backend `db` chose.
+#[derive(Clone, Debug)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the pool of whichever backend is in use (the body is
+/// compiled once per backend; the SQL must be portable).
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            Pool::Sqlite($pool) => $body,
+            Pool::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Inserts a new active signing key: kid, alg, private key (as stored), public JWK, creation.
+const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
+                          VALUES ($1, $2, $3, $4, $5)";
+
+/// Whether `db` names a PostgreSQL database.
+pub(crate) fn is_postgres(db: &str) -> bool {
+    let db = db.trim();
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
 }
 
 /// One row of `accounts`.
@@ -124,13 +165,21 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 
 impl Store {
     /// Opens (creating if needed) the database and runs the migrations.
-    pub(crate) async fn open(db: &str) -> Result<Store, Error> {
+    /// With `kek`, private signing keys are stored encrypted; PostgreSQL requires one.
+    pub(crate) async fn open(db: &str, kek: Option<Kek>) -> Result<Store, Error> {
         let db = db.trim();
-        if db.starts_with("postgres:") || db.starts_with("postgresql:") {
-            return Err(Error::Config {
-                field: "db".into(),
-                message: "PostgreSQL is not supported by this build; use a SQLite path".into(),
-            });
+        let kek = kek.map(Arc::new);
+        if is_postgres(db) {
+            if kek.is_none() {
+                return Err(Error::Config {
+                    field: "key_encryption_key".into(),
+                    message: format!(
+                        "PostgreSQL stores the private signing keys encrypted: set {KEK_SETTINGS} \
+                         (base64 of 32 random bytes, the same on every replica)"
+                    ),
+                });
+            }
+            return Self::open_postgres(db, kek).await;
         }
         let memory = is_memory(db);
         let (options, pool) = if memory {
@@ -174,22 +223,61 @@ impl Store {
         if created {
             restrict_permissions(&filename);
         }
-        sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool })
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Sqlite(pool),
+            kek,
+        })
+    }
+
+    /// Connects to PostgreSQL and runs its migrations (under sqlx's advisory lock: replicas
+    /// starting at once apply them once, the others wait and find them applied).
+    async fn open_postgres(db: &str, kek: Option<Arc<Kek>>) -> Result<Store, Error> {
+        // The URL may hold a password: errors name the host and database only.
+        let options = PgConnectOptions::from_str(db).map_err(|e| Error::Config {
+            field: "db".into(),
+            message: format!("not a PostgreSQL URL: {e}"),
+        })?;
+        let shown = format!(
+            "postgres://{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or_default()
+        );
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| Error::Config {
+                field: "db".into(),
+                message: format!("cannot connect to `{shown}`: {e}"),
+            })?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Store {
+            pool: Pool::Postgres(pool),
+            kek,
+        })
+    }
+
+    /// Whether this store is on PostgreSQL (shared by replicas).
+    #[allow(dead_code)]
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self.pool, Pool::Postgres(_))
     }
 
     /// Closes the connections (waits for them to finish).
     pub(crate) async fn close(&self) {
-        self.pool.close().await;
+        on_pool!(self, |pool| pool.close().await)
     }
 
     // ---- accounts ----
 
     pub(crate) async fn insert_account(&self, row: NewAccountRow<'_>) -> Result<AccountRow, Error> {
-        sqlx::query_as::<_, AccountRow>(
+        on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
             "INSERT INTO accounts (service_account_id, client_id, name, description, scopes, \
              allowed_ips, audiences, status, secret_hash, expires_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'ACTIVE', ?, ?, ?, ?) RETURNING *",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'ACTIVE', $8, $9, $10, $11) RETURNING *",
         )
         .bind(row.service_account_id)
         .bind(row.client_id)
@@ -202,8 +290,8 @@ impl Store {
         .bind(row.expires_at)
         .bind(row.now)
         .bind(row.now)
-        .fetch_one(&self.pool)
-        .await
+        .fetch_one(pool)
+        .await)
         .map_err(|e| {
             if unique_violation(&e) {
                 Error::Conflict(format!("a service account named `{}` exists", row.name))
@@ -214,11 +302,13 @@ impl Store {
     }
 
     pub(crate) async fn account(&self, id: AccountRef<'_>) -> Result<Option<AccountRow>, Error> {
-        let query = format!("SELECT * FROM accounts WHERE {} = ?", id.column());
-        Ok(sqlx::query_as::<_, AccountRow>(&query)
-            .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await?)
+        let query = format!("SELECT * FROM accounts WHERE {} = $1", id.column());
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
+            &query
+        )
+        .bind(id.value())
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Accounts with `id > after`, in creation order.
@@ -227,22 +317,22 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AccountRow>, Error> {
-        Ok(sqlx::query_as::<_, AccountRow>(
-            "SELECT * FROM accounts WHERE id > ? ORDER BY id LIMIT ?",
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
+            "SELECT * FROM accounts WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(pool)
+        .await)?)
     }
 
     /// The `scopes` column of every active account.
     pub(crate) async fn all_scopes(&self) -> Result<Vec<String>, Error> {
-        Ok(
-            sqlx::query_scalar::<_, String>("SELECT scopes FROM accounts WHERE status = 'ACTIVE'")
-                .fetch_all(&self.pool)
-                .await?,
+        Ok(on_pool!(self, |pool| sqlx::query_scalar::<_, String>(
+            "SELECT scopes FROM accounts WHERE status = 'ACTIVE'"
         )
+        .fetch_all(pool)
+        .await)?)
     }
 
     pub(crate) async fn update_account(
@@ -253,36 +343,37 @@ impl Store {
     ) -> Result<Option<AccountRow>, Error> {
         let name = changes.name.clone();
         let query = format!(
-            "UPDATE accounts SET name = COALESCE(?, name), description = COALESCE(?, description), \
-             scopes = COALESCE(?, scopes), allowed_ips = COALESCE(?, allowed_ips), \
-             audiences = COALESCE(?, audiences), status = COALESCE(?, status), \
-             expires_at = CASE WHEN ? THEN ? ELSE expires_at END, updated_at = ? \
-             WHERE {} = ? RETURNING *",
+            "UPDATE accounts SET name = COALESCE($1, name), \
+             description = COALESCE($2, description), scopes = COALESCE($3, scopes), \
+             allowed_ips = COALESCE($4, allowed_ips), audiences = COALESCE($5, audiences), \
+             status = COALESCE($6, status), \
+             expires_at = CASE WHEN $7 THEN $8 ELSE expires_at END, updated_at = $9 \
+             WHERE {} = $10 RETURNING *",
             id.column()
         );
-        sqlx::query_as::<_, AccountRow>(&query)
-            .bind(changes.name)
-            .bind(changes.description)
-            .bind(changes.scopes)
-            .bind(changes.allowed_ips)
-            .bind(changes.audiences)
+        on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(&query)
+            .bind(changes.name.clone())
+            .bind(changes.description.clone())
+            .bind(changes.scopes.clone())
+            .bind(changes.allowed_ips.clone())
+            .bind(changes.audiences.clone())
             .bind(changes.status)
             .bind(changes.expires_at.is_some())
             .bind(changes.expires_at.flatten())
             .bind(now)
             .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| {
-                if unique_violation(&e) {
-                    Error::Conflict(format!(
-                        "a service account named `{}` exists",
-                        name.unwrap_or_default()
-                    ))
-                } else {
-                    e.into()
-                }
-            })
+            .fetch_optional(pool)
+            .await)
+        .map_err(|e| {
+            if unique_violation(&e) {
+                Error::Conflict(format!(
+                    "a service account named `{}` exists",
+                    name.unwrap_or_default()
+                ))
+            } else {
+                e.into()
+            }
+        })
     }
 
     /// Replaces the secret hash; the old one stays valid until `previous_expires_at` when set.
@@ -295,78 +386,138 @@ impl Store {
     ) -> Result<Option<AccountRow>, Error> {
         let query = format!(
             "UPDATE accounts SET \
-             previous_secret_hash = CASE WHEN ?1 IS NULL THEN NULL ELSE secret_hash END, \
-             previous_secret_expires_at = ?1, secret_hash = ?2, secret_rotated_at = ?3, \
-             updated_at = ?3 WHERE {} = ?4 RETURNING *",
+             previous_secret_hash = CASE WHEN $1 IS NULL THEN NULL ELSE secret_hash END, \
+             previous_secret_expires_at = $1, secret_hash = $2, secret_rotated_at = $3, \
+             updated_at = $3 WHERE {} = $4 RETURNING *",
             id.column()
         );
-        Ok(sqlx::query_as::<_, AccountRow>(&query)
-            .bind(previous_expires_at)
-            .bind(new_hash)
-            .bind(now)
-            .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on_pool!(self, |pool| sqlx::query_as::<_, AccountRow>(
+            &query
+        )
+        .bind(previous_expires_at)
+        .bind(new_hash)
+        .bind(now)
+        .bind(id.value())
+        .fetch_optional(pool)
+        .await)?)
     }
 
     /// Deletes an account; its client id when it existed.
     pub(crate) async fn delete_account(&self, id: AccountRef<'_>) -> Result<Option<String>, Error> {
         let query = format!(
-            "DELETE FROM accounts WHERE {} = ? RETURNING client_id",
+            "DELETE FROM accounts WHERE {} = $1 RETURNING client_id",
             id.column()
         );
-        Ok(sqlx::query_scalar::<_, String>(&query)
-            .bind(id.value())
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(on_pool!(self, |pool| sqlx::query_scalar::<_, String>(
+            &query
+        )
+        .bind(id.value())
+        .fetch_optional(pool)
+        .await)?)
     }
 
     // ---- signing keys ----
 
+    /// The signing keys, private halves decrypted. A stored encrypted key without the
+    /// key-encryption key, or with another one, is a configuration error naming the setting.
     pub(crate) async fn keys(&self) -> Result<Vec<KeyRow>, Error> {
-        Ok(
-            sqlx::query_as::<_, KeyRow>("SELECT * FROM signing_keys ORDER BY created_at, kid")
-                .fetch_all(&self.pool)
-                .await?,
+        let mut rows = on_pool!(self, |pool| sqlx::query_as::<_, KeyRow>(
+            "SELECT * FROM signing_keys ORDER BY created_at, kid"
         )
+        .fetch_all(pool)
+        .await)?;
+        for row in &mut rows {
+            let Some(stored) = &row.private_key else {
+                continue;
+            };
+            if !Kek::is_sealed(stored) {
+                continue; // written before encryption was configured
+            }
+            let kek = self.kek.as_ref().ok_or_else(|| Error::Config {
+                field: "key_encryption_key".into(),
+                message: format!(
+                    "the stored signing key `{}` is encrypted: set {KEK_SETTINGS}",
+                    row.kid
+                ),
+            })?;
+            let plain = kek.open(&row.kid, stored).ok_or_else(|| Error::Config {
+                field: "key_encryption_key".into(),
+                message: format!(
+                    "does not decrypt the stored signing key `{}`: the key-encryption key \
+                     ({KEK_SETTINGS}) is not the one it was stored with",
+                    row.kid
+                ),
+            })?;
+            row.private_key = Some(plain);
+        }
+        Ok(rows)
     }
 
     /// Retires the active key(s) (publishing them until `retire_at`, forgetting their private
     /// halves) and makes `new` the active one, in one transaction.
     pub(crate) async fn rotate_keys(&self, new: &KeyRow, retire_at: i64) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE signing_keys SET retired_at = ?, retire_at = ?, private_key = NULL \
+        let private_key = self.sealed_private_key(new)?;
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "UPDATE signing_keys SET retired_at = $1, retire_at = $2, private_key = NULL \
              WHERE retired_at IS NULL",
-        )
-        .bind(new.created_at)
-        .bind(retire_at)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&new.kid)
-        .bind(&new.alg)
-        .bind(&new.private_key)
-        .bind(&new.public_jwk)
-        .bind(new.created_at)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+            )
+            .bind(new.created_at)
+            .bind(retire_at)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(INSERT_KEY)
+                .bind(&new.kid)
+                .bind(&new.alg)
+                .bind(&private_key)
+                .bind(&new.public_jwk)
+                .bind(new.created_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// The private key of `new` as stored: sealed when a key-encryption key is configured.
+    fn sealed_private_key(&self, new: &KeyRow) -> Result<Option<Vec<u8>>, Error> {
+        match (&self.kek, &new.private_key) {
+            (Some(kek), Some(plain)) => Ok(Some(kek.seal(&new.kid, plain)?)),
+            (_, plain) => Ok(plain.clone()),
+        }
+    }
+
+    /// Stores the first key unless another one is active (another replica created it at the
+    /// same moment: PostgreSQL's unique index on the active key refuses a second one). Whether
+    /// this one was stored.
+    pub(crate) async fn insert_first_key(&self, new: &KeyRow) -> Result<bool, Error> {
+        let private_key = self.sealed_private_key(new)?;
+        let result = on_pool!(self, |pool| sqlx::query(INSERT_KEY,)
+            .bind(&new.kid)
+            .bind(&new.alg)
+            .bind(&private_key)
+            .bind(&new.public_jwk)
+            .bind(new.created_at)
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if unique_violation(&e) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Deletes rotated-out keys whose publication ended at or before `now`.
     pub(crate) async fn delete_retired_keys(&self, now: i64) -> Result<u64, Error> {
-        Ok(
-            sqlx::query("DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= ?")
-                .bind(now)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+        Ok(on_pool!(self, |pool| sqlx::query(
+            "DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= $1"
         )
+        .bind(now)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected()))?)
     }
 }
 
@@ -383,9 +534,316 @@ fn restrict_permissions(path: &std::path::Path) {
     let _ = path;
 }
 
+/// Test databases (the file the replica suite shares).
+#[cfg(test)]
+#[path = "../tests/support/pgdb.rs"]
+pub(crate) mod testdb;
+
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use base64::{Engine as _, engine::general_purpose::STANDARD};
+
+    use super::{testdb::PgTestDb, *};
+
+    fn new_row<'a>(name: &'a str, client_id: &'a str, svc: &'a str) -> NewAccountRow<'a> {
+        NewAccountRow {
+            service_account_id: svc,
+            client_id,
+            name,
+            description: "d",
+            scopes: r#"["a:read"]"#.into(),
+            allowed_ips: "[]".into(),
+            audiences: "[]".into(),
+            secret_hash: "h1",
+            expires_at: Some(100),
+            now: 10,
+        }
+    }
+
+    fn key_row(kid: &str, created_at: i64) -> KeyRow {
+        KeyRow {
+            kid: kid.into(),
+            alg: "ES256".into(),
+            private_key: Some(vec![1, 2, 3]),
+            public_jwk: format!(r#"{{"kid":"{kid}"}}"#),
+            created_at,
+            retired_at: None,
+            retire_at: None,
+        }
+    }
+
+    fn test_kek() -> Kek {
+        Kek::from_base64(&STANDARD.encode([7u8; 32])).unwrap()
+    }
+
+    /// The store's contract, one body for every backend.
+    async fn store_suite(store: Store) {
+        // accounts: insert, read by either id, names unique
+        let one = store
+            .insert_account(new_row("one", "c1", "svc_0000000000000001"))
+            .await
+            .unwrap();
+        assert_eq!((one.status.as_str(), one.expires_at), ("ACTIVE", Some(100)));
+        let two = store
+            .insert_account(new_row("two", "c2", "svc_0000000000000002"))
+            .await
+            .unwrap();
+        assert!(two.id > one.id);
+        let dup = store
+            .insert_account(new_row("one", "c3", "svc_0000000000000003"))
+            .await;
+        assert!(matches!(dup, Err(Error::Conflict(_))), "{:?}", dup.err());
+        let by_svc = store
+            .account(AccountRef::parse("svc_0000000000000002"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(by_svc.client_id, "c2");
+        assert!(
+            store
+                .account(AccountRef::ClientId("nope"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+
+        // paging
+        let page = store.accounts_after(0, 1).await.unwrap();
+        assert_eq!(page.len(), 1);
+        assert_eq!(page[0].client_id, "c1");
+        let rest = store.accounts_after(page[0].id, 10).await.unwrap();
+        assert_eq!(
+            rest.iter()
+                .map(|r| r.client_id.as_str())
+                .collect::<Vec<_>>(),
+            ["c2"]
+        );
+
+        // update: only the given columns; expiry cleared; rename onto a taken name refused
+        let changes = AccountChanges {
+            scopes: Some(r#"["b:write"]"#.into()),
+            status: Some("DISABLED"),
+            expires_at: Some(None),
+            ..AccountChanges::default()
+        };
+        let updated = store
+            .update_account(AccountRef::ClientId("c1"), changes, 20)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(updated.scopes, r#"["b:write"]"#);
+        assert_eq!(updated.status, "DISABLED");
+        assert_eq!(updated.expires_at, None);
+        assert_eq!(
+            (updated.name.as_str(), updated.description.as_str()),
+            ("one", "d")
+        );
+        assert_eq!((updated.created_at, updated.updated_at), (10, 20));
+        let rename = AccountChanges {
+            name: Some("two".into()),
+            ..AccountChanges::default()
+        };
+        let taken = store
+            .update_account(AccountRef::ClientId("c1"), rename, 21)
+            .await;
+        assert!(matches!(taken, Err(Error::Conflict(_))));
+        let missing = store
+            .update_account(AccountRef::ClientId("nope"), AccountChanges::default(), 21)
+            .await
+            .unwrap();
+        assert!(missing.is_none());
+        assert_eq!(store.all_scopes().await.unwrap(), [r#"["a:read"]"#]);
+
+        // secret rotation, with and without a grace period for the old secret
+        let rotated = store
+            .rotate_secret(AccountRef::ClientId("c2"), "h2", Some(50), 30)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rotated.secret_hash, "h2");
+        assert_eq!(rotated.previous_secret_hash.as_deref(), Some("h1"));
+        assert_eq!(rotated.previous_secret_expires_at, Some(50));
+        assert_eq!(rotated.secret_rotated_at, Some(30));
+        let rotated = store
+            .rotate_secret(AccountRef::ClientId("c2"), "h3", None, 31)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(rotated.secret_hash, "h3");
+        assert_eq!(rotated.previous_secret_hash, None);
+        assert_eq!(rotated.previous_secret_expires_at, None);
+
+        // delete
+        assert_eq!(
+            store
+                .delete_account(AccountRef::parse("svc_0000000000000002"))
+                .await
+                .unwrap(),
+            Some("c2".into())
+        );
+        assert_eq!(
+            store
+                .delete_account(AccountRef::ClientId("c2"))
+                .await
+                .unwrap(),
+            None
+        );
+
+        // signing keys: rotation retires the active key and forgets its private half
+        assert!(store.keys().await.unwrap().is_empty());
+        store.rotate_keys(&key_row("k1", 100), 0).await.unwrap();
+        store.rotate_keys(&key_row("k2", 200), 900).await.unwrap();
+        let keys = store.keys().await.unwrap();
+        assert_eq!(
+            keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            ["k1", "k2"]
+        );
+        assert_eq!(
+            (keys[0].retired_at, keys[0].retire_at),
+            (Some(200), Some(900))
+        );
+        assert_eq!(keys[0].private_key, None);
+        assert_eq!(keys[1].private_key.as_deref(), Some(&[1u8, 2, 3][..]));
+        assert_eq!((keys[1].retired_at, keys[1].retire_at), (None, None));
+        // a first key while one is active (another replica won the race) is not stored
+        assert!(!store.insert_first_key(&key_row("k3", 300)).await.unwrap());
+        assert_eq!(store.keys().await.unwrap().len(), 2);
+        assert_eq!(store.delete_retired_keys(899).await.unwrap(), 0);
+        assert_eq!(store.delete_retired_keys(900).await.unwrap(), 1);
+        assert_eq!(store.keys().await.unwrap().len(), 1);
+        store.close().await;
+    }
+
+    /// A SQLite file path under the temp dir, its files removed on drop.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new(tag: &str) -> TempDb {
+            TempDb(std::env::temp_dir().join(format!(
+                "s2s-issuer-{tag}-{}-{:x}.db",
+                std::process::id(),
+                rand::random::<u64>()
+            )))
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn store_suite_sqlite_memory() {
+        store_suite(Store::open(":memory:", None).await.unwrap()).await;
+    }
+
+    #[tokio::test]
+    async fn store_suite_sqlite_file() {
+        let db = TempDb::new("suite");
+        store_suite(Store::open(db.path(), None).await.unwrap()).await;
+    }
+
+    /// Private keys are stored sealed (not the plaintext, bound to their kid), read back with
+    /// the right key, and refused with a missing or wrong key by an error naming the setting.
+    async fn private_keys_are_encrypted_at_rest(db: &str) {
+        let store = Store::open(db, Some(test_kek())).await.unwrap();
+        store.rotate_keys(&key_row("k1", 100), 0).await.unwrap();
+        let raw: Vec<u8> = on_pool!(store, |pool| sqlx::query_scalar(
+            "SELECT private_key FROM signing_keys WHERE kid = 'k1'"
+        )
+        .fetch_one(pool)
+        .await)
+        .unwrap();
+        assert!(Kek::is_sealed(&raw));
+        assert!(!raw.windows(3).any(|w| w == [1, 2, 3]), "{raw:?}");
+        assert_eq!(test_kek().open("k2", &raw), None, "bound to its kid");
+        assert_eq!(
+            store.keys().await.unwrap()[0].private_key.as_deref(),
+            Some(&[1u8, 2, 3][..])
+        );
+        store.close().await;
+
+        let wrong = Kek::from_base64(&STANDARD.encode([8u8; 32])).unwrap();
+        let store = Store::open(db, Some(wrong)).await.unwrap();
+        let err = store.keys().await.err().unwrap().to_string();
+        assert!(err.contains("key_encryption_key"), "{err}");
+        assert!(err.contains("not the one"), "{err}");
+        store.close().await;
+        if !is_postgres(db) {
+            let store = Store::open(db, None).await.unwrap();
+            let err = store.keys().await.err().unwrap().to_string();
+            assert!(err.contains("S2S_ISSUER_KEY_ENCRYPTION_KEY"), "{err}");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn private_keys_are_encrypted_at_rest_sqlite() {
+        private_keys_are_encrypted_at_rest(TempDb::new("kek").path()).await;
+    }
+
+    #[tokio::test]
+    async fn private_keys_are_encrypted_at_rest_postgres() {
+        let Some(db) = PgTestDb::create("private_keys_are_encrypted_at_rest_postgres").await else {
+            return;
+        };
+        private_keys_are_encrypted_at_rest(&db.url).await;
+        // PostgreSQL without a key-encryption key does not even open.
+        let err = Store::open(&db.url, None).await.err().unwrap().to_string();
+        assert!(err.contains("S2S_ISSUER_KEY_ENCRYPTION_KEY"), "{err}");
+    }
+
+    #[test]
+    fn a_key_encryption_key_is_base64_of_32_bytes() {
+        assert!(Kek::from_base64(&STANDARD.encode([1u8; 32])).is_ok());
+        let err = Kek::from_base64(&STANDARD.encode([1u8; 16])).unwrap_err();
+        assert!(err.contains("16 bytes"), "{err}");
+        let err = Kek::from_base64("not base64!!").unwrap_err();
+        assert!(!err.contains("not base64!!"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn store_suite_postgres() {
+        let Some(db) = PgTestDb::create("store_suite_postgres").await else {
+            return;
+        };
+        let store = Store::open(&db.url, Some(test_kek())).await.unwrap();
+        assert!(store.is_shared());
+        store_suite(store).await;
+    }
+
+    /// Replicas starting at the same moment on an empty database: the migrations run once
+    /// (sqlx's advisory lock), every replica opens, and a later start finds nothing to do.
+    #[tokio::test]
+    async fn postgres_migrations_are_safe_when_replicas_start_at_once() {
+        let Some(db) = PgTestDb::create("postgres_migrations_at_once").await else {
+            return;
+        };
+        let opens = (0..4).map(|_| Store::open(&db.url, Some(test_kek())));
+        let stores = futures_util::future::join_all(opens).await;
+        for store in stores {
+            let store = store.unwrap();
+            assert!(store.keys().await.unwrap().is_empty());
+            store.close().await;
+        }
+        let store = Store::open(&db.url, Some(test_kek())).await.unwrap();
+        let Pool::Postgres(pool) = &store.pool else {
+            unreachable!()
+        };
+        let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(applied, 1);
+        store.close().await;
+    }
 
     /// A database made before the service-account-id migration gets an id for every account
     /// (unique, `svc_` + 16 hex), no expiry, and can be addressed by either id afterwards.
@@ -400,7 +858,7 @@ mod tests {
             .filename(&path)
             .create_if_missing(true);
         let pool = SqlitePool::connect_with(options).await.unwrap();
-        let mut first_only = sqlx::migrate!("./migrations");
+        let mut first_only = sqlx::migrate!("./migrations/sqlite");
         first_only.migrations = first_only.migrations[..1].to_vec().into();
         first_only.run(&pool).await.unwrap();
         for (client_id, name) in [("c1", "one"), ("c2", "two")] {
@@ -416,7 +874,7 @@ mod tests {
         }
         pool.close().await;
 
-        let store = Store::open(path.to_str().unwrap()).await.unwrap();
+        let store = Store::open(path.to_str().unwrap(), None).await.unwrap();
         let one = store
             .account(AccountRef::ClientId("c1"))
             .await
