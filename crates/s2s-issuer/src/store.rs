@@ -55,6 +55,39 @@ const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_key, publi
                           VALUES ($1, $2, $3, $4, $5)";
 
 /// Whether `db` names a PostgreSQL database.
+/// A PostgreSQL server other than this host (loopback or a Unix socket) must be reached over
+/// TLS: sqlx's default `sslmode=prefer` falls back to plain TCP, which anyone on the path can
+/// force. The URL (or `PGSSLMODE`) must say `require`, `verify-ca` or `verify-full`, or opt out
+/// in so many words with `disable`.
+fn check_postgres_tls(db: &str, host: &str, env_mode: Option<&str>) -> Result<(), Error> {
+    let local = host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if local {
+        return Ok(());
+    }
+    let url_mode = url::Url::parse(db).ok().and_then(|url| {
+        url.query_pairs()
+            .find(|(k, _)| k == "sslmode")
+            .map(|(_, v)| v.into_owned())
+    });
+    match url_mode.as_deref().or(env_mode) {
+        Some("require" | "verify-ca" | "verify-full" | "disable") => Ok(()),
+        other => Err(Error::Config {
+            field: "db".into(),
+            message: format!(
+                "the PostgreSQL server `{host}` is not on this host and `sslmode` is {}: \
+                 add `?sslmode=verify-full` (or `require`) to the URL so the connection cannot \
+                 fall back to plain TCP, or `?sslmode=disable` to allow plain TCP explicitly",
+                other.map_or("not set".to_owned(), |m| format!("`{m}`"))
+            ),
+        }),
+    }
+}
+
 pub(crate) fn is_postgres(db: &str) -> bool {
     let db = db.trim();
     db.starts_with("postgres://") || db.starts_with("postgresql://")
@@ -244,6 +277,11 @@ impl Store {
             options.get_port(),
             options.get_database().unwrap_or_default()
         );
+        check_postgres_tls(
+            db,
+            options.get_host(),
+            std::env::var("PGSSLMODE").ok().as_deref(),
+        )?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(5))
@@ -787,6 +825,70 @@ mod tests {
     #[tokio::test]
     async fn private_keys_are_encrypted_at_rest_sqlite() {
         private_keys_are_encrypted_at_rest(TempDb::new("kek").path()).await;
+    }
+
+    #[test]
+    fn a_remote_postgres_server_needs_tls_or_an_explicit_opt_out() {
+        for (db, host, env, ok) in [
+            ("postgres://u@127.0.0.1/db", "127.0.0.1", None, true),
+            ("postgres://u@localhost/db", "localhost", None, true),
+            ("postgres://u@[::1]/db", "[::1]", None, true),
+            (
+                "postgres:///db?host=/run/postgresql",
+                "/run/postgresql",
+                None,
+                true,
+            ),
+            ("postgres://u@db.internal/db", "db.internal", None, false),
+            (
+                "postgres://u@db.internal/db?sslmode=prefer",
+                "db.internal",
+                None,
+                false,
+            ),
+            (
+                "postgres://u@db.internal/db?sslmode=allow",
+                "db.internal",
+                None,
+                false,
+            ),
+            (
+                "postgres://u@10.0.0.5/db?sslmode=require",
+                "10.0.0.5",
+                None,
+                true,
+            ),
+            (
+                "postgres://u@db.internal/db?sslmode=verify-full",
+                "db.internal",
+                None,
+                true,
+            ),
+            (
+                "postgres://u@db.internal/db?sslmode=disable",
+                "db.internal",
+                None,
+                true,
+            ),
+            (
+                "postgres://u@db.internal/db",
+                "db.internal",
+                Some("verify-ca"),
+                true,
+            ),
+            (
+                "postgres://u@db.internal/db?sslmode=prefer",
+                "db.internal",
+                Some("require"),
+                false,
+            ),
+        ] {
+            let result = check_postgres_tls(db, host, env);
+            assert_eq!(result.is_ok(), ok, "{db} (PGSSLMODE {env:?}): {result:?}");
+            if let Err(e) = result {
+                assert!(e.to_string().contains("sslmode=verify-full"), "{db}: {e}");
+            }
+        }
     }
 
     #[tokio::test]
