@@ -27,9 +27,10 @@
 //! argon2id hashes. Every change is written to the database before the call returns.
 
 use std::{
+    collections::HashMap,
     net::IpAddr,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -273,12 +274,33 @@ pub struct Accounts {
     pub(crate) clock: Clock,
     /// Bumped by every change that can alter the published scopes (the metadata cache's key).
     pub(crate) generation: Arc<AtomicU64>,
+    /// Every account by client id, as last read: what the token endpoint serves from while
+    /// the database is unreachable. Kept in step by this issuer's own changes, by each token
+    /// request's read, and by [`crate::sync`]'s reload after another replica's change.
+    pub(crate) known: Arc<Known>,
+    pub(crate) health: Arc<crate::sync::Health>,
 }
+
+/// The in-memory copy of the accounts (with their secret hashes: `Debug` shows the count).
+#[derive(Default)]
+pub(crate) struct Known(RwLock<HashMap<String, AccountRow>>);
+
+impl std::fmt::Debug for Known {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.read().map_or(0, |k| k.len());
+        write!(f, "Known({n} accounts)")
+    }
+}
+
+/// How long the token endpoint waits for an account read before it answers from memory.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the token endpoint needs: the account and the hashes that verify its secret now.
 pub(crate) struct Credentials {
     pub(crate) account: Account,
     pub(crate) accepted_hashes: Vec<String>,
+    /// Read from the in-memory copy (the database was unreachable).
+    pub(crate) from_memory: bool,
 }
 
 impl Accounts {
@@ -309,6 +331,7 @@ impl Accounts {
                 now: self.now(),
             })
             .await?;
+        self.remember(&client_id, Some(&row));
         self.changed();
         let account = account_from_row(&row);
         audit::admin("account_created", Some(&client_id), &name);
@@ -385,6 +408,7 @@ impl Accounts {
             .update_account(AccountRef::parse(id), changes, self.now())
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        self.remember(&row.client_id, Some(&row));
         self.changed();
         let client_id = row.client_id.as_str();
         if update.status == Some(Status::Disabled) {
@@ -452,6 +476,7 @@ impl Accounts {
             .rotate_secret(AccountRef::parse(id), &hash, previous_expires_at, now)
             .await?
             .ok_or_else(|| Error::NotFound(id.to_owned()))?;
+        self.remember(&row.client_id, Some(&row));
         self.hasher.forget(&row.client_id);
         audit::admin(
             "secret_rotated",
@@ -469,16 +494,44 @@ impl Accounts {
         let Some(client_id) = self.store.delete_account(AccountRef::parse(id)).await? else {
             return Err(Error::NotFound(id.to_owned()));
         };
+        self.remember(&client_id, None);
         self.changed();
         self.hasher.forget(&client_id);
         audit::admin("account_deleted", Some(&client_id), "");
         Ok(())
     }
 
-    /// The account and the secret hashes it accepts now.
+    /// The account and the secret hashes it accepts now: read from the database, or, while it
+    /// is unreachable, from the in-memory copy (`from_memory`).
     pub(crate) async fn credentials(&self, client_id: &str) -> Result<Option<Credentials>, Error> {
-        // By client id only: a `svc_…` id is no credential.
-        let Some(row) = self.store.account(AccountRef::ClientId(client_id)).await? else {
+        let mut from_memory = !self.health.is_up();
+        let row = if from_memory {
+            self.remembered(client_id)
+        } else {
+            // By client id only: a `svc_…` id is no credential.
+            let read = self.store.account(AccountRef::ClientId(client_id));
+            match tokio::time::timeout(READ_TIMEOUT, read).await {
+                Ok(Ok(row)) => {
+                    self.remember(client_id, row.as_ref());
+                    row
+                }
+                Ok(Err(e)) if e.is_unavailable() => {
+                    self.health.mark_down(&format!("the database failed: {e}"));
+                    from_memory = true;
+                    self.remembered(client_id)
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    self.health.mark_down(&format!(
+                        "an account read took more than {} ms",
+                        READ_TIMEOUT.as_millis()
+                    ));
+                    from_memory = true;
+                    self.remembered(client_id)
+                }
+            }
+        };
+        let Some(row) = row else {
             return Ok(None);
         };
         let now = self.now();
@@ -492,7 +545,39 @@ impl Accounts {
         Ok(Some(Credentials {
             account: account_from_row(&row),
             accepted_hashes,
+            from_memory,
         }))
+    }
+
+    fn remembered(&self, client_id: &str) -> Option<AccountRow> {
+        let known = self.known.0.read().unwrap_or_else(|e| e.into_inner());
+        known.get(client_id).cloned()
+    }
+
+    /// Updates the in-memory copy of one account (`None`: it is gone).
+    fn remember(&self, client_id: &str, row: Option<&AccountRow>) {
+        let mut known = self.known.0.write().unwrap_or_else(|e| e.into_inner());
+        match row {
+            Some(row) => known.insert(client_id.to_owned(), row.clone()),
+            None => known.remove(client_id),
+        };
+    }
+
+    /// Reads every account into the in-memory copy (at start, and after another replica's
+    /// change).
+    pub(crate) async fn reload_all(&self) -> Result<(), Error> {
+        let mut all = HashMap::new();
+        let mut after = 0;
+        loop {
+            let rows = self.store.accounts_after(after, MAX_PAGE).await?;
+            let Some(last) = rows.last() else {
+                break;
+            };
+            after = last.id;
+            all.extend(rows.into_iter().map(|r| (r.client_id.clone(), r)));
+        }
+        *self.known.0.write().unwrap_or_else(|e| e.into_inner()) = all;
+        Ok(())
     }
 
     /// Every scope of an active account, sorted, once each.
@@ -513,7 +598,8 @@ impl Accounts {
         i64::try_from(self.clock.unix_now()).unwrap_or(i64::MAX)
     }
 
-    fn changed(&self) {
+    /// Something changed the published scopes (the metadata cache's key moves).
+    pub(crate) fn changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 

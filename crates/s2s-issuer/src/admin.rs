@@ -29,8 +29,8 @@
 //! | `POST /admin/service-accounts/{id}/rotate-secret` `{gracePeriodSeconds?}` | 200, the account with the new `clientSecret` and a `message` |
 //! | `POST /admin/service-accounts/{id}/disable`, `…/enable` | 200, the account |
 //! | `DELETE /admin/service-accounts/{id}` | 204 |
-//! | `GET /admin/keys` | 200 `{keys: [{kid, alg, active, createdAt, retireAt?}]}` |
-//! | `POST /admin/keys/rotate` | 200 `{kid, previousKid, previousRetireAt}` |
+//! | `GET /admin/keys` | 200 `{keys: [{kid, alg, active, createdAt, activateAt?, retireAt?}]}` |
+//! | `POST /admin/keys/rotate` | 200 `{kid, activatesAt, previousKid, previousRetireAt}` (on PostgreSQL the new key signs from `activatesAt`, see [`keys`](crate::keys)) |
 //!
 //! `/admin/accounts…` is the same resource under its former name (deprecated; answers carry
 //! `Deprecation: true` and a `Link` to the new path).
@@ -38,7 +38,8 @@
 //! Errors are `{"error", "error_description"}` (plus `"field"` for validation errors): 400
 //! `invalid_request` (the description names the field), 401 `unauthorized` (missing or wrong
 //! admin token), 404 `not_found`, 409 `conflict` (a name in use), 415 for a body that is not
-//! JSON. Every answer carries `Cache-Control: no-store`. The admin token is read with
+//! JSON, 503 `temporarily_unavailable` with `Retry-After` while the database is unreachable
+//! (nothing is changed; every change is one statement or one transaction, never half-applied). Every answer carries `Cache-Control: no-store`. The admin token is read with
 //! [`BearerToken::from_headers`](s2s_auth::BearerToken::from_headers): exactly one
 //! `Authorization` header, `Bearer` (any case), spaces, then the token in RFC 6750's `token68`
 //! characters (letters, digits, `-._~+/`, trailing `=`); it is compared in constant time
@@ -123,6 +124,7 @@ async fn deprecated(request: Request, next: Next) -> Response {
 struct AdminError {
     status: StatusCode,
     body: ErrorBody,
+    retry_after: Option<u64>,
 }
 
 impl AdminError {
@@ -130,6 +132,20 @@ impl AdminError {
         AdminError {
             status,
             body: ErrorBody::new(error).with_description(description.into()),
+            retry_after: None,
+        }
+    }
+
+    /// 503 while the database is unreachable: nothing was changed, retry later.
+    fn unavailable() -> Self {
+        AdminError {
+            retry_after: Some(crate::sync::RETRY_AFTER_SECS),
+            ..AdminError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the database is unreachable: nothing was changed; retry when /readyz answers \
+                 200 (tokens are still issued for known accounts)",
+            )
         }
     }
 
@@ -155,6 +171,10 @@ impl From<Error> for AdminError {
                 AdminError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
             }
             Error::Conflict(_) => AdminError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            ref unavailable if unavailable.is_unavailable() => {
+                tracing::warn!(error = %e, "admin API: the database is unreachable");
+                AdminError::unavailable()
+            }
             other => {
                 tracing::error!(error = %other, "admin API failure");
                 AdminError::new(
@@ -169,21 +189,37 @@ impl From<Error> for AdminError {
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        crate::error::answer(self.status, &self.body, "Bearer realm=\"s2s-issuer-admin\"")
+        let mut response =
+            crate::error::answer(self.status, &self.body, "Bearer realm=\"s2s-issuer-admin\"");
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
-/// Checks the admin bearer token; adds `Cache-Control: no-store` to every answer.
+/// Checks the admin bearer token; refuses every request with 503 while the database is known
+/// to be unreachable (nothing half-done, no wait for a connection); counts the changes made;
+/// adds `Cache-Control: no-store` to every answer.
 async fn require_admin(State(issuer): State<Issuer>, request: Request, next: Next) -> Response {
-    let mut response = if authorized(&issuer, request.headers()) {
-        next.run(request).await
-    } else {
+    let mut response = if !authorized(&issuer, request.headers()) {
         AdminError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "a valid admin bearer token is required",
         )
         .into_response()
+    } else if !issuer.database_up() {
+        AdminError::unavailable().into_response()
+    } else {
+        let write = request.method() != axum::http::Method::GET;
+        let response = next.run(request).await;
+        if write && response.status().is_success() {
+            issuer.inner.metrics.admin_change();
+        }
+        response
     };
     response
         .headers_mut()

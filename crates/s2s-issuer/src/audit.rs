@@ -92,3 +92,8 @@ pub(crate) fn admin(action: &str, client_id: Option<&str>, detail: &str) {
         "administrative change"
     );
 }
+
+/// The database became unreachable or reachable again (one entry per transition).
+pub(crate) fn storage(outcome: &str, detail: &str) {
+    tracing::warn!(target: TARGET, outcome, detail, "storage availability changed");
+}

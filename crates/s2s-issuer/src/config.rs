@@ -256,7 +256,12 @@ pub struct IssuerConfig {
     /// signed expires, seconds: the verifiers' clock leeway. Default 60.
     #[serde(rename = "key_retire_leeway")]
     pub key_retire_leeway_secs: u64,
-    /// Token-endpoint rate limits.
+    /// Rotate the signing key automatically when the newest one is this old, seconds (more
+    /// than `jwks_max_age_secs` + 1). Every replica checks; one rotates (see
+    /// [`keys`](crate::keys)). Default: no scheduled rotation (`POST /admin/keys/rotate` or
+    /// `s2s-issuer keys rotate`).
+    pub key_rotation_interval_secs: Option<u64>,
+    /// Token-endpoint rate limits, per replica (see the README).
     pub rate_limit: RateLimitConfig,
     /// The proxies in front of the issuer, as CIDRs or addresses (`["10.0.0.0/8",
     /// "2001:db8::1"]`). When the connecting peer is one of them, the client address is the
@@ -292,6 +297,7 @@ impl Default for IssuerConfig {
             jwks_max_age_secs: 300,
             signing_alg: SigningAlg::ES256,
             key_retire_leeway_secs: 60,
+            key_rotation_interval_secs: None,
             rate_limit: RateLimitConfig::default(),
             trusted_proxies: Vec::new(),
             publish_scopes_supported: false,
@@ -369,6 +375,18 @@ impl IssuerConfig {
             return Err(config_error(
                 "jwks_max_age_secs",
                 format!("must be at most {MAX_LIFETIME} seconds"),
+            ));
+        }
+        if let Some(interval) = self.key_rotation_interval_secs
+            && interval <= self.jwks_max_age_secs.saturating_add(1)
+        {
+            return Err(config_error(
+                "key_rotation_interval_secs",
+                format!(
+                    "must be more than jwks_max_age_secs + 1 ({} s): a new key waits that long \
+                     before it signs",
+                    self.jwks_max_age_secs.saturating_add(1)
+                ),
             ));
         }
         if self.key_retire_leeway_secs > MAX_LIFETIME {

@@ -48,6 +48,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the database could not be reached (rather than refusing the request): the
+    /// caller may retry later, the change was not made.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Storage(e) => match e {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                // PostgreSQL's connection exceptions (08…) and shutdowns (57P0…).
+                sqlx::Error::Database(d) => d
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),

@@ -11,20 +11,33 @@
 //! assert_eq!(first.len(), 1);
 //!
 //! let rotation = issuer.rotate_signing_key().await?;
-//! // The new key signs from now on; the old one is published until its tokens have expired.
+//! // On SQLite the new key signs from now on; the old one is published until its tokens have
+//! // expired.
 //! assert_eq!(rotation.previous_kid.as_deref(), Some(first[0].kid.as_str()));
 //! assert_eq!(issuer.signing_keys().await?.len(), 2);
 //! # Ok(()) }
 //! ```
 //!
-//! One key is active: it signs every new token. [`Issuer::rotate_signing_key`](crate::Issuer::rotate_signing_key) generates a new key
-//! that signs at once and retires the active one: its private half is erased from the database
-//! and its public half stays in the JWKS until `retire_at` = rotation time + token lifetime +
-//! `key_retire_leeway`, when every token it signed has expired; after that it leaves the JWKS
-//! (checked on each JWKS read and token issuance, and at start).
+//! One key is active: it signs every new token. [`Issuer::rotate_signing_key`](crate::Issuer::rotate_signing_key)
+//! generates a new key and publishes it; it starts signing at `activatesAt`, and the key it
+//! replaces stops signing then, leaves the database with its private half, and stays in the
+//! JWKS until `retire_at` = `activatesAt` + token lifetime + `key_retire_leeway`, when every
+//! token it signed has expired; after that it leaves the JWKS (checked on each JWKS read, about
+//! twice a second in the background, and at start).
+//!
+//! On SQLite (one process) a new key signs at once. On PostgreSQL, where replicas share the
+//! keys, rotation is publish-then-sign: `activatesAt` = now + `jwks_max_age_secs` + 1 s, so that
+//! every replica has the new key in its JWKS (replicas reload keys within 1 s of a change) and
+//! every verifier has fetched it (its cache lives at most `jwks_max_age_secs`) before any
+//! replica signs with it. Every replica switches at `activatesAt` by its own clock, without a
+//! database round trip. Rotations are serialized by an advisory lock; with
+//! `key_rotation_interval_secs` every replica checks about twice a second whether the newest key
+//! is that old, and the first to take the lock rotates (the others find the new key and do
+//! nothing).
 //!
 //! The key id is the key's RFC 7638 JWK thumbprint (SHA-256, base64url). Private keys are PKCS#8
-//! DER in the database; no `Debug` or answer shows them.
+//! DER in the database (sealed with the key-encryption key when one is configured); no `Debug`
+//! or answer shows them.
 
 use std::sync::Arc;
 
@@ -60,6 +73,13 @@ pub struct SigningKeyInfo {
     /// Creation time, Unix seconds (RFC 3339 in JSON).
     #[serde(serialize_with = "dates::serialize")]
     pub created_at: u64,
+    /// For a key published ahead of signing: when it starts signing, Unix seconds (RFC 3339 in
+    /// JSON).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "dates::serialize_opt"
+    )]
+    pub activate_at: Option<u64>,
     /// For a rotated-out key: when it leaves the JWKS, Unix seconds (RFC 3339 in JSON).
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -72,8 +92,12 @@ pub struct SigningKeyInfo {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyRotation {
-    /// The new active key's id.
+    /// The new key's id.
     pub kid: String,
+    /// When it starts signing (and the previous key stops), Unix seconds (RFC 3339 in JSON):
+    /// the rotation time on SQLite, `jwks_max_age_secs` + 1 s later on PostgreSQL.
+    #[serde(serialize_with = "dates::serialize")]
+    pub activates_at: u64,
     /// The key it replaced.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_kid: Option<String>,
@@ -85,11 +109,12 @@ pub struct KeyRotation {
     pub previous_retire_at: Option<u64>,
 }
 
-/// The key that signs.
-struct ActiveKey {
+/// A key that signs from `from` on (until the next signer's `from`).
+struct Signer {
     kid: String,
     alg: Algorithm,
     key: EncodingKey,
+    from: u64,
 }
 
 struct PublishedKey {
@@ -98,11 +123,23 @@ struct PublishedKey {
 }
 
 struct KeyState {
-    active: Arc<ActiveKey>,
-    /// Active first, then rotated-out keys newest first.
+    /// The keys holding a private half, by `from`: the last one whose `from` has come signs.
+    signers: Vec<Arc<Signer>>,
+    /// Newest first (`active` is set at read time).
     published: Vec<PublishedKey>,
-    /// The earliest `retire_at` among the published keys.
-    next_retirement: Option<u64>,
+    /// The earliest moment the database needs a clean-up: a `retire_at`, or a signer's end.
+    next_cleanup: Option<u64>,
+}
+
+impl KeyState {
+    /// The key that signs at `now`; the earliest signer if none has started (a clock set back).
+    fn signer(&self, now: u64) -> &Arc<Signer> {
+        self.signers
+            .iter()
+            .rev()
+            .find(|s| s.from <= now)
+            .unwrap_or(&self.signers[0])
+    }
 }
 
 /// The signing keys of one issuer.
@@ -111,6 +148,11 @@ pub(crate) struct KeyRing {
     clock: Clock,
     alg: SigningAlg,
     retire_after: u64,
+    /// From a rotation to the moment its key signs: 0 on SQLite, the JWKS lifetime + the
+    /// replicas' reload bound on PostgreSQL.
+    activation_delay: u64,
+    /// Clean-ups are not tried while the database is known to be down.
+    health: Arc<crate::sync::Health>,
     state: ArcSwap<KeyState>,
     rotation: tokio::sync::Mutex<()>,
 }
@@ -118,7 +160,10 @@ pub(crate) struct KeyRing {
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KeyRing")
-            .field("active_kid", &self.state.load().active.kid)
+            .field(
+                "active_kid",
+                &self.state.load().signer(self.clock.unix_now()).kid,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -255,6 +300,7 @@ fn generate(alg: SigningAlg, now: i64) -> Result<KeyRow, Error> {
         created_at: now,
         retired_at: None,
         retire_at: None,
+        activate_at: None,
     })
 }
 
@@ -277,31 +323,42 @@ fn unix(t: i64) -> u64 {
     u64::try_from(t).unwrap_or(0)
 }
 
-/// The key state of the stored rows (already pruned of retired keys).
+/// The key state of the stored rows (already pruned of retired keys); `None` when no key can
+/// sign.
 fn state_from_rows(rows: &[KeyRow]) -> Result<Option<KeyState>, Error> {
-    let mut active = None;
+    let mut signers = Vec::new();
     let mut published = Vec::new();
-    for row in rows.iter().rev() {
+    let mut next_cleanup: Option<u64> = None;
+    let mut cleanup_at = |t: u64| next_cleanup = Some(next_cleanup.map_or(t, |n| n.min(t)));
+    for row in rows {
         let Some(alg) = SigningAlg::parse(&row.alg) else {
             return Err(Error::Key(format!(
                 "stored key `{}` has an unknown algorithm `{}`",
                 row.kid, row.alg
             )));
         };
-        let is_active = row.retired_at.is_none() && active.is_none();
-        if is_active {
-            let pkcs8 = row.private_key.as_deref().ok_or_else(|| {
-                Error::Key(format!("the active key `{}` has no private key", row.kid))
-            })?;
+        if let Some(pkcs8) = row.private_key.as_deref() {
             let key = encoding_key(alg, pkcs8)?;
             // Fails on a damaged key, here rather than at the first token.
             Jwk::from_encoding_key(&key, algorithm(alg))
                 .map_err(|e| key_error(&format!("stored key `{}`", row.kid), e))?;
-            active = Some(Arc::new(ActiveKey {
+            signers.push(Arc::new(Signer {
                 kid: row.kid.clone(),
                 alg: algorithm(alg),
                 key,
+                from: unix(row.activate_at.unwrap_or(row.created_at)),
             }));
+            if let Some(until) = row.retired_at {
+                cleanup_at(unix(until));
+            }
+        } else if row.retired_at.is_none() {
+            return Err(Error::Key(format!(
+                "the active key `{}` has no private key",
+                row.kid
+            )));
+        }
+        if let Some(t) = row.retire_at {
+            cleanup_at(unix(t));
         }
         let jwk: serde_json::Value = serde_json::from_str(&row.public_jwk)
             .map_err(|e| key_error(&format!("stored public key `{}`", row.kid), e))?;
@@ -309,26 +366,23 @@ fn state_from_rows(rows: &[KeyRow]) -> Result<Option<KeyState>, Error> {
             info: SigningKeyInfo {
                 kid: row.kid.clone(),
                 alg: alg.as_str(),
-                active: is_active,
+                active: false,
                 created_at: unix(row.created_at),
-                retire_at: if is_active {
-                    None
-                } else {
-                    row.retire_at.map(unix)
-                },
+                activate_at: row.activate_at.map(unix),
+                retire_at: row.retire_at.map(unix),
             },
             jwk,
         });
     }
-    let Some(active) = active else {
+    if signers.is_empty() {
         return Ok(None);
-    };
-    published.sort_by_key(|p| (!p.info.active, std::cmp::Reverse(p.info.created_at)));
-    let next_retirement = published.iter().filter_map(|p| p.info.retire_at).min();
+    }
+    signers.sort_by_key(|s| s.from);
+    published.sort_by_key(|p| std::cmp::Reverse((p.info.created_at, p.info.kid.clone())));
     Ok(Some(KeyState {
-        active,
+        signers,
         published,
-        next_retirement,
+        next_cleanup,
     }))
 }
 
@@ -340,6 +394,8 @@ impl KeyRing {
         alg: SigningAlg,
         token_lifetime: u64,
         leeway: u64,
+        jwks_max_age: u64,
+        health: Arc<crate::sync::Health>,
     ) -> Result<KeyRing, Error> {
         let now = i64::try_from(clock.unix_now()).unwrap_or(i64::MAX);
         store.delete_retired_keys(now).await?;
@@ -356,64 +412,94 @@ impl KeyRing {
                     .ok_or_else(|| Error::Key("the new key was not stored".into()))?
             }
         };
+        let activation_delay = if store.is_shared() {
+            jwks_max_age.saturating_add(crate::sync::RELOAD_BOUND.as_secs())
+        } else {
+            0
+        };
         Ok(KeyRing {
             store,
             clock,
             alg,
             retire_after: token_lifetime.saturating_add(leeway),
+            activation_delay,
+            health,
             state: ArcSwap::from_pointee(state),
             rotation: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Signs `claims` with the active key: header `{alg, typ: "at+jwt", kid}`. Returns the token
-    /// and the kid.
+    /// Signs `claims` with the key that signs now: header `{alg, typ: "at+jwt", kid}`. Returns
+    /// the token and the kid.
     pub(crate) fn sign(&self, claims: &impl Serialize) -> Result<(String, String), Error> {
-        let active = self.state.load().active.clone();
-        let mut header = Header::new(active.alg);
+        let state = self.state.load();
+        let signer = state.signer(self.clock.unix_now());
+        let mut header = Header::new(signer.alg);
         header.typ = Some("at+jwt".into());
-        header.kid = Some(active.kid.clone());
-        let token = jsonwebtoken::encode(&header, claims, &active.key)
+        header.kid = Some(signer.kid.clone());
+        let token = jsonwebtoken::encode(&header, claims, &signer.key)
             .map_err(|e| key_error("signing a token", e))?;
-        Ok((token, active.kid.clone()))
+        Ok((token, signer.kid.clone()))
+    }
+
+    /// The published keys at `now`, the active one first, each with its `active` flag.
+    fn published_now<T>(&self, pick: impl Fn(&PublishedKey, bool) -> T) -> Vec<T> {
+        let state = self.state.load();
+        let now = self.clock.unix_now();
+        let active = &state.signer(now).kid;
+        let live = || {
+            state
+                .published
+                .iter()
+                .filter(|p| p.info.retire_at.is_none_or(|t| t > now))
+        };
+        live()
+            .filter(|p| &p.info.kid == active)
+            .map(|p| pick(p, true))
+            .chain(
+                live()
+                    .filter(|p| &p.info.kid != active)
+                    .map(|p| pick(p, false)),
+            )
+            .collect()
     }
 
     /// The JWK set: `{"keys": [...]}`, the active key first.
     pub(crate) async fn jwks(&self) -> serde_json::Value {
         self.prune().await;
-        let state = self.state.load();
-        let now = self.clock.unix_now();
-        let keys: Vec<&serde_json::Value> = state
-            .published
-            .iter()
-            .filter(|p| p.info.retire_at.is_none_or(|t| t > now))
-            .map(|p| &p.jwk)
-            .collect();
+        let keys = self.published_now(|p, _| p.jwk.clone());
         serde_json::json!({ "keys": keys })
     }
 
     /// The published keys, the active one first.
     pub(crate) async fn infos(&self) -> Vec<SigningKeyInfo> {
         self.prune().await;
-        let now = self.clock.unix_now();
+        self.published_now(|p, active| SigningKeyInfo {
+            active,
+            ..p.info.clone()
+        })
+    }
+
+    /// The newest key's creation time.
+    fn newest(&self) -> u64 {
         self.state
             .load()
             .published
-            .iter()
-            .filter(|p| p.info.retire_at.is_none_or(|t| t > now))
-            .map(|p| p.info.clone())
-            .collect()
+            .first()
+            .map_or(0, |p| p.info.created_at)
     }
 
-    /// Drops keys whose publication has ended, from memory and the database. A failure only
-    /// delays the database part (memory is filtered by time on every read anyway).
+    /// Drops keys whose publication has ended and the private halves of keys that stopped
+    /// signing, from the database, then reloads. A failure only delays this (memory is filtered
+    /// by time on every read anyway). Nothing is tried while the database is known to be down.
     pub(crate) async fn prune(&self) {
         let now = self.clock.unix_now();
-        if self.state.load().next_retirement.is_none_or(|t| t > now) {
+        let due = || self.state.load().next_cleanup.is_some_and(|t| t <= now);
+        if !due() || !self.health.is_up() {
             return;
         }
         let _guard = self.rotation.lock().await;
-        if self.state.load().next_retirement.is_none_or(|t| t > now) {
+        if !due() {
             return;
         }
         let result = async {
@@ -432,19 +518,40 @@ impl KeyRing {
         }
     }
 
-    async fn reload(&self) -> Result<(), Error> {
+    /// Reads the keys from the database again (another replica changed them).
+    pub(crate) async fn reload(&self) -> Result<(), Error> {
         let state = state_from_rows(&self.store.keys().await?)?
             .ok_or_else(|| Error::Key("no active signing key is stored".into()))?;
         self.state.store(Arc::new(state));
         Ok(())
     }
 
-    /// Generates a key that signs from now on; the previous one stays published until every
-    /// token it signed has expired.
+    /// Generates and publishes a key that signs from `activates_at` on (see the module docs);
+    /// the previous one stays published until every token it signed has expired.
     pub(crate) async fn rotate(&self) -> Result<KeyRotation, Error> {
+        self.publish(None)
+            .await?
+            .ok_or_else(|| Error::Internal("the rotation was not stored".into()))
+    }
+
+    /// A scheduled rotation: when the newest key is `interval` old, unless another replica
+    /// made one first (checked under the rotation lock).
+    pub(crate) async fn rotate_if_due(&self, interval: u64) -> Result<Option<KeyRotation>, Error> {
+        let now = self.clock.unix_now();
+        if self.newest().saturating_add(interval) > now {
+            return Ok(None);
+        }
+        let since = i64::try_from(now.saturating_sub(interval)).unwrap_or(i64::MAX);
+        let rotation = self.publish(Some(since)).await?;
+        if rotation.is_none() {
+            self.reload().await?; // another replica rotated; learn its key now
+        }
+        Ok(rotation)
+    }
+
+    async fn publish(&self, unless_newer_than: Option<i64>) -> Result<Option<KeyRotation>, Error> {
         let _guard = self.rotation.lock().await;
         let alg = self.alg;
-        let previous_kid = self.state.load().active.kid.clone();
         let created = i64::try_from(self.clock.unix_now()).unwrap_or(i64::MAX);
         let mut row = tokio::task::spawn_blocking(move || generate(alg, created))
             .await
@@ -452,24 +559,41 @@ impl KeyRing {
         // "Now" is read after the (slow) generation, right before the switch.
         let now = self.clock.unix_now();
         row.created_at = i64::try_from(now).unwrap_or(i64::MAX);
-        let retire_at = now.saturating_add(self.retire_after);
-        self.store
-            .rotate_keys(&row, i64::try_from(retire_at).unwrap_or(i64::MAX))
+        let activates_at = now.saturating_add(self.activation_delay);
+        let retire_at = activates_at.saturating_add(self.retire_after);
+        let to_i64 = |t: u64| i64::try_from(t).unwrap_or(i64::MAX);
+        // The key signing until the switch: the newest signer (after a reload, another
+        // replica's rotation included).
+        self.reload().await?;
+        let previous_kid = self.state.load().signers.last().map(|s| s.kid.clone());
+        let stored = self
+            .store
+            .rotate_keys(
+                &row,
+                to_i64(activates_at),
+                to_i64(retire_at),
+                unless_newer_than,
+            )
             .await?;
+        if !stored {
+            return Ok(None);
+        }
         self.reload().await?;
         audit::admin(
             "signing_key_rotated",
             None,
             &format!(
-                "kid={} previous_kid={previous_kid} previous_retire_at={retire_at}",
-                row.kid
+                "kid={} activates_at={activates_at} previous_kid={} previous_retire_at={retire_at}",
+                row.kid,
+                previous_kid.as_deref().unwrap_or("")
             ),
         );
-        Ok(KeyRotation {
+        Ok(Some(KeyRotation {
             kid: row.kid,
-            previous_kid: Some(previous_kid),
+            activates_at,
+            previous_kid,
             previous_retire_at: Some(retire_at),
-        })
+        }))
     }
 }
 
@@ -489,7 +613,7 @@ mod tests {
             let state = state_from_rows(std::slice::from_ref(&row))
                 .unwrap()
                 .unwrap();
-            let key = &state.active.key;
+            let key = &state.signers[0].key;
             let token = jsonwebtoken::encode(
                 &Header::new(algorithm(alg)),
                 &serde_json::json!({"a": 1}),

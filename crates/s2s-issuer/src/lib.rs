@@ -67,9 +67,11 @@ pub mod config;
 mod dates;
 mod error;
 pub mod keys;
+pub mod metrics;
 mod ratelimit;
 mod secret;
 mod store;
+mod sync;
 pub mod token;
 
 use std::{
@@ -99,7 +101,10 @@ pub use error::Error;
 pub use keys::{KeyRotation, SigningKeyInfo};
 pub use secret::HashStats;
 
-use crate::{keys::KeyRing, ratelimit::Limits, secret::SecretHasher, store::Store};
+use crate::{
+    keys::KeyRing, metrics::Metrics, ratelimit::Limits, secret::SecretHasher, store::Store,
+    sync::Health,
+};
 
 /// A running issuer's state: storage, keys, accounts, limits. Cheap to clone (an `Arc`).
 #[derive(Clone, Debug)]
@@ -126,6 +131,32 @@ pub(crate) struct Inner {
     pub(crate) limits: Limits,
     /// SHA-256 of the admin token (the token itself is not kept).
     pub(crate) admin_token_digest: Option<[u8; 32]>,
+    /// Whether the database answers ([`sync`]).
+    pub(crate) health: Arc<Health>,
+    pub(crate) metrics: Metrics,
+    /// `key_rotation_interval_secs`.
+    pub(crate) key_rotation_interval: Option<u64>,
+    /// The background poll of the database ([`sync`]), stopped with the issuer.
+    sync_task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Inner {
+    fn stop_sync(&self) {
+        if let Some(task) = self
+            .sync_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_sync();
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -161,12 +192,17 @@ impl Issuer {
             .map_err(|e| Error::Internal(format!("hasher setup: {e}")))??;
         let kek = config.resolve_key_encryption_key()?;
         let store = Store::open(&config.db, kek).await?;
+        // Read before the keys and accounts: a change during their loading is reloaded.
+        let version = store.version().await?;
+        let health = Arc::new(Health::default());
         let keys = KeyRing::open(
             store.clone(),
             config.clock.clone(),
             config.signing_alg,
             config.token_lifetime_secs,
             config.key_retire_leeway_secs,
+            config.jwks_max_age_secs,
+            health.clone(),
         )
         .await?;
         let accounts = Accounts {
@@ -174,8 +210,11 @@ impl Issuer {
             hasher: Arc::new(hasher),
             clock: config.clock.clone(),
             generation: Arc::default(),
+            known: Arc::default(),
+            health: health.clone(),
         };
-        Ok(Issuer {
+        accounts.reload_all().await?;
+        let issuer = Issuer {
             inner: Arc::new(Inner {
                 default_audience: config
                     .default_audience
@@ -197,8 +236,19 @@ impl Issuer {
                 accounts,
                 limits: Limits::new(config.rate_limit),
                 admin_token_digest,
+                health,
+                metrics: Metrics::default(),
+                key_rotation_interval: config.key_rotation_interval_secs,
+                sync_task: Mutex::new(None),
             }),
-        })
+        };
+        let task = sync::spawn(Arc::downgrade(&issuer.inner), Some(version));
+        *issuer
+            .inner
+            .sync_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(task);
+        Ok(issuer)
     }
 
     /// The routes: token endpoint, JWKS, metadata and (with an admin token) the admin API,
@@ -220,7 +270,12 @@ impl Issuer {
                 get(metadata),
             );
         }
-        router.with_state(self.clone())
+        // Probes and the scrape at the host's root, whatever the issuer's path.
+        router
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/metrics", get(metrics))
+            .with_state(self.clone())
     }
 
     /// The service accounts.
@@ -248,8 +303,10 @@ impl Issuer {
         self.inner.admin_token_digest.is_some()
     }
 
-    /// Generates a new signing key that signs from now on; the previous key stays in the JWKS
-    /// until every token it signed has expired.
+    /// Generates and publishes a new signing key. On SQLite it signs from now on; on
+    /// PostgreSQL from [`KeyRotation::activates_at`] (`jwks_max_age_secs` + 1 s later, so that
+    /// every replica publishes it and every verifier has fetched it first; see [`keys`]). The
+    /// previous key stays in the JWKS until every token it signed has expired.
     pub async fn rotate_signing_key(&self) -> Result<KeyRotation, Error> {
         self.inner.keys.rotate().await
     }
@@ -278,8 +335,16 @@ impl Issuer {
         self.inner.accounts.hasher.stats()
     }
 
-    /// Closes the database connections (after the server has stopped).
+    /// Whether the database answered the last check (about twice a second): what `/readyz`
+    /// reports.
+    pub fn database_up(&self) -> bool {
+        self.inner.health.is_up()
+    }
+
+    /// Stops the background database poll and closes the database connections (after the
+    /// server has stopped).
     pub async fn close(&self) {
+        self.inner.stop_sync();
         self.inner.store.close().await;
     }
 
@@ -299,6 +364,43 @@ async fn jwks(State(issuer): State<Issuer>) -> Response {
     let max_age = HeaderValue::from_str(&format!("public, max-age={}", issuer.inner.jwks_max_age))
         .unwrap_or_else(|_| HeaderValue::from_static("public, max-age=300"));
     response.headers_mut().insert(CACHE_CONTROL, max_age);
+    response
+}
+
+/// `GET /readyz`: 200 while the database answers, 503 while it does not (tokens are still
+/// issued from memory then, see [`sync`]).
+async fn readyz(State(issuer): State<Issuer>) -> Response {
+    let mut response = if issuer.database_up() {
+        Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        let body = s2s_auth::oauth::ErrorBody::new("temporarily_unavailable").with_description(
+            "the database is unreachable: tokens are issued for known accounts from memory, \
+             admin changes are refused"
+                .to_owned(),
+        );
+        let mut response = error::answer(axum::http::StatusCode::SERVICE_UNAVAILABLE, &body, "");
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from(sync::RETRY_AFTER_SECS),
+        );
+        response
+    };
+    cache_for(&mut response, "no-store");
+    response
+}
+
+/// `GET /metrics` ([`metrics`]).
+async fn metrics(State(issuer): State<Issuer>) -> Response {
+    let mut response = issuer
+        .inner
+        .metrics
+        .render(issuer.database_up())
+        .into_response();
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    cache_for(&mut response, "no-store");
     response
 }
 
@@ -547,5 +649,105 @@ mod tests {
             assert_eq!(response.headers()["cache-control"], expected);
             running.shutdown().await;
         }
+    }
+
+    /// `/metrics` parses as the Prometheus text format and its counters move: tokens issued,
+    /// refused by AUTH code, rate limited, admin changes; `/readyz` and `/healthz` answer 200
+    /// while the database does.
+    #[tokio::test]
+    async fn metrics_count_what_happened() {
+        let mut config = IssuerConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            db: ":memory:".into(),
+            admin_token: Some("metrics-admin-token-0123456789".into()),
+            ..IssuerConfig::default()
+        };
+        config.rate_limit.per_client = Some(config::Bucket {
+            burst: 2,
+            per_second: 1,
+        });
+        let running = spawn(config).await.unwrap();
+        let http = reqwest::Client::new();
+        let created: serde_json::Value = http
+            .post(format!("{}/admin/service-accounts", running.url))
+            .bearer_auth("metrics-admin-token-0123456789")
+            .json(&serde_json::json!({"name": "m", "scopes": ["a"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["clientId"].as_str().unwrap();
+        let secret = created["clientSecret"].as_str().unwrap();
+        let token = |secret: &str| {
+            http.post(format!("{}/token", running.url))
+                .basic_auth(id, Some(secret))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+        };
+        assert_eq!(token("wrong").await.unwrap().status(), 401);
+        let mut statuses = Vec::new();
+        for _ in 0..3 {
+            statuses.push(token(secret).await.unwrap().status().as_u16());
+        }
+        assert_eq!(statuses, [200, 200, 429]);
+
+        let response = http
+            .get(format!("{}/metrics", running.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let text = response.text().await.unwrap();
+        let scrape =
+            prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+        let value = |name: &str, code: Option<&str>| {
+            let sample = scrape
+                .samples
+                .iter()
+                .find(|s| s.metric == name && s.labels.get("code") == code)
+                .unwrap_or_else(|| panic!("no {name} {code:?} in {text}"));
+            match sample.value {
+                prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Gauge(v) => v,
+                ref other => panic!("{name}: {other:?}"),
+            }
+        };
+        assert_eq!(value("s2s_issuer_tokens_issued_total", None), 2.0);
+        assert_eq!(
+            value("s2s_issuer_tokens_refused_total", Some("AUTH_101")),
+            1.0
+        );
+        assert_eq!(
+            value("s2s_issuer_tokens_refused_total", Some("AUTH_106")),
+            1.0
+        );
+        assert_eq!(
+            value("s2s_issuer_tokens_refused_total", Some("AUTH_103")),
+            0.0
+        );
+        assert_eq!(value("s2s_issuer_rate_limited_total", None), 1.0);
+        assert_eq!(value("s2s_issuer_admin_changes_total", None), 1.0);
+        assert_eq!(
+            value("s2s_issuer_tokens_issued_from_memory_total", None),
+            0.0
+        );
+        assert_eq!(value("s2s_issuer_database_up", None), 1.0);
+        assert!(!text.contains(id), "no client id in the metrics");
+        for probe in ["/readyz", "/healthz"] {
+            let status = http
+                .get(format!("{}{probe}", running.url))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200, "{probe}");
+        }
+        running.shutdown().await;
     }
 }

@@ -256,7 +256,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let result = async {
                 if let KeyAction::Rotate = action {
                     let rotation = issuer.rotate_signing_key().await?;
-                    println!("new signing key {}", rotation.kid);
+                    println!(
+                        "new signing key {} (signs from {}, Unix time)",
+                        rotation.kid, rotation.activates_at
+                    );
                 }
                 for key in issuer.signing_keys().await? {
                     match key.retire_at {

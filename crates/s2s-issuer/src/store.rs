@@ -51,8 +51,13 @@ macro_rules! on_pool {
 }
 
 /// Inserts a new active signing key: kid, alg, private key (as stored), public JWK, creation.
-const INSERT_KEY: &str = "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, created_at) \
-                          VALUES ($1, $2, $3, $4, $5)";
+const INSERT_KEY: &str = "INSERT INTO signing_keys \
+                          (kid, alg, private_key, public_jwk, created_at, activate_at) \
+                          VALUES ($1, $2, $3, $4, $5, $6)";
+
+/// The PostgreSQL advisory lock key of key rotations ("s2s-keys" in ASCII): one replica
+/// rotates at a time, the others wait and see its result.
+const ROTATION_LOCK: i64 = 0x7332_732d_6b65_7973;
 
 /// Whether `db` names a PostgreSQL database.
 /// A PostgreSQL server other than this host (loopback or a Unix socket) must be reached over
@@ -122,8 +127,11 @@ pub(crate) struct KeyRow {
     pub(crate) private_key: Option<Vec<u8>>,
     pub(crate) public_jwk: String,
     pub(crate) created_at: i64,
+    /// When it stops signing (the next key's `activate_at`).
     pub(crate) retired_at: Option<i64>,
     pub(crate) retire_at: Option<i64>,
+    /// When it starts signing; `None`: since `created_at`.
+    pub(crate) activate_at: Option<i64>,
 }
 
 /// The values of a new account row.
@@ -299,7 +307,6 @@ impl Store {
     }
 
     /// Whether this store is on PostgreSQL (shared by replicas).
-    #[allow(dead_code)]
     pub(crate) fn is_shared(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
     }
@@ -491,18 +498,48 @@ impl Store {
         Ok(rows)
     }
 
-    /// Retires the active key(s) (publishing them until `retire_at`, forgetting their private
-    /// halves) and makes `new` the active one, in one transaction.
-    pub(crate) async fn rotate_keys(&self, new: &KeyRow, retire_at: i64) -> Result<(), Error> {
+    /// Publishes `new`, which signs from `activate_at` on; the key signing until then stops at
+    /// `activate_at` and stays published until `retire_at`. One transaction (a crash leaves
+    /// either the old state or the new one); on PostgreSQL under an advisory lock, so that
+    /// replicas rotating at once do it one after the other. With `unless_newer_than`, nothing is
+    /// done when a key was created at or after that time (a scheduled rotation another replica
+    /// already made): whether `new` was stored.
+    pub(crate) async fn rotate_keys(
+        &self,
+        new: &KeyRow,
+        activate_at: i64,
+        retire_at: i64,
+        unless_newer_than: Option<i64>,
+    ) -> Result<bool, Error> {
         let private_key = self.sealed_private_key(new)?;
+        let shared = self.is_shared();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
+            if shared {
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(ROTATION_LOCK)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if let Some(since) = unless_newer_than {
+                let newest: Option<i64> =
+                    sqlx::query_scalar("SELECT MAX(created_at) FROM signing_keys")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                if newest.is_some_and(|t| t >= since) {
+                    return Ok(false);
+                }
+            }
+            // A key that stops signing now forgets its private half at once; one that signs
+            // until `activate_at` keeps it until then (erased by `delete_retired_keys`).
             sqlx::query(
-                "UPDATE signing_keys SET retired_at = $1, retire_at = $2, private_key = NULL \
-             WHERE retired_at IS NULL",
+                "UPDATE signing_keys SET retired_at = $1, retire_at = $2, \
+                 private_key = CASE WHEN $1 <= $3 THEN NULL ELSE private_key END \
+                 WHERE retired_at IS NULL",
             )
-            .bind(new.created_at)
+            .bind(activate_at)
             .bind(retire_at)
+            .bind(new.created_at)
             .execute(&mut *tx)
             .await?;
             sqlx::query(INSERT_KEY)
@@ -511,11 +548,22 @@ impl Store {
                 .bind(&private_key)
                 .bind(&new.public_jwk)
                 .bind(new.created_at)
+                .bind((activate_at > new.created_at).then_some(activate_at))
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(())
+            Ok(true)
         })
+    }
+
+    /// The state version: bumped (by triggers, in the writing transaction) by every change to
+    /// accounts or keys, whichever process made it.
+    pub(crate) async fn version(&self) -> Result<i64, Error> {
+        Ok(on_pool!(self, |pool| sqlx::query_scalar::<_, i64>(
+            "SELECT version FROM state_version WHERE id = 1"
+        )
+        .fetch_one(pool)
+        .await)?)
     }
 
     /// The private key of `new` as stored: sealed when a key-encryption key is configured.
@@ -537,6 +585,7 @@ impl Store {
             .bind(&private_key)
             .bind(&new.public_jwk)
             .bind(new.created_at)
+            .bind(None::<i64>)
             .execute(pool)
             .await
             .map(|_| ()));
@@ -547,15 +596,28 @@ impl Store {
         }
     }
 
-    /// Deletes rotated-out keys whose publication ended at or before `now`.
+    /// Deletes rotated-out keys whose publication ended at or before `now`, and erases the
+    /// private halves of keys that stopped signing by then: how many keys were deleted.
     pub(crate) async fn delete_retired_keys(&self, now: i64) -> Result<u64, Error> {
-        Ok(on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= $1"
-        )
-        .bind(now)
-        .execute(pool)
-        .await
-        .map(|done| done.rows_affected()))?)
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query(
+                "DELETE FROM signing_keys WHERE retire_at IS NOT NULL AND retire_at <= $1",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "UPDATE signing_keys SET private_key = NULL \
+                 WHERE retired_at <= $1 AND private_key IS NOT NULL",
+            )
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(deleted)
+        })
     }
 }
 
@@ -607,6 +669,7 @@ mod tests {
             created_at,
             retired_at: None,
             retire_at: None,
+            activate_at: None,
         }
     }
 
@@ -729,8 +792,23 @@ mod tests {
 
         // signing keys: rotation retires the active key and forgets its private half
         assert!(store.keys().await.unwrap().is_empty());
-        store.rotate_keys(&key_row("k1", 100), 0).await.unwrap();
-        store.rotate_keys(&key_row("k2", 200), 900).await.unwrap();
+        let version = store.version().await.unwrap();
+        assert!(
+            store
+                .rotate_keys(&key_row("k1", 100), 100, 0, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .rotate_keys(&key_row("k2", 200), 200, 900, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            store.version().await.unwrap() > version,
+            "key changes bump the version"
+        );
         let keys = store.keys().await.unwrap();
         assert_eq!(
             keys.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
@@ -749,6 +827,40 @@ mod tests {
         assert_eq!(store.delete_retired_keys(899).await.unwrap(), 0);
         assert_eq!(store.delete_retired_keys(900).await.unwrap(), 1);
         assert_eq!(store.keys().await.unwrap().len(), 1);
+
+        // publish-then-sign: k4 is published at 1000 and signs from 1010; k2 signs until then,
+        // so it keeps its private half until the clean-up after 1010
+        assert!(
+            store
+                .rotate_keys(&key_row("k4", 1000), 1010, 2000, None)
+                .await
+                .unwrap()
+        );
+        let keys = store.keys().await.unwrap();
+        let (k2, k4) = (&keys[0], &keys[1]);
+        assert_eq!((k2.retired_at, k2.retire_at), (Some(1010), Some(2000)));
+        assert!(k2.private_key.is_some());
+        assert_eq!((k4.activate_at, k4.retired_at), (Some(1010), None));
+        store.delete_retired_keys(1009).await.unwrap();
+        assert!(store.keys().await.unwrap()[0].private_key.is_some());
+        store.delete_retired_keys(1010).await.unwrap();
+        assert_eq!(store.keys().await.unwrap()[0].private_key, None);
+        // a scheduled rotation finds a key newer than its threshold (another replica rotated)
+        assert!(
+            !store
+                .rotate_keys(&key_row("k5", 1100), 1100, 3000, Some(1000))
+                .await
+                .unwrap()
+        );
+        assert_eq!(store.keys().await.unwrap().len(), 2);
+
+        // every account change bumps the version too
+        let version = store.version().await.unwrap();
+        store
+            .rotate_secret(AccountRef::ClientId("c1"), "h9", None, 40)
+            .await
+            .unwrap();
+        assert!(store.version().await.unwrap() > version);
         store.close().await;
     }
 
@@ -792,7 +904,10 @@ mod tests {
     /// the right key, and refused with a missing or wrong key by an error naming the setting.
     async fn private_keys_are_encrypted_at_rest(db: &str) {
         let store = Store::open(db, Some(test_kek())).await.unwrap();
-        store.rotate_keys(&key_row("k1", 100), 0).await.unwrap();
+        store
+            .rotate_keys(&key_row("k1", 100), 100, 0, None)
+            .await
+            .unwrap();
         let raw: Vec<u8> = on_pool!(store, |pool| sqlx::query_scalar(
             "SELECT private_key FROM signing_keys WHERE kid = 'k1'"
         )
@@ -943,7 +1058,7 @@ mod tests {
             .fetch_one(pool)
             .await
             .unwrap();
-        assert_eq!(applied, 1);
+        assert_eq!(applied, 2);
         store.close().await;
     }
 

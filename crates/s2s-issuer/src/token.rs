@@ -237,6 +237,10 @@ pub(crate) async fn handler(State(issuer): State<Issuer>, request: Request) -> R
     match issue(&issuer, request, ip, &mut client_id).await {
         Ok(response) => response,
         Err(refusal) => {
+            issuer.inner.metrics.refused(
+                refusal.body.code_str(),
+                refusal.status == StatusCode::TOO_MANY_REQUESTS,
+            );
             audit::refused(
                 client_id.as_deref(),
                 ip,
@@ -390,8 +394,8 @@ async fn issue(
         }
     };
     drop(secret);
-    let account = match credentials {
-        Some(c) if verified => c.account,
+    let (account, from_memory) = match credentials {
+        Some(c) if verified => (c.account, c.from_memory),
         _ => return Err(TokenError::invalid_client("invalid client credentials")),
     };
     // Charged only now: only a caller holding the secret spends the client's budget.
@@ -502,8 +506,13 @@ async fn issue(
         jti,
         scope: &scope,
     };
-    inner.keys.prune().await;
+    // The signing key is chosen by time: no database round trip here (clean-ups run in the
+    // background, see `sync`).
     let (token, kid) = inner.keys.sign(&claims).map_err(server_error)?;
+    inner.metrics.issued(from_memory);
+    if from_memory {
+        inner.health.issued_from_memory();
+    }
     audit::issued(&audit::Issued {
         client_id: &account.client_id,
         source_ip: ip,
