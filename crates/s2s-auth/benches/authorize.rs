@@ -8,7 +8,7 @@ use std::{convert::Infallible, hint::black_box};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt as _;
-use http::Request;
+use http::{Request, Response};
 use s2s_auth::{
     AuthorizeLayer,
     token::{ClientAuth, ClientCredentials, TokenManager, TokenSource},
@@ -36,7 +36,11 @@ fn warm_manager(runtime: &tokio::runtime::Runtime) -> (TestIssuer, TokenManager)
 fn authorize(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (_issuer, manager) = warm_manager(&runtime);
-    let echo = service_fn(|request: Request<()>| async move { Ok::<_, Infallible>(request) });
+    // Answers with the request it got (the layer needs an HTTP response to read refusals).
+    let echo =
+        service_fn(
+            |request: Request<()>| async move { Ok::<_, Infallible>(Response::new(request)) },
+        );
     let mut bare = echo;
     let mut layered = ServiceBuilder::new()
         .layer(

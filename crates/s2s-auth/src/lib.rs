@@ -29,6 +29,8 @@ pub mod error;
 #[cfg(feature = "axum")]
 pub mod extract;
 pub mod fetch;
+#[cfg(feature = "tonic")]
+pub mod grpc;
 pub mod keys;
 pub mod layer;
 mod metrics;

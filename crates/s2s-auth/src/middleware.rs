@@ -37,7 +37,7 @@
 use std::fmt;
 
 use http::{Extensions, header::AUTHORIZATION};
-use reqwest::{Request, Response, StatusCode, header::WWW_AUTHENTICATE};
+use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
 use crate::{bearer::BearerToken, destination::Destinations, error::Error, token::TokenSource};
@@ -92,21 +92,9 @@ impl<T> fmt::Debug for AuthorizeMiddleware<T> {
     }
 }
 
-/// Whether the callee refused the token itself (RFC 6750 §3.1), so a new one may succeed. The
-/// `error` value may be a quoted string or a bare token (RFC 7235 §2.1).
+/// Whether the callee refused the token itself (RFC 6750 §3.1), so a new one may succeed.
 fn refused_as_invalid_token(response: &Response) -> bool {
-    response.status() == StatusCode::UNAUTHORIZED
-        && response
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.trim_start()
-                    .get(..6)
-                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
-                    && (v.contains("error=\"invalid_token\"") || v.contains("error=invalid_token"))
-            })
+    crate::rejection::refuses_token(response.status(), response.headers())
 }
 
 #[async_trait::async_trait]

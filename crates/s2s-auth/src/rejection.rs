@@ -26,11 +26,35 @@
 //! [`Reason`] ([`Reason::summary`]) and puts the specifics (the JWK set URL and the remote
 //! error, the accepted audiences, issuers and algorithms, key ids, parser errors) in the detail,
 //! so that no configuration or internal state reaches an unauthenticated caller.
+//!
+//! # gRPC
+//!
+//! A gRPC client reads no HTTP status and no JSON: a request whose `content-type` starts with
+//! `application/grpc` is answered the gRPC way ([`Responder::respond_to`]), as a trailers-only
+//! response: HTTP 200, `grpc-status` 16 UNAUTHENTICATED (no or bad token), 7 PERMISSION_DENIED
+//! (missing scope), 14 UNAVAILABLE (keys not loaded yet: gRPC clients may retry), 13 INTERNAL
+//! (no `VerifyLayer`), the description as a percent-encoded `grpc-message`, and the same
+//! `WWW-Authenticate` challenge as metadata:
+//!
+//! ```
+//! use http::HeaderMap;
+//! use s2s_auth::rejection::{Reason, Rejection, Responder};
+//!
+//! let mut request = HeaderMap::new();
+//! request.insert("content-type", "application/grpc".parse().unwrap());
+//! let rejection = Rejection::new(Reason::Expired, "the token has expired");
+//! let response = Responder::default().respond_to(&rejection, &request);
+//! assert_eq!(response.status(), 200);
+//! assert_eq!(response.headers()["grpc-status"], "16");
+//! assert_eq!(response.headers()["grpc-message"], "the token has expired");
+//! assert!(response.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
+//! assert!(response.body().is_empty());
+//! ```
 
-use std::{borrow::Cow, fmt, sync::Arc, time::Duration};
+use std::{borrow::Cow, fmt, fmt::Write as _, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 
 use crate::{
     error::{Code, Error, ErrorKind},
@@ -191,6 +215,17 @@ impl Reason {
         }
     }
 
+    /// The gRPC status code of the answer to a gRPC request: 16 UNAUTHENTICATED, 7
+    /// PERMISSION_DENIED, 14 UNAVAILABLE or 13 INTERNAL.
+    pub const fn grpc_status(self) -> u8 {
+        match self {
+            Reason::InsufficientScope => 7,
+            Reason::KeysUnavailable => 14,
+            Reason::MissingLayer => 13,
+            _ => 16,
+        }
+    }
+
     /// The OAuth error name in the JSON body (and, but for [`Reason::MissingToken`], in the
     /// challenge).
     pub const fn oauth_error(self) -> &'static str {
@@ -262,6 +297,15 @@ impl Rejection {
         match &self.responder {
             Some(responder) => responder.respond(self),
             None => Responder::default().respond(self),
+        }
+    }
+
+    /// The answer to the request whose headers are `request`: gRPC-shaped for a gRPC request
+    /// (see [`Responder::respond_to`]), else [`Rejection::to_response`].
+    pub fn to_response_for(&self, request: &HeaderMap) -> Response<Bytes> {
+        match &self.responder {
+            Some(responder) => responder.respond_to(self, request),
+            None => Responder::default().respond_to(self, request),
         }
     }
 
@@ -391,39 +435,125 @@ impl Responder {
         }
         let reason = rejection.reason;
         let description = sanitize(&rejection.description, 300);
-        let mut challenge = format!(
-            "Bearer realm=\"{}\"",
-            self.realm.to_str().unwrap_or_default()
-        );
-        // A challenge answers 401 and 403 only: a 503 or 500 is no statement about the token.
-        let challenges = matches!(
-            reason.status(),
-            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
-        );
-        if reason != Reason::MissingToken && challenges {
-            challenge.push_str(&format!(
-                ", error=\"{}\", error_description=\"{description}\"",
-                reason.oauth_error()
-            ));
-            if let Some(scope) = &rejection.required_scopes {
-                challenge.push_str(&format!(", scope=\"{}\"", sanitize(scope, 500)));
-            }
-        }
         let mut body = ErrorBody::new(reason.oauth_error()).with_description(description);
         if let Some(code) = reason.code() {
             body = body.with_code(code);
         }
         let mut response = body.to_response(reason.status());
+        self.challenge_headers(rejection, response.headers_mut());
+        response
+    }
+
+    /// The answer for `rejection` to the request whose headers are `request`: the gRPC one
+    /// ([`Responder::respond_grpc`]) when its `content-type` is `application/grpc*`, else
+    /// [`Responder::respond`]. A custom handler answers both kinds.
+    pub fn respond_to(&self, rejection: &Rejection, request: &HeaderMap) -> Response<Bytes> {
+        if self.handler.is_none() && is_grpc(request) {
+            self.respond_grpc(rejection)
+        } else {
+            self.respond(rejection)
+        }
+    }
+
+    /// The gRPC answer for `rejection` (see [the module docs](self#grpc)): HTTP 200 with no
+    /// body, `content-type: application/grpc`, [`Reason::grpc_status`], the description as
+    /// `grpc-message`, the challenge and `Retry-After` as for [`Responder::respond`].
+    pub fn respond_grpc(&self, rejection: &Rejection) -> Response<Bytes> {
+        let mut response = Response::new(Bytes::new());
         let headers = response.headers_mut();
-        if challenges && let Ok(value) = HeaderValue::from_str(&challenge) {
-            headers.insert(header::WWW_AUTHENTICATE, value);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            HeaderValue::from(u16::from(rejection.reason.grpc_status())),
+        );
+        if let Ok(message) = HeaderValue::from_str(&grpc_message(&rejection.description, 300)) {
+            headers.insert("grpc-message", message);
+        }
+        self.challenge_headers(rejection, headers);
+        response
+    }
+
+    /// `WWW-Authenticate` (for 401 and 403 reasons only: a 503 or 500 is no statement about the
+    /// token) and `Retry-After`.
+    fn challenge_headers(&self, rejection: &Rejection, headers: &mut HeaderMap) {
+        let reason = rejection.reason;
+        if matches!(
+            reason.status(),
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+        ) {
+            let mut challenge = format!(
+                "Bearer realm=\"{}\"",
+                self.realm.to_str().unwrap_or_default()
+            );
+            if reason != Reason::MissingToken {
+                let _ = write!(
+                    challenge,
+                    ", error=\"{}\", error_description=\"{}\"",
+                    reason.oauth_error(),
+                    sanitize(&rejection.description, 300)
+                );
+                if let Some(scope) = &rejection.required_scopes {
+                    let _ = write!(challenge, ", scope=\"{}\"", sanitize(scope, 500));
+                }
+            }
+            if let Ok(value) = HeaderValue::from_str(&challenge) {
+                headers.insert(header::WWW_AUTHENTICATE, value);
+            }
         }
         if let Some(after) = rejection.retry_after {
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
-        response
     }
+}
+
+/// Whether a request with these headers is a gRPC call (`content-type: application/grpc`,
+/// `application/grpc+proto`, `application/grpc-web`…).
+pub fn is_grpc(request: &HeaderMap) -> bool {
+    request
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.as_bytes().get(..16))
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"application/grpc"))
+}
+
+/// Whether an answer refuses the bearer token itself (RFC 6750 §3.1), so that a new token may
+/// succeed: HTTP 401, or gRPC UNAUTHENTICATED (`grpc-status: 16` in the headers, as a
+/// trailers-only answer has it), with a `Bearer` challenge whose `error` is `invalid_token`
+/// (quoted or bare, RFC 7235 §2.1).
+pub(crate) fn refuses_token(status: StatusCode, headers: &HeaderMap) -> bool {
+    let refused =
+        status == StatusCode::UNAUTHORIZED || headers.get("grpc-status").is_some_and(|v| v == "16");
+    refused
+        && headers
+            .get_all(header::WWW_AUTHENTICATE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.trim_start()
+                    .get(..6)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("bearer"))
+                    && (v.contains("error=\"invalid_token\"") || v.contains("error=invalid_token"))
+            })
+}
+
+/// `message` as the gRPC spec wants `grpc-message`: UTF-8, every byte outside printable ASCII
+/// and `%` itself percent-encoded; cut at `max` characters.
+fn grpc_message(message: &str, max: usize) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars().take(max) {
+        if (' '..='~').contains(&c) && c != '%' {
+            out.push(c);
+        } else {
+            let mut utf8 = [0; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                let _ = write!(out, "%{byte:02X}");
+            }
+        }
+    }
+    out
 }
 
 /// Keeps what RFC 6750 §3 allows in a quoted attribute (printable ASCII but `"` and `\`),
@@ -504,6 +634,134 @@ mod tests {
                 assert!(!text.contains("keys.internal"), "{reason}: {text}");
             }
         }
+    }
+
+    fn grpc_request() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        headers
+    }
+
+    #[test]
+    fn grpc_requests_get_grpc_answers() {
+        let responder = Responder::default().realm("orders");
+        let cases = [
+            (Rejection::new(Reason::MissingToken, "no token"), "16"),
+            (Rejection::summarized(Reason::BadSignature, "detail"), "16"),
+            (
+                Rejection::insufficient_scope("orders:write".into(), "needs orders:write".into()),
+                "7",
+            ),
+            (
+                Rejection::new(Reason::KeysUnavailable, "later")
+                    .with_retry_after(Duration::from_secs(3)),
+                "14",
+            ),
+            (Rejection::new(Reason::MissingLayer, "bug"), "13"),
+        ];
+        for (rejection, status) in cases {
+            let r = responder.respond_to(&rejection, &grpc_request());
+            let reason = rejection.reason();
+            assert_eq!(r.status(), 200, "{reason}");
+            assert_eq!(r.headers()["grpc-status"], status, "{reason}");
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/grpc");
+            assert_eq!(r.headers()["grpc-message"], rejection.description());
+            assert!(r.body().is_empty(), "{reason}");
+            // The same challenge as the HTTP answer's.
+            let http = responder.respond(&rejection);
+            assert_eq!(
+                r.headers().get(header::WWW_AUTHENTICATE),
+                http.headers().get(header::WWW_AUTHENTICATE),
+                "{reason}"
+            );
+            assert_eq!(
+                r.headers().get(header::RETRY_AFTER),
+                http.headers().get(header::RETRY_AFTER)
+            );
+        }
+        let r = responder.respond_to(
+            &Rejection::insufficient_scope("orders:write".into(), "x".into()),
+            &grpc_request(),
+        );
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(challenge.contains("scope=\"orders:write\""), "{challenge}");
+    }
+
+    #[test]
+    fn other_requests_and_custom_handlers_keep_their_answers() {
+        let rejection = Rejection::new(Reason::Expired, "expired");
+        let mut json = HeaderMap::new();
+        json.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        for headers in [HeaderMap::new(), json] {
+            let r = Responder::default().respond_to(&rejection, &headers);
+            assert_eq!(r.status(), 401);
+            assert!(r.headers().get("grpc-status").is_none());
+        }
+        let custom = Responder::default().handler(|_| {
+            let mut r = Response::new(Bytes::from_static(b"custom"));
+            *r.status_mut() = StatusCode::IM_A_TEAPOT;
+            r
+        });
+        assert_eq!(custom.respond_to(&rejection, &grpc_request()).status(), 418);
+        let mut upper = HeaderMap::new();
+        upper.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("Application/GRPC"),
+        );
+        assert!(is_grpc(&upper));
+        let mut short = HeaderMap::new();
+        short.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/gr"),
+        );
+        assert!(!is_grpc(&short));
+    }
+
+    #[test]
+    fn grpc_messages_are_percent_encoded() {
+        assert_eq!(
+            grpc_message("100% sure é\r\n", 300),
+            "100%25 sure %C3%A9%0D%0A"
+        );
+        assert_eq!(grpc_message("abcdef", 3), "abc");
+        let r = Responder::default().respond_grpc(&Rejection::new(
+            Reason::UnknownKey,
+            "kid \"x\r\nSet-Cookie: a=b",
+        ));
+        assert_eq!(r.headers()["grpc-message"], "kid \"x%0D%0ASet-Cookie: a=b");
+    }
+
+    #[test]
+    fn token_refusals_are_told_from_others() {
+        let challenge = |v: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(v));
+            h
+        };
+        let invalid = r#"Bearer realm="api", error="invalid_token""#;
+        assert!(refuses_token(StatusCode::UNAUTHORIZED, &challenge(invalid)));
+        assert!(refuses_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge("bearer error=invalid_token")
+        ));
+        let mut grpc = challenge(invalid);
+        grpc.insert("grpc-status", HeaderValue::from_static("16"));
+        assert!(refuses_token(StatusCode::OK, &grpc));
+        grpc.insert("grpc-status", HeaderValue::from_static("7"));
+        assert!(!refuses_token(StatusCode::OK, &grpc));
+        assert!(!refuses_token(StatusCode::OK, &challenge(invalid)));
+        let scope = r#"Bearer error="insufficient_scope""#;
+        assert!(!refuses_token(StatusCode::UNAUTHORIZED, &challenge(scope)));
+        assert!(!refuses_token(
+            StatusCode::UNAUTHORIZED,
+            &challenge(r#"Bearer realm="api""#)
+        ));
     }
 
     #[test]

@@ -19,12 +19,13 @@
 //! let client = ServiceBuilder::new()
 //!     .layer(AuthorizeLayer::new(Fixed(BearerToken::new("abc")?)).allow_origin("https://orders.internal"))
 //!     .service(service_fn(|request: Request<()>| async move {
-//!         // Stands in for a hyper client.
-//!         Ok::<_, std::convert::Infallible>(request.headers()["authorization"].clone())
+//!         // Stands in for a hyper client: answers with the header it got.
+//!         let sent = request.headers()["authorization"].clone();
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(sent))
 //!     }));
 //! let request = Request::get("https://orders.internal/orders").body(())?;
 //! let sent = client.clone().oneshot(request).await?;
-//! assert_eq!(sent, "Bearer abc");
+//! assert_eq!(sent.body(), "Bearer abc");
 //!
 //! // Another origin gets nothing: the request is refused, never sent.
 //! let elsewhere = Request::get("https://evil.example/").body(())?;
@@ -64,6 +65,31 @@
 //! A request whose extensions hold a [`BearerToken`] (the token an inbound request carried, as
 //! `VerifyLayer` stores it) is sent with that token instead of the service's own: for calls
 //! made on the caller's behalf. Token errors come back as the service's error ([`BoxError`]).
+//!
+//! # Refused tokens
+//!
+//! When the callee refuses the service's own token as `invalid_token` (HTTP 401, or gRPC
+//! UNAUTHENTICATED, `grpc-status: 16`, with the `WWW-Authenticate` challenge in the response
+//! headers, as a trailers-only gRPC refusal carries it), the layer tells the [`TokenSource`]
+//! ([`TokenSource::invalidate`]): the next request gets a new token, fetched once for all
+//! waiting callers. The refused request itself is not replayed (its body is gone); a caller
+//! that retries, as gRPC clients may, sends the new token. This works as well on a
+//! `tonic::transport::Channel`:
+//!
+//! ```no_run
+//! # async fn run(tokens: s2s_auth::token::TokenManager) -> Result<(), Box<dyn std::error::Error>> {
+//! use s2s_auth::AuthorizeLayer;
+//! use tower::ServiceBuilder;
+//!
+//! let channel = tonic::transport::Endpoint::from_static("http://127.0.0.1:50051")
+//!     .connect()
+//!     .await?;
+//! let authorized = ServiceBuilder::new()
+//!     .layer(AuthorizeLayer::new(tokens).relative_to("http://127.0.0.1:50051"))
+//!     .service(channel);
+//! let mut health = tonic_health::pb::health_client::HealthClient::new(authorized);
+//! # let _ = &mut health; Ok(()) }
+//! ```
 
 use std::{
     fmt,
@@ -73,13 +99,16 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{Request, header::AUTHORIZATION};
+use http::{HeaderValue, Request, Response, header::AUTHORIZATION};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::define_inner_service_accessors;
-use crate::{bearer::BearerToken, destination::Destinations, error::Error, token::TokenSource};
+use crate::{
+    bearer::BearerToken, destination::Destinations, error::Error, rejection::refuses_token,
+    token::TokenSource,
+};
 
 /// The error type of [`Authorize`]: the inner service's error or a token [`Error`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -166,32 +195,62 @@ impl<S, T> Authorize<S, T> {
     define_inner_service_accessors!();
 }
 
-/// How a request gets its header, decided before any waiting.
-fn authorize_now<B>(request: &mut Request<B>, source: &impl TokenSource) -> bool {
+/// How a request gets its header, decided before any waiting: `None` when a token must be
+/// fetched first, else the service's own header when the request carries it (to invalidate
+/// it if refused; a header set by the caller or a forwarded token is not the source's).
+fn authorize_now<B>(
+    request: &mut Request<B>,
+    source: &impl TokenSource,
+) -> Option<Option<HeaderValue>> {
     if request.headers().contains_key(AUTHORIZATION) {
-        return true;
+        return Some(None);
     }
-    let value = match request.extensions().get::<BearerToken>() {
-        Some(forwarded) => forwarded.header_value().clone(),
-        None => match source.current_header() {
-            Some(value) => value,
-            None => return false,
-        },
-    };
-    request.headers_mut().insert(AUTHORIZATION, value);
-    true
+    if let Some(forwarded) = request.extensions().get::<BearerToken>() {
+        let value = forwarded.header_value().clone();
+        request.headers_mut().insert(AUTHORIZATION, value);
+        return Some(None);
+    }
+    let value = source.current_header()?;
+    request.headers_mut().insert(AUTHORIZATION, value.clone());
+    Some(Some(value))
 }
 
-impl<S, T, B> Service<Request<B>> for Authorize<S, T>
+/// The service's own token as sent, and where to report it refused.
+struct Sent<T> {
+    source: T,
+    header: HeaderValue,
+}
+
+impl<T: TokenSource> Sent<T> {
+    fn new(source: &T, header: Option<HeaderValue>) -> Option<Self>
+    where
+        T: Clone,
+    {
+        header.map(|header| Sent {
+            source: source.clone(),
+            header,
+        })
+    }
+
+    fn check<RB>(self, response: &Response<RB>) {
+        if refuses_token(response.status(), response.headers())
+            && let Some(token) = BearerToken::from_header(&self.header)
+        {
+            self.source.invalidate(&token);
+        }
+    }
+}
+
+impl<S, T, B, RB> Service<Request<B>> for Authorize<S, T>
 where
-    S: Service<Request<B>> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
     S::Error: Into<BoxError>,
     T: TokenSource + Clone,
     B: Send + 'static,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, B>;
+    type Future = ResponseFuture<S, B, T>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -204,9 +263,10 @@ where
                 state: State::Refused { error: Some(error) },
             };
         }
-        if authorize_now(&mut request, &self.source) {
+        if let Some(own) = authorize_now(&mut request, &self.source) {
             return ResponseFuture {
                 state: State::Sending {
+                    sent: Sent::new(&self.source, own),
                     future: self.inner.call(request),
                 },
             };
@@ -217,7 +277,11 @@ where
         let source = self.source.clone();
         ResponseFuture {
             state: State::Fetching {
-                token: Box::pin(async move { source.token().await }),
+                token: Box::pin({
+                    let source = source.clone();
+                    async move { source.token().await }
+                }),
+                source: Some(source),
                 service: Some(service),
                 request: Some(request),
             },
@@ -230,25 +294,26 @@ type TokenFetch = Pin<Box<dyn Future<Output = Result<BearerToken, Error>> + Send
 pin_project! {
     /// The future of [`Authorize`]: the inner service's, or a token fetch first, or the
     /// refusal of a request to an origin that is not allowed.
-    pub struct ResponseFuture<S, B>
+    pub struct ResponseFuture<S, B, T>
     where
         S: Service<Request<B>>,
     {
         #[pin]
-        state: State<S, B>,
+        state: State<S, B, T>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<S, B>
+    enum State<S, B, T>
     where
         S: Service<Request<B>>,
     {
-        Sending { #[pin] future: S::Future },
+        Sending { #[pin] future: S::Future, sent: Option<Sent<T>> },
         Refused { error: Option<Error> },
         Fetching {
             token: TokenFetch,
+            source: Option<T>,
             service: Option<S>,
             request: Option<Request<B>>,
         },
@@ -257,9 +322,9 @@ pin_project! {
 
 /// The future of [`Authorize`], under its former name.
 #[deprecated(note = "renamed `layer::authorize::ResponseFuture`")]
-pub type AuthorizeFuture<S, B> = ResponseFuture<S, B>;
+pub type AuthorizeFuture<S, B, T> = ResponseFuture<S, B, T>;
 
-impl<S, B> fmt::Debug for ResponseFuture<S, B>
+impl<S, B, T> fmt::Debug for ResponseFuture<S, B, T>
 where
     S: Service<Request<B>>,
 {
@@ -268,39 +333,48 @@ where
     }
 }
 
-impl<S, B> Future for ResponseFuture<S, B>
+impl<S, B, T, RB> Future for ResponseFuture<S, B, T>
 where
-    S: Service<Request<B>>,
+    S: Service<Request<B>, Response = Response<RB>>,
     S::Error: Into<BoxError>,
+    T: TokenSource + Clone,
 {
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {
-            let future = match this.state.as_mut().project() {
-                StateProj::Sending { future } => return future.poll(cx).map_err(Into::into),
+            let (future, sent) = match this.state.as_mut().project() {
+                StateProj::Sending { future, sent } => {
+                    let response = ready!(future.poll(cx)).map_err(Into::into)?;
+                    if let Some(sent) = sent.take() {
+                        sent.check(&response);
+                    }
+                    return Poll::Ready(Ok(response));
+                }
                 StateProj::Refused { error } => {
                     let error = error.take().expect("polled after completion");
                     return Poll::Ready(Err(error.into()));
                 }
                 StateProj::Fetching {
                     token,
+                    source,
                     service,
                     request,
                 } => {
                     let token = ready!(token.as_mut().poll(cx))?;
                     let mut request = request.take().expect("polled after completion");
-                    request
-                        .headers_mut()
-                        .insert(AUTHORIZATION, token.header_value().clone());
-                    service
+                    let header = token.header_value().clone();
+                    request.headers_mut().insert(AUTHORIZATION, header.clone());
+                    let future = service
                         .take()
                         .expect("polled after completion")
-                        .call(request)
+                        .call(request);
+                    let source = source.take().expect("polled after completion");
+                    (future, Some(Sent { source, header }))
                 }
             };
-            this.state.set(State::Sending { future });
+            this.state.set(State::Sending { future, sent });
         }
     }
 }

@@ -33,7 +33,10 @@ impl<B> ResponseBody<B> {
 
     pub(crate) fn rejection(data: Bytes) -> Self {
         ResponseBody {
-            kind: Kind::Rejection { data: Some(data) },
+            // An empty body (a gRPC refusal) ends with the headers: trailers-only.
+            kind: Kind::Rejection {
+                data: (!data.is_empty()).then_some(data),
+            },
         }
     }
 }

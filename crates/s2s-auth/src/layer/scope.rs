@@ -18,6 +18,7 @@
 //! A request whose token lacks the scopes is answered 403 with
 //! `WWW-Authenticate: Bearer error="insufficient_scope", scope="…"` and code `AUTH_102`; a
 //! request with no verified token at all (an optional `VerifyLayer`, or none) is answered 401.
+//! A gRPC request gets them as gRPC status 7 and 16 ([`rejection`](crate::rejection#grpc)).
 
 use std::task::{Context, Poll};
 use std::{fmt, future::Future, pin::Pin, sync::Arc};
@@ -120,10 +121,10 @@ impl RequireScopeLayer {
         })
     }
 
-    fn respond(&self, rejection: &Rejection) -> http::Response<bytes::Bytes> {
+    fn respond<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<bytes::Bytes> {
         match &self.inner.responder {
-            Some(responder) => responder.respond(rejection),
-            None => rejection.to_response(),
+            Some(responder) => responder.respond_to(rejection, request.headers()),
+            None => rejection.to_response_for(request.headers()),
         }
     }
 }
@@ -198,7 +199,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let answer = match self.requirement.check_request(&request) {
             Ok(()) => Answer::inner(self.inner.call(request)),
-            Err(rejection) => Answer::rejected(self.requirement.respond(&rejection)),
+            Err(rejection) => Answer::rejected(self.requirement.respond(&rejection, &request)),
         };
         ResponseFuture { answer }
     }

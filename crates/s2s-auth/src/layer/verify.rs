@@ -33,7 +33,8 @@
 //! [`Verified`] claims and the raw [`BearerToken`] into the request extensions. Otherwise it is
 //! answered, without reaching the inner service: 401 for a missing or invalid token, 503 with
 //! `Retry-After` while the issuer's keys cannot be loaded (or those held are past their
-//! maximum staleness, [`VerifierBuilder::max_stale`](crate::VerifierBuilder::max_stale)). The
+//! maximum staleness, [`VerifierBuilder::max_stale`](crate::VerifierBuilder::max_stale)); a
+//! gRPC request gets the same refusal as gRPC status 16 or 14 ([`rejection`](crate::rejection#grpc)). The
 //! answer tells the caller the stable code and a short reason
 //! ([`Reason::summary`](crate::Reason::summary)); the specifics go to the log.
 //!
@@ -204,9 +205,11 @@ where
             Ok(None) => {
                 let rejection =
                     Rejection::new(Reason::MissingToken, Reason::MissingToken.summary());
-                return ResponseFuture::ready_rejected(self.reject(&rejection));
+                return ResponseFuture::ready_rejected(self.reject(&rejection, &request));
             }
-            Err(rejection) => return ResponseFuture::ready_rejected(self.reject(&rejection)),
+            Err(rejection) => {
+                return ResponseFuture::ready_rejected(self.reject(&rejection, &request));
+            }
         };
         match config.verifier.verify_now(token.as_str()) {
             Ok(verified) => {
@@ -214,9 +217,9 @@ where
                 insert(&mut request, verified, token);
                 ResponseFuture::ready(self.inner.call(request))
             }
-            Err(Pending::Rejected(rejection)) => {
-                ResponseFuture::ready_rejected(config.responder.respond(&rejection))
-            }
+            Err(Pending::Rejected(rejection)) => ResponseFuture::ready_rejected(
+                config.responder.respond_to(&rejection, request.headers()),
+            ),
             Err(Pending::NeedKeys { .. }) => {
                 // The rare path: the keys must be fetched. Take the service that was polled
                 // ready and leave a clone in its place (tower's documented pattern).
@@ -248,9 +251,11 @@ impl<S> Verify<S> {
 
     define_inner_service_accessors!();
 
-    fn reject(&self, rejection: &Rejection) -> Response<Bytes> {
+    fn reject<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<Bytes> {
         self.config.verifier.record(rejection, None);
-        self.config.responder.respond(rejection)
+        self.config
+            .responder
+            .respond_to(rejection, request.headers())
     }
 }
 
@@ -340,7 +345,12 @@ where
                             let mut service = service.take().expect("polled after completion");
                             Answer::inner(service.call(request))
                         }
-                        Err(rejection) => Answer::rejected(config.responder.respond(&rejection)),
+                        Err(rejection) => {
+                            let request = request.as_ref().expect("polled after completion");
+                            Answer::rejected(
+                                config.responder.respond_to(&rejection, request.headers()),
+                            )
+                        }
                     }
                 }
             };
