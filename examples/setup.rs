@@ -164,6 +164,7 @@ struct CallerFile {
     target: Option<String>,
     requests: Option<usize>,
     concurrency: Option<usize>,
+    redis_url: Option<String>,
     #[serde(default)]
     client: ClientConfig,
 }
@@ -181,10 +182,12 @@ pub struct Caller {
     pub requests: usize,
     /// How many at a time.
     pub concurrency: usize,
+    /// The Redis server whose shared token cache the caller uses, if any.
+    pub redis_url: Option<String>,
 }
 
 /// `caller`'s flags, by the variable each stands for.
-const CALLER_FLAGS: [(&str, &str); 13] = [
+const CALLER_FLAGS: [(&str, &str); 14] = [
     ("--issuer", "S2S_ISSUER_URL"),
     ("--token-url", "S2S_TOKEN_URL"),
     ("--client-id", "S2S_CLIENT_ID"),
@@ -198,6 +201,7 @@ const CALLER_FLAGS: [(&str, &str); 13] = [
     ("--resource", "S2S_TOKEN_RESOURCE"),
     ("--requests", "S2S_REQUESTS"),
     ("--concurrency", "S2S_CONCURRENCY"),
+    ("--redis-url", "S2S_REDIS_URL"),
 ];
 
 /// Reads `caller`'s setup from `args` (and the file they name) and `env`.
@@ -208,6 +212,7 @@ pub fn caller(args: impl Iterator<Item = String>, env: &Lookup<'_>) -> Result<Ca
         "S2S_ISSUER_URL",
         "S2S_TOKEN_URL",
         "S2S_TOKEN_AUDIENCE",
+        "S2S_REDIS_URL",
     ] {
         if flags.values.get(single).is_some_and(|v| v.len() > 1) {
             let (flag, _) = CALLER_FLAGS.iter().find(|(_, n)| *n == single).unwrap();
@@ -246,6 +251,7 @@ pub fn caller(args: impl Iterator<Item = String>, env: &Lookup<'_>) -> Result<Ca
         grant,
         requests: number("S2S_REQUESTS", "--requests", file.requests)?,
         concurrency: number("S2S_CONCURRENCY", "--concurrency", file.concurrency)?,
+        redis_url: lookup("S2S_REDIS_URL").or(file.redis_url),
         client,
         target,
     })
@@ -265,6 +271,8 @@ pub struct CallReport {
     pub counts: BTreeMap<String, usize>,
     /// Tokens fetched successfully.
     pub tokens_fetched: u64,
+    /// Tokens taken from the shared cache (with a Redis URL).
+    pub tokens_shared: u64,
 }
 
 /// Gets the first token (so that a refused client is reported once, clearly), then calls the
@@ -274,7 +282,11 @@ pub async fn run_caller(setup: Caller) -> Result<CallReport, String> {
     use s2s_auth::token::{TokenManager, TokenSource};
     use std::sync::Arc;
 
-    let tokens = TokenManager::new(setup.grant).map_err(|e| e.to_string())?;
+    let mut tokens = TokenManager::new(setup.grant).map_err(|e| e.to_string())?;
+    if let Some(url) = &setup.redis_url {
+        let cache = s2s_auth::token::RedisCache::open(url).map_err(|e| e.to_string())?;
+        tokens = tokens.with_shared_cache(cache);
+    }
     if let Err(e) = tokens.token().await {
         let mut message = format!("could not get a token: {e}");
         if let Some(oauth) = e.oauth_error() {
@@ -314,5 +326,6 @@ pub async fn run_caller(setup: Caller) -> Result<CallReport, String> {
     Ok(CallReport {
         counts,
         tokens_fetched: m.fetches - m.failures,
+        tokens_shared: m.shared_hits,
     })
 }

@@ -7,5 +7,6 @@ pub mod keys;
 pub mod logs;
 pub mod outbound;
 pub mod peer;
+pub mod redis;
 pub mod time;
 pub mod token_server;

@@ -316,6 +316,19 @@ impl ClientCredentials {
     /// extra parameters, HTTP options), so that the secret itself is never kept as a key and two
     /// grants that differ in anything never share a token.
     pub(crate) fn cache_key(&self) -> [u8; 32] {
+        self.digest(true)
+    }
+
+    /// What identifies the token in a cache shared by replicas (feature `redis`): the same
+    /// digest without the secret or key material (only the method), the HTTP options and under
+    /// its own domain label. Replicas mid-rotation with different secrets share one token, and no
+    /// digest of a secret is ever stored where an offline guess could test it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn shared_key(&self) -> [u8; 32] {
+        self.digest(false)
+    }
+
+    fn digest(&self, local: bool) -> [u8; 32] {
         let mut scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         scopes.sort_unstable();
         scopes.dedup();
@@ -331,20 +344,29 @@ impl ClientCredentials {
         };
         field(format!("{:?}", self.dialect).as_bytes());
         field(self.client_id.as_bytes());
+        if !local {
+            field(b"s2s-auth shared token v1");
+        }
         match &self.auth {
             ClientAuth::SecretBasic(secret) => {
                 field(b"client_secret_basic");
-                field(secret.expose_secret().as_bytes());
+                if local {
+                    field(secret.expose_secret().as_bytes());
+                }
             }
             ClientAuth::SecretPost(secret) => {
                 field(b"client_secret_post");
-                field(secret.expose_secret().as_bytes());
+                if local {
+                    field(secret.expose_secret().as_bytes());
+                }
             }
             ClientAuth::PrivateKeyJwt(SigningKey { key, alg, kid }) => {
                 field(b"private_key_jwt");
-                field(key.as_bytes());
-                field(alg.as_str().as_bytes());
-                field(format!("{kid:?}").as_bytes());
+                if local {
+                    field(key.as_bytes());
+                    field(alg.as_str().as_bytes());
+                    field(format!("{kid:?}").as_bytes());
+                }
             }
         }
         field(&(scopes.len() as u64).to_be_bytes());
@@ -357,12 +379,14 @@ impl ClientCredentials {
             field(k.as_bytes());
             field(v.as_bytes());
         }
-        let HttpOptions {
-            allow_insecure_http,
-            timeout,
-            max_body,
-        } = &self.http;
-        field(format!("{allow_insecure_http}|{timeout:?}|{max_body}").as_bytes());
+        if local {
+            let HttpOptions {
+                allow_insecure_http,
+                timeout,
+                max_body,
+            } = &self.http;
+            field(format!("{allow_insecure_http}|{timeout:?}|{max_body}").as_bytes());
+        }
         digest.finalize().into()
     }
 

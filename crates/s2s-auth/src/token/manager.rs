@@ -22,6 +22,9 @@ use crate::{
     time::later,
 };
 
+/// Why a background fetch is made (the `why` of its log span).
+const REFRESH: &str = "refresh";
+
 /// When tokens are refreshed, and how failures are retried.
 ///
 /// ```
@@ -156,6 +159,17 @@ pub struct TokenMetrics {
     pub warm_hits: u64,
     /// Tokens dropped because a callee refused them.
     pub forced_refreshes: u64,
+    /// Feature `redis`: tokens taken from the shared cache instead of the token endpoint (of the
+    /// [`RedisCache`](super::RedisCache), which its managers share).
+    #[cfg(feature = "redis")]
+    pub shared_hits: u64,
+    /// Feature `redis`: shared-cache operations that failed or timed out (the manager fetched
+    /// on its own then).
+    #[cfg(feature = "redis")]
+    pub shared_errors: u64,
+    /// Feature `redis`: outages of the shared cache (each logged once).
+    #[cfg(feature = "redis")]
+    pub shared_outages: u64,
 }
 
 /// Caches the token of one [`ClientCredentials`] grant. See the [module docs](super).
@@ -183,12 +197,24 @@ struct Shared {
     failures: AtomicU64,
     warm_hits: AtomicU64,
     forced_refreshes: AtomicU64,
+    /// Feature `redis`: the second level, shared by replicas.
+    #[cfg(feature = "redis")]
+    second: std::sync::OnceLock<super::redis::Level>,
+    /// Feature `redis`: the token a callee refused, to delete from the second level before the
+    /// next fetch.
+    #[cfg(feature = "redis")]
+    rejected: Mutex<Option<BearerToken>>,
 }
 
 struct Held {
     token: BearerToken,
     usable_until: Instant,
     refresh_at: Instant,
+    /// Unix milliseconds when received, and the lifetime: what the second level publishes.
+    #[cfg(feature = "redis")]
+    issued_ms: u64,
+    #[cfg(feature = "redis")]
+    lifetime: Duration,
 }
 
 impl fmt::Debug for TokenManager {
@@ -220,6 +246,10 @@ impl TokenManager {
                 failures: AtomicU64::new(0),
                 warm_hits: AtomicU64::new(0),
                 forced_refreshes: AtomicU64::new(0),
+                #[cfg(feature = "redis")]
+                second: std::sync::OnceLock::new(),
+                #[cfg(feature = "redis")]
+                rejected: Mutex::new(None),
             }),
         })
     }
@@ -244,15 +274,62 @@ impl TokenManager {
         Ok(manager)
     }
 
+    /// Feature `redis`: shares this grant's token with the other replicas through `cache`
+    /// (see [`RedisCache`](super::RedisCache)). The warm path does not change: Redis is asked
+    /// only when the token endpoint would be. A manager takes one cache, the first it is given.
+    #[cfg(feature = "redis")]
+    pub fn with_shared_cache(self, cache: super::RedisCache) -> Self {
+        let level = cache.level(self.shared.grant.shared_key());
+        if self.shared.second.set(level).is_err() {
+            tracing::warn!(
+                client_id = self.shared.grant.client_id(),
+                "this token manager has a shared cache already; the new one is ignored"
+            );
+        }
+        self
+    }
+
     /// The counters.
     pub fn metrics(&self) -> TokenMetrics {
         let s = &self.shared;
+        #[cfg(feature = "redis")]
+        let cache = s.second.get().map(super::redis::Level::cache);
         TokenMetrics {
             fetches: s.fetches.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
             warm_hits: s.warm_hits.load(Ordering::Relaxed),
             forced_refreshes: s.forced_refreshes.load(Ordering::Relaxed),
+            #[cfg(feature = "redis")]
+            shared_hits: cache.map_or(0, |c| c.hits()),
+            #[cfg(feature = "redis")]
+            shared_errors: cache.map_or(0, |c| c.errors()),
+            #[cfg(feature = "redis")]
+            shared_outages: cache.map_or(0, |c| c.outages()),
         }
+    }
+
+    /// With the flight held: a token from the second level when there is one (which fetches
+    /// for the fleet or alone as needed), else from the token endpoint. `stale` is the token
+    /// being replaced.
+    async fn obtain(
+        &self,
+        why: &'static str,
+        stale: Option<BearerToken>,
+    ) -> Result<BearerToken, Error> {
+        #[cfg(feature = "redis")]
+        if let Some(level) = self.shared.second.get() {
+            let rejected = self
+                .shared
+                .rejected
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            return level
+                .obtain(&Fetcher { manager: self, why }, stale, rejected)
+                .await;
+        }
+        let _ = stale;
+        self.fetch_now(why).await
     }
 
     async fn fetch_shared(&self) -> Result<BearerToken, Error> {
@@ -282,13 +359,18 @@ impl TokenManager {
             Ok(flight) => flight,
             Err(answer) => return answer,
         };
-        let result = self.fetch_now("cold").await;
+        let result = self.obtain("cold", None).await;
         flight.finish();
         result
     }
 
     /// One request to the token endpoint; the caller holds the flight.
     async fn fetch_now(&self, why: &'static str) -> Result<BearerToken, Error> {
+        self.fetch_held(why).await.map(|held| held.token.clone())
+    }
+
+    /// [`TokenManager::fetch_now`], answering what was stored.
+    async fn fetch_held(&self, why: &'static str) -> Result<Arc<Held>, Error> {
         let shared = &self.shared;
         let last = *shared.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(last) = last {
@@ -323,11 +405,16 @@ impl TokenManager {
                     .policy
                     .clamp_lifetime(expires_in.unwrap_or(shared.policy.default_lifetime));
                 let (usable_until, refresh_at) = shared.policy.schedule(Instant::now(), lifetime);
-                shared.value.store(Some(Arc::new(Held {
-                    token: token.clone(),
+                let held = Arc::new(Held {
+                    token,
                     usable_until,
                     refresh_at,
-                })));
+                    #[cfg(feature = "redis")]
+                    issued_ms: super::redis::unix_ms(),
+                    #[cfg(feature = "redis")]
+                    lifetime,
+                });
+                shared.value.store(Some(held.clone()));
                 *shared
                     .last_failure
                     .lock()
@@ -340,7 +427,7 @@ impl TokenManager {
                     "token fetched"
                 );
                 self.start_refresher();
-                Ok(token)
+                Ok(held)
             }
             Err(err) => {
                 shared.failures.fetch_add(1, Ordering::Relaxed);
@@ -385,15 +472,15 @@ impl Refresh for Shared {
             .value
             .flight(|_| None::<std::convert::Infallible>)
             .await;
-        let due = match &*manager.shared.value.load() {
-            Some(held) => Instant::now() >= held.refresh_at,
-            None => true,
+        let (due, stale) = match &*manager.shared.value.load() {
+            Some(held) => (Instant::now() >= held.refresh_at, Some(held.token.clone())),
+            None => (true, None),
         };
         if !due {
             // Replaced meanwhile (a forced refresh): schedule on the new token.
             return Ok(());
         }
-        let result = manager.fetch_now("refresh").await;
+        let result = manager.obtain(REFRESH, stale).await;
         flight.finish();
         let Err(err) = result else { return Ok(()) };
         if !err.is_transient() {
@@ -447,12 +534,74 @@ impl TokenSource for TokenManager {
             let previous = self.shared.value.cell().compare_and_swap(&current, None);
             if previous.as_ref().is_some_and(|p| p.token.same_as(rejected)) {
                 self.shared.forced_refreshes.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "redis")]
+                if self.shared.second.get().is_some() {
+                    *self
+                        .shared
+                        .rejected
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(rejected.clone());
+                }
                 tracing::info!(
                     client_id = self.shared.grant.client_id(),
                     "a callee refused the token; fetching a new one"
                 );
             }
         }
+    }
+}
+
+/// The manager as the second level sees it (feature `redis`), while it holds the flight.
+#[cfg(feature = "redis")]
+struct Fetcher<'a> {
+    manager: &'a TokenManager,
+    why: &'static str,
+}
+
+#[cfg(feature = "redis")]
+impl super::redis::Fetcher for Fetcher<'_> {
+    async fn fetch(&self) -> Result<super::redis::Entry, Error> {
+        let held = self.manager.fetch_held(self.why).await?;
+        Ok(super::redis::Entry {
+            token: held.token.clone(),
+            issued_ms: held.issued_ms,
+            lifetime: held.lifetime,
+        })
+    }
+
+    fn adopt(&self, entry: &super::redis::Entry) -> Option<BearerToken> {
+        let shared = &self.manager.shared;
+        let elapsed =
+            Duration::from_millis(super::redis::unix_ms().saturating_sub(entry.issued_ms));
+        let lifetime = shared.policy.clamp_lifetime(entry.lifetime);
+        let now = Instant::now();
+        // Scheduled from when the token was issued, so that a replica refreshes it when its
+        // fetcher would have (each with its own jitter).
+        let (usable_until, refresh_at) = shared.policy.schedule(now, lifetime);
+        let back = |at: Instant| at.checked_sub(elapsed).unwrap_or(now);
+        let (usable_until, refresh_at) = (back(usable_until), back(refresh_at));
+        // A refresh needs a token that is not due itself (another replica's newer one).
+        if now >= usable_until || (self.why == REFRESH && now >= refresh_at) {
+            return None;
+        }
+        shared.value.store(Some(Arc::new(Held {
+            token: entry.token.clone(),
+            usable_until,
+            refresh_at,
+            issued_ms: entry.issued_ms,
+            lifetime,
+        })));
+        *shared
+            .last_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        tracing::debug!(
+            client_id = shared.grant.client_id(),
+            why = self.why,
+            "token taken from the shared cache"
+        );
+        self.manager.start_refresher();
+        Some(entry.token.clone())
     }
 }
 

@@ -59,7 +59,11 @@ use crate::error::Error;
 
 mod client_credentials;
 mod manager;
+#[cfg(feature = "redis")]
+mod redis;
 
+#[cfg(feature = "redis")]
+pub use self::redis::RedisCache;
 /// The token endpoint's dialects, defined with the other wire types in [`oauth`](crate::oauth).
 pub use crate::oauth::Dialect;
 pub(crate) use client_credentials::jwt_lifetime;
