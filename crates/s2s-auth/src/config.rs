@@ -60,6 +60,9 @@
 //! | `[[issuer]] id`      | `S2S_ISSUER_URL`    | required: the `iss` of accepted tokens, and where discovery starts (without `jwks_url`). The variable replaces the file's issuers with this one |
 //! | `[[issuer]] jwks_url`| `S2S_JWKS_URL`      | the issuer's JWK set, instead of discovery (the variable applies to the single issuer) |
 //! | `[[issuer]] audiences`| —                  | audiences this issuer's tokens must name (one of)      |
+//! | `[[issuer]] tenants` | `S2S_ISSUER_TENANTS`| with `{tenantid}` in `id` (and optionally in `jwks_url`): an issuer template, accepting these tenants only ([`Issuer::template`]) |
+//! | `[[issuer]] tenant_claim` | —              | the claim that must name the template's tenant (default `tid`), or `false` |
+//! | `max_tenants`        | `S2S_MAX_TENANTS`   | tenant key caches kept at most, least recently used dropped (default 1000) |
 //! | `audiences`          | `S2S_AUDIENCE`      | audiences for issuers without their own (every issuer needs some) |
 //! | `leeway`             | `S2S_LEEWAY`        | clock skew allowed on `exp`/`nbf` (default 30s)        |
 //! | `require_at_jwt`     | `S2S_REQUIRE_AT_JWT`| `true`: only `typ: at+jwt` tokens (RFC 9068)           |
@@ -109,7 +112,10 @@ use crate::{
     keys::KeyCacheOptions,
     layer::AuthorizeLayer,
     token::{ClientAuth, ClientCredentials, Dialect, TokenManager},
-    verify::{Issuer, Verifier},
+    verify::{
+        Issuer, TenantPolicy, Verifier,
+        tenants::{DEFAULT_TENANT_CLAIM, TENANT_PLACEHOLDER},
+    },
 };
 
 /// Where environment variables come from: the process (`std::env::var`) or, in tests and
@@ -135,6 +141,7 @@ pub struct VerifierConfig {
     allow_insecure_http: bool,
     #[serde(default)]
     keys: KeysConfig,
+    max_tenants: Option<u64>,
 }
 
 /// One `[[issuer]]` of a [`VerifierConfig`].
@@ -146,6 +153,19 @@ struct IssuerConfig {
     jwks_url: Option<String>,
     #[serde(default)]
     audiences: Vec<String>,
+    /// For an issuer template (`{tenantid}` in `id`): the tenants accepted.
+    #[serde(default)]
+    tenants: Vec<String>,
+    /// For an issuer template: the claim naming the tenant (default `tid`), or `false`.
+    tenant_claim: Option<TenantClaim>,
+}
+
+/// `tenant_claim = "tid"`, or `tenant_claim = false` when `iss` alone names the tenant.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum TenantClaim {
+    Name(String),
+    Off(bool),
 }
 
 /// `[keys]`: the remote key cache.
@@ -199,6 +219,8 @@ impl VerifierConfig {
                 id,
                 jwks_url: None,
                 audiences: Vec::new(),
+                tenants: Vec::new(),
+                tenant_claim: None,
             }];
         }
         if let Some(url) = env.get("S2S_JWKS_URL") {
@@ -213,9 +235,27 @@ impl VerifierConfig {
                 }
             }
         }
+        if let Some(tenants) = env.get("S2S_ISSUER_TENANTS") {
+            match self.issuer.as_mut_slice() {
+                [only] => env.list("S2S_ISSUER_TENANTS", &mut only.tenants),
+                other => {
+                    return Err(Error::config(format!(
+                        "S2S_ISSUER_TENANTS: applies to a single issuer template, and the \
+                         configuration has {} issuers (tenants `{tenants}`): set \
+                         S2S_ISSUER_URL too",
+                        other.len()
+                    )));
+                }
+            }
+        }
         env.list("S2S_AUDIENCE", &mut self.audiences);
         env.set("S2S_LEEWAY", &mut self.leeway);
         env.flag("S2S_REQUIRE_AT_JWT", &mut self.require_at_jwt)?;
+        if let Some(value) = env.get("S2S_MAX_TENANTS") {
+            self.max_tenants = Some(value.trim().parse().map_err(|_| {
+                Error::config(format!("S2S_MAX_TENANTS: `{value}` is not a number"))
+            })?);
+        }
         env.flag("S2S_ALLOW_INSECURE_HTTP", &mut self.allow_insecure_http)?;
         env.set("S2S_KEYS_MIN_TTL", &mut self.keys.min_ttl);
         env.set("S2S_KEYS_MAX_TTL", &mut self.keys.max_ttl);
@@ -273,6 +313,9 @@ impl VerifierConfig {
         for claim in &self.required_claims {
             builder = builder.required_claim(claim);
         }
+        if let Some(max) = self.max_tenants {
+            builder = builder.max_tenants(max);
+        }
         for (i, issuer) in self.issuer.iter().enumerate() {
             let at = |field: &str, e: Error| Error::config(format!("issuer[{i}].{field}: {e}"));
             if issuer.audiences.is_empty() && self.audiences.is_empty() {
@@ -282,6 +325,19 @@ impl VerifierConfig {
                         "no audience for this issuer: set its `audiences`, or `audiences` for \
                          every issuer (S2S_AUDIENCE), to this service's identifier",
                     ),
+                ));
+            }
+            if issuer.id.contains(TENANT_PLACEHOLDER) {
+                builder = builder.issuer(issuer.template(self.allow_insecure_http, at)?);
+                continue;
+            }
+            if !issuer.tenants.is_empty() || issuer.tenant_claim.is_some() {
+                return Err(at(
+                    "tenants",
+                    Error::config(format!(
+                        "`tenants` and `tenant_claim` apply to an issuer template: put \
+                         `{TENANT_PLACEHOLDER}` where the tenant is in `id`"
+                    )),
                 ));
             }
             let library = match &issuer.jwks_url {
@@ -300,6 +356,55 @@ impl VerifierConfig {
             builder = builder.issuer(library.audiences(&issuer.audiences));
         }
         builder.build()
+    }
+}
+
+impl IssuerConfig {
+    /// The library's issuer template of an `[[issuer]]` whose `id` has `{tenantid}`; the https
+    /// policy and the placeholders are checked when the verifier is built.
+    fn template(
+        &self,
+        allow_insecure_http: bool,
+        at: impl Fn(&str, Error) -> Error,
+    ) -> Result<Issuer, Error> {
+        if self.tenants.is_empty() {
+            return Err(at(
+                "tenants",
+                Error::config(
+                    "an issuer template needs the list of tenants it accepts: set `tenants` \
+                     (or S2S_ISSUER_TENANTS)",
+                ),
+            ));
+        }
+        // The https policy, shown on a sample tenant (the builder checks the placeholders).
+        let allow_insecure = allow_insecure_http;
+        fetch::parse_endpoint(
+            &self.id.replace(TENANT_PLACEHOLDER, "tenant"),
+            allow_insecure,
+        )
+        .map_err(|e| at("id", e))?;
+        if let Some(url) = &self.jwks_url {
+            fetch::parse_endpoint(&url.replace(TENANT_PLACEHOLDER, "tenant"), allow_insecure)
+                .map_err(|e| at("jwks_url", e))?;
+        }
+        let claim = match &self.tenant_claim {
+            None => Some(DEFAULT_TENANT_CLAIM),
+            Some(TenantClaim::Name(name)) if !name.trim().is_empty() => Some(name.as_str()),
+            Some(TenantClaim::Off(false)) => None,
+            Some(_) => {
+                return Err(at(
+                    "tenant_claim",
+                    Error::config("expected a claim name (such as \"tid\") or `false`"),
+                ));
+            }
+        };
+        let mut template = Issuer::template(&self.id, TenantPolicy::allow(&self.tenants))
+            .tenant_claim(claim)
+            .audiences(&self.audiences);
+        if let Some(url) = &self.jwks_url {
+            template = template.jwks_template(url);
+        }
+        Ok(template)
     }
 }
 

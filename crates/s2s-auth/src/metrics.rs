@@ -1,24 +1,181 @@
 //! Counters a service can read and export: verified tokens, rejections by reason, key-set
 //! fetches. Relaxed atomics: each counter is exact, a [`MetricsSnapshot`] is not a transaction.
+//!
+//! With the feature `metrics`, every count is also emitted to the [`metrics`](::metrics) facade
+//! from here (the one place; see the crate README for the names and labels). The facade's
+//! handles are taken when a [`Verifier`](crate::Verifier) is built, so the hot path costs an
+//! atomic add per handle; install the recorder (e.g. `metrics-exporter-prometheus`) before
+//! building verifiers and token managers, as the facade requires of any handle.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "metrics")]
+use std::time::Duration;
 
 use crate::rejection::Reason;
+
+/// The facade's names (documented in the crate README).
+#[cfg(feature = "metrics")]
+pub(crate) mod names {
+    pub(crate) const VERIFICATIONS: &str = "s2s_auth_verifications_total";
+    pub(crate) const TOKEN_CACHE: &str = "s2s_auth_token_cache_lookups_total";
+    pub(crate) const JWKS_FETCHES: &str = "s2s_auth_jwks_fetches_total";
+    pub(crate) const JWKS_FETCH_SECONDS: &str = "s2s_auth_jwks_fetch_duration_seconds";
+    pub(crate) const TOKEN_FETCHES: &str = "s2s_auth_token_fetches_total";
+    pub(crate) const TOKEN_FETCH_SECONDS: &str = "s2s_auth_token_fetch_duration_seconds";
+    pub(crate) const TOKEN_REFRESH_FAILURES: &str = "s2s_auth_token_refresh_failures_total";
+    pub(crate) const TENANT_KEY_CACHES: &str = "s2s_auth_tenant_key_caches";
+}
+
+/// An `AtomicU64` with the two operations the crate uses (`fetch_add`, `load`), so call sites
+/// read as before; with the feature `metrics` it also increments its facade counter.
+#[derive(Debug, Default)]
+pub(crate) struct Count {
+    value: AtomicU64,
+    #[cfg(feature = "metrics")]
+    facade: Facade,
+}
+
+#[cfg(feature = "metrics")]
+struct Facade(::metrics::Counter);
+
+#[cfg(feature = "metrics")]
+impl Default for Facade {
+    fn default() -> Self {
+        Facade(::metrics::Counter::noop())
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for Facade {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counter")
+    }
+}
+
+impl Count {
+    #[cfg(feature = "metrics")]
+    fn emitting(counter: ::metrics::Counter) -> Count {
+        Count {
+            value: AtomicU64::new(0),
+            facade: Facade(counter),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn fetch_add(&self, n: u64, order: Ordering) -> u64 {
+        #[cfg(feature = "metrics")]
+        self.facade.0.increment(n);
+        self.value.fetch_add(n, order)
+    }
+
+    pub(crate) fn load(&self, order: Ordering) -> u64 {
+        self.value.load(order)
+    }
+}
 
 /// The live counters of a [`Verifier`](crate::Verifier).
 #[derive(Default, Debug)]
 pub(crate) struct Metrics {
-    pub(crate) verified: AtomicU64,
-    pub(crate) rejected: [AtomicU64; Reason::COUNT],
-    pub(crate) jwks_fetches: AtomicU64,
-    pub(crate) jwks_fetch_failures: AtomicU64,
-    pub(crate) cache_hits: AtomicU64,
-    pub(crate) cache_misses: AtomicU64,
+    pub(crate) verified: Count,
+    pub(crate) rejected: [Count; Reason::COUNT],
+    pub(crate) jwks_fetches: Count,
+    pub(crate) jwks_fetch_failures: Count,
+    pub(crate) cache_hits: Count,
+    pub(crate) cache_misses: Count,
+    #[cfg(feature = "metrics")]
+    fetches: FetchHandles,
+}
+
+/// The facade's handles of the cold paths, taken with the others.
+#[cfg(feature = "metrics")]
+struct FetchHandles {
+    /// Counter and duration histogram of successful and failed key-set fetches.
+    jwks: [(::metrics::Counter, ::metrics::Histogram); 2],
+    tenant_key_caches: ::metrics::Gauge,
+}
+
+#[cfg(feature = "metrics")]
+impl Default for FetchHandles {
+    fn default() -> Self {
+        let noop = || (::metrics::Counter::noop(), ::metrics::Histogram::noop());
+        FetchHandles {
+            jwks: [noop(), noop()],
+            tenant_key_caches: ::metrics::Gauge::noop(),
+        }
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for FetchHandles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FetchHandles")
+    }
 }
 
 impl Metrics {
+    /// The counters, emitting to the facade's recorder of now (feature `metrics`: the global
+    /// one, or the one of `metrics::with_local_recorder` around the verifier's build), or not.
+    pub(crate) fn new() -> Metrics {
+        #[cfg(feature = "metrics")]
+        {
+            use ::metrics::{counter, gauge, histogram};
+            use names::*;
+            let jwks = |result: &'static str| {
+                (
+                    counter!(JWKS_FETCHES, "result" => result),
+                    histogram!(JWKS_FETCH_SECONDS, "result" => result),
+                )
+            };
+            Metrics {
+                verified: Count::emitting(
+                    counter!(VERIFICATIONS, "outcome" => "verified", "reason" => "none"),
+                ),
+                rejected: Reason::ALL.map(|r| {
+                    Count::emitting(
+                        counter!(VERIFICATIONS, "outcome" => "rejected", "reason" => r.as_str()),
+                    )
+                }),
+                // The attempts without their outcome: `jwks_fetched` labels each fetch.
+                jwks_fetches: Count::default(),
+                jwks_fetch_failures: Count::default(),
+                cache_hits: Count::emitting(counter!(TOKEN_CACHE, "result" => "hit")),
+                cache_misses: Count::emitting(counter!(TOKEN_CACHE, "result" => "miss")),
+                fetches: FetchHandles {
+                    jwks: [jwks("ok"), jwks("error")],
+                    tenant_key_caches: gauge!(TENANT_KEY_CACHES),
+                },
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        Metrics::default()
+    }
+
     pub(crate) fn reject(&self, reason: Reason) {
         self.rejected[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One key-set fetch (discovery included) ended, `ok` or not, after `elapsed`.
+    pub(crate) fn jwks_fetched(&self, ok: bool, elapsed: std::time::Duration) {
+        self.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.jwks_fetch_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        #[cfg(feature = "metrics")]
+        {
+            let (count, seconds) = &self.fetches.jwks[usize::from(!ok)];
+            count.increment(1);
+            seconds.record(elapsed.as_secs_f64());
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = elapsed;
+    }
+
+    /// The number of tenant key caches changed by `delta` (created: +1, evicted: -1).
+    pub(crate) fn tenant_key_caches(&self, delta: f64) {
+        #[cfg(feature = "metrics")]
+        self.fetches.tenant_key_caches.increment(delta);
+        #[cfg(not(feature = "metrics"))]
+        let _ = delta;
     }
 
     pub(crate) fn snapshot(&self) -> MetricsSnapshot {
@@ -33,9 +190,28 @@ impl Metrics {
             jwks_fetch_failures: self.jwks_fetch_failures.load(Ordering::Relaxed),
             cache_hits: self.cache_hits.load(Ordering::Relaxed),
             cache_misses: self.cache_misses.load(Ordering::Relaxed),
+            tenant_key_caches: 0,
         }
     }
 }
+
+/// A token fetch of a [`TokenManager`](crate::token::TokenManager) ended (its own counters
+/// are in [`TokenMetrics`](crate::token::TokenMetrics)); `refresh`: a background refresh.
+/// Once per token lifetime, so the handles are looked up here, in the global recorder.
+#[cfg(feature = "metrics")]
+pub(crate) fn token_fetched(ok: bool, refresh: bool, elapsed: Duration) {
+    let result = if ok { "ok" } else { "error" };
+    ::metrics::counter!(names::TOKEN_FETCHES, "result" => result).increment(1);
+    ::metrics::histogram!(names::TOKEN_FETCH_SECONDS, "result" => result)
+        .record(elapsed.as_secs_f64());
+    if refresh && !ok {
+        ::metrics::counter!(names::TOKEN_REFRESH_FAILURES).increment(1);
+    }
+}
+
+/// Without the feature `metrics`: nothing.
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn token_fetched(_: bool, _: bool, _: std::time::Duration) {}
 
 /// A reading of the counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,6 +229,9 @@ pub struct MetricsSnapshot {
     pub cache_hits: u64,
     /// Tokens looked up in the validated-token cache and not found.
     pub cache_misses: u64,
+    /// Key caches of tenants of issuer templates held now (see
+    /// [`VerifierBuilder::max_tenants`](crate::VerifierBuilder::max_tenants)).
+    pub tenant_key_caches: u64,
 }
 
 impl MetricsSnapshot {

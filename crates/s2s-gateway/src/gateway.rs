@@ -18,8 +18,9 @@
 //!
 //! Each request goes through, in order:
 //!
-//! 1. the reserved health paths (`GET`/`HEAD` of `health.liveness` and `health.readiness`),
-//!    answered by the gateway;
+//! 1. the reserved health paths (`GET`/`HEAD` of `health.liveness`, `health.readiness` and
+//!    `health.metrics`, the Prometheus text of [`metrics`](crate::metrics)), answered by the
+//!    gateway;
 //! 2. path normalization (see the crate docs): an ambiguous path is 400, and with matrix
 //!    parameters accepted the path routed is the one such upstreams resolve;
 //! 3. routing: the longest matching prefix (in any case with `[paths] case_insensitive`); its
@@ -57,6 +58,7 @@ use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
 use crate::{
     Body, Error,
     config::{self, Access, Config, IssuerConfig, Scopes},
+    metrics::{self, FromUpstream, Metrics, Refused},
     path::{self, PathOptions},
     proxy::{ClientAddr, Identity, Proxy, Target},
     response::{json, json_error},
@@ -79,6 +81,10 @@ struct Shared {
     routes: Vec<Route>,
     liveness: String,
     readiness: String,
+    metrics_path: String,
+    metrics: Arc<Metrics>,
+    /// Folds the histograms' samples every `metrics::UPKEEP_INTERVAL`.
+    upkeep: tokio::task::JoinHandle<()>,
     paths: PathOptions,
     verifier: Option<Verifier>,
     /// Loads the key sets in the background until they are all there.
@@ -90,6 +96,7 @@ impl Drop for Shared {
         if let Some(loader) = &self.loader {
             loader.abort();
         }
+        self.upkeep.abort();
     }
 }
 
@@ -114,8 +121,20 @@ impl Gateway {
     /// background at once; see [`Gateway::is_ready`]), the upstream client and each route's
     /// stack. Must be called within a tokio runtime.
     pub async fn from_config(config: Config) -> Result<Gateway, Error> {
-        let verifier = build_verifier(&config)?;
-        let responder = Responder::default().realm(&config.realm);
+        // The verifier's own counters go to the gateway's recorder.
+        let (metrics, verifier) = Metrics::new(|| build_verifier(&config));
+        let verifier = verifier?;
+        let plain = Responder::default().realm(&config.realm);
+        let responder = {
+            let metrics = metrics.clone();
+            let plain = plain.clone();
+            Responder::default().handler(move |rejection| {
+                metrics.refused(rejection.reason());
+                let mut response = plain.respond(rejection);
+                response.extensions_mut().insert(Refused);
+                response
+            })
+        };
         let proxy = Arc::new(Proxy::new(&config));
         let auth = Arc::new(AuthContext {
             issuers: config.issuers.clone(),
@@ -132,9 +151,24 @@ impl Gateway {
                     0
                 },
             });
+            let metrics = metrics.clone();
             let forward = tower::service_fn(move |request: Request<Incoming>| {
                 let target = target.clone();
-                async move { Ok::<_, Infallible>(target.forward(request).await) }
+                let metrics = metrics.clone();
+                async move {
+                    let started = Instant::now();
+                    let mut response = target.forward(request).await;
+                    // The gateway's own answers (502, 504, 413) are JSON errors, not upstream's.
+                    if response
+                        .extensions()
+                        .get::<crate::response::GatewayAnswer>()
+                        .is_none()
+                    {
+                        metrics.upstream(response.status(), started.elapsed());
+                        response.extensions_mut().insert(FromUpstream);
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             let service = match (&route.access, &verifier) {
                 (Access::Public, _) => RouteService::new(forward),
@@ -193,11 +227,24 @@ impl Gateway {
         // Longest prefix first; a stable sort keeps the file's order among equal prefixes.
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         let loader = verifier.clone().map(|v| tokio::spawn(load_keys(v)));
+        let upkeep = tokio::spawn({
+            let metrics = metrics.clone();
+            async move {
+                let mut every = tokio::time::interval(metrics::UPKEEP_INTERVAL);
+                loop {
+                    every.tick().await;
+                    metrics.upkeep();
+                }
+            }
+        });
         Ok(Gateway {
             shared: Arc::new(Shared {
                 routes,
                 liveness: config.health.liveness.clone(),
                 readiness: config.health.readiness.clone(),
+                metrics_path: config.health.metrics.clone(),
+                metrics,
+                upkeep,
                 paths: config.paths,
                 verifier,
                 loader,
@@ -216,6 +263,11 @@ impl Gateway {
     /// [`metrics`](Verifier::metrics).
     pub fn verifier(&self) -> Option<&Verifier> {
         self.shared.verifier.as_ref()
+    }
+
+    /// The counters in the Prometheus text format, as the metrics path answers them.
+    pub fn render_metrics(&self) -> String {
+        self.shared.metrics.render()
     }
 
     /// Serves HTTP/1.1 on `listener` until `shutdown` completes; then stops accepting (the
@@ -434,6 +486,10 @@ impl Shared {
         let method = request.method().clone();
         let uri = request.uri().clone();
         let (response, route) = self.dispatch(request, peer).await;
+        if response.extensions().get::<Refused>().is_none() {
+            self.metrics
+                .request(metrics::outcome(&response, route.is_some()));
+        }
         let subject = response.extensions().get::<Subject>();
         tracing::info!(
             target: "s2s_gateway::access",
@@ -484,8 +540,9 @@ impl Shared {
 
     /// The route of a request, or the gateway's own answer.
     fn select(&self, method: &Method, raw_path: &str) -> Selected<'_> {
-        if raw_path == self.liveness || raw_path == self.readiness {
-            return Selected::Answer(self.health(method, raw_path == self.liveness), None);
+        if raw_path == self.liveness || raw_path == self.readiness || raw_path == self.metrics_path
+        {
+            return Selected::Answer(self.health(method, raw_path), None);
         }
         if method == Method::CONNECT {
             return Selected::Answer(
@@ -547,7 +604,7 @@ impl Shared {
         Selected::Answer(response, Some(&longest.prefix))
     }
 
-    fn health(&self, method: &Method, liveness: bool) -> Response<Body> {
+    fn health(&self, method: &Method, path: &str) -> Response<Body> {
         if method != Method::GET && method != Method::HEAD {
             let mut response = json_error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -559,7 +616,10 @@ impl Shared {
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return response;
         }
-        if liveness {
+        if path == self.metrics_path {
+            return self.metrics.response();
+        }
+        if path == self.liveness {
             return json(StatusCode::OK, &serde_json::json!({ "status": "ok" }));
         }
         match &self.verifier {

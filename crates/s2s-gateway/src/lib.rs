@@ -88,6 +88,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod metrics;
 mod path;
 mod proxy;
 mod response;

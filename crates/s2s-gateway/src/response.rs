@@ -9,16 +9,22 @@ use s2s_auth::oauth::{self, ErrorBody};
 
 use crate::{Body, proxy::full};
 
+/// Marks an answer of the gateway itself, told apart from the upstream's by the metrics.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GatewayAnswer;
+
 /// A JSON answer of the gateway itself (not of an upstream, not an RFC 6750 rejection).
 pub(crate) fn json_error(
     status: StatusCode,
     error: &'static str,
     description: impl Display,
 ) -> Response<Body> {
-    ErrorBody::new(error)
+    let mut response = ErrorBody::new(error)
         .with_description(description.to_string())
         .to_response(status)
-        .map(full)
+        .map(full);
+    response.extensions_mut().insert(GatewayAnswer);
+    response
 }
 
 /// A JSON answer with `body`.

@@ -182,8 +182,18 @@ impl KeyCache {
         metrics: Arc<Metrics>,
     ) -> Result<KeyCache, Error> {
         let client = options.http.client()?;
+        Ok(KeyCache::with_client(remote, options, client, metrics))
+    }
+
+    /// [`KeyCache::new`] with a client of `options.http` made before (shared by many caches).
+    pub(crate) fn with_client(
+        remote: Remote,
+        options: KeyCacheOptions,
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> KeyCache {
         let epoch = Instant::now();
-        Ok(KeyCache {
+        KeyCache {
             shared: Arc::new(Shared {
                 remote,
                 options,
@@ -203,7 +213,7 @@ impl KeyCache {
                 epoch,
                 metrics,
             }),
-        })
+        }
     }
 
     /// The current keys, without a lock.
@@ -243,7 +253,9 @@ impl KeyCache {
         };
         let started = Instant::now();
         let result = shared.fetch_once(&mut jwks_uri).await;
-        shared.metrics.jwks_fetches.fetch_add(1, Ordering::Relaxed);
+        shared
+            .metrics
+            .jwks_fetched(result.is_ok(), started.elapsed());
         let result = match result {
             Ok((keys, ttl)) => {
                 let generation = shared.value.load().generation + 1;
@@ -281,10 +293,6 @@ impl KeyCache {
                 if reason == FetchReason::UnknownKid {
                     self.start_kid_cooldown();
                 }
-                shared
-                    .metrics
-                    .jwks_fetch_failures
-                    .fetch_add(1, Ordering::Relaxed);
                 shared.last_failure.store(self.now_ms(), Ordering::Relaxed);
                 *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(err.to_string().into());

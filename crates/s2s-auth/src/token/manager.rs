@@ -399,6 +399,7 @@ impl TokenManager {
             let token = BearerToken::new(response.access_token.expose_secret())?;
             Ok((token, response.expires_in))
         });
+        crate::metrics::token_fetched(outcome.is_ok(), why == "refresh", started.elapsed());
         match outcome {
             Ok((token, expires_in)) => {
                 let lifetime = shared

@@ -10,6 +10,7 @@ use url::Url;
 
 use super::{
     Inner, IssuerState, Keys, Verifier,
+    tenants::{DEFAULT_MAX_TENANTS, DEFAULT_TENANT_CLAIM, TemplateSpec, TenantPolicy, Tenants},
     token_cache::{DEFAULT_TOKEN_CACHE_ENTRIES, TokenCache},
 };
 use crate::{
@@ -44,6 +45,8 @@ pub struct Issuer {
     issuer: String,
     keys: IssuerKeys,
     audiences: Vec<String>,
+    /// Set for an issuer template ([`Issuer::template`]).
+    tenants: Option<TemplateSpec>,
 }
 
 #[derive(Clone, Debug)]
@@ -62,6 +65,7 @@ impl Issuer {
             issuer: issuer.into(),
             keys: IssuerKeys::Discover,
             audiences: Vec::new(),
+            tenants: None,
         }
     }
 
@@ -71,6 +75,7 @@ impl Issuer {
             issuer: issuer.into(),
             keys: IssuerKeys::Jwks(jwks_url.into()),
             audiences: Vec::new(),
+            tenants: None,
         }
     }
 
@@ -80,7 +85,45 @@ impl Issuer {
             issuer: issuer.into(),
             keys: IssuerKeys::Static(keys),
             audiences: Vec::new(),
+            tenants: None,
         }
+    }
+
+    /// An issuer *template*: one issuer per tenant, the tenant in place of `{tenantid}` (see
+    /// [`verify::tenants`](crate::verify::tenants)). Only the tenants `policy` allows are
+    /// accepted, and a token's tenant claim ([`Issuer::tenant_claim`], `tid` by default) must
+    /// name the tenant its `iss` does. Keys are found by each tenant's discovery metadata
+    /// unless [`Issuer::jwks_template`] says where they are.
+    pub fn template(template: impl Into<String>, policy: TenantPolicy) -> Self {
+        Issuer {
+            issuer: template.into(),
+            keys: IssuerKeys::Discover,
+            audiences: Vec::new(),
+            tenants: Some(TemplateSpec {
+                policy,
+                tenant_claim: Some(DEFAULT_TENANT_CLAIM.to_owned()),
+                jwks: None,
+            }),
+        }
+    }
+
+    /// For an [`Issuer::template`]: each tenant's JWK set URL, `{tenantid}` in it once.
+    /// Ignored by other issuers.
+    pub fn jwks_template(mut self, url: impl Into<String>) -> Self {
+        if let Some(spec) = &mut self.tenants {
+            spec.jwks = Some(url.into());
+        }
+        self
+    }
+
+    /// For an [`Issuer::template`]: the claim that must name the tenant of `iss` (default
+    /// `tid`); `None` when `iss` alone names it (an Auth0 or Okta domain per tenant). Ignored
+    /// by other issuers.
+    pub fn tenant_claim(mut self, claim: Option<&str>) -> Self {
+        if let Some(spec) = &mut self.tenants {
+            spec.tenant_claim = claim.map(str::to_owned);
+        }
+        self
     }
 
     /// Accepts this issuer's tokens only when their `aud` names `audience` (call again, or use
@@ -120,6 +163,7 @@ pub struct VerifierBuilder {
     key_cache: KeyCacheOptions,
     clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
     token_cache_entries: u64,
+    pub(super) max_tenants: u64,
 }
 
 crate::debug_fields!(VerifierBuilder: issuers, audiences);
@@ -214,9 +258,10 @@ impl VerifierBuilder {
         if algorithms.is_empty() {
             return Err(Error::config("no algorithm allowed"));
         }
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new());
         let allow_insecure = self.key_cache.http.allow_insecure_http;
         let mut issuers = Vec::with_capacity(self.issuers.len());
+        let mut templates = Vec::new();
         for issuer in self.issuers {
             if issuers
                 .iter()
@@ -239,6 +284,10 @@ impl VerifierBuilder {
                      that tokens meant for other services are refused",
                     issuer.issuer
                 )));
+            }
+            if let Some(spec) = issuer.tenants {
+                templates.push((issuer.issuer, spec, audiences));
+                continue;
             }
             let keys = match issuer.keys {
                 IssuerKeys::Static(set) => Keys::Static(set),
@@ -267,6 +316,13 @@ impl VerifierBuilder {
                 keys,
             });
         }
+        let tenants = Tenants::new(
+            templates,
+            issuers.len(),
+            self.max_tenants,
+            &self.key_cache,
+            &metrics,
+        )?;
         let required_claims = self
             .required_claims
             .into_iter()
@@ -283,6 +339,7 @@ impl VerifierBuilder {
                 clock: self.clock,
                 metrics,
                 token_cache: TokenCache::new(self.token_cache_entries),
+                tenants,
             }),
         })
     }
@@ -302,6 +359,7 @@ impl Verifier {
             key_cache: KeyCacheOptions::default(),
             clock: None,
             token_cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
+            max_tenants: DEFAULT_MAX_TENANTS,
         }
     }
 }

@@ -23,9 +23,11 @@
 //! headers are never followed: keys come only from the configured sources.
 
 mod builder;
+pub mod tenants;
 mod token_cache;
 
 pub use builder::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, Issuer, VerifierBuilder};
+pub use tenants::{DEFAULT_MAX_TENANTS, TenantPolicy};
 pub use token_cache::DEFAULT_TOKEN_CACHE_ENTRIES;
 use token_cache::TokenCache;
 
@@ -65,6 +67,8 @@ struct Inner {
     clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
     metrics: Arc<Metrics>,
     token_cache: Option<TokenCache>,
+    /// Issuer templates and their tenants' key caches (issuer indices past `issuers`).
+    tenants: Option<tenants::Tenants>,
 }
 
 struct IssuerState {
@@ -89,6 +93,15 @@ impl fmt::Debug for Verifier {
                     .issuers
                     .iter()
                     .map(|i| (&i.issuer, &i.audiences))
+                    .collect::<Vec<_>>(),
+            )
+            .field(
+                "templates",
+                &self
+                    .inner
+                    .tenants
+                    .iter()
+                    .flat_map(|t| t.sources())
                     .collect::<Vec<_>>(),
             )
             .field("algorithms", &self.inner.algorithms)
@@ -198,7 +211,19 @@ impl Verifier {
         reason: FetchReason,
         wanted_kid: Option<&str>,
     ) -> Result<(), Error> {
-        match &self.inner.issuers[issuer].keys {
+        let tenant;
+        let keys = match self.inner.issuers.get(issuer) {
+            Some(fixed) => &fixed.keys,
+            None => match self.inner.tenant(issuer) {
+                Some(held) => {
+                    tenant = held;
+                    &tenant.keys
+                }
+                // Evicted meanwhile: the next verification starts it again.
+                None => return Ok(()),
+            },
+        };
+        match keys {
             Keys::Remote(cache) => cache.fetch(generation, reason, wanted_kid).await,
             Keys::Static(_) => Ok(()),
         }
@@ -212,7 +237,13 @@ impl Verifier {
         reason: FetchReason,
         result: Result<(), Error>,
     ) -> Rejection {
-        let iss = &self.inner.issuers[issuer].issuer;
+        let iss: Box<str> = match self.inner.issuers.get(issuer) {
+            Some(fixed) => fixed.issuer.as_str().into(),
+            None => self
+                .inner
+                .tenant(issuer)
+                .map_or_else(|| "a tenant".into(), |t| t.issuer.clone()),
+        };
         let rejection = match (reason, result) {
             (FetchReason::UnknownKid, _) => Rejection::summarized(
                 Reason::UnknownKey,
@@ -392,15 +423,25 @@ impl Verifier {
                 format!("the JWT claims are not valid: {e}"),
             )
         })?;
-        let Some(issuer_index) = inner.issuers.iter().position(|i| i.issuer == claims.iss) else {
-            return Err(reject(
-                Reason::UnknownIssuer,
-                format!("issuer `{}` is not accepted", sanitize(&claims.iss, 100)),
-            ));
-        };
-        let issuer = &inner.issuers[issuer_index];
+        let tenant;
+        let (issuer_index, issuer_id, keys, audiences) =
+            match inner.issuers.iter().position(|i| i.issuer == claims.iss) {
+                Some(i) => {
+                    let fixed = &inner.issuers[i];
+                    (i, fixed.issuer.as_str(), &fixed.keys, &fixed.audiences[..])
+                }
+                // Not a fixed issuer: one of a template's tenants, or refused (before any fetch).
+                None => {
+                    tenant = self.tenant_keys(&claims.iss, &payload)?;
+                    let audiences = inner
+                        .tenants
+                        .as_ref()
+                        .map_or(&[][..], |t| t.audiences(&tenant));
+                    (tenant.id, &*tenant.issuer, &tenant.keys, audiences)
+                }
+            };
         let kid = header.kid.as_deref();
-        let key = match &issuer.keys {
+        let key = match keys {
             Keys::Static(set) => set.find(kid, alg).cloned(),
             Keys::Remote(cache) => {
                 let snapshot = cache.snapshot();
@@ -430,7 +471,7 @@ impl Verifier {
                 match kid {
                     Some(kid) => format!(
                         "no key of issuer `{}` has kid `{}`",
-                        issuer.issuer,
+                        issuer_id,
                         sanitize(kid, 64)
                     ),
                     None => "the token has no kid and no single key of its issuer fits it".into(),
@@ -457,7 +498,7 @@ impl Verifier {
                 "the token's signature does not verify",
             ));
         }
-        self.check_claims(&claims, &payload, &issuer.audiences)?;
+        self.check_claims(&claims, &payload, audiences)?;
         let verified = Verified(Arc::new(VerifiedInner {
             claims,
             payload: payload.into_boxed_slice(),
@@ -566,15 +607,23 @@ impl Verifier {
 
     /// Whether issuer `index` has keys it may verify with now.
     fn keys_usable(&self, index: usize) -> bool {
-        match &self.inner.issuers[index].keys {
+        let usable = |keys: &Keys| match keys {
             Keys::Static(_) => true,
             Keys::Remote(cache) => cache.snapshot().is_usable(),
+        };
+        match self.inner.issuers.get(index) {
+            Some(fixed) => usable(&fixed.keys),
+            // A tenant: while it is held (an evicted tenant's tokens are verified again).
+            None => self.inner.tenant(index).is_some_and(|t| usable(&t.keys)),
         }
     }
 
     /// The counters: verified, rejected by reason, key-set fetches.
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.inner.metrics.snapshot()
+        MetricsSnapshot {
+            tenant_key_caches: self.tenants_held(),
+            ..self.inner.metrics.snapshot()
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `[health]`: the paths the gateway answers itself, before any route.
+//! `[health]`: the paths the gateway answers itself, before any route: liveness, readiness
+//! and the Prometheus `metrics`.
 
 use toml::Spanned;
 
@@ -7,7 +8,7 @@ use crate::path;
 
 text_table! {
     /// `[health]` as written.
-    RawHealth { liveness, readiness }
+    RawHealth { liveness, readiness, metrics }
 }
 
 /// The checked health paths.
@@ -17,19 +18,22 @@ pub(crate) struct HealthPaths {
     pub(crate) liveness: String,
     /// 200 once every issuer's key set is loaded.
     pub(crate) readiness: String,
+    /// The counters in the Prometheus text format.
+    pub(crate) metrics: String,
 }
 
 impl HealthPaths {
-    /// Both paths, which no route may take.
-    pub(super) fn both(&self) -> [&str; 2] {
-        [&self.liveness, &self.readiness]
+    /// The three paths, which no route may take.
+    pub(super) fn all(&self) -> [&str; 3] {
+        [&self.liveness, &self.readiness, &self.metrics]
     }
 }
 
-/// Checks that both paths are normal absolute paths, and distinct.
+/// Checks that the paths are normal absolute paths, and distinct.
 pub(super) fn check(raw: &RawHealth, errors: &mut Errors<'_>) -> HealthPaths {
     let liveness = health_path(raw.liveness.as_ref(), "/healthz", errors);
     let readiness = health_path(raw.readiness.as_ref(), "/readyz", errors);
+    let metrics = health_path(raw.metrics.as_ref(), "/metrics", errors);
     if liveness == readiness
         && let Some(r) = &raw.readiness
     {
@@ -38,9 +42,18 @@ pub(super) fn check(raw: &RawHealth, errors: &mut Errors<'_>) -> HealthPaths {
             "the readiness path must differ from the liveness path",
         );
     }
+    if (metrics == liveness || metrics == readiness)
+        && let Some(m) = &raw.metrics
+    {
+        errors.at(
+            m.span(),
+            "the metrics path must differ from the liveness and readiness paths",
+        );
+    }
     HealthPaths {
         liveness,
         readiness,
+        metrics,
     }
 }
 
@@ -69,9 +82,14 @@ mod tests {
 
     #[test]
     fn defaults_and_own_paths() {
-        assert_eq!(public_with("").health.both(), ["/healthz", "/readyz"]);
-        let c = public_with("[health]\nliveness = \"/-/live\"\nreadiness = \"/-/ready\"\n");
-        assert_eq!(c.health.both(), ["/-/live", "/-/ready"]);
+        assert_eq!(
+            public_with("").health.all(),
+            ["/healthz", "/readyz", "/metrics"]
+        );
+        let c = public_with(
+            "[health]\nliveness = \"/-/live\"\nreadiness = \"/-/ready\"\nmetrics = \"/-/metrics\"\n",
+        );
+        assert_eq!(c.health.all(), ["/-/live", "/-/ready", "/-/metrics"]);
     }
 
     #[test]
@@ -83,6 +101,10 @@ mod tests {
             (
                 "readiness = \"/healthz\"",
                 "must differ from the liveness path",
+            ),
+            (
+                "metrics = \"/readyz\"",
+                "must differ from the liveness and readiness paths",
             ),
         ] {
             assert_one_error(&format!("{PUBLIC}[health]\n{health}\n"), 8, says);

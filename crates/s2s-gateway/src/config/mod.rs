@@ -136,6 +136,7 @@
 //! [health]
 //! liveness = "/healthz"
 //! readiness = "/readyz"
+//! metrics = "/metrics"     # the Prometheus text format
 //! ```
 //!
 //! # Where each section is checked

@@ -162,7 +162,7 @@ fn check_prefix(prefix: &Spanned<String>, health: &HealthPaths, errors: &mut Err
             return;
         }
     }
-    for own in health.both() {
+    for own in health.all() {
         if text == own {
             errors.at(
                 prefix.span(),

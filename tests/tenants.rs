@@ -1,0 +1,312 @@
+//! Multi-tenant issuers (issuer templates) end to end: a real JWKS server on 127.0.0.1 that
+//! counts its requests, an axum app behind `VerifyLayer`, reqwest calling it.
+//!
+//! The tenants' key sets are all served by one [`KeyServer`] (`/jwks.json?tenant=…`, the query
+//! ignored by the server), so its request counter is the number of fetches of every tenant.
+
+use std::time::Instant;
+
+use axum::{Router, routing::get};
+use jsonwebtoken::Algorithm;
+use reqwest::{StatusCode, header::AUTHORIZATION};
+use s2s_auth::{
+    Issuer, Reason, Verifier, VerifierBuilder, VerifyLayer, config::VerifierConfig,
+    verify::TenantPolicy,
+};
+use s2s_tests::{
+    app::protected_app,
+    keys::{self, KeyServer, TestKey},
+};
+use serde_json::json;
+
+const AUD: &str = "api://orders";
+const TENANT_A: &str = "4f6a1c2e-0000-4000-8000-00000000000a";
+const TENANT_B: &str = "4f6a1c2e-0000-4000-8000-00000000000b";
+
+/// The issuer template of `server`: `http://127.0.0.1:PORT/{tenantid}/v2.0`.
+fn template(server: &KeyServer) -> String {
+    format!("{}/{{tenantid}}/v2.0", server.url())
+}
+
+fn tenant_issuer(server: &KeyServer, tenant: &str) -> String {
+    format!("{}/{tenant}/v2.0", server.url())
+}
+
+/// A verifier of the template, tenants A and B allowed, their keys at the JWKS URL template.
+fn verifier(server: &KeyServer, policy: TenantPolicy) -> VerifierBuilder {
+    Verifier::builder().audience(AUD).issuer(
+        Issuer::template(template(server), policy)
+            .jwks_template(format!("{}?tenant={{tenantid}}", server.jwks_url())),
+    )
+}
+
+/// A token of `tenant` (`iss` with it) whose `tid` is `tid`.
+fn token(key: &TestKey, server: &KeyServer, tenant: &str, tid: Option<&str>) -> String {
+    let mut claims = keys::claims(&tenant_issuer(server, tenant), AUD);
+    if let Some(tid) = tid {
+        claims["tid"] = json!(tid);
+    }
+    key.sign(&claims)
+}
+
+async fn call(url: &str, token: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .get(url)
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn tenants_verify_with_a_key_cache_each_created_on_first_use() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let server = KeyServer::serving(&[&key]).await;
+    let verifier = verifier(&server, TenantPolicy::allow([TENANT_A, TENANT_B]))
+        .build()
+        .unwrap();
+    assert_eq!(
+        verifier.tenants_held(),
+        0,
+        "nothing is created before a token"
+    );
+    let routes = Router::new().route("/orders", get(|| async { "orders" }));
+    let app = protected_app(routes, VerifyLayer::new(verifier.clone()), &[]).await;
+    let url = format!("{}/orders", app.url());
+
+    for _ in 0..2 {
+        let response = call(&url, &token(&key, &server, TENANT_A, Some(TENANT_A))).await;
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(server.jwks_hits(), 1, "tenant A's keys fetched once");
+    assert_eq!(verifier.tenants_held(), 1);
+
+    let response = call(&url, &token(&key, &server, TENANT_B, Some(TENANT_B))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(server.jwks_hits(), 2, "tenant B has a key cache of its own");
+    let metrics = verifier.metrics();
+    assert_eq!(metrics.tenant_key_caches, 2);
+    assert_eq!(metrics.verified, 3);
+    assert_eq!(metrics.jwks_fetches, 2);
+}
+
+#[tokio::test]
+async fn the_tenant_claim_must_name_the_tenant_of_iss() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let server = KeyServer::serving(&[&key]).await;
+    let verifier = verifier(&server, TenantPolicy::allow([TENANT_A, TENANT_B]))
+        .build()
+        .unwrap();
+    let routes = Router::new().route("/orders", get(|| async { "orders" }));
+    let app = protected_app(routes, VerifyLayer::new(verifier.clone()), &[]).await;
+    let url = format!("{}/orders", app.url());
+
+    for (tid, says) in [
+        (Some(TENANT_B), "names tenant"),
+        (None, "no `tid` claim"),
+        (Some(""), "names tenant"),
+    ] {
+        let token = token(&key, &server, TENANT_A, tid);
+        let response = call(&url, &token).await;
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{tid:?}");
+        let rejection = verifier.verify(&token).await.unwrap_err();
+        assert_eq!(rejection.reason(), Reason::UnknownIssuer);
+        let detail = rejection.detail().unwrap_or_default();
+        assert!(detail.contains(says), "{tid:?}: {detail}");
+    }
+    assert_eq!(server.requests(), 0, "refused before any fetch");
+    assert_eq!(verifier.tenants_held(), 0);
+}
+
+#[tokio::test]
+async fn a_storm_of_unknown_tenants_costs_no_fetch_and_no_key_cache() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let server = KeyServer::serving(&[&key]).await;
+    let verifier = verifier(&server, TenantPolicy::allow([TENANT_A]))
+        .build()
+        .unwrap();
+    // Signed by a key the JWKS server really serves, so only the tenant check refuses them;
+    // every fourth one names an allowed tenant in `iss` and another in `tid`.
+    let tokens: Vec<String> = (0..10_000)
+        .map(|i| {
+            let random = keys::jti();
+            if i % 4 == 0 {
+                token(&key, &server, TENANT_A, Some(&random))
+            } else {
+                token(&key, &server, &random, Some(&random))
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    for token in &tokens {
+        let rejection = verifier.verify(token).await.unwrap_err();
+        assert_eq!(rejection.reason(), Reason::UnknownIssuer);
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "tenant storm: 10000 tokens of unknown tenants refused in {elapsed:?} \
+         ({:.1} µs each), {} requests to the key server, {} tenant key caches",
+        elapsed.as_secs_f64() * 1e6 / 10_000.0,
+        server.requests(),
+        verifier.tenants_held()
+    );
+    assert_eq!(server.requests(), 0, "no fetch");
+    assert_eq!(verifier.tenants_held(), 0, "no key cache");
+    let metrics = verifier.metrics();
+    assert_eq!(metrics.rejected(Reason::UnknownIssuer), 10_000);
+    assert_eq!(metrics.jwks_fetches, 0);
+
+    // The allowed tenant is served all along.
+    verifier
+        .verify(&token(&key, &server, TENANT_A, Some(TENANT_A)))
+        .await
+        .unwrap();
+    assert_eq!(server.jwks_hits(), 1);
+    assert_eq!(verifier.tenants_held(), 1);
+}
+
+#[tokio::test]
+async fn tenant_key_caches_are_bounded_least_recently_used_first() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let server = KeyServer::serving(&[&key]).await;
+    let verifier = verifier(
+        &server,
+        TenantPolicy::predicate(|tenant| tenant.starts_with("team-")),
+    )
+    .max_tenants(2)
+    .token_cache(0)
+    .build()
+    .unwrap();
+    for tenant in ["team-1", "team-2", "team-3", "team-4"] {
+        verifier
+            .verify(&token(&key, &server, tenant, Some(tenant)))
+            .await
+            .unwrap();
+        assert!(verifier.tenants_held() <= 2, "{tenant}");
+    }
+    assert_eq!(server.jwks_hits(), 4);
+    assert_eq!(verifier.tenants_held(), 2);
+    // The last one is still held: no fetch. The first was dropped: fetched again.
+    let last = token(&key, &server, "team-4", Some("team-4"));
+    verifier.verify(&last).await.unwrap();
+    assert_eq!(server.jwks_hits(), 4);
+    let first = token(&key, &server, "team-1", Some("team-1"));
+    verifier.verify(&first).await.unwrap();
+    assert_eq!(server.jwks_hits(), 5);
+    // The predicate is asked before anything else.
+    let outsider = token(&key, &server, "other-1", Some("other-1"));
+    let rejection = verifier.verify(&outsider).await.unwrap_err();
+    assert_eq!(rejection.reason(), Reason::UnknownIssuer);
+    assert_eq!(server.jwks_hits(), 5);
+}
+
+#[tokio::test]
+async fn a_template_from_the_configuration_file_and_environment() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let server = KeyServer::serving(&[&key]).await;
+    let toml = format!(
+        r#"
+        audiences = ["{AUD}"]
+        max_tenants = 10
+
+        [[issuer]]
+        id = "{template}"
+        jwks_url = "{jwks}?tenant={{tenantid}}"
+        tenants = ["{TENANT_A}"]
+        "#,
+        template = template(&server),
+        jwks = server.jwks_url(),
+    );
+    let config = VerifierConfig::from_toml_str(&toml).unwrap();
+    let verifier = config.build().unwrap();
+    verifier
+        .verify(&token(&key, &server, TENANT_A, Some(TENANT_A)))
+        .await
+        .unwrap();
+    let b = token(&key, &server, TENANT_B, Some(TENANT_B));
+    assert_eq!(
+        verifier.verify(&b).await.unwrap_err().reason(),
+        Reason::UnknownIssuer
+    );
+    // The deployment adds tenant B.
+    let verifier = config
+        .with_env_from(|name| {
+            (name == "S2S_ISSUER_TENANTS").then(|| format!("{TENANT_A}, {TENANT_B}"))
+        })
+        .unwrap()
+        .build()
+        .unwrap();
+    verifier.verify(&b).await.unwrap();
+
+    // Auth0 style: the tenant is the domain, no claim names it.
+    let toml = format!(
+        r#"
+        audiences = ["{AUD}"]
+        [[issuer]]
+        id = "{template}"
+        jwks_url = "{jwks}?tenant={{tenantid}}"
+        tenants = ["acme"]
+        tenant_claim = false
+        "#,
+        template = template(&server),
+        jwks = server.jwks_url(),
+    );
+    let verifier = VerifierConfig::from_toml_str(&toml)
+        .unwrap()
+        .build()
+        .unwrap();
+    verifier
+        .verify(&token(&key, &server, "acme", None))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn templates_are_checked_when_built() {
+    let build = |issuer: Issuer| {
+        Verifier::builder()
+            .audience(AUD)
+            .issuer(issuer)
+            .build()
+            .unwrap_err()
+            .to_string()
+    };
+    let all = || TenantPolicy::allow(["t"]);
+    for (issuer, says) in [
+        (
+            Issuer::template("https://login.example.com/v2.0", all()),
+            "must hold `{tenantid}` exactly once",
+        ),
+        (
+            Issuer::template("https://login.example.com/{tenantid}/{tenantid}", all()),
+            "exactly once",
+        ),
+        (
+            Issuer::template("http://login.example.com/{tenantid}/v2.0", all()),
+            "https",
+        ),
+        (
+            Issuer::template(
+                "https://login.example.com/{tenantid}/v2.0",
+                TenantPolicy::allow(Vec::<String>::new()),
+            ),
+            "allows no tenant",
+        ),
+        (
+            Issuer::template("https://login.example.com/{tenantid}/v2.0", all())
+                .jwks_template("https://login.example.com/keys"),
+            "JWKS URL template",
+        ),
+    ] {
+        let error = build(issuer);
+        assert!(error.contains(says), "{error}");
+    }
+    let error = VerifierConfig::from_toml_str(
+        "audiences = [\"a\"]\n[[issuer]]\nid = \"https://login.example.com/{tenantid}/v2.0\"\n",
+    )
+    .unwrap()
+    .build()
+    .unwrap_err()
+    .to_string();
+    assert!(error.starts_with("issuer[0].tenants:"), "{error}");
+}
