@@ -599,7 +599,7 @@ impl Accounts {
     }
 
     /// Something changed the published scopes (the metadata cache's key moves).
-    pub(crate) fn changed(&self) {
+    fn changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
