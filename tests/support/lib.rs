@@ -9,3 +9,4 @@ pub mod outbound;
 pub mod peer;
 pub mod time;
 pub mod token_server;
+pub mod venv;
