@@ -27,7 +27,10 @@ use std::{
     time::Duration,
 };
 
-use s2s_tests::peer::{is_ci, run};
+use s2s_tests::{
+    peer::{is_ci, run},
+    venv::{install_once, python_venv, version},
+};
 use seed_support::{SEED_AUDIENCE, SEED_ISS, SeedIssuer, seed_account_request, workflow_service};
 use serde_json::{Value, json};
 
@@ -87,26 +90,6 @@ fn runtime(lang: Lang) -> Option<PathBuf> {
     }
 }
 
-/// `v20.1.0` / `Python 3.11.2` → (20, 1).
-fn version(text: &str) -> Option<(u32, u32)> {
-    let digits = text.trim().rsplit([' ', 'v']).next()?;
-    let mut parts = digits.split('.').map(|p| p.parse::<u32>().ok());
-    Some((parts.next()??, parts.next()??))
-}
-
-/// Runs `install` unless `stamp` holds `wanted` (the lockfile it installed last).
-fn install_once(
-    stamp: &Path,
-    wanted: &[u8],
-    install: impl FnOnce() -> Result<(), String>,
-) -> Result<(), String> {
-    if std::fs::read(stamp).is_ok_and(|installed| installed == wanted) {
-        return Ok(());
-    }
-    install()?;
-    std::fs::write(stamp, wanted).map_err(|e| format!("cannot write {}: {e}", stamp.display()))
-}
-
 fn install_node() -> Result<PathBuf, String> {
     let dir = clients_dir();
     let node = run("node", &["--version"], &dir)?;
@@ -135,40 +118,7 @@ fn install_node() -> Result<PathBuf, String> {
 }
 
 fn install_python() -> Result<PathBuf, String> {
-    let dir = clients_dir();
-    let python = run("python3", &["--version"], &dir)?;
-    if version(&python).is_none_or(|v| v < (3, 9)) {
-        return Err(format!("{python} is too old: the clients need Python 3.9+"));
-    }
-    let requirements = std::fs::read(dir.join("requirements.txt"))
-        .map_err(|e| format!("cannot read tests/seed_clients/requirements.txt: {e}"))?;
-    let venv = dir.join(".venv");
-    let bin = venv.join("bin");
-    install_once(
-        &venv.join(".s2s-installed-requirements.txt"),
-        &requirements,
-        || {
-            eprintln!(
-                "seed clients: python3 -m venv + pip install in {}",
-                dir.display()
-            );
-            run("python3", &["-m", "venv", "--clear", ".venv"], &dir)?;
-            let pip = bin.join("pip");
-            run(
-                &pip.to_string_lossy(),
-                &[
-                    "install",
-                    "--disable-pip-version-check",
-                    "--no-input",
-                    "-r",
-                    "requirements.txt",
-                ],
-                &dir,
-            )
-            .map(drop)
-        },
-    )?;
-    Ok(bin.join("python"))
+    python_venv(&clients_dir())
 }
 
 /// Runs the client's driver with `args`; the JSON line it printed.

@@ -10,3 +10,4 @@ pub mod peer;
 pub mod redis;
 pub mod time;
 pub mod token_server;
+pub mod venv;

@@ -48,8 +48,8 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
-    rt::{TokioIo, TokioTimer},
-    server::graceful::GracefulShutdown,
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
 };
 use s2s_auth::{Reason, Rejection, RequireScopeLayer, Responder, Verified, Verifier, VerifyLayer};
 use tokio::{net::TcpListener, task::JoinSet};
@@ -270,7 +270,8 @@ impl Gateway {
         self.shared.metrics.render()
     }
 
-    /// Serves HTTP/1.1 on `listener` until `shutdown` completes; then stops accepting (the
+    /// Serves HTTP/1.1 and HTTP/2 without TLS (h2c, prior knowledge: gRPC clients) on
+    /// `listener` until `shutdown` completes; then stops accepting (the
     /// listener is closed, so new connections are refused), lets in-flight requests finish and
     /// closes idle connections, waiting at most the configured drain timeout before cutting
     /// what is left. Returns once every connection is closed.
@@ -280,9 +281,10 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
         let graceful = GracefulShutdown::new();
-        let mut http = hyper::server::conn::http1::Builder::new();
+        let mut http = auto::Builder::new(TokioExecutor::new());
         // The timer enables hyper's header read timeout (30 s): slow-header clients are cut.
-        http.timer(TokioTimer::new());
+        http.http1().timer(TokioTimer::new());
+        http.http2().timer(TokioTimer::new());
         let mut connections = JoinSet::new();
         let mut shutdown = pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
@@ -314,7 +316,10 @@ impl Gateway {
                 let shared = shared.clone();
                 async move { Ok::<_, Infallible>(shared.handle(request, peer).await) }
             });
-            let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+            let connection = http
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = graceful.watch(connection);
             connections.spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(target: "s2s_gateway", error = %e, %peer, "connection ended with an error");
@@ -391,10 +396,9 @@ impl AuthContext {
         inner: RouteService,
     ) -> Response<Body> {
         let Some(verified) = request.extensions().get::<Verified>().cloned() else {
-            return self.reject(&Rejection::new(
-                Reason::MissingLayer,
-                "the gateway lost the verified claims",
-            ));
+            let rejection =
+                Rejection::new(Reason::MissingLayer, "the gateway lost the verified claims");
+            return self.reject(&rejection, &request);
         };
         let claims = verified.standard();
         let subject = claims.sub.as_deref().map(Arc::<str>::from);
@@ -420,11 +424,11 @@ impl AuthContext {
                 ),
             );
             tracing::debug!(target: "s2s_gateway", detail = rejection.detail(), "token refused");
-            return with_subject(self.reject(&rejection), subject);
+            return with_subject(self.reject(&rejection, &request), subject);
         }
         let identity = match identity(&verified) {
             Ok(identity) => identity,
-            Err(rejection) => return with_subject(self.reject(&rejection), subject),
+            Err(rejection) => return with_subject(self.reject(&rejection, &request), subject),
         };
         request.extensions_mut().insert(identity);
         let response = match inner.oneshot(request).await {
@@ -434,8 +438,11 @@ impl AuthContext {
         with_subject(response, subject)
     }
 
-    fn reject(&self, rejection: &Rejection) -> Response<Body> {
-        self.responder.respond(rejection).map(crate::proxy::full)
+    /// The layers' answer: gRPC-shaped for a gRPC request.
+    fn reject<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<Body> {
+        self.responder
+            .respond_to(rejection, request.headers())
+            .map(crate::proxy::full)
     }
 }
 

@@ -81,7 +81,15 @@
 //! * **Logs** one line per request (target `s2s_gateway::access`): method, path, route,
 //!   status, subject, latency. Never the token, nor the query.
 //!
-//! Not supported: HTTP/2 and TLS on either side, protocol upgrades (WebSocket), `CONNECT`.
+//! * **Speaks HTTP/2** without TLS: clients may use h2c with prior knowledge (as gRPC clients
+//!   do) or HTTP/1.1 on the same port; upstreams marked `http2 = true` are reached over h2c,
+//!   so gRPC passes through, streams and trailers included (`TE: trailers` is kept for them).
+//!   A refused gRPC call (`content-type: application/grpc*`) gets s2s-auth's gRPC answer:
+//!   HTTP 200 with `grpc-status` 16, 7 or 14 and the same `WWW-Authenticate`; the gateway's
+//!   own 404/502/504 answers are left as HTTP statuses, which gRPC clients map to
+//!   UNIMPLEMENTED and UNAVAILABLE.
+//!
+//! Not supported: TLS on either side, protocol upgrades (WebSocket, `Upgrade: h2c`), `CONNECT`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]

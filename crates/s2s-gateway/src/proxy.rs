@@ -43,9 +43,11 @@ pub(crate) struct Identity {
 
 type UpstreamClient = Client<HttpConnector, Limited<Incoming>>;
 
-/// What every route's forwarding shares: the client (and its connection pool) and the rules.
+/// What every route's forwarding shares: the clients (and their connection pools) and the rules.
 pub(crate) struct Proxy {
     client: UpstreamClient,
+    /// For `http2 = true` upstreams: HTTP/2 with prior knowledge (h2c).
+    h2_client: UpstreamClient,
     request_timeout: Duration,
     max_body_bytes: u64,
     identity: IdentityHeaders,
@@ -69,12 +71,15 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeouts.connect));
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
+            .pool_idle_timeout(Duration::from_secs(60));
+        let client = builder.build(connector.clone());
+        let h2_client = builder.http2_only(true).build(connector);
         Proxy {
             client,
+            h2_client,
             request_timeout: config.timeouts.request,
             max_body_bytes: config.max_body_bytes,
             identity: config.identity.clone(),
@@ -206,6 +211,13 @@ impl Target {
             .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
 
         let headers = &mut parts.headers;
+        // `TE: trailers` is the one TE HTTP/2 allows; gRPC servers may insist on it.
+        let te_trailers = headers.get_all(header::TE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
+        });
         remove_hop_by_hop(headers);
         let refused: Vec<HeaderName> = headers
             .keys()
@@ -257,11 +269,22 @@ impl Target {
             }
         }
         parts.uri = uri;
-        parts.version = Version::HTTP_11;
+        let client = if self.upstream.http2 {
+            if te_trailers {
+                parts
+                    .headers
+                    .insert(header::TE, HeaderValue::from_static("trailers"));
+            }
+            parts.version = Version::HTTP_2;
+            &proxy.h2_client
+        } else {
+            parts.version = Version::HTTP_11;
+            &proxy.client
+        };
         let limit = usize::try_from(proxy.max_body_bytes).unwrap_or(usize::MAX);
         let request = Request::from_parts(parts, Limited::new(body, limit));
 
-        let exchange = proxy.client.request(request);
+        let exchange = client.request(request);
         let failure = match tokio::time::timeout(proxy.request_timeout, exchange).await {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();

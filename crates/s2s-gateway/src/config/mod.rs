@@ -66,8 +66,11 @@
 //! # jwks_url = "https://auth.example.com/jwks.json"
 //!
 //! # Where requests go: plain http:// base URLs (a base path is prepended to the request path).
+//! # `http2 = true`: the upstream speaks HTTP/2 without TLS (h2c), as gRPC servers do; needed
+//! # for gRPC (its trailers). Default: HTTP/1.1.
 //! [upstreams.orders]
 //! url = "http://127.0.0.1:9000"
+//! # http2 = true
 //!
 //! # Routes: the longest matching `prefix` (whole path segments) wins; its `methods` (default:
 //! # all; matched literally, so list HEAD beside GET, and OPTIONS in a public route of the same

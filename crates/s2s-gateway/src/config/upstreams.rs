@@ -1,4 +1,5 @@
-//! `[upstreams.NAME]`: where requests go, plain `http://` base URLs.
+//! `[upstreams.NAME]`: where requests go, plain `http://` base URLs; `http2 = true` for an
+//! upstream that speaks HTTP/2 without TLS (h2c with prior knowledge), as gRPC servers do.
 
 use std::{collections::BTreeMap, str::FromStr};
 
@@ -13,6 +14,8 @@ use super::error::Errors;
 #[serde(deny_unknown_fields)]
 pub(super) struct RawUpstream {
     url: Spanned<String>,
+    #[serde(default)]
+    http2: bool,
 }
 
 /// A checked upstream.
@@ -23,6 +26,8 @@ pub(crate) struct UpstreamConfig {
     pub(crate) authority: Authority,
     /// The URL's path without its trailing `/` ("" for none).
     pub(crate) base_path: String,
+    /// Forwarded over HTTP/2 (h2c), trailers and all; else HTTP/1.1.
+    pub(crate) http2: bool,
 }
 
 /// Checks every upstream URL. Each name keeps its place even when its URL is wrong, so that
@@ -48,6 +53,7 @@ pub(super) fn check(
                 scheme,
                 authority,
                 base_path,
+                http2: upstream.get_ref().http2,
             }
         })
         .collect()
