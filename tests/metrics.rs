@@ -30,7 +30,10 @@ const AUD: &str = "orders-api";
 
 /// What a recorder held at one moment. (A snapshot drains the histograms' samples: one per
 /// checkpoint.)
-struct Seen(Vec<(MetricKind, String, Vec<(String, String)>, DebugValue)>);
+struct Seen(Vec<Series>);
+
+/// One series: its kind, name, labels (sorted) and value.
+type Series = (MetricKind, String, Vec<(String, String)>, DebugValue);
 
 fn read(snapshotter: &Snapshotter) -> Seen {
     Seen(
