@@ -4,15 +4,26 @@
 //! The tenants' key sets are all served by one [`KeyServer`] (`/jwks.json?tenant=…`, the query
 //! ignored by the server), so its request counter is the number of fetches of every tenant.
 
-use std::time::Instant;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
 
-use axum::{Router, routing::get};
+use axum::{
+    Json, Router,
+    extract::{Path, State},
+    routing::get,
+};
 use jsonwebtoken::Algorithm;
 use reqwest::{StatusCode, header::AUTHORIZATION};
 use s2s_auth::{
     Issuer, Reason, Verifier, VerifierBuilder, VerifyLayer, config::VerifierConfig,
     verify::TenantPolicy,
 };
+use s2s_auth_testkit::server::Server;
 use s2s_tests::{
     app::protected_app,
     keys::{self, KeyServer, TestKey},
@@ -88,6 +99,56 @@ async fn tenants_verify_with_a_key_cache_each_created_on_first_use() {
     assert_eq!(metrics.tenant_key_caches, 2);
     assert_eq!(metrics.verified, 3);
     assert_eq!(metrics.jwks_fetches, 2);
+}
+
+/// Without a JWKS URL template, each tenant's keys come from its own discovery metadata
+/// (Entra ID's `https://login.microsoftonline.com/{tid}/v2.0/.well-known/openid-configuration`),
+/// whose `issuer` must be the tenant's. A real server answers it per tenant, counting requests.
+#[tokio::test]
+async fn without_a_jwks_template_each_tenant_is_discovered() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let keys = KeyServer::serving(&[&key]).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let metadata = {
+        let (base, jwks) = (base.clone(), keys.jwks_url());
+        move |State(hits): State<Arc<AtomicUsize>>, Path(tenant): Path<String>| async move {
+            hits.fetch_add(1, Ordering::SeqCst);
+            Json(json!({ "issuer": format!("{base}/{tenant}/v2.0"), "jwks_uri": jwks }))
+        }
+    };
+    let router = Router::new()
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            get(metadata),
+        )
+        .with_state(hits.clone());
+    let _discovery = Server::on(listener, router);
+    let verifier = Verifier::builder()
+        .audience(AUD)
+        .issuer(Issuer::template(
+            format!("{base}/{{tenantid}}/v2.0"),
+            TenantPolicy::allow([TENANT_A, TENANT_B]),
+        ))
+        .build()
+        .unwrap();
+    let token = |tenant: &str| {
+        let mut claims = keys::claims(&format!("{base}/{tenant}/v2.0"), AUD);
+        claims["tid"] = json!(tenant);
+        key.sign(&claims)
+    };
+    verifier.verify(&token(TENANT_A)).await.unwrap();
+    verifier.verify(&token(TENANT_A)).await.unwrap();
+    verifier.verify(&token(TENANT_B)).await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "one discovery per tenant");
+    assert_eq!(keys.jwks_hits(), 2);
+    let outsider = token("4f6a1c2e-0000-4000-8000-00000000000c");
+    assert_eq!(
+        verifier.verify(&outsider).await.unwrap_err().reason(),
+        Reason::UnknownIssuer
+    );
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -19,7 +19,7 @@
 //! Each request goes through, in order:
 //!
 //! 1. the reserved health paths (`GET`/`HEAD` of `health.liveness`, `health.readiness` and
-//!    `health.metrics`, the Prometheus text of [`metrics`](crate::metrics)), answered by the
+//!    `health.metrics`, the Prometheus text of [`crate::metrics`]), answered by the
 //!    gateway;
 //! 2. path normalization (see the crate docs): an ambiguous path is 400, and with matrix
 //!    parameters accepted the path routed is the one such upstreams resolve;

@@ -76,8 +76,10 @@
 //! * **Fails in JSON**: `{"error", "error_description"}` with 502 `bad_gateway` when the
 //!   upstream cannot be reached, 504 `gateway_timeout` when it does not connect within
 //!   `timeouts.connect` or answer within `timeouts.request`.
-//! * **Answers itself** `GET /healthz` (always 200) and `GET /readyz` (200 once every issuer's
-//!   key set is loaded, else 503); both paths are configurable (`[health]`) and reserved.
+//! * **Answers itself** `GET /healthz` (always 200), `GET /readyz` (200 once every issuer's
+//!   key set is loaded, else 503) and `GET /metrics` (the Prometheus text format: requests by
+//!   outcome and `AUTH_1xx` code, upstream status classes and latency, s2s-auth's own counters;
+//!   see [`metrics`]); the three paths are configurable (`[health]`) and reserved.
 //! * **Logs** one line per request (target `s2s_gateway::access`): method, path, route,
 //!   status, subject, latency. Never the token, nor the query.
 //!

@@ -24,14 +24,16 @@
 //! any network call: its `iss` matches the template with a well-formed tenant in the
 //! placeholder (letters, digits, `-`, `_`, inner dots; at most 64 characters); the
 //! [`TenantPolicy`] allows that tenant; and its tenant claim (`tid` by default, see
-//! [`Issuer::tenant_claim`]) names the same tenant. So a storm of tokens naming unknown or
+//! [`Issuer::tenant_claim`](crate::Issuer::tenant_claim)) names the same tenant. So a storm of tokens naming unknown or
 //! random tenants is refused at the cost of parsing them: no fetch, no key cache, no memory.
 //!
 //! Each allowed tenant gets its own key cache (the same `KeyCache` a fixed issuer has, with its
 //! TTL, unknown-kid cooldown and staleness bound), created on its first token. They are kept
 //! in a bounded LRU map ([`VerifierBuilder::max_tenants`]): past the bound the least recently
 //! used tenant's keys are dropped (its background refresh ends) and fetched again when it
-//! returns. Tenants never make the verifier not ready: only fixed issuers do.
+//! returns. Recency counts full verifications (a tenant's first tokens and cache misses): a
+//! tenant served only from the validated-token cache can be evicted by busier tenants, at the
+//! cost of one refetch. Tenants never make the verifier not ready: only fixed issuers do.
 
 use std::{
     collections::HashSet,
@@ -57,7 +59,7 @@ pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 /// Default of [`VerifierBuilder::max_tenants`].
 pub const DEFAULT_MAX_TENANTS: u64 = 1000;
 
-/// Default of [`Issuer::tenant_claim`]: Entra ID's tenant claim.
+/// Default of [`Issuer::tenant_claim`](crate::Issuer::tenant_claim): Entra ID's tenant claim.
 pub const DEFAULT_TENANT_CLAIM: &str = "tid";
 
 /// The longest tenant accepted in the placeholder (an Entra ID tenant is a 36-character GUID).
