@@ -169,7 +169,7 @@ fn main() {
             Some(db) => {
                 run_setup(
                     "PostgreSQL, 1 replica",
-                    &[db.url.clone()],
+                    std::slice::from_ref(&db.url),
                     secs,
                     concurrency,
                 )

@@ -40,6 +40,8 @@
 //! | `GET /.well-known/jwks.json` | the public keys ([`keys`]) |
 //! | `GET /.well-known/openid-configuration`, `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 //! | `/admin/service-accounts...`, `/admin/keys...` | accounts and keys ([`admin`]), only when an admin token is configured |
+//! | `GET /healthz`, `GET /readyz` | liveness (200), readiness (503 while the database is unreachable), at the host's root |
+//! | `GET /metrics` | the counters in the Prometheus text format ([`metrics`]), at the host's root |
 //!
 //! All of them live under the issuer URL's path: with the issuer `https://api.example.com/auth`
 //! (the seed's) they are `/auth/token`, `/auth/.well-known/jwks.json`, `/auth/admin/...`; the
