@@ -195,7 +195,7 @@ async fn eight_processes_make_one_token_request_per_lifetime() {
     let requests = tokens.requests();
     println!(
         "fleet of {REPLICAS}: {requests} token requests in {secs:.1} s of {LIFETIME} s tokens \
-         (alone: about {})",
+         (each alone: up to {})",
         REPLICAS * one_process_budget(secs)
     );
     // Several lifetimes passed, and the fleet asked as one process would.
