@@ -128,12 +128,18 @@ impl Fleet {
         rounds
     }
 
-    async fn stop(mut self) {
-        for replica in &mut self.replicas {
-            let _ = replica.stdin.shutdown().await;
+    /// Closes every replica's stdin (the end of its commands) and waits for it to exit.
+    async fn stop(self) {
+        let mut children = Vec::new();
+        for Replica { child, stdin, .. } in self.replicas {
+            drop(stdin);
+            children.push(child);
         }
-        for replica in &mut self.replicas {
-            let status = replica.child.wait().await.expect("wait for a replica");
+        for mut child in children {
+            let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .expect("a replica exits within 30 s of its stdin's end")
+                .expect("wait for a replica");
             assert!(status.success(), "a replica failed: {status}");
         }
     }
@@ -189,7 +195,7 @@ async fn eight_processes_make_one_token_request_per_lifetime() {
     let requests = tokens.requests();
     println!(
         "fleet of {REPLICAS}: {requests} token requests in {secs:.1} s of {LIFETIME} s tokens \
-         (alone: about {})",
+         (each alone: up to {})",
         REPLICAS * one_process_budget(secs)
     );
     // Several lifetimes passed, and the fleet asked as one process would.
