@@ -55,6 +55,8 @@ const SCOPE: &str = "orders:read";
 struct GrpcServer {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    /// The stock health service's statuses.
+    reporter: Option<tonic_health::server::HealthReporter>,
 }
 
 impl Drop for GrpcServer {
@@ -120,14 +122,18 @@ async fn protected(verifier: Verifier) -> GrpcServer {
             .await
             .expect("the gRPC server runs");
     });
-    GrpcServer { addr, task }
+    GrpcServer {
+        addr,
+        task,
+        reporter: None,
+    }
 }
 
 /// tonic-health's own service, unprotected: the upstream the gateway guards.
 async fn stock_health() -> GrpcServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (_reporter, health) = tonic_health::server::health_reporter();
+    let (reporter, health) = tonic_health::server::health_reporter();
     let task = tokio::spawn(async move {
         Server::builder()
             .add_service(health)
@@ -135,7 +141,11 @@ async fn stock_health() -> GrpcServer {
             .await
             .expect("the gRPC server runs");
     });
-    GrpcServer { addr, task }
+    GrpcServer {
+        addr,
+        task,
+        reporter: Some(reporter),
+    }
 }
 
 fn verifier(keys: &KeyServer) -> Verifier {
@@ -472,6 +482,32 @@ async fn grpc_passes_through_the_gateway_with_grpc_refusals() {
         let seen = tonic_check(&target, token).await;
         assert_refused(&seen, code, &challenge, "tonic through the gateway");
     }
+
+    // A server stream stays open through the gateway: the second message is sent after the
+    // status changes.
+    let channel = Endpoint::from_shared(format!("http://{target}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut request = Request::new(HealthCheckRequest::default());
+    let bearer = format!("Bearer {}", tokens.good);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let mut watch = HealthClient::new(channel)
+        .watch(request)
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = gateway::within("the first message", watch.message()).await;
+    assert_eq!(first.unwrap().unwrap().status(), ServingStatus::Serving);
+    let reporter = upstream.reporter.as_ref().unwrap();
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+    let second = gateway::within("the second message", watch.message()).await;
+    assert_eq!(second.unwrap().unwrap().status(), ServingStatus::NotServing);
 }
 
 #[tokio::test]

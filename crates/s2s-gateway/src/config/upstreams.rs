@@ -106,6 +106,29 @@ mod tests {
     }
 
     #[test]
+    fn http2_is_chosen_per_upstream() {
+        let config = crate::config::tests::public_with(
+            "[upstreams.grpc]\nurl = \"http://127.0.0.1:50051\"\nhttp2 = true\n",
+        );
+        let http2 = |name: &str| {
+            config
+                .upstreams
+                .iter()
+                .find(|u| u.name == name)
+                .unwrap()
+                .http2
+        };
+        assert!(http2("grpc"));
+        assert!(!http2("app"), "HTTP/1.1 unless asked");
+        crate::config::tests::assert_one_error(
+            "[upstreams.app]\nurl = \"http://127.0.0.1:9000\"\nhttp2 = \"yes\"\n\
+             [[route]]\nprefix = \"/\"\nupstream = \"app\"\npublic = true\n",
+            3,
+            "invalid type",
+        );
+    }
+
+    #[test]
     fn what_an_upstream_url_cannot_be() {
         for (url, says) in [
             ("ftp://app", "must be http://"),
