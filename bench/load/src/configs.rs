@@ -346,7 +346,11 @@ pub async fn start(
         Auth::S2sIssuer => {
             let issuer = services::IssuerService::start().await;
             let headers = match config.tokens {
-                Tokens::Client => Some(issuer.basic_headers(1, 1).await),
+                Tokens::Client => {
+                    let headers = issuer.basic_headers(1, 1).await;
+                    services::request_token(issuer.url(), &headers[0]).await;
+                    Some(headers)
+                }
                 _ => None,
             };
             return Server {

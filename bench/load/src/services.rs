@@ -91,6 +91,28 @@ impl IssuerService {
     }
 }
 
+/// One token request with `basic`, answered 200: a repeat client's first secret check
+/// (argon2id) happens before the run, not in 64 concurrent first requests.
+pub async fn request_token(url: &str, basic: &str) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authority = url.strip_prefix("http://").expect("http URL");
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .expect("connect to the issuer");
+    let request = format!(
+        "POST /token HTTP/1.1\r\nHost: {authority}\r\nAuthorization: {basic}\r\nContent-Type: \
+         application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{TOKEN_BODY}",
+        TOKEN_BODY.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "token request: {answer}"
+    );
+}
+
 /// `Basic base64(id:secret)` (neither needs form-encoding: hex and base64url).
 pub fn basic(client_id: &str, secret: &str) -> String {
     format!("Basic {}", STANDARD.encode(format!("{client_id}:{secret}")))
@@ -279,6 +301,9 @@ http {{
     }}
     server {{
         listen 127.0.0.1:{port};
+        # The load generator keeps its connections for the whole run (nginx closes them
+        # after 1,000 requests by default).
+        keepalive_requests 100000000;
         location / {{
             proxy_pass http://hello;
             proxy_http_version 1.1;
