@@ -544,6 +544,15 @@ async fn validated_token_cache_hits_and_forgets_removed_keys() {
     let m = verifier.metrics();
     assert_eq!((m.cache_misses, m.cache_hits, m.verified), (2, 2, 4));
 
+    // One byte changed, the length kept: no hit (the thread's recent tokens are compared byte
+    // for byte, the shared cache by SHA-256 of the whole token).
+    let mut changed = old.clone().into_bytes();
+    let middle = changed.len() / 2;
+    changed[middle] = if changed[middle] == b'A' { b'B' } else { b'A' };
+    let changed = String::from_utf8(changed).unwrap();
+    assert!(verifier.verify(&changed).await.is_err());
+    assert_eq!(verifier.metrics().cache_hits, 2);
+
     // A different token with the same signature segment is no hit.
     let mut forged = old.clone();
     let payload_start = forged.find('.').unwrap() + 1;

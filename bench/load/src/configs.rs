@@ -13,13 +13,18 @@ use axum::{
     serve::ListenerExt as _,
 };
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, jwk::Jwk};
-use s2s_auth::{Issuer, Verifier, VerifyLayer, verify::DEFAULT_TOKEN_CACHE_ENTRIES};
+use s2s_auth::{
+    Issuer, RequireScopeLayer, Verifier, VerifyLayer, verify::DEFAULT_TOKEN_CACHE_ENTRIES,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 
-use crate::tokens::{AUDIENCE, ISSUER, SigningKey};
+use crate::{
+    services::{self, ChildGuard, SCOPE},
+    tokens::{AUDIENCE, ISSUER, SigningKey},
+};
 
 /// What checks the bearer token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +38,27 @@ pub enum Auth {
     HandWritten,
     /// `jwt-authorizer` in JWKS mode (`from_jwks_url`) against the same endpoint.
     JwtAuthorizer,
+    /// `s2s-gateway` (VerifyLayer + RequireScopeLayer, then proxying) in front of the no-auth
+    /// hello service.
+    Gateway,
+    /// Debian's nginx as a plain reverse proxy (no authentication) in front of the same.
+    Nginx,
+    /// `s2s-issuer`'s token endpoint (`client_secret_basic`, form dialect).
+    S2sIssuer,
+    /// panva's `oidc-provider` 8 token endpoint (`client_secret_basic`, ES256 JWT tokens).
+    OidcProvider,
+}
+
+impl Auth {
+    /// Whether the server runs in this process (its CPU time is this process's).
+    pub fn in_process(self) -> bool {
+        !matches!(self, Auth::Nginx | Auth::OidcProvider)
+    }
+
+    /// Whether the load is token requests (`POST /token`) rather than `GET /`.
+    pub fn token_endpoint(self) -> bool {
+        matches!(self, Auth::S2sIssuer | Auth::OidcProvider)
+    }
 }
 
 /// Which tokens the load generator sends.
@@ -47,6 +73,11 @@ pub enum Tokens {
     /// The next token of a fixed pool of distinct tokens, cycled. Cold for a verifier without a
     /// validated-token cache (each request is a full verification), which is what it is for.
     Pool,
+    /// Token endpoints: one client's `Basic` credentials, repeated.
+    Client,
+    /// Token endpoints: a client never seen before on every request (accounts created before
+    /// each run).
+    NewClients,
 }
 
 /// One configuration of the table.
@@ -59,6 +90,8 @@ pub struct Config {
     pub tokens: Tokens,
     /// One line for the "how to read" list.
     pub about: &'static str,
+    /// Connections of the load generator when not `--connections`.
+    pub connections: Option<usize>,
 }
 
 /// The id of the baseline every ratio is taken against.
@@ -73,6 +106,7 @@ pub fn all() -> Vec<Config> {
         alg,
         tokens,
         about,
+        connections: None,
     };
     vec![
         c(
@@ -154,8 +188,58 @@ pub fn all() -> Vec<Config> {
             Tokens::Pool,
             "jwt-authorizer, JWKS mode, RS256 token pool",
         ),
+        c(
+            "gateway-hot-es256",
+            Auth::Gateway,
+            Some(ES256),
+            Tokens::Hot,
+            "s2s-gateway (token verified, scope required, identity headers added) proxying to \
+             the no-auth hello service; one token repeated",
+        ),
+        c(
+            NGINX,
+            Auth::Nginx,
+            None,
+            Tokens::None,
+            "nginx (Debian) as a plain reverse proxy without authentication to the same \
+             no-auth hello service: `worker_processes auto`, upstream keep-alive",
+        ),
+        c(
+            ISSUER_REPEAT,
+            Auth::S2sIssuer,
+            None,
+            Tokens::Client,
+            "s2s-issuer `POST /token`, one client repeated (`client_secret_basic`; its \
+             verified secret remembered, so no argon2id after the first request), ES256",
+        ),
+        Config {
+            connections: Some(8),
+            ..c(
+                "issuer-first-time",
+                Auth::S2sIssuer,
+                None,
+                Tokens::NewClients,
+                "s2s-issuer `POST /token`, a client never seen before on every request: \
+                 argon2id (19 MiB, 2 passes, run twice per check) on each; 8 connections \
+                 (its queue of secret checks holds 32)",
+            )
+        },
+        c(
+            OIDC_PROVIDER,
+            Auth::OidcProvider,
+            None,
+            Tokens::Client,
+            "panva's oidc-provider 8 (Node.js) `POST /token`, one client repeated \
+             (`client_secret_basic`), ES256 JWT access tokens (resourceIndicators)",
+        ),
     ]
 }
+
+/// The reverse-proxy baseline of the gateway.
+pub const NGINX: &str = "nginx-proxy";
+/// The issuer's repeat client, and the token endpoint it is compared with.
+pub const ISSUER_REPEAT: &str = "issuer-repeat-client";
+pub const OIDC_PROVIDER: &str = "oidc-provider-repeat-client";
 
 /// The configurations whose id contains one of `filters` (all when empty), always with the
 /// baseline.
@@ -173,6 +257,24 @@ pub struct Server {
     pub url: String,
     /// The verifier behind a `VerifyLayer`, for its cache counters.
     pub verifier: Option<Verifier>,
+    /// The `Authorization` values to send when the service makes its own (token endpoints).
+    pub headers: Option<Vec<String>>,
+    /// The issuer, to create first-time clients before each run.
+    pub issuer: Option<services::IssuerService>,
+    /// The server's process, when it is not this one.
+    pub _child: Option<ChildGuard>,
+}
+
+impl Server {
+    fn local(url: String, verifier: Option<Verifier>) -> Server {
+        Server {
+            url,
+            verifier,
+            headers: None,
+            issuer: None,
+            _child: None,
+        }
+    }
 }
 
 /// Serves `router` on 127.0.0.1:0 (HTTP/1.1, `TCP_NODELAY`), the same way for every
@@ -212,10 +314,52 @@ fn hello() -> Router {
     Router::new().route("/", get(|| async { "hello" }))
 }
 
-/// Starts the hello service of `config`; `key` is the key of the config's algorithm.
-pub async fn start(config: &Config, jwks_url: &str, key: Option<&SigningKey>) -> Server {
+/// Starts the hello service of `config`; `key` is the key of the config's algorithm,
+/// `upstream` the URL of the no-auth service (for the proxies), `dir` a scratch directory.
+pub async fn start(
+    config: &Config,
+    jwks_url: &str,
+    key: Option<&SigningKey>,
+    upstream: &str,
+    dir: &std::path::Path,
+) -> Server {
     let mut verifier = None;
     let router = match config.auth {
+        Auth::Gateway => {
+            return Server::local(services::start_gateway(upstream, jwks_url).await, None);
+        }
+        Auth::Nginx => {
+            let (url, child) = services::start_nginx(upstream, &dir.join("nginx")).await;
+            return Server {
+                _child: Some(child),
+                ..Server::local(url, None)
+            };
+        }
+        Auth::OidcProvider => {
+            let (url, child) = services::start_oidc_provider(&services::oidc_provider_dir()).await;
+            return Server {
+                headers: Some(vec![services::oidc_basic()]),
+                _child: Some(child),
+                ..Server::local(url, None)
+            };
+        }
+        Auth::S2sIssuer => {
+            let issuer = services::IssuerService::start().await;
+            let headers = match config.tokens {
+                Tokens::Client => {
+                    let headers = issuer.basic_headers(1, 1).await;
+                    services::request_token(issuer.url(), &headers[0]).await;
+                    Some(headers)
+                }
+                _ => None,
+            };
+            return Server {
+                headers,
+                issuer: Some(issuer),
+                ..Server::local(String::new(), None)
+            }
+            .with_issuer_url();
+        }
         Auth::None => hello(),
         Auth::Verify { cache } => {
             let v = Verifier::builder()
@@ -230,7 +374,10 @@ pub async fn start(config: &Config, jwks_url: &str, key: Option<&SigningKey>) ->
                 .expect("verifier");
             v.load_keys().await.expect("load the JWKS");
             verifier = Some(v.clone());
-            hello().layer(VerifyLayer::new(v))
+            // As a service protects a route: the scope checked on every request too.
+            hello()
+                .route_layer(RequireScopeLayer::all([SCOPE]))
+                .layer(VerifyLayer::new(v))
         }
         Auth::HandWritten => {
             let key = key.expect("hand-written check needs a key");
@@ -263,9 +410,13 @@ pub async fn start(config: &Config, jwks_url: &str, key: Option<&SigningKey>) ->
             )
         }
     };
-    Server {
-        url: serve(router).await,
-        verifier,
+    Server::local(serve(router).await, verifier)
+}
+
+impl Server {
+    fn with_issuer_url(mut self) -> Server {
+        self.url = self.issuer.as_ref().expect("issuer").url().to_owned();
+        self
     }
 }
 

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt as _, Empty};
+use http_body_util::{BodyExt as _, Full};
 use hyper::{
     Request, StatusCode,
     client::conn::http1,
-    header::{AUTHORIZATION, HOST, HeaderValue},
+    header::{AUTHORIZATION, CONTENT_TYPE, HOST, HeaderValue},
 };
 use hyper_util::rt::TokioIo;
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,10 @@ pub struct LoadgenArgs {
     /// handed out in turn across all connections. Without it, no header is sent.
     #[arg(long)]
     pub tokens: Option<PathBuf>,
+    /// Sends `POST /token` with this `application/x-www-form-urlencoded` body instead of
+    /// `GET /`.
+    #[arg(long)]
+    pub token_form: Option<String>,
 }
 
 /// What one run measured.
@@ -50,6 +54,9 @@ pub struct LoadgenArgs {
 pub struct LoadResult {
     /// Requests answered in the measured window (any status).
     pub requests: u64,
+    /// Requests answered in all, warm-up included (what the server's CPU time is divided by).
+    #[serde(default)]
+    pub requests_all: u64,
     /// The measured window, in seconds (after the warm-up).
     pub seconds: f64,
     /// `requests` per second of the window.
@@ -141,6 +148,7 @@ impl TokenSource {
 struct ConnStats {
     latencies_ns: Vec<u64>,
     requests: u64,
+    requests_all: u64,
     non_200: BTreeMap<u16, u64>,
     first_non_200_body: Option<String>,
     errors: u64,
@@ -156,6 +164,7 @@ async fn run(args: LoadgenArgs) -> LoadResult {
         .trim_end_matches('/')
         .to_owned();
     let host = HeaderValue::from_str(&authority).expect("host header");
+    let form = args.token_form.clone().map(Bytes::from);
     let warmup = Duration::from_secs_f64(args.warmup_secs);
     let duration = Duration::from_secs_f64(args.duration_secs);
     // Connections are opened first; the clock starts when all are up.
@@ -165,6 +174,7 @@ async fn run(args: LoadgenArgs) -> LoadResult {
     let mut tasks = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         let (authority, host, tokens) = (authority.clone(), host.clone(), tokens.clone());
+        let form = form.clone();
         let (connected, mut start, stop) = (connected.clone(), start_rx.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut sender = connect(&authority).await.expect("connect");
@@ -176,11 +186,19 @@ async fn run(args: LoadgenArgs) -> LoadResult {
                 ..ConnStats::default()
             };
             while !stop.load(Ordering::Relaxed) {
-                let mut request = Request::get("/").header(HOST, host.clone());
+                let mut request = match &form {
+                    None => Request::get("/"),
+                    Some(_) => Request::post("/token").header(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static("application/x-www-form-urlencoded"),
+                    ),
+                }
+                .header(HOST, host.clone());
                 if let Some(tokens) = &tokens {
                     request = request.header(AUTHORIZATION, tokens.next());
                 }
-                let request = request.body(Empty::<Bytes>::new()).expect("request");
+                let body = form.clone().unwrap_or_default();
+                let request = request.body(Full::new(body)).expect("request");
                 let sent = Instant::now();
                 let answer = async {
                     sender.ready().await?;
@@ -193,6 +211,7 @@ async fn run(args: LoadgenArgs) -> LoadResult {
                 let done = Instant::now();
                 match answer {
                     Ok((status, body)) => {
+                        stats.requests_all += 1;
                         if sent >= measure_from {
                             stats.requests += 1;
                             stats.latencies_ns.push((done - sent).as_nanos() as u64);
@@ -234,6 +253,7 @@ async fn run(args: LoadgenArgs) -> LoadResult {
         let s = task.await.expect("connection task");
         all.latencies_ns.extend(s.latencies_ns);
         all.requests += s.requests;
+        all.requests_all += s.requests_all;
         for (status, n) in s.non_200 {
             *all.non_200.entry(status).or_default() += n;
         }
@@ -246,6 +266,7 @@ async fn run(args: LoadgenArgs) -> LoadResult {
     let seconds = duration.as_secs_f64();
     LoadResult {
         requests: all.requests,
+        requests_all: all.requests_all,
         seconds,
         rps: all.requests as f64 / seconds,
         p50_us: pct(0.50),
@@ -264,7 +285,7 @@ async fn run(args: LoadgenArgs) -> LoadResult {
 /// A keep-alive HTTP/1.1 connection (`TCP_NODELAY`), its driver spawned.
 async fn connect(
     authority: &str,
-) -> Result<http1::SendRequest<Empty<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<http1::SendRequest<Full<Bytes>>, Box<dyn std::error::Error + Send + Sync>> {
     let stream = TcpStream::connect(authority).await?;
     stream.set_nodelay(true)?;
     let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
@@ -291,6 +312,7 @@ pub async fn spawn(
     warmup_secs: f64,
     threads: Option<usize>,
     tokens: Option<&std::path::Path>,
+    token_form: Option<&str>,
 ) -> LoadResult {
     let mut command = tokio::process::Command::new(std::env::current_exe().expect("own path"));
     command
@@ -307,6 +329,9 @@ pub async fn spawn(
     }
     if let Some(tokens) = tokens {
         command.arg("--tokens").arg(tokens);
+    }
+    if let Some(form) = token_form {
+        command.args(["--token-form", form]);
     }
     let output = command.output().await.expect("run the load generator");
     assert!(

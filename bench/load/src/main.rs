@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/load/Cargo.toml -- \
-//!     [--duration-secs 10] [--rounds 3] [--connections 64] [--configs verify,handwritten]
+//!     [--duration-secs 5] [--rounds 4] [--connections 64] [--configs verify,handwritten] [--smoke]
 //! cargo run --release --manifest-path bench/load/Cargo.toml -- memory
 //! ```
 //!
@@ -15,6 +15,7 @@ mod configs;
 mod loadgen;
 mod memory;
 mod report;
+mod services;
 mod tokens;
 
 use std::{
@@ -56,13 +57,13 @@ enum Command {
 #[derive(clap::Args, Debug)]
 struct RunArgs {
     /// Measured seconds per run.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 5.0)]
     duration_secs: f64,
     /// Seconds of load before each measurement.
     #[arg(long, default_value_t = 1.0)]
     warmup_secs: f64,
     /// Rounds over all configurations; each figure is the median across rounds.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 4)]
     rounds: usize,
     /// Concurrent keep-alive connections of the load generator.
     #[arg(long, default_value_t = 64)]
@@ -94,6 +95,27 @@ struct RunArgs {
     /// Skip the memory measurement.
     #[arg(long)]
     no_memory: bool,
+    /// A few seconds per configuration, one round, small pools, nothing written: keeps the
+    /// harness building and working (`.ci/run`). Fails on any answer other than 200.
+    #[arg(long)]
+    smoke: bool,
+    /// Upper bound of the first-time-client rate of the issuer, to size the accounts created
+    /// before each of its runs (rate × (warm-up + duration)).
+    #[arg(long, default_value_t = 120)]
+    new_clients_per_sec: usize,
+}
+
+impl RunArgs {
+    fn smoke(mut self) -> RunArgs {
+        self.duration_secs = self.duration_secs.min(2.0);
+        self.warmup_secs = self.warmup_secs.min(0.5);
+        self.rounds = 1;
+        self.pool = self.pool.min(1_000);
+        self.rsa_pool = self.rsa_pool.min(200);
+        self.cold_tokens_per_sec = self.cold_tokens_per_sec.min(10_000);
+        self.no_write = true;
+        self
+    }
 }
 
 fn main() {
@@ -120,6 +142,7 @@ struct Target {
 }
 
 async fn run(args: RunArgs) {
+    let args = if args.smoke { args.smoke() } else { args };
     let selected = configs::select(&args.configs);
     let dir = std::env::temp_dir().join(format!("s2s-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -167,15 +190,26 @@ async fn run(args: RunArgs) {
         }
     }
 
-    let mut targets = Vec::with_capacity(selected.len());
+    let mut targets: Vec<Target> = Vec::with_capacity(selected.len());
     for config in selected {
         let name = config.alg.map(|a| format!("{a:?}"));
         let key = name.as_ref().map(|n| keys[n].as_ref());
-        let server = configs::start(&config, &jwks_url, key).await;
+        // The proxies forward to the no-auth service, which always runs first.
+        let upstream = targets
+            .first()
+            .map(|t| t.server.url.clone())
+            .unwrap_or_default();
+        let server = configs::start(&config, &jwks_url, key, &upstream, &dir).await;
         let tokens = match config.tokens {
-            Tokens::None | Tokens::Fresh => None,
+            Tokens::None | Tokens::Fresh | Tokens::NewClients => None,
             Tokens::Hot => name.as_ref().map(|n| hot_files[n].clone()),
             Tokens::Pool => name.as_ref().map(|n| pool_files[n].clone()),
+            Tokens::Client => {
+                let path = dir.join(format!("client-{}.txt", config.id));
+                let headers = server.headers.as_deref().expect("the client's credentials");
+                tokens::write_header_file(&path, headers).expect("write the client file");
+                Some(path)
+            }
         };
         eprintln!("{:<28} {}", config.id, server.url);
         targets.push(Target {
@@ -204,16 +238,38 @@ async fn run(args: RunArgs) {
                 let list = signed(key, n).await;
                 tokens::write_token_file(path, &list).expect("write fresh tokens");
             }
+            let new_clients =
+                (target.config.tokens == Tokens::NewClients).then(|| dir.join("new-clients.txt"));
+            if let Some(path) = &new_clients {
+                let issuer = target.server.issuer.as_ref().expect("issuer");
+                let n = (args.new_clients_per_sec as f64 * (args.warmup_secs + args.duration_secs))
+                    .ceil() as usize;
+                eprintln!("creating {n} accounts for {}…", target.config.id);
+                let headers = issuer.basic_headers(n, 4).await;
+                tokens::write_header_file(path, &headers).expect("write the clients file");
+            }
             let before = target.server.verifier.as_ref().map(|v| v.metrics());
+            let cpu_before = report::process_cpu_us();
             let result = loadgen::spawn(
                 &target.server.url,
-                args.connections,
+                target.config.connections.unwrap_or(args.connections),
                 args.duration_secs,
                 args.warmup_secs,
                 args.threads,
-                fresh.as_deref().or(target.tokens.as_deref()),
+                fresh
+                    .as_deref()
+                    .or(new_clients.as_deref())
+                    .or(target.tokens.as_deref()),
+                target
+                    .config
+                    .auth
+                    .token_endpoint()
+                    .then_some(services::TOKEN_BODY),
             )
             .await;
+            // This process's CPU time per answered request (the generator is another process).
+            let cpu_us_per_request = (target.config.auth.in_process() && result.requests_all > 0)
+                .then(|| (report::process_cpu_us() - cpu_before) / result.requests_all as f64);
             let cache = target.server.verifier.as_ref().zip(before).map(|(v, b)| {
                 let a = v.metrics();
                 CacheDelta {
@@ -222,13 +278,14 @@ async fn run(args: RunArgs) {
                 }
             });
             eprintln!(
-                "round {}/{} {:<28} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs{}{}",
+                "round {}/{} {:<28} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs{}{}{}",
                 round + 1,
                 args.rounds,
                 target.config.id,
                 result.rps,
                 result.p50_us,
                 result.p99_us,
+                cpu_us_per_request.map_or(String::new(), |c| format!("  cpu {c:.1} µs/req")),
                 cache.map_or(String::new(), |c| format!(
                     "  cache {} hits / {} misses",
                     c.hits, c.misses
@@ -245,13 +302,14 @@ async fn run(args: RunArgs) {
                     )
                 },
             );
-            if let Some(path) = fresh {
+            for path in fresh.iter().chain(&new_clients) {
                 let _ = std::fs::remove_file(path);
             }
             samples.push(Sample {
                 config: target.config.id,
                 result,
                 cache,
+                cpu_us_per_request,
             });
         }
     }
@@ -271,14 +329,23 @@ async fn run(args: RunArgs) {
         connections: args.connections,
         pool: args.pool,
         rsa_pool: args.rsa_pool,
+        smoke: args.smoke,
         token_bytes,
         skipped: skipped(&targets),
     };
     let configs: Vec<Config> = targets.into_iter().map(|t| t.config).collect();
     let report = Report::new(&configs, &samples, setup, memory);
     println!("\n{}", report.tables());
-    for problem in report.problems() {
+    let problems = report.problems();
+    for problem in &problems {
         println!("PROBLEM: {problem}");
+    }
+    if args.smoke {
+        // The smoke run checks that every configuration answered, not the figures.
+        if !problems.is_empty() {
+            std::process::exit(1);
+        }
+        return;
     }
     if !args.no_write {
         let out = args.out.unwrap_or_else(|| {

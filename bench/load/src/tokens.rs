@@ -127,9 +127,15 @@ pub fn jwks(keys: &[&SigningKey]) -> Value {
 
 /// Writes `tokens` as `Authorization` header values, one per line (the load generator's format).
 pub fn write_token_file(path: &Path, tokens: &[String]) -> io::Result<()> {
+    let headers: Vec<String> = tokens.iter().map(|t| format!("Bearer {t}")).collect();
+    write_header_file(path, &headers)
+}
+
+/// Writes whole `Authorization` header values (`Basic …`), one per line.
+pub fn write_header_file(path: &Path, headers: &[String]) -> io::Result<()> {
     let mut out = io::BufWriter::new(fs::File::create(path)?);
-    for token in tokens {
-        writeln!(out, "Bearer {token}")?;
+    for header in headers {
+        writeln!(out, "{header}")?;
     }
     out.flush()
 }

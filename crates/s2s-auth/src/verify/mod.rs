@@ -29,7 +29,7 @@ mod token_cache;
 pub use builder::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, Issuer, VerifierBuilder};
 pub use tenants::{DEFAULT_MAX_TENANTS, TenantPolicy};
 pub use token_cache::DEFAULT_TOKEN_CACHE_ENTRIES;
-use token_cache::TokenCache;
+use token_cache::{TokenCache, TokenDigest};
 
 use std::{
     borrow::Cow,
@@ -194,12 +194,8 @@ impl Verifier {
     /// Verifies with the keys held now; `Err(Pending::NeedKeys)` when a fetch could decide.
     pub(crate) fn verify_now(&self, token: &str) -> Result<Verified, Pending> {
         let result = self.check(token);
-        match &result {
-            Ok(_) => {
-                self.inner.metrics.verified.fetch_add(1, Ordering::Relaxed);
-            }
-            Err(Pending::Rejected(r)) => self.record(r, Some(token)),
-            Err(Pending::NeedKeys { .. }) => {}
+        if let Err(Pending::Rejected(r)) = &result {
+            self.record(r, Some(token));
         }
         result
     }
@@ -301,11 +297,25 @@ impl Verifier {
             return self.check_uncached(token);
         }
         let metrics = &self.inner.metrics;
-        // Only while its issuer's keys are still usable (not too stale).
-        if let Some(hit) = cache.get(token).filter(|hit| self.keys_usable(hit.issuer)) {
-            let claims = hit.verified.standard();
-            self.check_times(self.now(), hit.exp, claims.nbf)?;
-            metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+        // A hit only while its issuer's keys are still usable (not too stale), and only
+        // within `exp` and `nbf`, checked on every hit as on a full verification.
+        if let Some(hit) = cache
+            .recent(token)
+            .filter(|hit| self.keys_usable(hit.issuer))
+        {
+            self.check_times(self.now(), hit.exp, hit.verified.standard().nbf)?;
+            // The one counter of a hit (`verified` adds the hits in its snapshot).
+            metrics.cache_hits.increment();
+            return Ok(hit.verified);
+        }
+        let digest = TokenDigest::of(token);
+        if let Some(hit) = cache
+            .get(&digest)
+            .filter(|hit| self.keys_usable(hit.issuer))
+        {
+            self.check_times(self.now(), hit.exp, hit.verified.standard().nbf)?;
+            metrics.cache_hits.increment();
+            cache.remember(token, &hit);
             return Ok(hit.verified.clone());
         }
         let result = self.check_full(token);
@@ -319,7 +329,7 @@ impl Verifier {
             .saturating_add(self.inner.leeway)
             .saturating_sub(self.now());
         cache.insert(
-            token,
+            digest,
             &verified,
             &key,
             issuer,
@@ -330,6 +340,11 @@ impl Verifier {
 
     fn check_uncached(&self, token: &str) -> Result<Verified, Pending> {
         self.check_full(token).map(|(verified, ..)| verified)
+    }
+
+    /// Counts a full verification that passed.
+    fn count_verified(&self) {
+        self.inner.metrics.verified.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The whole verification: structure, header, key, signature, claims.
@@ -505,6 +520,7 @@ impl Verifier {
             kid: key.kid.clone(),
             alg,
         }));
+        self.count_verified();
         Ok((verified, key, issuer_index))
     }
 

@@ -1,20 +1,55 @@
 //! The validated-token cache: a token verified twice is kept, and from then on costs a lookup
 //! instead of a signature check.
+//!
+//! Entries are keyed by the SHA-256 digest of the whole token, not its bytes: a hit is still
+//! only for the very same token (finding two tokens with one digest is infeasible), and an
+//! entry holds 32 bytes instead of a copy of a token of about a kilobyte.
+//!
+//! In front of it, each thread keeps the few tokens it hit last by their bytes, with its own
+//! copy of their claims ([`Recent`]): a caller that repeats its token, the service-to-service
+//! case, then costs a byte comparison, not a digest and a lookup in the shared map, and no
+//! reference count that another core also writes. At most [`RECENT_PER_THREAD`] tokens per
+//! stripe of threads, whatever the cache's bound.
 
 use std::{
     sync::{
-        Arc, Weak,
+        Arc, Mutex, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use crate::{claims::Verified, keys::Key};
+use crate::{
+    claims::Verified,
+    keys::Key,
+    metrics::{STRIPES, stripe},
+};
+
+/// The SHA-256 digest of a whole token: its identity in the cache.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    pub(super) fn of(token: &str) -> TokenDigest {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        TokenDigest(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+    }
+
+    /// Eight bytes of the digest, as uniform as any hash function's output.
+    fn word(&self, index: usize) -> u64 {
+        let bytes = &self.0[index * 8..index * 8 + 8];
+        u64::from_le_bytes(bytes.try_into().expect("eight bytes"))
+    }
+}
+
+impl std::hash::Hash for TokenDigest {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.word(0));
+    }
+}
 
 /// A token verified before, as the validated-token cache keeps it.
 pub(super) struct CachedToken {
-    /// The whole token, compared on every hit.
-    token: Box<str>,
     pub(super) verified: Verified,
     /// The key that verified it; once the key leaves its set, the entry is worthless.
     key: Weak<Key>,
@@ -27,10 +62,10 @@ pub(super) struct CachedToken {
 
 struct UntilExpiry;
 
-impl moka::Expiry<Box<str>, Arc<CachedToken>> for UntilExpiry {
+impl moka::Expiry<TokenDigest, Arc<CachedToken>> for UntilExpiry {
     fn expire_after_create(
         &self,
-        _: &Box<str>,
+        _: &TokenDigest,
         value: &Arc<CachedToken>,
         _: std::time::Instant,
     ) -> Option<Duration> {
@@ -40,11 +75,13 @@ impl moka::Expiry<Box<str>, Arc<CachedToken>> for UntilExpiry {
 
 /// The validated-token cache, with its admission filter.
 pub(super) struct TokenCache {
-    entries: moka::sync::Cache<Box<str>, Arc<CachedToken>, SignatureHash>,
-    /// Hashes of signatures verified once. A token enters the cache the second time it is
+    entries: moka::sync::Cache<TokenDigest, Arc<CachedToken>, DigestHash>,
+    /// The tokens each stripe of threads hit last.
+    recent: Box<[Recent]>,
+    /// Digests of tokens verified once. A token enters the cache the second time it is
     /// verified: a caller reuses its token, so that costs one more check per token, while
     /// traffic of ever-new tokens (a flood, or a caller that never reuses) never pays for
-    /// cache inserts and evictions. A lost race or a collision only costs a check.
+    /// cache inserts and evictions. A lost race or a shared slot only costs a check.
     seen_once: Box<[AtomicU64]>,
 }
 
@@ -62,38 +99,65 @@ impl TokenCache {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(UntilExpiry)
-                .build_with_hasher(SignatureHash),
+                .build_with_hasher(DigestHash),
             seen_once: (0..doorkeeper_slots(max_entries))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            recent: (0..STRIPES).map(|_| Recent::default()).collect(),
         })
     }
 
-    /// The entry of the very same token bytes, while the key that verified it is still in its
-    /// issuer's set. Keyed by the signature segment (short, and as unique as signed tokens
-    /// are), and compared in full on a hit.
-    pub(super) fn get(&self, token: &str) -> Option<Arc<CachedToken>> {
-        let hit = self.entries.get(signature_of(token))?;
-        (*hit.token == *token && hit.key.strong_count() > 0).then_some(hit)
+    /// A token this thread hit lately, by its bytes, while its key is still in its issuer's
+    /// set.
+    pub(super) fn recent(&self, token: &str) -> Option<RecentHit> {
+        let slots = self.recent[stripe()].0.lock().ok()?;
+        let slot = slots.slots.iter().flatten().find(|s| *s.token == *token)?;
+        (slot.key.strong_count() > 0).then(|| RecentHit {
+            verified: slot.verified.clone(),
+            issuer: slot.issuer,
+            exp: slot.exp,
+        })
     }
 
-    /// Keeps `token`, verified by `key`, for `ttl`, if the admission filter has seen it before.
+    /// Keeps `hit`, a hit on `token`, among this thread's recent ones (replacing the oldest).
+    pub(super) fn remember(&self, token: &str, hit: &CachedToken) {
+        let Ok(mut recent) = self.recent[stripe()].0.lock() else {
+            return;
+        };
+        let next = recent.next;
+        recent.next = (next + 1) % RECENT_PER_THREAD;
+        recent.slots[next] = Some(RecentSlot {
+            token: token.into(),
+            verified: hit.verified.own_copy(),
+            key: hit.key.clone(),
+            issuer: hit.issuer,
+            exp: hit.exp,
+        });
+    }
+
+    /// The entry of the token with this digest, while the key that verified it is still in its
+    /// issuer's set.
+    pub(super) fn get(&self, digest: &TokenDigest) -> Option<Arc<CachedToken>> {
+        let hit = self.entries.get(digest)?;
+        (hit.key.strong_count() > 0).then_some(hit)
+    }
+
+    /// Keeps the token of `digest`, verified by `key`, for `ttl`, if the admission filter has
+    /// seen it before.
     pub(super) fn insert(
         &self,
-        token: &str,
+        digest: TokenDigest,
         verified: &Verified,
         key: &Arc<Key>,
         issuer: usize,
         ttl: Duration,
     ) {
-        let signature = signature_of(token);
-        if !self.admit(signature) {
+        if !self.admit(&digest) {
             return;
         }
         self.entries.insert(
-            signature.into(),
+            digest,
             Arc::new(CachedToken {
-                token: token.into(),
                 verified: verified.clone(),
                 key: Arc::downgrade(key),
                 issuer,
@@ -103,62 +167,84 @@ impl TokenCache {
         );
     }
 
-    /// Whether `signature` was verified before (and, if not, remembers it).
-    fn admit(&self, signature: &str) -> bool {
-        use std::hash::BuildHasher as _;
-        let hash = SignatureHash.hash_one(signature);
+    /// Whether the token of `digest` was verified before (and, if not, remembers it).
+    fn admit(&self, digest: &TokenDigest) -> bool {
         let slots = self.seen_once.len();
-        // Two slots (from the low and the high half of the hash), so that two tokens that
-        // share one slot still find their mark in the other.
-        let [first, second] = [hash as usize % slots, (hash >> 32) as usize % slots];
+        // Two slots, so that two tokens that share one still find their mark in the other.
+        let [first, second] = [digest.word(1), digest.word(2)].map(|w| w as usize % slots);
         // Never 0, the mark of an empty slot.
-        let mark = hash | 1;
+        let mark = digest.word(3) | 1;
         let seen_first = self.seen_once[first].swap(mark, Ordering::Relaxed) == mark;
         let seen_second = self.seen_once[second].swap(mark, Ordering::Relaxed) == mark;
         seen_first || seen_second
     }
 }
 
-/// The signature segment of a token, its key in the cache.
-fn signature_of(token: &str) -> &str {
-    token.rsplit('.').next().unwrap_or_default()
+/// Tokens kept by each stripe of threads in front of the shared map.
+pub(super) const RECENT_PER_THREAD: usize = 4;
+
+/// The recent hits of one stripe of threads: a lock only its own threads take (one, as long as
+/// a process runs fewer threads than [`STRIPES`]), on its own cache lines.
+#[derive(Default)]
+#[repr(align(128))]
+struct Recent(Mutex<RecentSlots>);
+
+#[derive(Default)]
+struct RecentSlots {
+    slots: [Option<RecentSlot>; RECENT_PER_THREAD],
+    /// The slot replaced next.
+    next: usize,
 }
 
-/// Hashes a cache key, a token's signature segment, by its first 16 characters (about 96
-/// random bits of base64url), well mixed: as well spread as SipHash for a fraction of its cost. Crafted
-/// collisions gain nothing: only tokens whose signature verified are ever inserted.
+struct RecentSlot {
+    /// The whole token, compared byte for byte.
+    token: Box<str>,
+    /// This stripe's own copy.
+    verified: Verified,
+    key: Weak<Key>,
+    issuer: usize,
+    exp: u64,
+}
+
+/// What [`TokenCache::recent`] found.
+pub(super) struct RecentHit {
+    pub(super) verified: Verified,
+    pub(super) issuer: usize,
+    pub(super) exp: u64,
+}
+
+/// Hashes a [`TokenDigest`] to the eight bytes it writes: a SHA-256 output needs no mixing.
+/// Crafted collisions are out of reach (they would need SHA-256 preimages), and only tokens
+/// whose signature verified are ever inserted.
 #[derive(Clone, Copy, Default)]
-struct SignatureHash;
+struct DigestHash;
 
-impl std::hash::BuildHasher for SignatureHash {
-    type Hasher = SignatureHasher;
+impl std::hash::BuildHasher for DigestHash {
+    type Hasher = DigestHasher;
 
-    fn build_hasher(&self) -> SignatureHasher {
-        SignatureHasher(0)
+    fn build_hasher(&self) -> DigestHasher {
+        DigestHasher(0)
     }
 }
 
-struct SignatureHasher(u64);
+struct DigestHasher(u64);
 
-impl std::hash::Hasher for SignatureHasher {
+impl std::hash::Hasher for DigestHasher {
+    fn write_u64(&mut self, word: u64) {
+        self.0 ^= word;
+    }
+
     fn write(&mut self, bytes: &[u8]) {
-        let mut head = [0u8; 16];
-        let n = bytes.len().min(16);
-        head[..n].copy_from_slice(&bytes[..n]);
-        let [a, b] = [&head[..8], &head[8..]]
-            .map(|h| u64::from_le_bytes(h.try_into().expect("eight bytes")));
-        self.0 = (self.0 ^ a ^ b.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // Only `TokenDigest` is hashed here, through `write_u64`; fold anything else anyway.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0 ^ u64::from_le_bytes(word)).rotate_left(23);
+        }
     }
 
     fn finish(&self) -> u64 {
-        // The 64-bit finaliser of MurmurHash3: every output bit depends on every input bit
-        // (base64 text alone leaves the low bits poorly spread).
-        let mut x = self.0;
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        x ^ (x >> 33)
+        self.0
     }
 }
 
@@ -171,22 +257,9 @@ mod tests {
 
     use super::*;
 
-    /// A signature segment as base64url text (ES256: 86 characters).
-    fn signature(seed: u64) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        let mut x = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        (0..86)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                ALPHABET[(x % 64) as usize] as char
-            })
-            .collect()
-    }
-
-    fn hash(text: &str) -> u64 {
-        SignatureHash.hash_one(text)
+    /// A token-like text, distinct per seed.
+    fn token(seed: u64) -> String {
+        format!("eyJhbGciOiJFUzI1NiJ9.eyJzZWVkIjo{seed}fQ.c2lnbmF0dXJl{seed}")
     }
 
     #[test]
@@ -194,17 +267,17 @@ mod tests {
         // The smallest filter: 64 slots.
         let cache = TokenCache::new(1).unwrap();
         assert_eq!(cache.seen_once.len(), 64);
-        let first = signature(1);
+        let first = TokenDigest::of(&token(1));
         assert!(!cache.admit(&first), "admitted the first time it is seen");
         assert!(cache.admit(&first), "not admitted the second time");
         assert!(cache.admit(&first));
         assert!(
-            !cache.admit(&signature(2)),
+            !cache.admit(&TokenDigest::of(&token(2))),
             "another token is admitted unseen"
         );
         // Thousands of other tokens overwrite both of its slots: it starts over.
         for seed in 3..5_000 {
-            cache.admit(&signature(seed));
+            cache.admit(&TokenDigest::of(&token(seed)));
         }
         assert!(!cache.admit(&first), "remembered through churn");
         assert!(cache.admit(&first));
@@ -216,43 +289,33 @@ mod tests {
     }
 
     #[test]
-    fn the_hasher_tells_apart_signatures_that_differ_in_one_character_of_its_window() {
-        const ALPHABET: &str = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        for seed in 0..8 {
-            let base = signature(seed);
-            // Equal text, equal hash (and from a separate copy).
-            assert_eq!(hash(&base), hash(&base.clone()));
-            // Any one character changed within the first 16 changes the hash (the whole
-            // signature is compared on a hit, so the rest needs no hashing).
-            for position in 0..16 {
-                for replacement in ALPHABET.chars() {
-                    let mut changed = base.clone().into_bytes();
-                    if changed[position] == replacement as u8 {
-                        continue;
-                    }
-                    changed[position] = replacement as u8;
-                    let changed = String::from_utf8(changed).unwrap();
-                    assert_ne!(hash(&base), hash(&changed), "{position}: {changed}");
-                }
-            }
-            // Every length up to the window hashes apart from every other.
-            let prefixes: Vec<u64> = (0..=16).map(|n| hash(&base[..n])).collect();
-            for (i, a) in prefixes.iter().enumerate() {
-                for b in &prefixes[i + 1..] {
-                    assert_ne!(a, b, "prefixes of {base}");
-                }
-            }
+    fn the_digest_is_of_the_whole_token() {
+        let base = token(7);
+        assert!(TokenDigest::of(&base) == TokenDigest::of(&base.clone()));
+        // One character changed anywhere, or one added or cut, is another token.
+        for position in 0..base.len() {
+            let mut changed = base.clone().into_bytes();
+            changed[position] ^= 1;
+            let changed = String::from_utf8(changed).unwrap();
+            assert!(
+                TokenDigest::of(&base) != TokenDigest::of(&changed),
+                "{position}"
+            );
         }
+        assert!(TokenDigest::of(&base) != TokenDigest::of(&format!("{base}A")));
+        assert!(TokenDigest::of(&base) != TokenDigest::of(&base[..base.len() - 1]));
+        // The known SHA-256 of "abc" (FIPS 180-2, appendix B.1).
+        assert_eq!(TokenDigest::of("abc").0[..4], [0xba, 0x78, 0x16, 0xbf],);
     }
 
     #[test]
-    fn the_hasher_spreads_signatures_over_the_filter_slots() {
-        // 4,096 signatures over 1,024 slots, as a uniform hash spreads them (about Poisson(4):
-        // some 19 slots empty, none with more than 15); the low bits are what the filter
-        // indexes by.
+    fn the_hasher_spreads_digests_over_the_filter_slots() {
+        // 4,096 digests over 1,024 slots, as a uniform hash spreads them (about Poisson(4):
+        // some 19 slots empty, none with more than 15).
         let mut slots = vec![0u32; 1024];
         for seed in 0..4096 {
-            slots[(hash(&signature(seed)) % 1024) as usize] += 1;
+            let hash = DigestHash.hash_one(TokenDigest::of(&token(seed)));
+            slots[(hash % 1024) as usize] += 1;
         }
         let empty = slots.iter().filter(|n| **n == 0).count();
         assert!(empty <= 40, "{empty} empty slots: {slots:?}");
