@@ -275,20 +275,111 @@ pub struct Accounts {
     /// Bumped by every change that can alter the published scopes (the metadata cache's key).
     pub(crate) generation: Arc<AtomicU64>,
     /// Every account by client id, as last read: what the token endpoint serves from while
-    /// the database is unreachable. Kept in step by this issuer's own changes, by each token
-    /// request's read, and by [`crate::sync`]'s reload after another replica's change.
+    /// the database is unreachable, and what answers ids it does not hold (see
+    /// [`Accounts::credentials`]). Kept in step by this issuer's own changes and by
+    /// [`crate::sync`]'s reload after another replica's change.
     pub(crate) known: Arc<Known>,
     pub(crate) health: Arc<crate::sync::Health>,
 }
 
 /// The in-memory copy of the accounts (with their secret hashes: `Debug` shows the count).
+///
+/// Only this issuer's own admin writes ([`Accounts::remember`]) and the poll's reload
+/// ([`Known::replace_all`]) change it, never a token request's read: a read that started before
+/// a disable and ends after it cannot put the old row back. A reload that read its rows before
+/// an admin write here ended keeps that write (each write has an epoch; a reload keeps the
+/// writes made after it started).
+pub(crate) struct Known {
+    copy: RwLock<Copy>,
+    /// At most this many token requests for an id the copy does not hold read the database at
+    /// once (a flood of made-up ids cannot take the connections known accounts need).
+    unknown_reads: tokio::sync::Semaphore,
+}
+
 #[derive(Default)]
-pub(crate) struct Known(RwLock<HashMap<String, AccountRow>>);
+struct Copy {
+    rows: HashMap<String, AccountRow>,
+    /// Bumped by every admin write of this issuer.
+    epoch: u64,
+    /// The admin writes since the last reload: client id, epoch and what was written.
+    written: HashMap<String, (u64, Option<AccountRow>)>,
+    /// The last reload the poll asked for succeeded: the copy holds every account of the
+    /// database as of at most [`crate::sync::RELOAD_BOUND`] ago.
+    fresh: bool,
+}
+
+/// How many token requests for ids the copy does not hold may read the database at once
+/// (the pool has 8 connections; the poll has its own).
+const UNKNOWN_READS: usize = 2;
+
+impl Default for Known {
+    fn default() -> Self {
+        Known {
+            copy: RwLock::default(),
+            unknown_reads: tokio::sync::Semaphore::new(UNKNOWN_READS),
+        }
+    }
+}
 
 impl std::fmt::Debug for Known {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.0.read().map_or(0, |k| k.len());
+        let n = self.copy.read().map_or(0, |k| k.rows.len());
         write!(f, "Known({n} accounts)")
+    }
+}
+
+impl Known {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Copy> {
+        self.copy.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Copy> {
+        self.copy.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The epoch a reload starts at (pass it to [`Known::replace_all`]).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.read().epoch
+    }
+
+    /// Records an admin write of this issuer (`None`: the account is gone).
+    pub(crate) fn record(&self, client_id: &str, row: Option<&AccountRow>) {
+        let mut copy = self.write();
+        copy.epoch += 1;
+        let epoch = copy.epoch;
+        copy.written
+            .insert(client_id.to_owned(), (epoch, row.cloned()));
+        match row {
+            Some(row) => copy.rows.insert(client_id.to_owned(), row.clone()),
+            None => copy.rows.remove(client_id),
+        };
+    }
+
+    /// Replaces the copy with `rows`, read from the database after `started` (an epoch), but
+    /// keeps every admin write recorded after `started`: the rows may predate it.
+    pub(crate) fn replace_all(&self, mut rows: HashMap<String, AccountRow>, started: u64) {
+        let mut copy = self.write();
+        for (client_id, (epoch, row)) in copy.written.drain() {
+            if epoch > started {
+                match row {
+                    Some(row) => rows.insert(client_id, row),
+                    None => rows.remove(&client_id),
+                };
+            }
+        }
+        copy.rows = rows;
+        copy.fresh = true;
+    }
+
+    /// The poll could not reload: ids the copy does not hold are looked up in the database
+    /// again until a reload succeeds.
+    pub(crate) fn mark_stale(&self) {
+        self.write().fresh = false;
+    }
+
+    fn get(&self, client_id: &str) -> (Option<AccountRow>, bool) {
+        let copy = self.read();
+        (copy.rows.get(client_id).cloned(), copy.fresh)
     }
 }
 
@@ -503,31 +594,44 @@ impl Accounts {
 
     /// The account and the secret hashes it accepts now: read from the database, or, while it
     /// is unreachable, from the in-memory copy (`from_memory`).
+    ///
+    /// Only the poll ([`crate::sync`]) decides that the database is unreachable: a read that
+    /// fails or takes more than [`READ_TIMEOUT`] answers this one request from the copy and
+    /// changes nothing else. An id the copy does not hold, while the copy is fresh (see
+    /// [`Known`]), reads the database only when one of [`UNKNOWN_READS`] permits is free
+    /// (an account created on another replica less than [`crate::sync::RELOAD_BOUND`] ago);
+    /// otherwise it is unknown without a database read.
     pub(crate) async fn credentials(&self, client_id: &str) -> Result<Option<Credentials>, Error> {
+        let (remembered, fresh) = self.known.get(client_id);
         let mut from_memory = !self.health.is_up();
         let row = if from_memory {
-            self.remembered(client_id)
+            remembered
         } else {
+            let _permit = if remembered.is_none() && fresh {
+                match self.known.unknown_reads.try_acquire() {
+                    Ok(permit) => Some(permit),
+                    Err(_) => return Ok(None),
+                }
+            } else {
+                None
+            };
             // By client id only: a `svc_…` id is no credential.
             let read = self.store.account(AccountRef::ClientId(client_id));
             match tokio::time::timeout(READ_TIMEOUT, read).await {
-                Ok(Ok(row)) => {
-                    self.remember(client_id, row.as_ref());
-                    row
-                }
+                Ok(Ok(row)) => row,
                 Ok(Err(e)) if e.is_unavailable() => {
-                    self.health.mark_down(&format!("the database failed: {e}"));
+                    tracing::warn!(error = %e, "an account read failed; answering from memory");
                     from_memory = true;
-                    self.remembered(client_id)
+                    remembered
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    self.health.mark_down(&format!(
-                        "an account read took more than {} ms",
+                    tracing::warn!(
+                        "an account read took more than {} ms; answering from memory",
                         READ_TIMEOUT.as_millis()
-                    ));
+                    );
                     from_memory = true;
-                    self.remembered(client_id)
+                    remembered
                 }
             }
         };
@@ -549,23 +653,15 @@ impl Accounts {
         }))
     }
 
-    fn remembered(&self, client_id: &str) -> Option<AccountRow> {
-        let known = self.known.0.read().unwrap_or_else(|e| e.into_inner());
-        known.get(client_id).cloned()
-    }
-
-    /// Updates the in-memory copy of one account (`None`: it is gone).
+    /// Updates the in-memory copy after an admin write of this issuer (`None`: it is gone).
     fn remember(&self, client_id: &str, row: Option<&AccountRow>) {
-        let mut known = self.known.0.write().unwrap_or_else(|e| e.into_inner());
-        match row {
-            Some(row) => known.insert(client_id.to_owned(), row.clone()),
-            None => known.remove(client_id),
-        };
+        self.known.record(client_id, row);
     }
 
     /// Reads every account into the in-memory copy (at start, and after another replica's
     /// change).
     pub(crate) async fn reload_all(&self) -> Result<(), Error> {
+        let started = self.known.epoch();
         let mut all = HashMap::new();
         let mut after = 0;
         loop {
@@ -576,7 +672,7 @@ impl Accounts {
             after = last.id;
             all.extend(rows.into_iter().map(|r| (r.client_id.clone(), r)));
         }
-        *self.known.0.write().unwrap_or_else(|e| e.into_inner()) = all;
+        self.known.replace_all(all, started);
         Ok(())
     }
 
@@ -776,6 +872,90 @@ fn validate_audiences(field: &str, audiences: &[String]) -> Result<Vec<String>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    async fn issuer_with(name: &str) -> (crate::Issuer, String) {
+        let mut config = crate::IssuerConfig::new("http://127.0.0.1:1");
+        config.db = ":memory:".into();
+        let issuer = crate::Issuer::open(config).await.unwrap();
+        let created = issuer
+            .accounts()
+            .create(NewAccount::new(name))
+            .await
+            .unwrap();
+        (issuer, created.account.client_id)
+    }
+
+    fn copy_status(accounts: &Accounts, client_id: &str) -> Option<String> {
+        accounts.known.get(client_id).0.map(|row| row.status)
+    }
+
+    /// L6: a token request's read whose row is older than the copy's (it read the active row,
+    /// an admin disable ended meanwhile) does not put that row back. The stale row is played
+    /// by writing it to the database behind the copy's back, so the read returns it for sure.
+    #[tokio::test]
+    async fn a_token_read_that_ends_after_a_disable_leaves_the_copy_disabled() {
+        let (issuer, id) = issuer_with("late-read").await;
+        let accounts = issuer.accounts();
+        accounts.disable(&id).await.unwrap();
+        assert_eq!(copy_status(accounts, &id).as_deref(), Some("DISABLED"));
+        let stale = AccountChanges {
+            status: Some("ACTIVE"),
+            ..AccountChanges::default()
+        };
+        accounts
+            .store
+            .update_account(AccountRef::ClientId(&id), stale, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let credentials = accounts.credentials(&id).await.unwrap().unwrap();
+        assert_eq!(
+            credentials.account.status,
+            Status::Active,
+            "read the stale row"
+        );
+        assert!(!credentials.from_memory);
+        assert_eq!(copy_status(accounts, &id).as_deref(), Some("DISABLED"));
+    }
+
+    /// L6: a reload whose rows were read before an admin disable, applied after it, keeps the
+    /// disable; a later reload (rows read after it) agrees.
+    #[tokio::test]
+    async fn a_reload_that_read_before_a_disable_keeps_the_disable() {
+        let (issuer, id) = issuer_with("late-reload").await;
+        let accounts = issuer.accounts();
+        let started = accounts.known.epoch();
+        let old: HashMap<String, AccountRow> = accounts
+            .store
+            .accounts_after(0, MAX_PAGE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.client_id.clone(), r))
+            .collect();
+        assert_eq!(old[&id].status, "ACTIVE");
+        accounts.disable(&id).await.unwrap();
+        accounts.known.replace_all(old, started);
+        assert_eq!(copy_status(accounts, &id).as_deref(), Some("DISABLED"));
+        // The same for a delete.
+        let other = accounts.create(NewAccount::new("gone")).await.unwrap();
+        let other = other.account.client_id;
+        let started = accounts.known.epoch();
+        let old: HashMap<String, AccountRow> = accounts
+            .store
+            .accounts_after(0, MAX_PAGE)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.client_id.clone(), r))
+            .collect();
+        accounts.delete(&other).await.unwrap();
+        accounts.known.replace_all(old, started);
+        assert_eq!(copy_status(accounts, &other), None);
+        accounts.reload_all().await.unwrap();
+        assert_eq!(copy_status(accounts, &id).as_deref(), Some("DISABLED"));
+        assert_eq!(copy_status(accounts, &other), None);
+    }
 
     #[test]
     fn scope_tokens() {

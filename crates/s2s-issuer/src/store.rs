@@ -28,6 +28,9 @@ const KEK_SETTINGS: &str =
 #[derive(Clone, Debug)]
 pub(crate) struct Store {
     pool: Pool,
+    /// PostgreSQL: one connection of its own for the health poll ([`Store::version`]), so a
+    /// saturated `pool` cannot make a replica look down.
+    poll: Option<PgPool>,
     /// Encrypts private signing keys on their way in, decrypts them on their way out.
     kek: Option<Arc<Kek>>,
 }
@@ -267,6 +270,7 @@ impl Store {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
+            poll: None,
             kek,
         })
     }
@@ -290,18 +294,26 @@ impl Store {
             options.get_host(),
             std::env::var("PGSSLMODE").ok().as_deref(),
         )?;
+        // A short acquire wait: during an outage an admin write answers 503 within about 1 s
+        // (before the poll notices), a token read falls back to memory.
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options)
+            .acquire_timeout(Duration::from_secs(1))
+            .connect_with(options.clone())
             .await
             .map_err(|e| Error::Config {
                 field: "db".into(),
                 message: format!("cannot connect to `{shown}`: {e}"),
             })?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        // Connects lazily: the poll's timeout bounds each attempt.
+        let poll = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(crate::sync::POLL_TIMEOUT)
+            .connect_lazy_with(options);
         Ok(Store {
             pool: Pool::Postgres(pool),
+            poll: Some(poll),
             kek,
         })
     }
@@ -313,6 +325,9 @@ impl Store {
 
     /// Closes the connections (waits for them to finish).
     pub(crate) async fn close(&self) {
+        if let Some(poll) = &self.poll {
+            poll.close().await;
+        }
         on_pool!(self, |pool| pool.close().await)
     }
 
@@ -559,8 +574,14 @@ impl Store {
     /// The state version: bumped (by triggers, in the writing transaction) by every change to
     /// accounts or keys, whichever process made it.
     pub(crate) async fn version(&self) -> Result<i64, Error> {
+        const VERSION: &str = "SELECT version FROM state_version WHERE id = 1";
+        if let Some(poll) = &self.poll {
+            return Ok(sqlx::query_scalar::<_, i64>(VERSION)
+                .fetch_one(poll)
+                .await?);
+        }
         Ok(on_pool!(self, |pool| sqlx::query_scalar::<_, i64>(
-            "SELECT version FROM state_version WHERE id = 1"
+            VERSION
         )
         .fetch_one(pool)
         .await)?)

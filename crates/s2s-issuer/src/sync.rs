@@ -4,11 +4,14 @@
 //! of the accounts. A change made on another replica is therefore in this one's JWKS and
 //! account copy within [`RELOAD_BOUND`] (1 s). The token endpoint still reads each account from
 //! the database while it answers, so disabling, re-scoping, rotating the secret of or deleting
-//! an account takes effect on every replica at its next token request; the copy serves only
-//! while the database is unreachable.
+//! an account takes effect on every replica at its next token request; the copy serves while
+//! the database is unreachable, and answers "unknown" for ids it does not hold while it is fresh
+//! (see [`crate::accounts::Accounts::credentials`]: a flood of made-up ids costs few reads).
 //!
-//! The same poll is the database health check: a failed (or slower than [`POLL_TIMEOUT`]) poll
-//! marks the database down ([`Health`]): `/readyz` answers 503, admin requests 503
+//! The same poll is the database health check, and the only one: it has its own connection
+//! (see [`crate::store`]), so no traffic can starve it, and a slow token-path read falls back to
+//! memory for that request only. A failed (or slower than [`POLL_TIMEOUT`]) poll marks the
+//! database down ([`Health`]): `/readyz` answers 503, admin requests 503
 //! `temporarily_unavailable` with `Retry-After`, the token endpoint issues for known accounts
 //! from memory. The first successful poll after that marks it up again (and reloads
 //! everything). Each transition is one audit entry, not one per request.
@@ -57,8 +60,9 @@ impl Health {
         self.up.load(Ordering::SeqCst)
     }
 
-    /// Marks the database unreachable; the first call of an outage writes the audit entry.
-    pub(crate) fn mark_down(&self, why: &str) {
+    /// Marks the database unreachable (the poll only); the first call of an outage writes the
+    /// audit entry.
+    fn mark_down(&self, why: &str) {
         if self.up.swap(false, Ordering::SeqCst) {
             audit::storage(
                 "database_unreachable",
@@ -127,7 +131,10 @@ async fn poll(inner: &Inner, last: Option<i64>) -> Option<i64> {
         match keys.and(accounts) {
             // The discovery document's scopes keep their own bound (60 s, see `MetadataCache`).
             Ok(()) => in_step = Some(version),
-            Err(e) => tracing::warn!(error = %e, "could not reload keys and accounts"),
+            Err(e) => {
+                inner.accounts.known.mark_stale();
+                tracing::warn!(error = %e, "could not reload keys and accounts");
+            }
         }
     }
     inner.health.mark_up();

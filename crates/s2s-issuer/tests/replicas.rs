@@ -6,7 +6,8 @@
 //! A key rotation on one replica under a `VerifyLayer` service's traffic fails nothing
 //! (publish-then-sign); a scheduled rotation is made by one replica; a database outage (a
 //! forwarder in between, cut and restored) keeps tokens coming and refuses writes with 503;
-//! `kill -9` in the middle of admin writes loses no acknowledged write and half-applies none.
+//! `kill -9` in the middle of admin writes loses no acknowledged write and half-applies none;
+//! a flood of made-up client ids cannot take a replica down.
 //!
 //! Each test creates its own database `s2s_test_<random>` on `S2S_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/postgres`) and drops it after; without a server it prints
@@ -630,6 +631,105 @@ async fn a_scheduled_rotation_is_made_by_one_replica() {
 /// restored): tokens keep being issued for known accounts, admin writes answer 503 with
 /// `Retry-After`, `/readyz` goes 503 then 200 again, the audit log says so once, and all
 /// recovers without a restart.
+/// H1: no client can put a replica into outage mode. A flood of made-up client ids (64 at
+/// once, the pool has 8 connections) while every account read hangs (the test holds a lock on
+/// `accounts`): `/readyz` stays 200, nothing is issued from memory, the audit log has no
+/// outage; then, flood still running, a disable on the other replica is honoured within 1 s.
+#[tokio::test]
+async fn a_flood_of_unknown_client_ids_cannot_take_a_replica_down() {
+    let Some(db) = PgTestDb::create("unknown_id_flood").await else {
+        return;
+    };
+    let config = ConfigFile::new("");
+    let args = ["--config", config.path()];
+    let a = Replica::start(&db.url, &args, "error").await;
+    let b = Replica::start(&db.url, &args, "s2s_issuer::audit=warn").await;
+    let http = reqwest::Client::new();
+    let (id, secret) = create_account(&http, &a.url, "flooded").await;
+    eventually(
+        Duration::from_secs(5),
+        "b issues for the account",
+        || async { access_token(&http, &b.url, &id, &secret).await.is_ok() },
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let (http, url, stop, answered) =
+            (http.clone(), b.url.clone(), stop.clone(), answered.clone());
+        flood.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let made_up = format!("flood-{:016x}", rand::random::<u64>());
+                // 401, or 503 when the queue of secret checks is full.
+                let answer = access_token(&http, &url, &made_up, "wrong").await;
+                assert!(matches!(answer, Err(401 | 503)), "{answer:?}");
+                answered.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+    }
+    let readyz = || {
+        let request = http.get(format!("{}/readyz", b.url));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+
+    // Every account read hangs while this transaction holds the lock.
+    use sqlx::{Connection as _, Executor as _};
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut lock = conn.begin().await.unwrap();
+    lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let locked = Instant::now();
+    let before = answered.load(Ordering::SeqCst);
+    // Longer than the token path's read timeout (500 ms) and several polls (500 ms).
+    while locked.elapsed() < Duration::from_millis(2000)
+        || answered.load(Ordering::SeqCst) < before + 200
+    {
+        assert_eq!(readyz().await, 200, "under the flood, accounts locked");
+        assert!(
+            locked.elapsed() < Duration::from_secs(30),
+            "the flood got no answers while the accounts were locked"
+        );
+    }
+    lock.rollback().await.unwrap();
+
+    // The flood goes on; a disable on `a` is honoured by `b` within the bound.
+    admin(
+        &http,
+        reqwest::Method::POST,
+        format!("{}/admin/accounts/{id}/disable", a.url),
+        json!({}),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(1),
+        "b refuses the disabled account",
+        || async { access_token(&http, &b.url, &id, &secret).await == Err(401) },
+    )
+    .await;
+    assert_eq!(readyz().await, 200);
+    stop.store(true, Ordering::SeqCst);
+    while flood.join_next().await.is_some() {}
+
+    let metrics = http
+        .get(format!("{}/metrics", b.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(metric(&metrics, "s2s_issuer_database_up"), 1.0, "{metrics}");
+    assert_eq!(
+        metric(&metrics, "s2s_issuer_tokens_issued_from_memory_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(b.logged("database_unreachable"), 0);
+}
+
 #[tokio::test]
 async fn a_database_outage_keeps_tokens_coming_and_refuses_writes() {
     let Some(db) = PgTestDb::create("database_outage").await else {
@@ -683,6 +783,21 @@ async fn a_database_outage_keeps_tokens_coming_and_refuses_writes() {
     .await;
 
     proxy.cut();
+    // A write right after the cut (the poll may not have noticed yet) is refused quickly.
+    let sent = Instant::now();
+    let refused = http
+        .post(format!("{}/admin/service-accounts", replica.url))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "right-after-the-cut"}))
+        .send()
+        .await
+        .unwrap();
+    let took = sent.elapsed();
+    assert!(took < Duration::from_secs(2), "the refusal took {took:?}");
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable", "{body}");
     eventually(Duration::from_secs(5), "/readyz answers 503", || async {
         get("/readyz").await.status() == 503
     })
