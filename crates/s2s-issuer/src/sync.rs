@@ -38,7 +38,7 @@ pub(crate) const RELOAD_BOUND: Duration = Duration::from_secs(1);
 /// What admin requests during an outage advise in `Retry-After`, seconds.
 pub(crate) const RETRY_AFTER_SECS: u64 = 5;
 
-/// Whether the database answers, as the last poll or request found.
+/// Whether the database answers, as the last poll found (only the poll changes it).
 #[derive(Debug)]
 pub(crate) struct Health {
     up: AtomicBool,
