@@ -9,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use axum::{
@@ -370,4 +370,205 @@ fn templates_are_checked_when_built() {
     .unwrap_err()
     .to_string();
     assert!(error.starts_with("issuer[0].tenants:"), "{error}");
+}
+
+/// A token naming `tenant` in `iss` and `tid`, signed by a key the key server does not serve
+/// (what an attacker can make without any secret): its signature cannot be checked before
+/// the tenant's keys are fetched.
+fn forged(server: &KeyServer, tenant: &str) -> String {
+    let attacker = TestKey::generate(Algorithm::ES256, &keys::jti());
+    token(&attacker, server, tenant, Some(tenant))
+}
+
+/// More tenants are allowed (a predicate) than fit; forged tokens cycle over them. The fetch
+/// limit (5 at once, then one an hour) bounds the key server's requests, refuses the rest
+/// with 503 + `Retry-After` without creating key caches, and the real tenant held all along
+/// keeps verifying.
+#[tokio::test]
+async fn forged_tokens_cycling_over_allowed_tenants_fetch_at_most_the_limit() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let server = KeyServer::serving(&[&key]).await;
+    let verifier = verifier(
+        &server,
+        TenantPolicy::predicate(|tenant| tenant.starts_with("team-")),
+    )
+    .max_tenants(8)
+    .tenant_fetch_limit(5, Duration::from_secs(3600))
+    .token_cache(0)
+    .build()
+    .unwrap();
+    let real = token(&key, &server, "team-real", Some("team-real"));
+    verifier.verify(&real).await.unwrap();
+    assert_eq!(server.jwks_hits(), 1);
+
+    let started = Instant::now();
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..2 {
+        for i in 0..50 {
+            let rejection = verifier
+                .verify(&forged(&server, &format!("team-{i}")))
+                .await
+                .unwrap_err();
+            if rejection.reason() == Reason::KeysUnavailable {
+                assert!(
+                    rejection.retry_after().is_some(),
+                    "{round}/{i}: {rejection}"
+                );
+            }
+            *reasons.entry(rejection.reason().to_string()).or_default() += 1;
+        }
+    }
+    eprintln!(
+        "tenant fetch limit: 100 forged tokens over 50 tenants -> {} key set requests in \
+         {:?}; refusals {reasons:?}",
+        server.jwks_hits() - 1,
+        started.elapsed()
+    );
+    // The real tenant's fetch and 4 forged tenants' first fetches: the burst of 5. Neither the
+    // 46 other tenants nor the unknown kids of the 4 fetched ones got another (one per hour).
+    assert_eq!(server.jwks_hits(), 5);
+    assert_eq!(reasons.values().sum::<usize>(), 100);
+    assert!(
+        reasons[&Reason::KeysUnavailable.to_string()] >= 96,
+        "{reasons:?}"
+    );
+    assert_eq!(
+        verifier.tenants_held(),
+        5,
+        "no key cache made without budget"
+    );
+
+    // Over HTTP: 503 with Retry-After for a forged token; the real tenant is still served from
+    // the keys it holds.
+    let routes = Router::new().route("/orders", get(|| async { "orders" }));
+    let app = protected_app(routes, VerifyLayer::new(verifier.clone()), &[]).await;
+    let url = format!("{}/orders", app.url());
+    let response = call(&url, &forged(&server, "team-99")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.headers().contains_key("retry-after"));
+    let response = call(&url, &real).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(server.jwks_hits(), 5);
+}
+
+/// A tenant's unknown-kid cooldown is not reset when its key cache is evicted and created
+/// again: the next forged kid after that costs no fetch.
+#[tokio::test]
+async fn a_tenants_unknown_kid_cooldown_survives_its_eviction() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let server = KeyServer::serving(&[&key]).await;
+    let verifier = verifier(
+        &server,
+        TenantPolicy::predicate(|tenant| tenant.starts_with("team-")),
+    )
+    .max_tenants(1)
+    .token_cache(0)
+    .build()
+    .unwrap();
+    let real = |tenant: &str| token(&key, &server, tenant, Some(tenant));
+    verifier.verify(&real("team-a")).await.unwrap();
+    assert_eq!(server.jwks_hits(), 1);
+    // An unknown kid: one refetch, then team-a's cooldown (30 s by default) runs.
+    let rejection = verifier
+        .verify(&forged(&server, "team-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(rejection.reason(), Reason::UnknownKey);
+    assert_eq!(server.jwks_hits(), 2);
+    // team-b takes the only place: team-a's keys are dropped.
+    verifier.verify(&real("team-b")).await.unwrap();
+    assert_eq!(server.jwks_hits(), 3);
+    assert_eq!(verifier.tenants_held(), 1);
+    // team-a again: a new key cache, whose first keys must be fetched...
+    verifier
+        .verify(&forged(&server, "team-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(server.jwks_hits(), 4);
+    // ...but its cooldown is the old one: a made-up kid is refused without fetching.
+    let rejection = verifier
+        .verify(&forged(&server, "team-a"))
+        .await
+        .unwrap_err();
+    assert_eq!(rejection.reason(), Reason::UnknownKey);
+    assert_eq!(server.jwks_hits(), 4, "the cooldown survived the eviction");
+    verifier.verify(&real("team-a")).await.unwrap();
+    assert_eq!(server.jwks_hits(), 4);
+}
+
+#[test]
+fn max_tenants_must_hold_every_allowed_tenant() {
+    let template = |tenants: &[&str]| {
+        Issuer::template(
+            "https://login.example.com/{tenantid}/v2.0",
+            TenantPolicy::allow(tenants.iter().copied()),
+        )
+    };
+    let build = |builder: VerifierBuilder| builder.audience(AUD).build().map(|_| ());
+    let error = build(Verifier::builder().issuer(template(&["a"])).max_tenants(0))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("max_tenants is 0"), "{error}");
+    let error = build(
+        Verifier::builder()
+            .issuer(template(&["a", "b", "c"]))
+            .max_tenants(2),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains("allow 3 tenants but max_tenants is 2: raise max_tenants to at least 3"),
+        "{error}"
+    );
+    // Every template's list counts.
+    let other = Issuer::template(
+        "https://other.example.com/{tenantid}",
+        TenantPolicy::allow(["a", "b"]),
+    );
+    let error = build(
+        Verifier::builder()
+            .issuer(template(&["a", "b"]))
+            .issuer(other.clone())
+            .max_tenants(3),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("allow 4 tenants"), "{error}");
+    build(
+        Verifier::builder()
+            .issuer(template(&["a", "b"]))
+            .issuer(other)
+            .max_tenants(4),
+    )
+    .unwrap();
+    let error = build(
+        Verifier::builder()
+            .issuer(template(&["a"]))
+            .tenant_fetch_limit(0, Duration::from_secs(1)),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("burst above 0"), "{error}");
+    let error = build(
+        Verifier::builder()
+            .issuer(template(&["a"]))
+            .tenant_fetch_limit(5, Duration::ZERO),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("interval above 0"), "{error}");
+
+    // The same from a configuration file and the environment.
+    let config = |extra: &str| {
+        VerifierConfig::from_toml_str(&format!(
+            "audiences = [\"a\"]\n{extra}\n[[issuer]]\n\
+             id = \"https://login.example.com/{{tenantid}}/v2.0\"\ntenants = [\"a\", \"b\"]\n"
+        ))
+        .unwrap()
+    };
+    let error = config("max_tenants = 0").build().unwrap_err().to_string();
+    assert!(error.contains("max_tenants is 0"), "{error}");
+    let error = config("max_tenants = 1").build().unwrap_err().to_string();
+    assert!(error.contains("allow 2 tenants"), "{error}");
+    config("max_tenants = 2").build().unwrap();
 }

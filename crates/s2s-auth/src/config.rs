@@ -62,7 +62,8 @@
 //! | `[[issuer]] audiences`| —                  | audiences this issuer's tokens must name (one of)      |
 //! | `[[issuer]] tenants` | `S2S_ISSUER_TENANTS`| with `{tenantid}` in `id` (and optionally in `jwks_url`): an issuer template, accepting these tenants only ([`Issuer::template`]) |
 //! | `[[issuer]] tenant_claim` | —              | the claim that must name the template's tenant (default `tid`), or `false` |
-//! | `max_tenants`        | `S2S_MAX_TENANTS`   | tenant key caches kept at most, least recently used dropped (default 1000) |
+//! | `max_tenants`        | `S2S_MAX_TENANTS`   | tenant key caches kept at most, least recently used dropped (default 1000; at least the tenants the lists allow) |
+//! | `tenant_fetch_burst`, `tenant_fetch_interval` | `S2S_TENANT_FETCH_BURST`, `S2S_TENANT_FETCH_INTERVAL` | tenant key fetches allowed at once, then one per interval, for all tenants (default 100 and 100ms; [`VerifierBuilder::tenant_fetch_limit`](crate::VerifierBuilder::tenant_fetch_limit)) |
 //! | `audiences`          | `S2S_AUDIENCE`      | audiences for issuers without their own (every issuer needs some) |
 //! | `leeway`             | `S2S_LEEWAY`        | clock skew allowed on `exp`/`nbf` (default 30s)        |
 //! | `require_at_jwt`     | `S2S_REQUIRE_AT_JWT`| `true`: only `typ: at+jwt` tokens (RFC 9068)           |
@@ -142,6 +143,8 @@ pub struct VerifierConfig {
     #[serde(default)]
     keys: KeysConfig,
     max_tenants: Option<u64>,
+    tenant_fetch_burst: Option<u32>,
+    tenant_fetch_interval: Option<String>,
 }
 
 /// One `[[issuer]]` of a [`VerifierConfig`].
@@ -256,6 +259,12 @@ impl VerifierConfig {
                 Error::config(format!("S2S_MAX_TENANTS: `{value}` is not a number"))
             })?);
         }
+        if let Some(value) = env.get("S2S_TENANT_FETCH_BURST") {
+            self.tenant_fetch_burst = Some(value.trim().parse().map_err(|_| {
+                Error::config(format!("S2S_TENANT_FETCH_BURST: `{value}` is not a number"))
+            })?);
+        }
+        env.set("S2S_TENANT_FETCH_INTERVAL", &mut self.tenant_fetch_interval);
         env.flag("S2S_ALLOW_INSECURE_HTTP", &mut self.allow_insecure_http)?;
         env.set("S2S_KEYS_MIN_TTL", &mut self.keys.min_ttl);
         env.set("S2S_KEYS_MAX_TTL", &mut self.keys.max_ttl);
@@ -315,6 +324,17 @@ impl VerifierConfig {
         }
         if let Some(max) = self.max_tenants {
             builder = builder.max_tenants(max);
+        }
+        if self.tenant_fetch_burst.is_some() || self.tenant_fetch_interval.is_some() {
+            let interval = match &self.tenant_fetch_interval {
+                Some(value) => duration("tenant_fetch_interval", value)?,
+                None => crate::verify::DEFAULT_TENANT_FETCH_INTERVAL,
+            };
+            builder = builder.tenant_fetch_limit(
+                self.tenant_fetch_burst
+                    .unwrap_or(crate::verify::DEFAULT_TENANT_FETCH_BURST),
+                interval,
+            );
         }
         for (i, issuer) in self.issuer.iter().enumerate() {
             let at = |field: &str, e: Error| Error::config(format!("issuer[{i}].{field}: {e}"));

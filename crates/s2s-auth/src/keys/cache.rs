@@ -16,7 +16,7 @@ use url::Url;
 use super::KeySet;
 use crate::{
     discovery,
-    error::Error,
+    error::{Code, Error},
     fetch::{self, HttpOptions},
     metrics::Metrics,
     refresh::{Backoff, Refresh, Refreshing},
@@ -156,12 +156,86 @@ struct Shared {
     client: reqwest::Client,
     /// The keys held; the flight's state is the `jwks_uri` found by discovery.
     value: Refreshing<Arc<Snapshot>, Option<Url>>,
+    backoff: Arc<BackoffState>,
+    /// Charged for every fetch but the background refresh (a tenant's key cache).
+    budget: Option<Arc<FetchBudget>>,
+    metrics: Arc<Metrics>,
+}
+
+/// The unknown-kid cooldown and failure back-off of a key cache: apart from it, so that a
+/// tenant's outlives its evicted key cache and a new cache cannot be used to skip it.
+pub(crate) struct BackoffState {
     /// Milliseconds since `epoch` (+1; 0 = never) of the last unknown-kid fetch and failure.
     last_kid_fetch: AtomicU64,
     last_failure: AtomicU64,
     last_error: std::sync::Mutex<Option<Arc<str>>>,
     epoch: Instant,
-    metrics: Arc<Metrics>,
+}
+
+impl BackoffState {
+    pub(crate) fn new() -> Self {
+        BackoffState {
+            last_kid_fetch: AtomicU64::new(0),
+            last_failure: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+}
+
+/// A token bucket over key set fetches shared by many key caches: `burst` at once, then one
+/// more per `interval`.
+pub(crate) struct FetchBudget {
+    burst: u32,
+    interval: Duration,
+    /// Fetches left, and since when the next one accrues.
+    state: std::sync::Mutex<(u32, Instant)>,
+}
+
+impl FetchBudget {
+    /// `burst` and `interval` are not zero (checked by the builder).
+    pub(crate) fn new(burst: u32, interval: Duration) -> Self {
+        FetchBudget {
+            burst,
+            interval,
+            state: std::sync::Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes one fetch (`take`) or only looks; `Err` says how long until the next one.
+    pub(crate) fn check(&self, take: bool) -> Result<(), Duration> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (left, since) = &mut *state;
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(*since);
+        let accrued = elapsed.as_nanos() / self.interval.as_nanos().max(1);
+        if accrued > 0 {
+            let accrued = u32::try_from(accrued).unwrap_or(u32::MAX);
+            *left = left.saturating_add(accrued).min(self.burst);
+            *since = if *left == self.burst {
+                now
+            } else {
+                *since + self.interval * accrued
+            };
+        }
+        if *left == 0 {
+            return Err(self
+                .interval
+                .saturating_sub(now.saturating_duration_since(*since)));
+        }
+        if take {
+            if *left == self.burst {
+                // A full bucket accrues nothing: the next fetch accrues from now.
+                *since = now;
+            }
+            *left -= 1;
+        }
+        Ok(())
+    }
 }
 
 impl fmt::Debug for KeyCache {
@@ -182,15 +256,25 @@ impl KeyCache {
         metrics: Arc<Metrics>,
     ) -> Result<KeyCache, Error> {
         let client = options.http.client()?;
-        Ok(KeyCache::with_client(remote, options, client, metrics))
+        Ok(KeyCache::with_client(
+            remote,
+            options,
+            client,
+            metrics,
+            Arc::new(BackoffState::new()),
+            None,
+        ))
     }
 
-    /// [`KeyCache::new`] with a client of `options.http` made before (shared by many caches).
+    /// [`KeyCache::new`] with a client of `options.http` made before (shared by many caches),
+    /// the back-off state of a predecessor, and the budget its fetches are charged to.
     pub(crate) fn with_client(
         remote: Remote,
         options: KeyCacheOptions,
         client: reqwest::Client,
         metrics: Arc<Metrics>,
+        backoff: Arc<BackoffState>,
+        budget: Option<Arc<FetchBudget>>,
     ) -> KeyCache {
         let epoch = Instant::now();
         KeyCache {
@@ -207,10 +291,8 @@ impl KeyCache {
                     }),
                     None,
                 ),
-                last_kid_fetch: AtomicU64::new(0),
-                last_failure: AtomicU64::new(0),
-                last_error: std::sync::Mutex::new(None),
-                epoch,
+                backoff,
+                budget,
                 metrics,
             }),
         }
@@ -251,6 +333,16 @@ impl KeyCache {
             Ok(flight) => flight,
             Err(answer) => return answer,
         };
+        // Charged only once this caller is the one fetching; the background refresh (one per
+        // held cache per time to live) is not, so that held keys never go stale for it.
+        if let Some(budget) = shared
+            .budget
+            .as_ref()
+            .filter(|_| reason != FetchReason::Refresh)
+            && let Err(wait) = budget.check(true)
+        {
+            return Err(budget_exhausted(wait));
+        }
         let started = Instant::now();
         let result = shared.fetch_once(&mut jwks_uri).await;
         shared
@@ -293,8 +385,11 @@ impl KeyCache {
                 if reason == FetchReason::UnknownKid {
                     self.start_kid_cooldown();
                 }
-                shared.last_failure.store(self.now_ms(), Ordering::Relaxed);
-                *shared.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
+                let backoff = &shared.backoff;
+                backoff
+                    .last_failure
+                    .store(backoff.now_ms(), Ordering::Relaxed);
+                *backoff.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(err.to_string().into());
                 let held = shared.value.load();
                 if held.generation > 0 && !held.is_usable() {
@@ -329,13 +424,14 @@ impl KeyCache {
         if shared.value.load().generation != seen_generation {
             return Some(Ok(()));
         }
+        let backoff = &shared.backoff;
         let (last, interval) = match reason {
             FetchReason::UnknownKid => (
-                shared.last_kid_fetch.load(Ordering::Relaxed),
+                backoff.last_kid_fetch.load(Ordering::Relaxed),
                 shared.options.unknown_kid_cooldown,
             ),
             FetchReason::Cold => (
-                shared.last_failure.load(Ordering::Relaxed),
+                backoff.last_failure.load(Ordering::Relaxed),
                 shared.options.retry_interval,
             ),
             FetchReason::Refresh => return None,
@@ -343,7 +439,7 @@ impl KeyCache {
         if last == 0 {
             return None;
         }
-        let since = Duration::from_millis(self.now_ms().saturating_sub(last));
+        let since = Duration::from_millis(backoff.now_ms().saturating_sub(last));
         if since >= interval {
             return None;
         }
@@ -355,7 +451,7 @@ impl KeyCache {
             )
             .with_retry_after(retry_after),
             _ => {
-                let last = shared
+                let last = backoff
                     .last_error
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -370,17 +466,26 @@ impl KeyCache {
     }
 
     fn start_kid_cooldown(&self) {
-        let now = self.now_ms();
-        self.shared.last_kid_fetch.store(now, Ordering::Relaxed);
-    }
-
-    fn now_ms(&self) -> u64 {
-        self.shared.epoch.elapsed().as_millis() as u64 + 1
+        let backoff = &self.shared.backoff;
+        backoff
+            .last_kid_fetch
+            .store(backoff.now_ms(), Ordering::Relaxed);
     }
 
     fn start_refresher(&self) {
         self.shared.value.start(&self.shared);
     }
+}
+
+/// The refusal of a fetch for want of budget: 503 with `Retry-After` (see
+/// [`VerifierBuilder::tenant_fetch_limit`](crate::VerifierBuilder::tenant_fetch_limit)).
+pub(crate) fn budget_exhausted(wait: Duration) -> Error {
+    Error::transient(
+        "too many tenant key set fetches lately (the verifier's tenant fetch limit); not \
+         fetching now",
+    )
+    .with_code(Code::RateLimited)
+    .with_retry_after(wait.max(Duration::from_secs(1)))
 }
 
 /// The background refresh: before the time to live ends; on failure retried with jittered
@@ -499,5 +604,26 @@ mod tests {
         assert_eq!(ttl("no-store"), Duration::from_secs(60));
         assert_eq!(ttl("private"), Duration::from_secs(300));
         assert_eq!(cache.shared.ttl(None), Duration::from_secs(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_fetch_budget_refills_one_per_interval_up_to_its_burst() {
+        let budget = FetchBudget::new(2, Duration::from_secs(10));
+        let advance = tokio::time::advance;
+        assert_eq!(budget.check(true), Ok(()));
+        assert_eq!(budget.check(true), Ok(()));
+        assert_eq!(budget.check(false), Err(Duration::from_secs(10)));
+        advance(Duration::from_secs(4)).await;
+        assert_eq!(budget.check(true), Err(Duration::from_secs(6)));
+        advance(Duration::from_secs(6)).await;
+        // Looking takes nothing.
+        assert_eq!(budget.check(false), Ok(()));
+        assert_eq!(budget.check(true), Ok(()));
+        assert_eq!(budget.check(true), Err(Duration::from_secs(10)));
+        // A long pause refills up to the burst, no more.
+        advance(Duration::from_secs(100)).await;
+        assert_eq!(budget.check(true), Ok(()));
+        assert_eq!(budget.check(true), Ok(()));
+        assert_eq!(budget.check(true), Err(Duration::from_secs(10)));
     }
 }

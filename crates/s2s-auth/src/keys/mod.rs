@@ -36,7 +36,9 @@ mod jwk;
 pub(crate) use algorithms::AlgSet;
 pub(crate) use algorithms::SUPPORTED;
 pub use algorithms::SUPPORTED_ALGORITHMS;
+pub(crate) use cache::{
+    BackoffState, FetchBudget, FetchReason, KeyCache, Remote, budget_exhausted,
+};
 pub use cache::{DEFAULT_MAX_STALE, KeyCacheOptions};
-pub(crate) use cache::{FetchReason, KeyCache, Remote};
 pub(crate) use jwk::Key;
 pub use jwk::{KeySet, MIN_RSA_BITS};

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::{
     Inner, IssuerState, Keys, Verifier,
-    tenants::{DEFAULT_MAX_TENANTS, DEFAULT_TENANT_CLAIM, TemplateSpec, TenantPolicy, Tenants},
+    tenants::{DEFAULT_TENANT_CLAIM, TemplateSpec, TenantLimits, TenantPolicy, Tenants},
     token_cache::{DEFAULT_TOKEN_CACHE_ENTRIES, TokenCache},
 };
 use crate::{
@@ -163,7 +163,7 @@ pub struct VerifierBuilder {
     key_cache: KeyCacheOptions,
     clock: Option<Arc<dyn Fn() -> SystemTime + Send + Sync>>,
     token_cache_entries: u64,
-    pub(super) max_tenants: u64,
+    pub(super) tenant_limits: TenantLimits,
 }
 
 crate::debug_fields!(VerifierBuilder: issuers, audiences);
@@ -319,7 +319,7 @@ impl VerifierBuilder {
         let tenants = Tenants::new(
             templates,
             issuers.len(),
-            self.max_tenants,
+            &self.tenant_limits,
             &self.key_cache,
             &metrics,
         )?;
@@ -359,7 +359,7 @@ impl Verifier {
             key_cache: KeyCacheOptions::default(),
             clock: None,
             token_cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
-            max_tenants: DEFAULT_MAX_TENANTS,
+            tenant_limits: TenantLimits::default(),
         }
     }
 }

@@ -27,7 +27,9 @@ pub mod tenants;
 mod token_cache;
 
 pub use builder::{DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_BYTES, Issuer, VerifierBuilder};
-pub use tenants::{DEFAULT_MAX_TENANTS, TenantPolicy};
+pub use tenants::{
+    DEFAULT_MAX_TENANTS, DEFAULT_TENANT_FETCH_BURST, DEFAULT_TENANT_FETCH_INTERVAL, TenantPolicy,
+};
 pub use token_cache::DEFAULT_TOKEN_CACHE_ENTRIES;
 use token_cache::{TokenCache, TokenDigest};
 
@@ -44,7 +46,7 @@ use serde::Deserialize;
 
 use crate::{
     claims::{StandardClaims, Verified, VerifiedInner},
-    error::Error,
+    error::{Code, Error},
     keys::{AlgSet, FetchReason, Key, KeyCache, KeySet},
     metrics::{Metrics, MetricsSnapshot},
     rejection::{Reason, Rejection, sanitize},
@@ -241,6 +243,12 @@ impl Verifier {
                 .map_or_else(|| "a tenant".into(), |t| t.issuer.clone()),
         };
         let rejection = match (reason, result) {
+            // The tenant fetch limit: even for an unknown kid, a retry may succeed.
+            (_, Err(e)) if e.code() == Some(Code::RateLimited) => Rejection::summarized(
+                Reason::KeysUnavailable,
+                format!("the signing keys of `{iss}` are not available: {e}"),
+            )
+            .with_retry_after(e.retry_after().unwrap_or(Duration::from_secs(1))),
             (FetchReason::UnknownKid, _) => Rejection::summarized(
                 Reason::UnknownKey,
                 format!("no key of issuer `{iss}` has the token's kid"),

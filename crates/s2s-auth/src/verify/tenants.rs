@@ -34,6 +34,28 @@
 //! returns. Recency counts full verifications (a tenant's first tokens and cache misses): a
 //! tenant served only from the validated-token cache can be evicted by busier tenants, at the
 //! cost of one refetch. Tenants never make the verifier not ready: only fixed issuers do.
+//! An allow-list must fit: the build fails when `max_tenants` is smaller than the tenants the
+//! lists allow, so listed tenants are never evicted; only a [`TenantPolicy::predicate`] can
+//! allow more tenants than are held.
+//!
+//! Tokens of an allowed tenant cost fetches before their signature can be checked, so forged
+//! ones could make the verifier fetch. Three bounds hold whatever they say:
+//!
+//! - a tenant's unknown-kid cooldown and failure back-off (see
+//!   [`KeyCacheOptions`](crate::KeyCacheOptions)) are kept apart from its key cache, so
+//!   that evicting and recreating the cache does not reset them: for every allowed tenant of
+//!   an allow-list, and for a predicate's the `max_tenants + burst` most recently started;
+//! - every fetch of a tenant's keys but the background refresh (first keys, unknown kid,
+//!   keys past their staleness) is charged to one token bucket shared by all tenants
+//!   ([`VerifierBuilder::tenant_fetch_limit`], default [`DEFAULT_TENANT_FETCH_BURST`] at once
+//!   then one per [`DEFAULT_TENANT_FETCH_INTERVAL`]); while it is empty such tokens are
+//!   refused with [`Reason::KeysUnavailable`] (503 with `Retry-After`) without fetching, and
+//!   no new tenant key cache is created (so none is evicted);
+//! - tenants already held keep verifying with their keys meanwhile.
+//!
+//! So forged tokens cycling over allowed tenants cause at most `burst` fetches at once and
+//! one per `interval` after that (each a JWK set request, plus a discovery request for
+//! tenants without a JWKS URL template).
 
 use std::{
     collections::HashSet,
@@ -42,15 +64,16 @@ use std::{
         Arc, Weak,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 use super::{Inner, Keys, Pending, Verifier, VerifierBuilder, reject};
 use crate::{
     error::Error,
     fetch,
-    keys::{KeyCache, KeyCacheOptions, Remote},
+    keys::{BackoffState, FetchBudget, KeyCache, KeyCacheOptions, Remote, budget_exhausted},
     metrics::Metrics,
-    rejection::{Reason, sanitize},
+    rejection::{Reason, Rejection, sanitize},
 };
 
 /// The placeholder of an issuer template (Entra ID's own notation).
@@ -58,6 +81,13 @@ pub const TENANT_PLACEHOLDER: &str = "{tenantid}";
 
 /// Default of [`VerifierBuilder::max_tenants`].
 pub const DEFAULT_MAX_TENANTS: u64 = 1000;
+
+/// Default burst of [`VerifierBuilder::tenant_fetch_limit`]: tenant key fetches allowed at once.
+pub const DEFAULT_TENANT_FETCH_BURST: u32 = 100;
+
+/// Default interval of [`VerifierBuilder::tenant_fetch_limit`]: past the burst, one tenant key
+/// fetch per this interval (10 a second).
+pub const DEFAULT_TENANT_FETCH_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Default of [`Issuer::tenant_claim`](crate::Issuer::tenant_claim): Entra ID's tenant claim.
 pub const DEFAULT_TENANT_CLAIM: &str = "tid";
@@ -101,8 +131,12 @@ impl TenantPolicy {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        matches!(&self.0, Policy::Allow(set) if set.is_empty())
+    /// How many tenants it allows; `None` for a predicate.
+    fn len(&self) -> Option<usize> {
+        match &self.0 {
+            Policy::Allow(set) => Some(set.len()),
+            Policy::Predicate(_) => None,
+        }
     }
 }
 
@@ -206,6 +240,11 @@ pub(super) struct Tenants {
     /// entry leaves when its tenant is evicted.
     by_id: moka::sync::Cache<usize, Weak<TenantKeys>>,
     next_id: AtomicUsize,
+    /// Every started tenant's back-off state by issuer, apart from (and outliving) its key
+    /// cache; bounded (see [`Tenants::new`]).
+    backoff: moka::sync::Cache<Box<str>, Arc<BackoffState>>,
+    /// The token bucket of the tenants' fetches.
+    budget: Arc<FetchBudget>,
     key_cache: KeyCacheOptions,
     /// One client for every tenant's fetches (building one per tenant costs milliseconds).
     client: reqwest::Client,
@@ -218,12 +257,27 @@ impl Tenants {
     pub(super) fn new(
         templates: Vec<(String, TemplateSpec, Vec<String>)>,
         first_id: usize,
-        max_tenants: u64,
+        limits: &TenantLimits,
         key_cache: &KeyCacheOptions,
         metrics: &Arc<Metrics>,
     ) -> Result<Option<Tenants>, Error> {
         if templates.is_empty() {
             return Ok(None);
+        }
+        let max_tenants = limits.max_tenants;
+        if max_tenants == 0 {
+            return Err(Error::config(
+                "max_tenants is 0: no tenant key cache could be kept, so every token of an issuer \
+                 template would fetch keys; set it to at least the number of tenants allowed",
+            ));
+        }
+        if limits.fetch_burst == 0 || limits.fetch_interval.is_zero() {
+            return Err(Error::config(format!(
+                "the tenant fetch limit ({} at once, then one per {:?}) must have a burst above \
+                 0 (or no tenant could ever be fetched) and an interval above 0 (or it would not \
+                 bound anything)",
+                limits.fetch_burst, limits.fetch_interval
+            )));
         }
         let allow_insecure = key_cache.http.allow_insecure_http;
         let mut checked = Vec::with_capacity(templates.len());
@@ -240,7 +294,7 @@ impl Tenants {
                     Ok::<_, Error>(pattern)
                 })
                 .transpose()?;
-            if spec.policy.is_empty() {
+            if spec.policy.len() == Some(0) {
                 return Err(Error::config(format!(
                     "issuer template `{source}` allows no tenant: list the tenants accepted in \
                      `TenantPolicy::allow`"
@@ -260,6 +314,32 @@ impl Tenants {
                 audiences,
             });
         }
+        // Listed tenants are never evicted: they must all fit.
+        let listed: u64 = checked
+            .iter()
+            .filter_map(|t| t.policy.len())
+            .map(|n| n as u64)
+            .sum();
+        if listed > max_tenants {
+            return Err(Error::config(format!(
+                "the issuer templates allow {listed} tenants but max_tenants is {max_tenants}: \
+                 raise max_tenants to at least {listed}, or allow fewer tenants"
+            )));
+        }
+        // Room for every listed tenant; with a predicate also for as many as may have fetched
+        // (started) lately besides the held ones, which the fetch limit bounds.
+        let predicates = checked.iter().any(|t| t.policy.len().is_none());
+        let backoff_capacity = if predicates {
+            max_tenants
+                .saturating_add(listed)
+                .saturating_add(u64::from(limits.fetch_burst))
+        } else {
+            listed
+        };
+        let backoff = moka::sync::Cache::builder()
+            .max_capacity(backoff_capacity)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .build();
         let by_id = moka::sync::Cache::builder().build();
         let on_evict = by_id.clone();
         let counted = metrics.clone();
@@ -276,6 +356,8 @@ impl Tenants {
             by_issuer,
             by_id,
             next_id: AtomicUsize::new(first_id),
+            backoff,
+            budget: Arc::new(FetchBudget::new(limits.fetch_burst, limits.fetch_interval)),
             key_cache: key_cache.clone(),
             client: key_cache.http.client()?,
             metrics: metrics.clone(),
@@ -355,6 +437,17 @@ impl Tenants {
         if let Some(held) = self.by_issuer.get(iss) {
             return Ok(held);
         }
+        // A new cache could not fetch now: do not create it (and evict another tenant's).
+        if let Err(wait) = self.budget.check(false) {
+            let e = budget_exhausted(wait);
+            return Err(Pending::Rejected(
+                Rejection::summarized(
+                    Reason::KeysUnavailable,
+                    format!("the signing keys of tenant `{tenant}` are not available: {e}"),
+                )
+                .with_retry_after(e.retry_after().unwrap_or(wait)),
+            ));
+        }
         // One cache per tenant even when its first tokens arrive together.
         self.by_issuer
             .try_get_with(iss.into(), || {
@@ -365,11 +458,16 @@ impl Tenants {
                     )?),
                     None => Remote::Discovery { issuer: iss.into() },
                 };
+                let backoff = self
+                    .backoff
+                    .get_with(iss.into(), || Arc::new(BackoffState::new()));
                 let cache = KeyCache::with_client(
                     remote,
                     self.key_cache.clone(),
                     self.client.clone(),
                     self.metrics.clone(),
+                    backoff,
+                    Some(self.budget.clone()),
                 );
                 let keys = Arc::new(TenantKeys {
                     id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -430,12 +528,44 @@ impl Inner {
     }
 }
 
+/// The builder's bounds on tenants.
+#[derive(Clone, Debug)]
+pub(super) struct TenantLimits {
+    pub(super) max_tenants: u64,
+    pub(super) fetch_burst: u32,
+    pub(super) fetch_interval: Duration,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        TenantLimits {
+            max_tenants: DEFAULT_MAX_TENANTS,
+            fetch_burst: DEFAULT_TENANT_FETCH_BURST,
+            fetch_interval: DEFAULT_TENANT_FETCH_INTERVAL,
+        }
+    }
+}
+
 impl VerifierBuilder {
     /// How many tenants' key caches are kept at most (default [`DEFAULT_MAX_TENANTS`]): past
     /// it the least recently used tenant's keys are dropped and fetched again on its next
-    /// token.
+    /// token. The build fails when it is 0 or smaller than the number of tenants the
+    /// templates' allow-lists name.
     pub fn max_tenants(mut self, max_tenants: u64) -> Self {
-        self.max_tenants = max_tenants;
+        self.tenant_limits.max_tenants = max_tenants;
+        self
+    }
+
+    /// The bound on tenant key fetches, shared by every tenant of every template: `burst` at
+    /// once, then one more per `interval` (default [`DEFAULT_TENANT_FETCH_BURST`] and
+    /// [`DEFAULT_TENANT_FETCH_INTERVAL`]: 10 a second). Charged are a tenant's first fetch
+    /// and the fetches its tokens ask for (unknown kid, keys past their staleness), not the
+    /// background refresh of held keys. While none is left, tokens that need a fetch are
+    /// refused with [`Reason::KeysUnavailable`] (503, `Retry-After`) and no tenant key cache
+    /// is created. Both must be above 0.
+    pub fn tenant_fetch_limit(mut self, burst: u32, interval: Duration) -> Self {
+        self.tenant_limits.fetch_burst = burst;
+        self.tenant_limits.fetch_interval = interval;
         self
     }
 }
