@@ -6,24 +6,21 @@
 //! entry holds 32 bytes instead of a copy of a token of about a kilobyte.
 //!
 //! In front of it, each thread keeps the few tokens it hit last by their bytes, with its own
-//! copy of their claims ([`Recent`]): a caller that repeats its token, the service-to-service
-//! case, then costs a byte comparison, not a digest and a lookup in the shared map, and no
-//! reference count that another core also writes. At most [`RECENT_PER_THREAD`] tokens per
-//! stripe of threads, whatever the cache's bound.
+//! copy of their claims (`RECENT`, a thread local: no lock): a caller that repeats its token,
+//! the service-to-service case, then costs a comparison in constant time, not a digest and a
+//! lookup in the shared map, and no reference count that another core also writes. At most
+//! [`RECENT_PER_THREAD`] tokens per thread, of all caches together, whatever their bounds.
 
 use std::{
+    cell::RefCell,
     sync::{
-        Arc, Mutex, Weak,
+        Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
-use crate::{
-    claims::Verified,
-    keys::Key,
-    metrics::{STRIPES, stripe},
-};
+use crate::{claims::Verified, keys::Key};
 
 /// The SHA-256 digest of a whole token: its identity in the cache.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,8 +73,8 @@ impl moka::Expiry<TokenDigest, Arc<CachedToken>> for UntilExpiry {
 /// The validated-token cache, with its admission filter.
 pub(super) struct TokenCache {
     entries: moka::sync::Cache<TokenDigest, Arc<CachedToken>, DigestHash>,
-    /// The tokens each stripe of threads hit last.
-    recent: Box<[Recent]>,
+    /// Tells this cache's slots in `RECENT` from other caches' (never reused).
+    id: u64,
     /// Digests of tokens verified once. A token enters the cache the second time it is
     /// verified: a caller reuses its token, so that costs one more check per token, while
     /// traffic of ever-new tokens (a flood, or a caller that never reuses) never pays for
@@ -103,35 +100,47 @@ impl TokenCache {
             seen_once: (0..doorkeeper_slots(max_entries))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            recent: (0..STRIPES).map(|_| Recent::default()).collect(),
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
     /// A token this thread hit lately, by its bytes, while its key is still in its issuer's
     /// set.
     pub(super) fn recent(&self, token: &str) -> Option<RecentHit> {
-        let slots = self.recent[stripe()].0.lock().ok()?;
-        let slot = slots.slots.iter().flatten().find(|s| *s.token == *token)?;
-        (slot.key.strong_count() > 0).then(|| RecentHit {
-            verified: slot.verified.clone(),
-            issuer: slot.issuer,
-            exp: slot.exp,
-        })
+        RECENT
+            .try_with(|recent| {
+                let recent = recent.try_borrow().ok()?;
+                let slot = recent
+                    .slots
+                    .iter()
+                    .flatten()
+                    .find(|s| s.cache == self.id && same_token(&s.token, token))?;
+                (slot.key.strong_count() > 0).then(|| RecentHit {
+                    verified: slot.verified.clone(),
+                    issuer: slot.issuer,
+                    exp: slot.exp,
+                })
+            })
+            .ok()
+            .flatten()
     }
 
     /// Keeps `hit`, a hit on `token`, among this thread's recent ones (replacing the oldest).
     pub(super) fn remember(&self, token: &str, hit: &CachedToken) {
-        let Ok(mut recent) = self.recent[stripe()].0.lock() else {
-            return;
-        };
-        let next = recent.next;
-        recent.next = (next + 1) % RECENT_PER_THREAD;
-        recent.slots[next] = Some(RecentSlot {
-            token: token.into(),
-            verified: hit.verified.own_copy(),
-            key: hit.key.clone(),
-            issuer: hit.issuer,
-            exp: hit.exp,
+        let _ = RECENT.try_with(|recent| {
+            let Ok(mut recent) = recent.try_borrow_mut() else {
+                return;
+            };
+            let next = recent.next;
+            recent.next = (next + 1) % RECENT_PER_THREAD;
+            recent.slots[next] = Some(RecentSlot {
+                cache: self.id,
+                token: token.into(),
+                verified: hit.verified.own_copy(),
+                key: hit.key.clone(),
+                issuer: hit.issuer,
+                exp: hit.exp,
+            });
         });
     }
 
@@ -180,14 +189,15 @@ impl TokenCache {
     }
 }
 
-/// Tokens kept by each stripe of threads in front of the shared map.
+/// Tokens kept by each thread in front of the shared map.
 pub(super) const RECENT_PER_THREAD: usize = 4;
 
-/// The recent hits of one stripe of threads: a lock only its own threads take (one, as long as
-/// a process runs fewer threads than [`STRIPES`]), on its own cache lines.
-#[derive(Default)]
-#[repr(align(128))]
-struct Recent(Mutex<RecentSlots>);
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The tokens this thread hit last, of every cache (told apart by the cache's id).
+    static RECENT: RefCell<RecentSlots> = RefCell::default();
+}
 
 #[derive(Default)]
 struct RecentSlots {
@@ -197,9 +207,11 @@ struct RecentSlots {
 }
 
 struct RecentSlot {
+    /// The id of the cache whose hit this is.
+    cache: u64,
     /// The whole token, compared byte for byte.
     token: Box<str>,
-    /// This stripe's own copy.
+    /// This thread's own copy.
     verified: Verified,
     key: Weak<Key>,
     issuer: usize,
@@ -211,6 +223,26 @@ pub(super) struct RecentHit {
     pub(super) verified: Verified,
     pub(super) issuer: usize,
     pub(super) exp: u64,
+}
+
+/// Whether `a` and `b` are the same token, in a time that depends on their length only: a
+/// kept token is a credential, and a comparison that stopped at the first difference would
+/// tell a caller how much of one it guessed. Eight bytes at a time, no early exit.
+fn same_token(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, a_rest) = a.as_chunks::<8>();
+    let (b_words, b_rest) = b.as_chunks::<8>();
+    let mut diff = 0u64;
+    for (x, y) in a_words.iter().zip(b_words) {
+        diff |= u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y);
+    }
+    for (x, y) in a_rest.iter().zip(b_rest) {
+        diff |= u64::from(x ^ y);
+    }
+    std::hint::black_box(diff) == 0
 }
 
 /// Hashes a [`TokenDigest`] to the eight bytes it writes: a SHA-256 output needs no mixing.
@@ -306,6 +338,22 @@ mod tests {
         assert!(TokenDigest::of(&base) != TokenDigest::of(&base[..base.len() - 1]));
         // The known SHA-256 of "abc" (FIPS 180-2, appendix B.1).
         assert_eq!(TokenDigest::of("abc").0[..4], [0xba, 0x78, 0x16, 0xbf],);
+    }
+
+    #[test]
+    fn same_token_compares_every_byte() {
+        let base = token(9);
+        assert!(same_token(&base, &base.clone()));
+        for position in 0..base.len() {
+            let mut changed = base.clone().into_bytes();
+            changed[position] ^= 1;
+            assert!(
+                !same_token(&base, &String::from_utf8(changed).unwrap()),
+                "{position}"
+            );
+        }
+        assert!(!same_token(&base, &base[..base.len() - 1]));
+        assert!(!same_token(&base, ""));
     }
 
     #[test]
