@@ -219,9 +219,9 @@ impl RedisCache {
     /// for an ACL user, `/db` for a database number). Checks the URL only: the connection is
     /// made on first use, so a service starts while Redis is down.
     ///
-    /// Anyone who can read the cache's keys can use the tokens in them (see the
-    /// [module docs](self#who-can-use-the-cached-token)): where Redis is not on the same host,
-    /// set [`RedisCache::seal_key`] too (without it, a `warn` says so).
+    /// Anyone who can read the cache's keys can use the tokens in them, without the client
+    /// secret: where Redis is not on the same host, set [`RedisCache::seal_key`] too (without
+    /// it, a `warn` says so) and give the replicas a Redis ACL user limited to the prefix.
     pub fn open(url: &str) -> Result<Self, Error> {
         let client = redis::Client::open(url).map_err(|e| {
             Error::config(format!(
