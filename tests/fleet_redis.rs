@@ -5,6 +5,10 @@
 //!
 //! Lifetimes are shortened (the endpoint answers `expires_in: 6`; the replicas refresh at three
 //! quarters of it, less up to 5% jitter), so several lifetimes pass in seconds of real time.
+//! Then, in this process, replicas (a `RedisCache` each) against what a broken or hostile
+//! Redis may hold: spoiled entries and stray leases cost one token request, never a failed
+//! call, and never the sharing of other grants.
+//!
 //! Under `CI=true` a missing Redis fails; elsewhere the tests print SKIPPED and pass.
 
 use std::{collections::BTreeMap, process::Stdio, time::Duration};
@@ -12,7 +16,7 @@ use std::{collections::BTreeMap, process::Stdio, time::Duration};
 use s2s_auth::token::{RedisCache, TokenManager, TokenSource as _};
 use s2s_tests::{
     outbound::{SECRET, grant},
-    redis::{RedisServer, clean, entries, redis_url, test_prefix},
+    redis::{RedisServer, clean, connect, entries, redis_url, test_prefix, wait_for_value},
     token_server::{ExpiresIn, ResourceServer, TokenServer},
 };
 use tokio::{
@@ -246,7 +250,7 @@ async fn a_thousand_cold_callers_over_eight_processes_make_one_token_request() {
     let (key, value) = &stored[0];
     assert!(key.starts_with(&format!("{prefix}token:")), "{key}");
     assert_eq!(key.len(), prefix.len() + "token:".len() + 64);
-    assert!(value.starts_with("v1.") && value.contains(".s:"), "{value}");
+    assert!(value.starts_with("v2.") && value.contains(".s:"), "{value}");
     for (key, value) in &stored {
         for secret in [token.as_str(), SECRET] {
             assert!(!key.contains(secret) && !value.contains(secret));
@@ -368,4 +372,247 @@ async fn a_redis_that_never_answers_costs_a_timeout_not_a_failure() {
     assert_eq!((m.shared_outages, m.shared_hits), (1, 0));
     assert!(m.shared_errors >= 1);
     hung.abort();
+}
+
+/// What a test leaves in a grant's entry (or lease) before a replica that has no token yet
+/// asks for one.
+#[derive(Clone, Copy, Debug)]
+enum Spoil {
+    /// Bytes that are not UTF-8, without expiry.
+    Garbage,
+    /// A hash where the entry belongs.
+    WrongType,
+    /// A megabyte that starts like an entry.
+    Huge,
+    /// The entry of another grant, copied over.
+    OtherGrants,
+    /// The grant's own entry with an issue time an hour ahead.
+    FromTheFuture,
+}
+
+/// A replica in this process: a `RedisCache` of its own (its own connection and outage state,
+/// as a process has), shared by its managers.
+fn replica(redis: &str, prefix: &str) -> RedisCache {
+    RedisCache::open(redis).unwrap().prefix(prefix)
+}
+
+fn managed(grant: s2s_auth::token::ClientCredentials, cache: &RedisCache) -> TokenManager {
+    TokenManager::new(grant)
+        .unwrap()
+        .with_shared_cache(cache.clone())
+}
+
+/// The key of the published entry holding `token` (plain entries end with it).
+async fn key_of(redis: &str, prefix: &str, token: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = entries(redis, prefix)
+            .await
+            .into_iter()
+            .find(|(key, value)| key.contains(":token:") && value.ends_with(&format!(".{token}")));
+        if let Some((key, _)) = found {
+            return key;
+        }
+        assert!(Instant::now() < deadline, "{token} was never published");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// A spoiled entry costs its grant one token request and nothing else: the replica still gets
+/// a token the endpoint issued, Redis is not taken for down, the other grant is still shared,
+/// and the entry is replaced so that the next replica takes the new token from Redis.
+async fn a_spoiled_entry_costs_its_grant_one_fetch(spoil: Spoil) {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let prefix = test_prefix(&format!("spoil_{spoil:?}"));
+    let tokens = TokenServer::start().await;
+    let (orders, stock) = (
+        grant(&tokens).scope("orders:read"),
+        grant(&tokens).scope("stock:read"),
+    );
+    // Replica A publishes both grants' tokens.
+    let a = replica(&redis, &prefix);
+    let a_orders = managed(orders.clone(), &a).token().await.unwrap();
+    let a_stock = managed(stock.clone(), &a).token().await.unwrap();
+    let orders_key = key_of(&redis, &prefix, a_orders.as_str()).await;
+    let stock_key = key_of(&redis, &prefix, a_stock.as_str()).await;
+    assert_eq!(tokens.requests(), 2);
+
+    let mut conn = connect(&redis).await;
+    let original: Vec<u8> = redis::cmd("GET")
+        .arg(&orders_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut set = redis::cmd("SET");
+    set.arg(&orders_key);
+    match spoil {
+        Spoil::Garbage => set.arg(b"v2.\xff\xfe\x00garbage".as_slice()),
+        Spoil::WrongType => {
+            let _: () = redis::cmd("DEL")
+                .arg(&orders_key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            let mut hset = redis::cmd("HSET");
+            hset.arg(&orders_key).arg("field").arg("value");
+            let _: () = hset.query_async(&mut conn).await.unwrap();
+            &mut set
+        }
+        Spoil::Huge => set.arg([b"v2.".as_slice(), &vec![b'a'; 1 << 20]].concat()),
+        Spoil::OtherGrants => {
+            let theirs: Vec<u8> = redis::cmd("GET")
+                .arg(&stock_key)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            set.arg(theirs)
+        }
+        Spoil::FromTheFuture => {
+            let original = String::from_utf8(original.clone()).unwrap();
+            let mut fields: Vec<&str> = original.splitn(6, '.').collect();
+            let issued: u64 = fields[3].parse().unwrap();
+            let ahead = (issued + 3_600_000).to_string();
+            fields[3] = &ahead;
+            set.arg(fields.join("."))
+        }
+    };
+    if !matches!(spoil, Spoil::WrongType) {
+        let _: () = set.query_async(&mut conn).await.unwrap();
+    }
+
+    // Replica B, cold: a token the endpoint issued for this grant, at the cost of one request.
+    let b = replica(&redis, &prefix);
+    let b_orders_manager = managed(orders.clone(), &b);
+    let b_orders = b_orders_manager
+        .token()
+        .await
+        .expect("a token despite the entry");
+    assert_eq!(tokens.requests(), 3, "{spoil:?}: one extra request");
+    assert_eq!(tokens.latest_token().as_deref(), Some(b_orders.as_str()));
+    assert!(b_orders.as_str() != a_stock.as_str());
+    assert_eq!(b_orders_manager.metrics().fetches, 1);
+    // Its other grant still comes from Redis: the spoiled entry did not put the link to rest.
+    let b_stock_manager = managed(stock.clone(), &b);
+    let b_stock = b_stock_manager.token().await.unwrap();
+    assert!(b_stock.as_str() == a_stock.as_str());
+    let m = b_stock_manager.metrics();
+    assert_eq!(
+        (m.fetches, m.shared_hits, m.shared_errors, m.shared_outages),
+        (0, 1, 0, 0),
+        "{spoil:?}"
+    );
+    assert_eq!(tokens.requests(), 3);
+
+    // The entry now holds B's token, and replica C takes it from there.
+    let fresh = format!(".{}", b_orders.as_str());
+    wait_for_value(&redis, &orders_key, |v| v.ends_with(fresh.as_bytes())).await;
+    let c_orders_manager = managed(orders, &replica(&redis, &prefix));
+    let c_orders = c_orders_manager.token().await.unwrap();
+    assert!(c_orders.as_str() == b_orders.as_str());
+    assert_eq!(tokens.requests(), 3);
+    let m = c_orders_manager.metrics();
+    assert_eq!((m.fetches, m.shared_hits), (0, 1));
+    clean(&redis, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_garbage_entry_costs_its_grant_one_fetch() {
+    a_spoiled_entry_costs_its_grant_one_fetch(Spoil::Garbage).await;
+}
+
+#[tokio::test]
+async fn an_entry_key_of_another_type_costs_its_grant_one_fetch() {
+    a_spoiled_entry_costs_its_grant_one_fetch(Spoil::WrongType).await;
+}
+
+#[tokio::test]
+async fn a_huge_entry_costs_its_grant_one_fetch() {
+    a_spoiled_entry_costs_its_grant_one_fetch(Spoil::Huge).await;
+}
+
+#[tokio::test]
+async fn an_entry_copied_from_another_grant_is_not_taken_for_its_token() {
+    a_spoiled_entry_costs_its_grant_one_fetch(Spoil::OtherGrants).await;
+}
+
+#[tokio::test]
+async fn an_entry_issued_in_the_future_is_not_taken_for_fresh() {
+    a_spoiled_entry_costs_its_grant_one_fetch(Spoil::FromTheFuture).await;
+}
+
+/// A stray lease (no replica's: it never expires, or outlives any lease a replica takes)
+/// does not make cold callers wait for it: it is taken over at once, the token fetched and
+/// published, and the lease released.
+async fn a_stray_lease_is_taken_over(expiry_ms: Option<u64>) {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let prefix = test_prefix("stray_lease");
+    let tokens = TokenServer::start().await;
+    let orders = grant(&tokens).scope("orders:read");
+    // The grant's keys: from the entry a first replica publishes, which is then removed.
+    let first = managed(orders.clone(), &replica(&redis, &prefix))
+        .token()
+        .await
+        .unwrap();
+    let entry_key = key_of(&redis, &prefix, first.as_str()).await;
+    let lease_key = entry_key.replace(":token:", ":lease:");
+    let mut conn = connect(&redis).await;
+    let _: () = redis::cmd("DEL")
+        .arg(&entry_key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let mut stray = redis::cmd("SET");
+    stray.arg(&lease_key).arg("stuck");
+    if let Some(ms) = expiry_ms {
+        stray.arg("PX").arg(ms);
+    }
+    let _: () = stray.query_async(&mut conn).await.unwrap();
+
+    // Waiting out the lease would take 30 s.
+    let lease = Duration::from_secs(30);
+    let cold = managed(orders.clone(), &replica(&redis, &prefix).lease(lease));
+    let started = Instant::now();
+    let token = cold.token().await.expect("a token despite the lease");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a stray lease",
+        started.elapsed()
+    );
+    assert_eq!(tokens.requests(), 2, "one request");
+    assert_eq!(tokens.latest_token().as_deref(), Some(token.as_str()));
+
+    // Published, and the lease (now the replica's own) released.
+    let published = format!(".{}", token.as_str());
+    wait_for_value(&redis, &entry_key, |v| v.ends_with(published.as_bytes())).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let exists: i64 = redis::cmd("EXISTS")
+            .arg(&lease_key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if exists == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lease was never released");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let next = managed(orders, &replica(&redis, &prefix));
+    assert!(next.token().await.unwrap().as_str() == token.as_str());
+    assert_eq!(tokens.requests(), 2);
+    clean(&redis, &prefix).await;
+}
+
+#[tokio::test]
+async fn a_lease_without_expiry_does_not_stall_cold_callers() {
+    a_stray_lease_is_taken_over(None).await;
+}
+
+#[tokio::test]
+async fn a_lease_longer_than_any_replicas_does_not_stall_cold_callers() {
+    a_stray_lease_is_taken_over(Some(24 * 60 * 60 * 1000)).await;
 }

@@ -24,6 +24,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
 use crate::peer::is_ci;
@@ -54,13 +55,40 @@ pub fn test_prefix(test: &str) -> String {
     format!("s2s-test:{test}:{}:{nanos}:", std::process::id())
 }
 
-/// The keys under `prefix` on the server at `url`, with their values.
-pub async fn entries(url: &str, prefix: &str) -> Vec<(String, String)> {
-    let client = redis::Client::open(url).expect("a Redis URL");
-    let mut conn = client
+/// A connection to the server at `url`, for a test to read (or spoil) keys itself.
+pub async fn connect(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("a Redis URL")
         .get_multiplexed_async_connection()
         .await
-        .expect("connect to Redis");
+        .expect("connect to Redis")
+}
+
+/// Reads `key` every 10 ms until it is a string that `done` accepts, and answers it; fails
+/// after 10 s (what the cache writes off its callers' path lands within milliseconds).
+pub async fn wait_for_value(url: &str, key: &str, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut conn = connect(url).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // An error (a key of another type) is "not yet", like an absent key.
+        let value: redis::RedisResult<Option<Vec<u8>>> =
+            redis::cmd("GET").arg(key).query_async(&mut conn).await;
+        if let Ok(Some(value)) = value
+            && done(&value)
+        {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for the value of {key}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The keys under `prefix` on the server at `url`, with their values.
+pub async fn entries(url: &str, prefix: &str) -> Vec<(String, String)> {
+    let mut conn = connect(url).await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(&mut conn)

@@ -572,13 +572,31 @@ impl super::redis::Fetcher for Fetcher<'_> {
 
     fn adopt(&self, entry: &super::redis::Entry) -> Option<BearerToken> {
         let shared = &self.manager.shared;
-        let elapsed =
-            Duration::from_millis(super::redis::unix_ms().saturating_sub(entry.issued_ms));
-        let lifetime = shared.policy.clamp_lifetime(entry.lifetime);
+        let policy = &shared.policy;
+        let now_ms = super::redis::unix_ms();
+        // What no replica with this policy publishes: a token issued in the future (it would
+        // pass for fresh far too long) or with a lifetime this manager would not give it.
+        let refused = if entry.issued_ms > now_ms.saturating_add(policy.skew.as_millis() as u64) {
+            Some("it says it was issued in the future (beyond the skew)")
+        } else if policy.clamp_lifetime(entry.lifetime) != entry.lifetime {
+            Some("its lifetime is outside min_lifetime..max_lifetime")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            tracing::warn!(
+                client_id = shared.grant.client_id(),
+                why,
+                "the shared token entry is ignored and will be replaced"
+            );
+            return None;
+        }
+        let elapsed = Duration::from_millis(now_ms.saturating_sub(entry.issued_ms));
+        let lifetime = entry.lifetime;
         let now = Instant::now();
         // Scheduled from when the token was issued, so that a replica refreshes it when its
         // fetcher would have (each with its own jitter).
-        let (usable_until, refresh_at) = shared.policy.schedule(now, lifetime);
+        let (usable_until, refresh_at) = policy.schedule(now, lifetime);
         let back = |at: Instant| at.checked_sub(elapsed).unwrap_or(now);
         let (usable_until, refresh_at) = (back(usable_until), back(refresh_at));
         // A refresh needs a token that is not due itself (another replica's newer one).

@@ -25,13 +25,14 @@
 //! (no usable token, or the background refresh is due), still inside the manager's single
 //! flight, so a process sends at most one Redis request sequence at a time per grant:
 //!
-//! 1. `GET` the entry: a token that is still usable is taken (no token request).
-//! 2. Else `SET lease NX PX`: the lease holder reads the entry once more (a holder may have
-//!    published and released between 1 and 2), fetches, `SET`s the entry with the token's
-//!    lifetime as its expiry, and releases the lease (compare-and-delete).
+//! 1. Read the entry: a token that is still usable is taken (no token request).
+//! 2. Else take the lease (`SET lease NX PX`): the lease holder reads the entry once more (a
+//!    holder may have published and released between 1 and 2), fetches, hands the token to its
+//!    callers at once, and then, off their path, `SET`s the entry with the token's lifetime as
+//!    its expiry and releases the lease (compare-and-delete).
 //! 3. The others poll the entry every [`RedisCache::poll`] until it holds a new token, or the
 //!    lease is gone (then they try to take it), or [`RedisCache::lease`] has passed (then they
-//!    fetch alone).
+//!    fetch on their own and publish what they fetched).
 //!
 //! Each replica schedules its own refresh (with the manager's jitter) from the shared token's
 //! issue time, so the first one due refreshes for all and the others find the new token when
@@ -51,28 +52,59 @@
 //! [`TokenMetrics::shared_outages`](super::TokenMetrics::shared_outages)). No call fails because
 //! of Redis.
 //!
+//! What is in Redis is not trusted either. An entry that is not a string, is longer than
+//! 64 KiB, does not parse, belongs to another key, does not open under the seal key, says it
+//! was issued in the future (beyond the manager's [`skew`](super::RefreshPolicy::skew)) or
+//! has a lifetime outside the manager's
+//! [`min_lifetime`](super::RefreshPolicy::min_lifetime)..[`max_lifetime`](super::RefreshPolicy::max_lifetime)
+//! is ignored for that grant only (logged, `warn`) and replaced by the token the lease holder
+//! fetches. A lease that never expires (or outlives any lease a replica takes) is taken over,
+//! so that no stray key stalls the fleet.
+//!
 //! # What is stored
 //!
 //! Two keys per grant, under [`RedisCache::prefix`] (default `s2s-auth:`):
 //!
-//! - `<prefix>token:<digest>`: `v1.<fingerprint>.<issued>.<lifetime>.<token>`, expiring with the
-//!   token. `digest` is the hex SHA-256 of the grant (token endpoint, dialect, client id,
-//!   authentication method, sorted scopes, audience, resources, extra parameters) and never of
-//!   the secret or key; `fingerprint` the hex SHA-256 of the access token (what the
-//!   compare-and-delete compares); `issued` the Unix time in milliseconds the token was
-//!   received; `lifetime` its lifetime in milliseconds (after the manager's clamping). `token`
-//!   is the access token itself or, with [`RedisCache::seal_key`], `s:` and the URL-safe base64
-//!   of a random 96-bit nonce and its AES-256-GCM ciphertext (associated data: the entry's key,
-//!   issued time and lifetime, so that a sealed token cannot be moved to another grant).
+//! - `<prefix>token:<digest>`: `v2.<fingerprint>.<binding>.<issued>.<lifetime>.<token>`,
+//!   expiring with the token. `digest` is the hex SHA-256 of the grant (token endpoint,
+//!   dialect, client id, authentication method, sorted scopes, audience, resources, extra
+//!   parameters) and never of the secret or key; `fingerprint` the hex SHA-256 of the access
+//!   token (what the compare-and-delete compares); `binding` the first 128 bits (hex) of the
+//!   SHA-256 of the entry's key, so that an entry copied to another grant's key is not taken
+//!   for its token; `issued` the Unix time in milliseconds the token was received; `lifetime`
+//!   its lifetime in milliseconds (after the manager's clamping). `token` is the access token
+//!   itself or, with [`RedisCache::seal_key`], `s:` and the URL-safe base64 of a random 96-bit
+//!   nonce and its AES-256-GCM ciphertext (associated data: the entry's key, issued time and
+//!   lifetime, so that a sealed token cannot be moved to another grant or stretched).
 //! - `<prefix>lease:<digest>`: a random lease id while one replica fetches, expiring after
 //!   [`RedisCache::lease`].
 //!
-//! No client secret, no private key, no digest of either is stored. Connect with
-//! `rediss://` (TLS, rustls with the system's roots) and a Redis ACL user
-//! (`rediss://user:password@host:port/db`) where Redis is not on the same host.
+//! No client secret, no private key, no digest of either is stored.
+//!
+//! # Who can use the cached token
+//!
+//! **Reading the entry is enough to use the token: the client secret is not needed.** The
+//! key is derived from what is public about the grant (endpoint, client id, scopes…), so
+//! anyone who can read the Redis keys (and knows or lists the grant's key) can take the access
+//! token and call the services it is good for until it expires, without ever holding the
+//! client's secret or key. Treat read access to these keys like access to the tokens:
+//!
+//! - set [`RedisCache::seal_key`] (then a reader also needs that key, which lives in the
+//!   replicas' configuration, not in Redis), and
+//! - give the replicas a Redis ACL user of their own, limited to the prefix, and nobody else
+//!   read access to it, e.g.
+//!   `ACL SETUSER billing on >password ~s2s-auth:* +get +set +del +type +strlen +pttl +evalsha +script|load`
+//!   (the commands the cache sends, directly or from its Lua scripts), and
+//! - connect with `rediss://` (TLS, rustls with the system's roots):
+//!   `rediss://user:password@host:port/db`.
+//!
+//! A Redis that is not on the same host (a URL whose host is not `localhost`, a loopback
+//! address or a Unix socket) without a seal key is logged as a `warn` when the cache is first
+//! given to a manager.
 
 use std::{
     fmt,
+    net::IpAddr,
     sync::{
         Arc, LazyLock, Mutex, OnceLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -82,20 +114,59 @@ use std::{
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
-use redis::{Script, aio::ConnectionManager};
+use redis::{ConnectionAddr, Script, Value, aio::ConnectionManager};
 use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 
 use super::BearerToken;
 use crate::error::Error;
 
-/// Deletes `KEYS[1]` only if its value starts with `ARGV[1]`: the lease release (its own id)
-/// and the forced refresh (the refused token's fingerprint).
+/// The longest entry read or written: a token entry is a few KiB at most, and a bigger value
+/// (a stray key, a mistake, an attack) must not be pulled into every replica.
+pub(super) const MAX_ENTRY: usize = 64 * 1024;
+
+/// The entry format's version (the first field).
+const VERSION: &str = "v2";
+
+/// Reads `KEYS[1]` without ever failing on what it holds, so that one bad key cannot pass for
+/// an outage: nil when absent, `{type}` when not a string, its length when longer than
+/// `ARGV[1]` (not sent then), else the value.
+static READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'none' then return false end
+if kind ~= 'string' then return {kind} end
+local n = redis.call('STRLEN', KEYS[1])
+if n > tonumber(ARGV[1]) then return n end
+return redis.call('GET', KEYS[1])",
+    )
+});
+
+/// Takes the lease `KEYS[1]` for `ARGV[1]` (1) unless another replica holds it (0). A key
+/// there that never expires, or expires later than a lease of `ARGV[2]` ms would, is no
+/// replica's lease (each sets one with that expiry): taken over.
+static TAKE_LEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl == -1 or ttl > tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0",
+    )
+});
+
+/// Deletes `KEYS[1]` only if its value is a string that starts with `ARGV[1]`: the lease
+/// release (its own id) and the forced refresh (the refused token's fingerprint). A key of
+/// another type is left alone, without an error.
 static DELETE_IF_PREFIX: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local v = redis.call('GET', KEYS[1])
-if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
+local v = redis.pcall('GET', KEYS[1])
+if type(v) == 'string' and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0",
@@ -124,6 +195,8 @@ struct Link {
     /// Redis is not asked before this (after a failure).
     resting_until: Mutex<Option<Instant>>,
     down: AtomicBool,
+    /// The plain-over-the-network warning was logged.
+    warned_plain: AtomicBool,
     errors: AtomicU64,
     outages: AtomicU64,
     hits: AtomicU64,
@@ -145,6 +218,10 @@ impl RedisCache {
     /// A cache on the Redis server at `url` (`redis://`, `rediss://` for TLS, `user:password@`
     /// for an ACL user, `/db` for a database number). Checks the URL only: the connection is
     /// made on first use, so a service starts while Redis is down.
+    ///
+    /// Anyone who can read the cache's keys can use the tokens in them, without the client
+    /// secret: where Redis is not on the same host, set [`RedisCache::seal_key`] too (without
+    /// it, a `warn` says so) and give the replicas a Redis ACL user limited to the prefix.
     pub fn open(url: &str) -> Result<Self, Error> {
         let client = redis::Client::open(url).map_err(|e| {
             Error::config(format!(
@@ -173,7 +250,8 @@ impl RedisCache {
 
     /// Seals the cached tokens with AES-256-GCM under this 32-byte key (the same on every
     /// replica). An entry that does not open under it (another key, tampered) is ignored, as
-    /// if absent.
+    /// if absent. Recommended wherever Redis is reached over a network: without it, reading
+    /// the entry is enough to use the token.
     pub fn seal_key(mut self, key: [u8; 32]) -> Self {
         let key = UnboundKey::new(&AES_256_GCM, &key).expect("AES-256-GCM takes a 32-byte key");
         self.seal = Some(Arc::new(LessSafeKey::new(key)));
@@ -184,8 +262,9 @@ impl RedisCache {
         /// The deadline of each Redis operation (default 200 ms); past it the manager fetches
         /// on its own.
         timeout: Duration;
-        /// How long a replica may fetch for the fleet (default 5 s): the lease's expiry, and how
-        /// long the others wait for its token before fetching on their own.
+        /// How long a replica may fetch for the fleet (default 5 s; the same on every
+        /// replica): the lease's expiry, and how long the others wait for its token before
+        /// fetching on their own.
         lease: Duration;
         /// How often a waiting replica reads the entry (default 20 ms).
         poll: Duration;
@@ -195,9 +274,21 @@ impl RedisCache {
 
     /// The cache of one grant, keyed by `digest` (`ClientCredentials::shared_key`).
     pub(super) fn level(&self, digest: [u8; 32]) -> Level {
+        if self.seal.is_none()
+            && !is_local(self.client.get_connection_info().addr())
+            && !self.link.warned_plain.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "the shared token cache (Redis) is not on this host and has no seal key: \
+                 whoever can read its keys can use the tokens in them; set RedisCache::seal_key \
+                 (the same 32 bytes on every replica) and a Redis ACL user limited to the prefix"
+            );
+        }
         let digest = hex(&digest);
+        let entry = format!("{}token:{digest}", self.prefix);
         Level {
-            entry: format!("{}token:{digest}", self.prefix),
+            binding: hex(&Sha256::digest(entry.as_bytes())[..16]),
+            entry,
             lease_key: format!("{}lease:{digest}", self.prefix),
             cache: self.clone(),
         }
@@ -302,6 +393,18 @@ impl RedisCache {
     }
 }
 
+/// Whether the server is on this host: a Unix socket, `localhost` or a loopback address.
+fn is_local(addr: &ConnectionAddr) -> bool {
+    let host = match addr {
+        ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } => host,
+        ConnectionAddr::Unix(_) => return true,
+        _ => return false,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A token read from the shared entry.
 pub(super) struct Entry {
     pub(super) token: BearerToken,
@@ -314,15 +417,44 @@ pub(super) struct Entry {
 pub(super) trait Fetcher {
     /// Fetches from the token endpoint, storing the token in memory; returns what to publish.
     fn fetch(&self) -> impl Future<Output = Result<Entry, Error>> + Send;
-    /// Stores a token read from Redis in memory, if still usable; returns it then.
+    /// Stores a token read from Redis in memory, if still usable and plausible; returns it
+    /// then.
     fn adopt(&self, entry: &Entry) -> Option<BearerToken>;
 }
 
 /// The shared level of one grant.
+#[derive(Clone)]
 pub(super) struct Level {
     cache: RedisCache,
     entry: String,
     lease_key: String,
+    /// What ties an entry's value to [`Level::entry`] (see the module docs).
+    binding: String,
+}
+
+/// Why an entry is not a token for this grant (the `warn` says it).
+#[derive(Debug, PartialEq, Eq)]
+enum Unusable {
+    NotAString(String),
+    TooLong(i64),
+    Malformed,
+    OtherKey,
+    SealMismatch,
+}
+
+impl fmt::Display for Unusable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Unusable::NotAString(kind) => write!(f, "the key holds a {kind}, not a string"),
+            Unusable::TooLong(n) => write!(f, "the value is {n} bytes, more than {MAX_ENTRY}"),
+            Unusable::Malformed => f.write_str("the value is not a token entry of this version"),
+            Unusable::OtherKey => f.write_str("the value was written for another key"),
+            Unusable::SealMismatch => f.write_str(
+                "the value does not open with this replica's seal key (or one side has none): \
+                 the replicas' seal keys differ",
+            ),
+        }
+    }
 }
 
 impl Level {
@@ -345,7 +477,7 @@ impl Level {
             return manager.fetch().await.map(|e| e.token);
         }
         if let Some(rejected) = &rejected {
-            let fingerprint = &format!("v1.{}.", fingerprint(rejected));
+            let fingerprint = &format!("{VERSION}.{}.", fingerprint(rejected));
             let deleted = cache
                 .run("delete the refused token", |mut c| async move {
                     DELETE_IF_PREFIX
@@ -382,33 +514,42 @@ impl Level {
             let lease_ms = cache.lease.as_millis().max(1) as u64;
             let taken = cache
                 .run("take the lease", |mut c| async move {
-                    redis::cmd("SET")
-                        .arg(&self.lease_key)
+                    TAKE_LEASE
+                        .key(&self.lease_key)
                         .arg(lease_id)
-                        .arg("NX")
-                        .arg("PX")
                         .arg(lease_ms)
-                        .query_async::<Option<String>>(&mut c)
+                        .invoke_async::<i64>(&mut c)
                         .await
                 })
                 .await;
             match taken {
                 None => return manager.fetch().await.map(|e| e.token),
-                Some(Some(_)) => return self.fetch_for_fleet(manager, lease_id, fresh).await,
-                Some(None) if Instant::now() >= give_up => {
+                Some(taken @ (1 | 2)) => {
+                    if taken == 2 {
+                        tracing::warn!(
+                            key = self.lease_key,
+                            "the shared lease had no expiry (or a longer one than any replica \
+                             sets): taken over"
+                        );
+                    }
+                    return self.fetch_for_fleet(manager, lease_id, fresh).await;
+                }
+                _ if Instant::now() >= give_up => {
                     tracing::warn!(
                         "no token from the replica holding the shared lease in time; fetching \
-                         alone"
+                         for the fleet without it"
                     );
-                    return manager.fetch().await.map(|e| e.token);
+                    let entry = manager.fetch().await?;
+                    self.after_fetch(Some(&entry), None);
+                    return Ok(entry.token);
                 }
                 // Another replica fetches: wait for its token (the loop reads it).
-                Some(None) => tokio::time::sleep(cache.poll).await,
+                _ => tokio::time::sleep(cache.poll).await,
             }
         }
     }
 
-    /// With the lease: fetch, publish, release.
+    /// With the lease: fetch, then publish and release off the callers' path.
     async fn fetch_for_fleet(
         &self,
         manager: &impl Fetcher,
@@ -420,48 +561,43 @@ impl Level {
             Some(Some(entry)) if fresh(&entry) => manager.adopt(&entry),
             _ => None,
         };
-        let result = match adopted {
-            Some(token) => {
-                self.cache.link.hits.fetch_add(1, Ordering::Relaxed);
-                Ok(token)
+        if let Some(token) = adopted {
+            self.cache.link.hits.fetch_add(1, Ordering::Relaxed);
+            self.after_fetch(None, Some(lease_id));
+            return Ok(token);
+        }
+        let fetched = manager.fetch().await;
+        self.after_fetch(fetched.as_ref().ok(), Some(lease_id));
+        fetched.map(|entry| entry.token)
+    }
+
+    /// Publishes `entry` (if any), then releases the lease `lease_id` (if held), in a task of
+    /// its own: the callers have their token already.
+    fn after_fetch(&self, entry: Option<&Entry>, lease_id: Option<&str>) {
+        let value = entry.and_then(|entry| {
+            let value = self.encode(entry);
+            if value.len() > MAX_ENTRY {
+                tracing::warn!(
+                    bytes = value.len(),
+                    "the token is too long to share (more than 64 KiB); not published"
+                );
+                return None;
             }
-            None => match manager.fetch().await {
-                Ok(entry) => {
-                    self.publish(&entry).await;
-                    Ok(entry.token)
-                }
-                Err(e) => Err(e),
-            },
-        };
-        self.cache
-            .run("release the lease", |mut c| async move {
-                DELETE_IF_PREFIX
-                    .key(&self.lease_key)
-                    .arg(lease_id)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await;
-        result
+            Some((value, entry.lifetime.as_millis().max(1) as u64))
+        });
+        let lease_id = lease_id.map(str::to_owned);
+        let level = self.clone();
+        tokio::spawn(async move {
+            if let Some((value, expiry_ms)) = &value {
+                level.publish(value, *expiry_ms).await;
+            }
+            if let Some(lease_id) = &lease_id {
+                level.release(lease_id).await;
+            }
+        });
     }
 
-    /// The entry: `None` when Redis failed, `Some(None)` when absent or unreadable.
-    async fn read(&self) -> Option<Option<Entry>> {
-        let raw = self
-            .cache
-            .run("read the token", |mut c| async move {
-                redis::cmd("GET")
-                    .arg(&self.entry)
-                    .query_async::<Option<String>>(&mut c)
-                    .await
-            })
-            .await?;
-        Some(raw.and_then(|raw| self.decode(&raw)))
-    }
-
-    async fn publish(&self, entry: &Entry) {
-        let value = &self.encode(entry);
-        let expiry_ms = entry.lifetime.as_millis().max(1) as u64;
+    async fn publish(&self, value: &str, expiry_ms: u64) {
         self.cache
             .run("publish the token", |mut c| async move {
                 redis::cmd("SET")
@@ -473,6 +609,54 @@ impl Level {
                     .await
             })
             .await;
+    }
+
+    async fn release(&self, lease_id: &str) {
+        self.cache
+            .run("release the lease", |mut c| async move {
+                DELETE_IF_PREFIX
+                    .key(&self.lease_key)
+                    .arg(lease_id)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+    }
+
+    /// The entry: `None` when Redis failed, `Some(None)` when absent or not a token for this
+    /// grant (then logged: the lease holder replaces it).
+    async fn read(&self) -> Option<Option<Entry>> {
+        let raw = self
+            .cache
+            .run("read the token", |mut c| async move {
+                READ.key(&self.entry)
+                    .arg(MAX_ENTRY)
+                    .invoke_async::<Value>(&mut c)
+                    .await
+            })
+            .await?;
+        let decoded = match raw {
+            Value::Nil => return Some(None),
+            Value::BulkString(bytes) => self.decode(&bytes),
+            Value::Int(n) => Err(Unusable::TooLong(n)),
+            Value::Array(kind) => Err(Unusable::NotAString(match kind.first() {
+                Some(Value::BulkString(kind)) => String::from_utf8_lossy(kind).into_owned(),
+                Some(Value::SimpleString(kind)) => kind.clone(),
+                _ => "value of another type".to_owned(),
+            })),
+            _ => Err(Unusable::Malformed),
+        };
+        Some(
+            decoded
+                .inspect_err(|why| {
+                    tracing::warn!(
+                        key = self.entry,
+                        %why,
+                        "the shared token entry is ignored and will be replaced"
+                    );
+                })
+                .ok(),
+        )
     }
 
     fn encode(&self, entry: &Entry) -> String {
@@ -499,46 +683,55 @@ impl Level {
             }
         };
         format!(
-            "v1.{}.{issued}.{lifetime}.{body}",
-            fingerprint(&entry.token)
+            "{VERSION}.{}.{}.{issued}.{lifetime}.{body}",
+            fingerprint(&entry.token),
+            self.binding,
         )
     }
 
-    fn decode(&self, raw: &str) -> Option<Entry> {
-        let mut parts = raw.splitn(5, '.');
-        let (Some("v1"), Some(_), Some(issued), Some(lifetime), Some(body)) = (
+    fn decode(&self, raw: &[u8]) -> Result<Entry, Unusable> {
+        let raw = std::str::from_utf8(raw).map_err(|_| Unusable::Malformed)?;
+        let mut parts = raw.splitn(6, '.');
+        let (Some(VERSION), Some(_), Some(binding), Some(issued), Some(lifetime), Some(body)) = (
+            parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
         ) else {
-            return None;
+            return Err(Unusable::Malformed);
         };
-        let issued_ms: u64 = issued.parse().ok()?;
-        let lifetime_ms: u64 = lifetime.parse().ok()?;
+        if binding != self.binding {
+            return Err(Unusable::OtherKey);
+        }
+        let issued_ms: u64 = issued.parse().map_err(|_| Unusable::Malformed)?;
+        let lifetime_ms: u64 = lifetime.parse().map_err(|_| Unusable::Malformed)?;
         let token = match (&self.cache.seal, body.strip_prefix("s:")) {
             (None, None) => body.to_owned(),
             (Some(key), Some(sealed)) => {
-                let mut bytes = URL_SAFE_NO_PAD.decode(sealed).ok()?;
+                let mut bytes = URL_SAFE_NO_PAD
+                    .decode(sealed)
+                    .map_err(|_| Unusable::Malformed)?;
                 if bytes.len() < NONCE_LEN {
-                    return None;
+                    return Err(Unusable::Malformed);
                 }
-                let nonce = Nonce::try_assume_unique_for_key(&bytes[..NONCE_LEN]).ok()?;
+                let nonce = Nonce::try_assume_unique_for_key(&bytes[..NONCE_LEN])
+                    .map_err(|_| Unusable::Malformed)?;
                 let aad = format!("{}|{issued_ms}|{lifetime_ms}", self.entry);
                 let plain = key
                     .open_in_place(nonce, Aad::from(aad.as_bytes()), &mut bytes[NONCE_LEN..])
-                    .ok()?;
-                String::from_utf8(plain.to_vec()).ok()?
+                    .map_err(|_| Unusable::SealMismatch)?;
+                String::from_utf8(plain.to_vec()).map_err(|_| Unusable::Malformed)?
             }
-            // Sealed where this replica has no key, or plain where it expects sealed: ignored.
-            _ => return None,
+            // Sealed where this replica has no key, or plain where it expects sealed.
+            _ => return Err(Unusable::SealMismatch),
         };
         if token.is_empty() {
-            return None;
+            return Err(Unusable::Malformed);
         }
-        Some(Entry {
-            token: BearerToken::new(&token).ok()?,
+        Ok(Entry {
+            token: BearerToken::new(&token).map_err(|_| Unusable::Malformed)?,
             issued_ms,
             lifetime: Duration::from_millis(lifetime_ms),
         })
@@ -581,15 +774,23 @@ mod tests {
         }
     }
 
+    fn decode(level: &Level, raw: &str) -> Result<Entry, Unusable> {
+        level.decode(raw.as_bytes())
+    }
+
     #[test]
     fn entries_round_trip_plain_and_sealed_and_hide_the_token_when_sealed() {
         let plain = level(None);
         let raw = plain.encode(&entry());
         assert!(
-            raw.ends_with(".1700000000000.600000.at-1.part.two"),
+            raw.starts_with("v2.")
+                && raw.ends_with(&format!(
+                    ".{}.1700000000000.600000.at-1.part.two",
+                    plain.binding
+                )),
             "{raw}"
         );
-        let back = plain.decode(&raw).unwrap();
+        let back = decode(&plain, &raw).unwrap();
         assert!(back.token.as_str() == entry().token.as_str());
         assert_eq!(
             (back.issued_ms, back.lifetime),
@@ -599,27 +800,87 @@ mod tests {
         let sealed = level(Some([1; 32]));
         let raw = sealed.encode(&entry());
         assert!(!raw.contains("at-1"), "{raw}");
-        assert!(sealed.decode(&raw).unwrap().token.as_str() == entry().token.as_str());
+        assert!(decode(&sealed, &raw).unwrap().token.as_str() == entry().token.as_str());
         // Another key, a plain reader, a moved entry or a changed lifetime: not a token.
-        assert!(level(Some([2; 32])).decode(&raw).is_none());
-        assert!(plain.decode(&raw).is_none());
-        assert!(sealed.decode(&plain.encode(&entry())).is_none());
-        let other = RedisCache::open("redis://127.0.0.1:1")
-            .unwrap()
-            .seal_key([1; 32])
-            .level([8; 32]);
-        assert!(other.decode(&raw).is_none());
+        assert_eq!(
+            decode(&level(Some([2; 32])), &raw).err(),
+            Some(Unusable::SealMismatch)
+        );
+        assert_eq!(decode(&plain, &raw).err(), Some(Unusable::SealMismatch));
+        assert_eq!(
+            decode(&sealed, &plain.encode(&entry())).err(),
+            Some(Unusable::SealMismatch)
+        );
         let stretched = raw.replace(".600000.", ".900000.");
-        assert!(sealed.decode(&stretched).is_none());
+        assert_eq!(
+            decode(&sealed, &stretched).err(),
+            Some(Unusable::SealMismatch)
+        );
         for junk in [
             "",
             "v1",
-            "v2.a.1.2.t",
-            "v1.f.x.2.t",
-            "v1.f.1.2.",
-            "v1.f.1.2.s:@@",
+            "v1.f.1.2.t",
+            "v3.a.b.1.2.t",
+            &format!("v2.f.{}.x.2.t", plain.binding),
+            &format!("v2.f.{}.1.2.", plain.binding),
+            &format!("v2.f.{}.1.2.s:@@", sealed.binding),
         ] {
-            assert!(sealed.decode(junk).is_none() && plain.decode(junk).is_none());
+            assert!(decode(&sealed, junk).is_err() && decode(&plain, junk).is_err());
+        }
+        assert_eq!(
+            plain.decode(b"v2.\xff\xfe.x").err(),
+            Some(Unusable::Malformed)
+        );
+    }
+
+    #[test]
+    fn an_entry_copied_to_another_key_is_refused_plain_or_sealed() {
+        let other_grant = |seal: Option<[u8; 32]>| {
+            let cache = RedisCache::open("redis://127.0.0.1:1").unwrap();
+            match seal {
+                Some(key) => cache.seal_key(key),
+                None => cache,
+            }
+            .level([8; 32])
+        };
+        let other_prefix = RedisCache::open("redis://127.0.0.1:1")
+            .unwrap()
+            .prefix("staging:")
+            .level([7; 32]);
+        let raw = level(None).encode(&entry());
+        assert_eq!(
+            decode(&other_grant(None), &raw).err(),
+            Some(Unusable::OtherKey)
+        );
+        assert_eq!(decode(&other_prefix, &raw).err(), Some(Unusable::OtherKey));
+        let sealed = level(Some([1; 32])).encode(&entry());
+        assert!(decode(&other_grant(Some([1; 32])), &sealed).is_err());
+        // Rewriting the binding does not help a sealed entry: the key is in the associated data.
+        let (ours, theirs) = (level(None).binding, other_grant(None).binding);
+        assert!(decode(&other_grant(Some([1; 32])), &sealed.replace(&ours, &theirs)).is_err());
+    }
+
+    #[test]
+    fn only_a_server_on_this_host_counts_as_local() {
+        let local = |url: &str| {
+            is_local(
+                RedisCache::open(url)
+                    .unwrap()
+                    .client
+                    .get_connection_info()
+                    .addr(),
+            )
+        };
+        for url in [
+            "redis://127.0.0.1:6379",
+            "redis://localhost",
+            "rediss://user:pw@[::1]:6380/2",
+            "redis+unix:///run/redis.sock",
+        ] {
+            assert!(local(url), "{url}");
+        }
+        for url in ["redis://cache.internal:6379", "rediss://10.0.0.7:6380"] {
+            assert!(!local(url), "{url}");
         }
     }
 
