@@ -60,7 +60,7 @@ use crate::error::Error;
 mod client_credentials;
 mod manager;
 #[cfg(feature = "redis")]
-mod redis;
+pub mod redis;
 
 #[cfg(feature = "redis")]
 pub use self::redis::RedisCache;

@@ -42,7 +42,7 @@
 //! ones could make the verifier fetch. Three bounds hold whatever they say:
 //!
 //! - a tenant's unknown-kid cooldown and failure back-off (see
-//!   [`KeyCacheOptions`](crate::KeyCacheOptions)) are kept apart from its key cache, so
+//!   [`KeyCacheOptions`]) are kept apart from its key cache, so
 //!   that evicting and recreating the cache does not reset them: for every allowed tenant of
 //!   an allow-list, and for a predicate's the `max_tenants + burst` most recently started;
 //! - every fetch of a tenant's keys but the background refresh (first keys, unknown kid,
