@@ -703,7 +703,7 @@ fn assert_wire_refusals(wire: &[Wire], realm: &str, who: &str) {
         (
             "7",
             format!("this endpoint requires the scopes `{SCOPE}`"),
-            format!(r#"error="insufficient_scope""#),
+            r#"error="insufficient_scope""#.to_owned(),
         ),
     ];
     for (seen, (status, message, challenge)) in wire.iter().zip(expected) {
@@ -1010,7 +1010,6 @@ async fn request_trailers_never_reach_the_upstream() {
         }
     };
     wait_until("the gateway's keys to load", || {
-        let send = send.clone();
         let good = good.clone();
         async move { send(good).await.is_ok_and(|s| s == 200) }
     })
