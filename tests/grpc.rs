@@ -643,3 +643,386 @@ async fn the_python_grpc_client_reads_each_status_directly_and_through_the_gatew
         assert_eq!(seen.code, Code::Unavailable, "{target}: {seen:?}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// On the wire: what a gRPC client is sent, not what tonic makes of it
+// ---------------------------------------------------------------------------------------------
+
+/// What came back on the wire for one call.
+#[derive(Debug)]
+struct Wire {
+    status: http::StatusCode,
+    headers: http::HeaderMap,
+    trailers: Option<http::HeaderMap>,
+}
+
+/// A Check as a gRPC client puts it on the wire (HTTP/2 with prior knowledge, an empty
+/// message), with `token` as the bearer token when some.
+async fn wire_check(target: SocketAddr, token: Option<&str>) -> Wire {
+    use http_body_util::{BodyExt as _, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<bytes::Bytes>>();
+    let mut request = http::Request::post(format!("http://{target}/grpc.health.v1.Health/Check"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    // The length-prefixed empty HealthCheckRequest.
+    let request = request
+        .body(Full::new(bytes::Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let response = gateway::within("the HTTP/2 answer", client.request(request))
+        .await
+        .expect("answers over HTTP/2");
+    let (parts, body) = response.into_parts();
+    let collected = gateway::within("the body", body.collect()).await.unwrap();
+    Wire {
+        status: parts.status,
+        headers: parts.headers,
+        trailers: collected.trailers().cloned(),
+    }
+}
+
+/// Each refusal is a trailers-only gRPC answer: HTTP 200, the grpc-status and the exact
+/// grpc-message in the headers, the challenge kept. An HTTP 401/403 (which tonic would map to
+/// the same codes) fails here.
+fn assert_wire_refusals(wire: &[Wire], realm: &str, who: &str) {
+    let expected = [
+        (
+            "16",
+            s2s_auth::Reason::MissingToken.summary().to_owned(),
+            format!(r#"Bearer realm="{realm}""#),
+        ),
+        (
+            "16",
+            s2s_auth::Reason::BadSignature.summary().to_owned(),
+            r#"error="invalid_token""#.to_owned(),
+        ),
+        (
+            "7",
+            format!("this endpoint requires the scopes `{SCOPE}`"),
+            r#"error="insufficient_scope""#.to_owned(),
+        ),
+    ];
+    for (seen, (status, message, challenge)) in wire.iter().zip(expected) {
+        assert_eq!(seen.status, 200, "{who}: {seen:?}");
+        assert_eq!(
+            seen.headers["content-type"], "application/grpc",
+            "{who}: {seen:?}"
+        );
+        assert_eq!(seen.headers["grpc-status"], status, "{who}: {seen:?}");
+        assert_eq!(
+            seen.headers["grpc-message"],
+            message.as_str(),
+            "{who}: {seen:?}"
+        );
+        let got = seen.headers["www-authenticate"].to_str().unwrap();
+        assert!(
+            got.contains(&challenge),
+            "{who}: {got:?} lacks {challenge:?}"
+        );
+        assert!(seen.trailers.is_none(), "{who}: trailers-only: {seen:?}");
+    }
+}
+
+#[tokio::test]
+async fn refusals_on_the_wire_are_grpc_answers_directly_and_through_the_gateway() {
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let keys = KeyServer::serving(&[&key]).await;
+    let tokens = tokens(&keys, &key);
+    let asks = [
+        None,
+        Some(tokens.forged.as_str()),
+        Some(tokens.unscoped.as_str()),
+    ];
+
+    let direct = protected(verifier(&keys)).await;
+    let mut wire = Vec::new();
+    for token in asks {
+        wire.push(wire_check(direct.addr, token).await);
+    }
+    assert_wire_refusals(&wire, "api", "directly");
+
+    let upstream = stock_health().await;
+    let gateway = grpc_gateway(&keys, &upstream).await;
+    let good = tokens.good.clone();
+    let addr = gateway.addr;
+    wait_until("the gateway's keys to load", || {
+        let good = good.clone();
+        async move {
+            wire_check(addr, Some(&good))
+                .await
+                .headers
+                .get("grpc-status")
+                .is_none()
+        }
+    })
+    .await;
+    // The upstream's OK comes in the trailers.
+    let ok = wire_check(addr, Some(&tokens.good)).await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(
+        ok.trailers.as_ref().map(|t| &t["grpc-status"]),
+        Some(&http::HeaderValue::from_static("0")),
+        "{ok:?}"
+    );
+    let mut wire = Vec::new();
+    for token in asks {
+        wire.push(wire_check(addr, token).await);
+    }
+    assert_wire_refusals(&wire, gateway::REALM, "through the gateway");
+
+    // Keys not loaded: 14 UNAVAILABLE, no challenge (it is no statement about the token).
+    let down = KeyServer::serving(&[&key]).await;
+    down.set_behavior(Behavior::Status(503));
+    let unready = grpc_gateway(&down, &upstream).await;
+    let good = key.sign(&keys::claims(&down.issuer(), AUD));
+    let seen = wire_check(unready.addr, Some(&good)).await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    assert_eq!(seen.headers["grpc-status"], "14", "{seen:?}");
+    assert_eq!(
+        seen.headers["grpc-message"],
+        s2s_auth::Reason::KeysUnavailable.summary(),
+        "{seen:?}"
+    );
+    assert!(seen.headers.get("www-authenticate").is_none(), "{seen:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway's client connections: slow, silent and too many clients
+// ---------------------------------------------------------------------------------------------
+
+/// A gateway with `[timeouts]` and `[limits]` lines in front of `upstream`.
+async fn limited_gateway(
+    keys: &KeyServer,
+    upstream: &GrpcServer,
+    tables: &str,
+) -> gateway::Running {
+    let tables = format!(
+        "{tables}\n[upstreams.grpc]\nurl = \"{}\"\nhttp2 = true\n\n\
+         [[route]]\nprefix = \"/grpc.health.v1.Health\"\nupstream = \"grpc\"\npublic = true\n",
+        upstream.url()
+    );
+    let config = gateway::issuer_config(keys, upstream.addr, "", &tables);
+    gateway::start(&config).await
+}
+
+/// Waits (at most 10 s) until the gateway closes `stream`: a read sees EOF or a reset.
+async fn closed_by_the_gateway(stream: &mut tokio::net::TcpStream, what: &str) {
+    use tokio::io::AsyncReadExt as _;
+    gateway::within(what, async {
+        let mut buf = [0u8; 256];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                // An HTTP/2 GOAWAY or settings frame may come first.
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn silent_and_slow_clients_are_closed_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt as _;
+    let keys = KeyServer::serving(&[]).await;
+    let upstream = stock_health().await;
+    let gateway = limited_gateway(&keys, &upstream, "[timeouts]\nheader_read = \"1s\"\n").await;
+    let started = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    // 5 bytes of the HTTP/2 preface: not enough for the protocol to be told.
+    let mut partial = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    partial.write_all(b"PRI *").await.unwrap();
+    // The whole preface, then nothing: an HTTP/2 connection without a request.
+    let mut h2 = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    closed_by_the_gateway(&mut silent, "the silent connection to be closed").await;
+    closed_by_the_gateway(&mut partial, "the 5-byte connection to be closed").await;
+    closed_by_the_gateway(&mut h2, "the request-less HTTP/2 connection to be closed").await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed before the timeout"
+    );
+    // A client that sends its request is served.
+    assert!(wire_check(gateway.addr, None).await.trailers.is_some());
+}
+
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let keys = KeyServer::serving(&[]).await;
+    let upstream = stock_health().await;
+    let gateway = limited_gateway(&keys, &upstream, "[timeouts]\nidle = \"1s\"\n").await;
+    let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::post("/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+            0, 0, 0, 0, 0,
+        ])))
+        .unwrap();
+    let response = gateway::within("the answer", sender.send_request(request))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    drop(response);
+    // After the idle timeout the gateway sends GOAWAY and closes: the connection ends.
+    let ended = gateway::within("the idle connection to be closed", driver).await;
+    assert!(ended.is_ok(), "{ended:?}");
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() {
+    use tokio::io::AsyncWriteExt as _;
+    let keys = KeyServer::serving(&[]).await;
+    let upstream = stock_health().await;
+    let gateway = limited_gateway(&keys, &upstream, "[limits]\nmax_connections = 2\n").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+        stream.write_all(b"PRI *").await.unwrap();
+        held.push(stream);
+    }
+    // The third is accepted and closed at once, long before the 30 s header timeout.
+    let mut third = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    closed_by_the_gateway(&mut third, "the connection beyond the limit to be closed").await;
+    // Once one is gone, a new client is served again.
+    drop(held.pop());
+    let addr = gateway.addr;
+    wait_until("a slot to free", || async move {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .http2_only(true)
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let request = http::Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
+            .header("content-type", "application/grpc")
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(&[
+                0, 0, 0, 0, 0,
+            ])))
+            .unwrap();
+        client.request(request).await.is_ok()
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request trailers
+// ---------------------------------------------------------------------------------------------
+
+/// What an h2c upstream got: the request's headers and trailers.
+type Got = std::sync::Arc<std::sync::Mutex<Vec<(http::HeaderMap, Option<http::HeaderMap>)>>>;
+
+/// An h2c upstream that records each request's headers and trailers and answers 200.
+async fn recording_h2c() -> (SocketAddr, Got, JoinHandle<()>) {
+    use http_body_util::BodyExt as _;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got = Got::default();
+    let task = tokio::spawn({
+        let got = got.clone();
+        async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let got = got.clone();
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let got = got.clone();
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let trailers = body
+                                .collect()
+                                .await
+                                .ok()
+                                .and_then(|c| c.trailers().cloned());
+                            got.lock().unwrap().push((parts.headers, trailers));
+                            Ok::<_, std::convert::Infallible>(http::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                            ))
+                        }
+                    },
+                );
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        }
+    });
+    (addr, got, task)
+}
+
+#[tokio::test]
+async fn request_trailers_never_reach_the_upstream() {
+    use futures_util::stream;
+    use http_body_util::{BodyExt as _, StreamBody};
+    use hyper::body::Frame;
+    let key = TestKey::generate(Algorithm::ES256, "k1");
+    let keys = KeyServer::serving(&[&key]).await;
+    let (upstream, got, task) = recording_h2c().await;
+    let tables = format!(
+        "[upstreams.h2]\nurl = \"http://{upstream}\"\nhttp2 = true\n\n\
+         [[route]]\nprefix = \"/svc\"\nupstream = \"h2\"\n"
+    );
+    let config = gateway::issuer_config(&keys, upstream, "strip_authorization = true", &tables);
+    let gateway = gateway::start(&config).await;
+    let good = key.sign(&keys::claims(&keys.issuer(), AUD));
+    let addr = gateway.addr;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<gateway::ClientBody>();
+    let send = |token: String| {
+        let client = client.clone();
+        async move {
+            let mut trailers = http::HeaderMap::new();
+            for (name, value) in [
+                ("x-auth-subject", "admin"),
+                ("x-auth-client-id", "root"),
+                ("x-auth-scopes", "orders:admin"),
+                ("authorization", "Bearer smuggled"),
+                ("x-forwarded-for", "10.9.9.9"),
+                ("x-checksum", "kept-or-not"),
+            ] {
+                trailers.insert(name, http::HeaderValue::from_static(value));
+            }
+            let frames: Vec<Result<Frame<bytes::Bytes>, gateway::BoxError>> = vec![
+                Ok(Frame::data(bytes::Bytes::from_static(b"payload"))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let request = http::Request::post(format!("http://{addr}/svc/x"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("te", "trailers")
+                .body(StreamBody::new(stream::iter(frames)).boxed())
+                .unwrap();
+            client.request(request).await.map(|r| r.status())
+        }
+    };
+    wait_until("the gateway's keys to load", || {
+        let good = good.clone();
+        async move { send(good).await.is_ok_and(|s| s == 200) }
+    })
+    .await;
+    let got = got.lock().unwrap();
+    assert!(!got.is_empty());
+    for (headers, trailers) in got.iter() {
+        assert!(
+            trailers.is_none(),
+            "trailers reached the upstream: {trailers:?}"
+        );
+        assert!(headers.get("authorization").is_none(), "{headers:?}");
+        assert!(headers.get("x-checksum").is_none(), "{headers:?}");
+    }
+    task.abort();
+}

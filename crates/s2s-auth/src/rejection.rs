@@ -381,8 +381,9 @@ impl From<Rejection> for Error {
     }
 }
 
-/// A custom answer for rejections.
-pub type RejectionHandler = dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync;
+/// A custom answer for rejections, given the headers of the refused request (empty when the
+/// answer is asked for without them, as by [`Responder::respond`]).
+pub type RejectionHandler = dyn Fn(&Rejection, &HeaderMap) -> Response<Bytes> + Send + Sync;
 
 /// Turns a [`Rejection`] into a response: the RFC 6750 answer with a realm, or a custom
 /// [`RejectionHandler`]. Shared by `VerifyLayer`, `RequireScope` and the axum extractors.
@@ -418,10 +419,35 @@ impl Responder {
         self
     }
 
-    /// Answers rejections with `handler` instead.
+    /// Answers rejections with `handler` instead, gRPC requests included.
     pub fn handler(
-        mut self,
+        self,
         handler: impl Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.request_handler(move |rejection, _| handler(rejection))
+    }
+
+    /// Answers rejections with `handler`, which is also given the refused request's headers,
+    /// e.g. to count refusals and still answer each kind of request its way:
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use s2s_auth::rejection::{Reason, Rejection, Responder};
+    ///
+    /// let plain = Responder::default().realm("orders");
+    /// let counting = Responder::default().request_handler(move |rejection, request| {
+    ///     // ... count `rejection.reason()` ...
+    ///     plain.respond_to(rejection, request)
+    /// });
+    /// let mut grpc = HeaderMap::new();
+    /// grpc.insert("content-type", "application/grpc".parse().unwrap());
+    /// let rejection = Rejection::new(Reason::Expired, "the token has expired");
+    /// assert_eq!(counting.respond_to(&rejection, &grpc).headers()["grpc-status"], "16");
+    /// assert_eq!(counting.respond(&rejection).status(), 401);
+    /// ```
+    pub fn request_handler(
+        mut self,
+        handler: impl Fn(&Rejection, &HeaderMap) -> Response<Bytes> + Send + Sync + 'static,
     ) -> Self {
         self.handler = Some(Arc::new(handler));
         self
@@ -431,7 +457,7 @@ impl Responder {
     /// [description](Rejection::description) and never its [detail](Rejection::detail).
     pub fn respond(&self, rejection: &Rejection) -> Response<Bytes> {
         if let Some(handler) = &self.handler {
-            return handler(rejection);
+            return handler(rejection, &HeaderMap::new());
         }
         let reason = rejection.reason;
         let description = sanitize(&rejection.description, 300);
@@ -446,12 +472,12 @@ impl Responder {
 
     /// The answer for `rejection` to the request whose headers are `request`: the gRPC one
     /// ([`Responder::respond_grpc`]) when its `content-type` is `application/grpc*`, else
-    /// [`Responder::respond`]. A custom handler answers both kinds.
+    /// [`Responder::respond`]. A custom handler answers both kinds (and is given `request`).
     pub fn respond_to(&self, rejection: &Rejection, request: &HeaderMap) -> Response<Bytes> {
-        if self.handler.is_none() && is_grpc(request) {
-            self.respond_grpc(rejection)
-        } else {
-            self.respond(rejection)
+        match &self.handler {
+            Some(handler) => handler(rejection, request),
+            None if is_grpc(request) => self.respond_grpc(rejection),
+            None => self.respond(rejection),
         }
     }
 
@@ -721,6 +747,51 @@ mod tests {
             HeaderValue::from_static("application/gr"),
         );
         assert!(!is_grpc(&short));
+    }
+
+    #[test]
+    fn request_handlers_answer_each_kind_of_request() {
+        // What the gateway does: count, mark, and answer through the plain responder.
+        let plain = Responder::default().realm("orders");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let counting = {
+            let seen = seen.clone();
+            Responder::default().request_handler(move |rejection, request| {
+                seen.lock().unwrap().push(rejection.reason());
+                let mut response = plain.respond_to(rejection, request);
+                response
+                    .headers_mut()
+                    .insert("x-counted", HeaderValue::from_static("1"));
+                response
+            })
+        };
+        let scope =
+            Rejection::insufficient_scope("orders:write".into(), "needs orders:write".into());
+        let r = counting.respond_to(&scope, &grpc_request());
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "7");
+        assert_eq!(r.headers()["grpc-message"], "needs orders:write");
+        assert_eq!(r.headers()["x-counted"], "1");
+        let challenge = r.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+        assert!(
+            challenge.starts_with("Bearer realm=\"orders\""),
+            "{challenge}"
+        );
+        assert!(r.body().is_empty());
+        // An HTTP request, and `respond` without the request: the RFC 6750 answer.
+        let expired = Rejection::new(Reason::Expired, "expired");
+        for r in [
+            counting.respond_to(&expired, &HeaderMap::new()),
+            counting.respond(&expired),
+        ] {
+            assert_eq!(r.status(), 401);
+            assert!(r.headers().get("grpc-status").is_none());
+            assert_eq!(r.headers()["x-counted"], "1");
+        }
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [Reason::InsufficientScope, Reason::Expired, Reason::Expired]
+        );
     }
 
     #[test]

@@ -31,6 +31,9 @@
 //!    `insufficient_scope`). The answers are the layers' own;
 //! 5. the forwarding (see the crate docs): 413, 502 and 504 are the gateway's JSON answers.
 //!
+//! Refusals of the layers are counted for the metrics by a [`Responder::request_handler`],
+//! which is given the request's headers: gRPC calls still get the gRPC answer.
+//!
 //! One `tracing` event per request (target `s2s_gateway::access`, level INFO): method, path
 //! (no query), route, status, subject, latency to the response head in µs. Never the token.
 
@@ -49,7 +52,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::{conn::auto, graceful::GracefulConnection},
 };
 use s2s_auth::{Reason, Rejection, RequireScopeLayer, Responder, Verified, Verifier, VerifyLayer};
 use tokio::{net::TcpListener, task::JoinSet};
@@ -74,7 +77,23 @@ struct Subject(Arc<str>);
 pub struct Gateway {
     shared: Arc<Shared>,
     drain_timeout: Duration,
+    connections: ConnectionLimits,
 }
+
+/// How long and how many client connections are served.
+#[derive(Clone, Copy, Debug)]
+struct ConnectionLimits {
+    /// From accepting until the first request head; each HTTP/1.1 request head.
+    header_read: Duration,
+    /// Without a request in flight.
+    idle: Duration,
+    max: usize,
+}
+
+/// How often an HTTP/2 client connection is pinged, and how long its answer may take: a peer
+/// gone without a FIN (host down, NAT dropped) is noticed during long streams too.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Shared {
     /// Longest prefix first.
@@ -128,9 +147,10 @@ impl Gateway {
         let responder = {
             let metrics = metrics.clone();
             let plain = plain.clone();
-            Responder::default().handler(move |rejection| {
+            // Given the request's headers, so that gRPC calls get gRPC answers.
+            Responder::default().request_handler(move |rejection, request| {
                 metrics.refused(rejection.reason());
-                let mut response = plain.respond(rejection);
+                let mut response = plain.respond_to(rejection, request);
                 response.extensions_mut().insert(Refused);
                 response
             })
@@ -250,6 +270,11 @@ impl Gateway {
                 loader,
             }),
             drain_timeout: config.timeouts.drain,
+            connections: ConnectionLimits {
+                header_read: config.timeouts.header_read,
+                idle: config.timeouts.idle,
+                max: config.max_connections,
+            },
         })
     }
 
@@ -275,19 +300,31 @@ impl Gateway {
     /// listener is closed, so new connections are refused), lets in-flight requests finish and
     /// closes idle connections, waiting at most the configured drain timeout before cutting
     /// what is left. Returns once every connection is closed.
+    ///
+    /// Each connection must send its first request head within `timeouts.header_read` (the
+    /// protocol sniffing and HTTP/2 preface included; HTTP/1.1 also for each later head), is
+    /// closed after `timeouts.idle` with no request in flight, and HTTP/2 ones are pinged (see
+    /// [`H2_KEEP_ALIVE_INTERVAL`]). Beyond `limits.max_connections` connections at once, new
+    /// ones are closed as soon as they are accepted.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> io::Result<()> {
-        let graceful = GracefulShutdown::new();
+        let limits = self.connections;
         let mut http = auto::Builder::new(TokioExecutor::new());
-        // The timer enables hyper's header read timeout (30 s): slow-header clients are cut.
-        http.http1().timer(TokioTimer::new());
-        http.http2().timer(TokioTimer::new());
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read);
+        http.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut connections = JoinSet::new();
         let mut shutdown = pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
+        let mut full = false;
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(target: "s2s_gateway", %addr, "listening");
         }
@@ -310,21 +347,39 @@ impl Gateway {
                     }
                 },
             };
+            // Finished connections were reaped above (biased), so this counts live ones.
+            if connections.len() >= limits.max {
+                if !full {
+                    tracing::warn!(
+                        target: "s2s_gateway",
+                        max = limits.max,
+                        "connection limit reached: new connections are closed"
+                    );
+                }
+                full = true;
+                drop(stream);
+                continue;
+            }
+            full = false;
             let _ = stream.set_nodelay(true);
+            let activity = Arc::new(Activity::new());
             let shared = self.shared.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(shared.handle(request, peer).await) }
+            let service = hyper::service::service_fn({
+                let activity = activity.clone();
+                move |request| {
+                    let shared = shared.clone();
+                    let guard = activity.begin();
+                    async move {
+                        let response = shared.handle(request, peer).await;
+                        Ok::<_, Infallible>(response.map(|body| InFlight { body, guard }))
+                    }
+                }
             });
             let connection = http
                 .serve_connection(TokioIo::new(stream), service)
                 .into_owned();
-            let connection = graceful.watch(connection);
-            connections.spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(target: "s2s_gateway", error = %e, %peer, "connection ended with an error");
-                }
-            });
+            let stopped = stopped.clone();
+            connections.spawn(drive(connection, activity, limits, stopped, peer));
         }
         drop(listener);
         tracing::info!(
@@ -332,7 +387,11 @@ impl Gateway {
             connections = connections.len(),
             "shutting down: no new connections; draining"
         );
-        let drained = tokio::time::timeout(self.drain_timeout, graceful.shutdown()).await;
+        let _ = stop.send(true);
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
         if drained.is_err() {
             tracing::warn!(
                 target: "s2s_gateway",
@@ -344,6 +403,147 @@ impl Gateway {
         connections.shutdown().await;
         tracing::info!(target: "s2s_gateway", "stopped");
         Ok(())
+    }
+}
+
+/// Whether a client connection has requests in flight, and since when it has none.
+struct Activity {
+    opened: Instant,
+    seen: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+    idle_since: std::sync::Mutex<Instant>,
+    /// Wakes the connection's driver when its last request ends.
+    changed: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        let now = Instant::now();
+        Activity {
+            opened: now,
+            seen: false.into(),
+            in_flight: 0.into(),
+            idle_since: std::sync::Mutex::new(now),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.seen.store(true, SeqCst);
+        self.in_flight.fetch_add(1, SeqCst);
+        RequestGuard(self.clone())
+    }
+
+    /// When the connection is to be closed if nothing happens meanwhile; none while a request
+    /// is in flight.
+    fn deadline(&self, limits: ConnectionLimits) -> Option<Instant> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.seen.load(SeqCst) {
+            Some(self.opened + limits.header_read)
+        } else if self.in_flight.load(SeqCst) == 0 {
+            let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+            Some(since + limits.idle)
+        } else {
+            None
+        }
+    }
+}
+
+/// A request in flight until its response body is done or dropped.
+struct RequestGuard(Arc<Activity>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.0.in_flight.fetch_sub(1, SeqCst) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            self.0.changed.notify_one();
+        }
+    }
+}
+
+/// A response body that keeps its request counted as in flight.
+struct InFlight {
+    body: Body,
+    guard: RequestGuard,
+}
+
+impl http_body::Body for InFlight {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let _ = &self.guard;
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Serves one connection: closes it (no answer: there is no request) when its first request
+/// head is not in within `header_read`, shuts it down gracefully after `idle` without a
+/// request in flight or when the gateway stops, and cuts it if a graceful shutdown takes
+/// longer than `header_read`.
+async fn drive<C>(
+    connection: C,
+    activity: Arc<Activity>,
+    limits: ConnectionLimits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: GracefulConnection<Error: std::fmt::Display>,
+{
+    let mut connection = pin!(connection);
+    let mut closing: Option<Instant> = None;
+    loop {
+        let deadline = match closing {
+            Some(cut) => Some(cut),
+            None => activity.deadline(limits),
+        };
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(target: "s2s_gateway", error = %e, %peer, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stopped.wait_for(|stop| *stop), if closing.is_none() => {
+                connection.as_mut().graceful_shutdown();
+                closing = Some(Instant::now() + limits.header_read);
+            }
+            () = activity.changed.notified() => {}
+            () = timer => {
+                if closing.is_some() {
+                    tracing::debug!(target: "s2s_gateway", %peer, "connection cut: graceful close took too long");
+                    return;
+                }
+                if !activity.seen.load(std::sync::atomic::Ordering::SeqCst) {
+                    tracing::debug!(target: "s2s_gateway", %peer, "connection closed: no request head in time");
+                    return;
+                }
+                if activity.deadline(limits).is_some_and(|at| at <= Instant::now()) {
+                    tracing::debug!(target: "s2s_gateway", %peer, "idle connection closed");
+                    connection.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now() + limits.header_read);
+                }
+            }
+        }
     }
 }
 

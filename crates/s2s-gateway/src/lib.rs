@@ -85,11 +85,24 @@
 //!
 //! * **Speaks HTTP/2** without TLS: clients may use h2c with prior knowledge (as gRPC clients
 //!   do) or HTTP/1.1 on the same port; upstreams marked `http2 = true` are reached over h2c,
-//!   so gRPC passes through, streams and trailers included (`TE: trailers` is kept for them).
+//!   so gRPC passes through, streams and response trailers included (`TE: trailers` is kept
+//!   for them). Request trailers are dropped: the identity and forwarding rules apply to the
+//!   header section, and gRPC clients send none.
 //!   A refused gRPC call (`content-type: application/grpc*`) gets s2s-auth's gRPC answer:
 //!   HTTP 200 with `grpc-status` 16, 7 or 14 and the same `WWW-Authenticate`; the gateway's
 //!   own 404/502/504 answers are left as HTTP statuses, which gRPC clients map to
 //!   UNIMPLEMENTED and UNAVAILABLE.
+//!
+//! * **Bounds client connections**: each must send its first request head (the HTTP/2
+//!   preface included) within `timeouts.header_read` (30 s; an HTTP/1.1 client each head), is
+//!   closed after `timeouts.idle` (3 min) with no request in flight, HTTP/2 ones are pinged
+//!   every 30 s (closed without an answer in 20 s); beyond `limits.max_connections` (1024) new
+//!   connections are closed as soon as they are accepted.
+//! * **Shares one h2c connection per upstream** among clients: a stream may hold at most
+//!   1 MiB of the 32 MiB connection window, so a client that stops reading stalls its own
+//!   call and, only with 32 such streams at once, the others. Nothing cuts a stalled stream
+//!   earlier than the client's connection going away (the pings above notice a vanished
+//!   peer; a live peer that never reads holds its stream until the upstream ends it).
 //!
 //! Not supported: TLS on either side, protocol upgrades (WebSocket, `Upgrade: h2c`), `CONNECT`.
 

@@ -41,7 +41,46 @@ pub(crate) struct Identity {
     pub(crate) scopes: Option<HeaderValue>,
 }
 
-type UpstreamClient = Client<HttpConnector, Limited<Incoming>>;
+type UpstreamClient = Client<HttpConnector, NoTrailers<Limited<Incoming>>>;
+
+/// A request body without its trailers. The identity and forwarding rules apply to the header
+/// section; trailers (HTTP/2, or chunked HTTP/1.1) could carry `X-Auth-Subject` or another
+/// `Authorization` past them, and gRPC clients send none, so they are dropped.
+pub(crate) struct NoTrailers<B>(B);
+
+impl<B> http_body::Body for NoTrailers<B>
+where
+    B: http_body::Body + Unpin,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        loop {
+            match std::task::ready!(std::pin::Pin::new(&mut self.0).poll_frame(cx)) {
+                Some(Ok(frame)) if frame.is_trailers() => {
+                    tracing::debug!(target: "s2s_gateway", "request trailers dropped");
+                }
+                other => return std::task::Poll::Ready(other),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// The h2c upstream client's flow-control windows (see [`Proxy::new`]).
+const H2_STREAM_WINDOW: u32 = 1024 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
 /// What every route's forwarding shares: the clients (and their connection pools) and the rules.
 pub(crate) struct Proxy {
@@ -76,7 +115,19 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60));
         let client = builder.build(connector.clone());
-        let h2_client = builder.http2_only(true).build(connector);
+        // One h2c connection carries many clients' streams and shares one connection-level
+        // flow-control window: a client that stops reading leaves its stream's data unread
+        // there. A stream may hold at most its own window (1 MiB), so with a 32 MiB
+        // connection window 32 stalled streams at once are needed to stall the others. Not
+        // the adaptive window: it sizes each stream's window as large as the connection's.
+        let h2_client = builder
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .http2_initial_stream_window_size(H2_STREAM_WINDOW)
+            .http2_initial_connection_window_size(H2_CONNECTION_WINDOW)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_timeout(Duration::from_secs(20))
+            .build(connector);
         Proxy {
             client,
             h2_client,
@@ -282,7 +333,7 @@ impl Target {
             &proxy.client
         };
         let limit = usize::try_from(proxy.max_body_bytes).unwrap_or(usize::MAX);
-        let request = Request::from_parts(parts, Limited::new(body, limit));
+        let request = Request::from_parts(parts, NoTrailers(Limited::new(body, limit)));
 
         let exchange = client.request(request);
         let failure = match tokio::time::timeout(proxy.request_timeout, exchange).await {

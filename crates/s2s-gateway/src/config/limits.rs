@@ -15,10 +15,18 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default limit of request bodies.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Default time a client has, from connecting, to send its first request head (the HTTP/2
+/// preface and settings included), and an HTTP/1.1 client for each request head.
+pub(super) const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a client connection may stay without a request in flight (nginx's
+/// `http2_idle_timeout`).
+pub(super) const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+/// Default number of client connections served at once; more are closed as they come.
+pub(super) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 text_table! {
     /// `[timeouts]` as written.
-    RawTimeouts { connect, request, drain }
+    RawTimeouts { connect, request, drain, header_read, idle }
 }
 
 /// `[limits]` as written.
@@ -26,6 +34,7 @@ text_table! {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLimits {
     max_body_bytes: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 /// The checked `[timeouts]`.
@@ -37,6 +46,10 @@ pub(crate) struct Timeouts {
     pub(crate) request: Duration,
     /// How long in-flight requests may still finish on shutdown.
     pub(crate) drain: Duration,
+    /// From accepting a connection until its first request head; each HTTP/1.1 request head.
+    pub(crate) header_read: Duration,
+    /// How long a client connection may stay without a request in flight.
+    pub(crate) idle: Duration,
 }
 
 /// Checks `[timeouts]`: each a positive duration.
@@ -45,6 +58,29 @@ pub(super) fn timeouts(raw: &RawTimeouts, errors: &mut Errors<'_>) -> Timeouts {
         connect: duration(raw.connect.as_ref(), DEFAULT_CONNECT_TIMEOUT, errors),
         request: duration(raw.request.as_ref(), DEFAULT_REQUEST_TIMEOUT, errors),
         drain: duration(raw.drain.as_ref(), DEFAULT_DRAIN_TIMEOUT, errors),
+        header_read: duration(
+            raw.header_read.as_ref(),
+            DEFAULT_HEADER_READ_TIMEOUT,
+            errors,
+        ),
+        idle: duration(raw.idle.as_ref(), DEFAULT_IDLE_TIMEOUT, errors),
+    }
+}
+
+/// Checks `[limits] max_connections`: a positive number.
+pub(super) fn max_connections(raw: &RawLimits, errors: &mut Errors<'_>) -> usize {
+    let Some(v) = &raw.max_connections else {
+        return DEFAULT_MAX_CONNECTIONS;
+    };
+    match usize::try_from(*v.get_ref()) {
+        Ok(n) if n > 0 => n,
+        _ => {
+            errors.at(
+                v.span(),
+                "the connection limit must be a positive number of connections",
+            );
+            DEFAULT_MAX_CONNECTIONS
+        }
     }
 }
 
@@ -126,10 +162,17 @@ mod tests {
         assert_eq!(c.timeouts.request, DEFAULT_REQUEST_TIMEOUT);
         assert_eq!(c.drain_timeout(), DEFAULT_DRAIN_TIMEOUT);
         assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.timeouts.header_read, DEFAULT_HEADER_READ_TIMEOUT);
+        assert_eq!(c.timeouts.idle, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(c.max_connections, DEFAULT_MAX_CONNECTIONS);
         let c = public_with(
             "[timeouts]\nconnect = \"250ms\"\nrequest = \"2m\"\ndrain = \"1s\"\n\
-             [limits]\nmax_body_bytes = 1\n",
+             header_read = \"2s\"\nidle = \"1m\"\n\
+             [limits]\nmax_body_bytes = 1\nmax_connections = 3\n",
         );
+        assert_eq!(c.timeouts.header_read, Duration::from_secs(2));
+        assert_eq!(c.timeouts.idle, Duration::from_secs(60));
+        assert_eq!(c.max_connections, 3);
         assert_eq!(c.timeouts.connect, Duration::from_millis(250));
         assert_eq!(c.timeouts.request, Duration::from_secs(120));
         assert_eq!(c.drain_timeout(), Duration::from_secs(1));
@@ -139,11 +182,12 @@ mod tests {
     #[test]
     fn zero_and_negative_are_refused() {
         let e = errors_of(&format!(
-            "{PUBLIC}[timeouts]\nconnect = \"0s\"\n[limits]\nmax_body_bytes = -1\n"
+            "{PUBLIC}[timeouts]\nconnect = \"0s\"\n[limits]\nmax_body_bytes = -1\nmax_connections = 0\n"
         ));
         let found: Vec<(usize, usize)> = e.iter().map(|e| (e.0, e.1)).collect();
-        assert_eq!(found, [(8, 11), (10, 18)], "{e:#?}");
+        assert_eq!(found, [(8, 11), (10, 18), (11, 19)], "{e:#?}");
         assert!(e[0].2.contains("is not a duration"), "{e:#?}");
         assert!(e[1].2.contains("positive number of bytes"), "{e:#?}");
+        assert!(e[2].2.contains("positive number of connections"), "{e:#?}");
     }
 }

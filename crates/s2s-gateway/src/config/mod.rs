@@ -111,9 +111,16 @@
 //! connect = "5s"    # TCP connect to the upstream: past it, 504
 //! request = "30s"   # from forwarding until the upstream's response head: past it, 504
 //! drain = "30s"     # on shutdown, how long in-flight requests may still finish
+//! # From accepting a connection until its first request head (HTTP/2 preface included), and
+//! # each HTTP/1.1 request head: past it the connection is closed (slow or silent clients).
+//! header_read = "30s"
+//! idle = "3m"       # a client connection with no request in flight for this long is closed
 //!
 //! [limits]
 //! max_body_bytes = 10485760   # request bodies above it are refused with 413 (streamed, counted)
+//! # Client connections served at once; more are closed at once (keep it below the process's
+//! # file descriptor limit, `ulimit -n`, less the upstream connections).
+//! max_connections = 1024
 //!
 //! # How request paths are read. Always refused (400): dot segments, encoded `/` and `\`,
 //! # backslashes, empty segments (`//x`), an encoded `;` (%3B), double-encoded escapes (%252e),
@@ -251,6 +258,7 @@ pub struct Config {
     pub(crate) routes: Vec<RouteConfig>,
     pub(crate) timeouts: Timeouts,
     pub(crate) max_body_bytes: u64,
+    pub(crate) max_connections: usize,
     pub(crate) identity: IdentityHeaders,
     pub(crate) health: HealthPaths,
 }
@@ -332,6 +340,7 @@ fn check(raw: &RawConfig, errors: &mut Errors<'_>) -> Config {
         routes,
         timeouts: limits::timeouts(&raw.timeouts, errors),
         max_body_bytes: limits::max_body_bytes(&raw.limits, errors),
+        max_connections: limits::max_connections(&raw.limits, errors),
         identity: identity::check(&raw.identity_headers, errors),
         health,
     }
