@@ -884,7 +884,14 @@ async fn known_keys_serve_an_outage_for_24_h_past_their_ttl_then_503_and_not_rea
 /// `GET /readyz` of a gateway, with the paused clock held: the status and the JSON body.
 async fn readyz_answer(url: &str) -> (StatusCode, Value) {
     clock_held(async {
-        let response = http_client().get(format!("{url}/readyz")).send().await;
+        // A new connection each time: the paused clock jumps past the gateway's idle timeout,
+        // which closes a pooled connection at the very instant the next request is sent on it.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let response = client.get(format!("{url}/readyz")).send().await;
         let response = response.unwrap();
         (response.status(), response.json().await.unwrap())
     })
