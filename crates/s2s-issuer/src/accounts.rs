@@ -598,19 +598,23 @@ impl Accounts {
     /// Only the poll ([`crate::sync`]) decides that the database is unreachable: a read that
     /// fails or takes more than [`READ_TIMEOUT`] answers this one request from the copy and
     /// changes nothing else. An id the copy does not hold, while the copy is fresh (see
-    /// [`Known`]), reads the database only when one of [`UNKNOWN_READS`] permits is free
-    /// (an account created on another replica less than [`crate::sync::RELOAD_BOUND`] ago);
-    /// otherwise it is unknown without a database read.
+    /// [`Known`]), reads the database only with one of [`UNKNOWN_READS`] permits, waited for
+    /// at most [`READ_TIMEOUT`] (an account created on another replica less than
+    /// [`crate::sync::RELOAD_BOUND`] ago); otherwise it is unknown without a database read.
     pub(crate) async fn credentials(&self, client_id: &str) -> Result<Option<Credentials>, Error> {
         let (remembered, fresh) = self.known.get(client_id);
         let mut from_memory = !self.health.is_up();
         let row = if from_memory {
             remembered
         } else {
+            // Waiting for a permit (not refusing at once): callers of an account created a
+            // moment ago on another replica queue for a read; a flood of made-up ids holds at
+            // most the permits' connections, and its requests give up after READ_TIMEOUT.
             let _permit = if remembered.is_none() && fresh {
-                match self.known.unknown_reads.try_acquire() {
-                    Ok(permit) => Some(permit),
-                    Err(_) => return Ok(None),
+                let permit = self.known.unknown_reads.acquire();
+                match tokio::time::timeout(READ_TIMEOUT, permit).await {
+                    Ok(Ok(permit)) => Some(permit),
+                    Ok(Err(_)) | Err(_) => return Ok(None),
                 }
             } else {
                 None
