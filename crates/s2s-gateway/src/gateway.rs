@@ -38,13 +38,7 @@
 //! (no query), route, status, subject, latency to the response head in µs. Never the token.
 
 use std::{
-    convert::Infallible,
-    future::Future,
-    io,
-    net::SocketAddr,
-    pin::pin,
-    sync::Arc,
-    time::{Duration, Instant},
+    convert::Infallible, future::Future, io, net::SocketAddr, pin::pin, sync::Arc, time::Duration,
 };
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -55,7 +49,7 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulConnection},
 };
 use s2s_auth::{Reason, Rejection, RequireScopeLayer, Responder, Verified, Verifier, VerifyLayer};
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::{net::TcpListener, task::JoinSet, time::Instant};
 use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
 
 use crate::{
@@ -512,7 +506,7 @@ async fn drive<C>(
         };
         let timer = async {
             match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
+                Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
         };
