@@ -19,10 +19,6 @@
 
 use std::process::ExitCode;
 
-use s2s_auth::{RequireScopeLayer, VerifyLayer};
-use tonic::transport::{Server, server::TcpIncoming};
-use tower::ServiceBuilder;
-
 const USAGE: &str = "usage: grpc_service [--config FILE] [--issuer URL] [--jwks-url URL] \
 [--audience AUD]... [--require-scope S]... [--listen ADDR] [--allow-insecure-http]
   (an issuer and an audience are required: by flag, file or S2S_ISSUER_URL / S2S_AUDIENCE)";
@@ -34,29 +30,11 @@ async fn main() -> ExitCode {
         Ok(setup) => setup,
         Err(usage_error) => return usage_error,
     };
-    let listener = match tokio::net::TcpListener::bind(&setup.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", setup.listen);
-            return ExitCode::FAILURE;
-        }
+    let listener = match s2s_examples::setup::listen(&setup.listen).await {
+        Ok(listener) => listener,
+        Err(failure) => return failure,
     };
-    // The overall health ("") is SERVING from the start.
-    let (_reporter, health) = tonic_health::server::health_reporter();
-    let auth = ServiceBuilder::new()
-        .layer(VerifyLayer::new(setup.verifier))
-        // No scope given: all of none, every verified token passes.
-        .layer(RequireScopeLayer::all(setup.scopes));
-    println!(
-        "listening on http://{}",
-        listener.local_addr().expect("bound")
-    );
-    let served = Server::builder()
-        .layer(auth)
-        .add_service(health)
-        .serve_with_incoming(TcpIncoming::from(listener))
-        .await;
-    if let Err(e) = served {
+    if let Err(e) = s2s_examples::serve_grpc_health(listener, setup.verifier, setup.scopes).await {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;
     }

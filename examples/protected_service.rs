@@ -42,18 +42,11 @@ async fn main() -> ExitCode {
         Ok(setup) => setup,
         Err(usage_error) => return usage_error,
     };
-    let listener = match tokio::net::TcpListener::bind(&setup.listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: cannot listen on {}: {e}", setup.listen);
-            return ExitCode::FAILURE;
-        }
+    let listener = match s2s_examples::setup::listen(&setup.listen).await {
+        Ok(listener) => listener,
+        Err(failure) => return failure,
     };
     let app = s2s_examples::protected_router(setup.verifier, setup.scopes);
-    println!(
-        "listening on http://{}",
-        listener.local_addr().expect("bound")
-    );
     if let Err(e) = axum::serve(listener, app).await {
         eprintln!("error: {e}");
         return ExitCode::FAILURE;

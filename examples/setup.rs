@@ -29,6 +29,25 @@ pub fn from_process<T>(
     })
 }
 
+/// Binds `address` and prints `listening on http://ADDR` (what scripts and tests wait for, and
+/// connections made from then on wait in the backlog); on an error, prints it and answers a
+/// failure.
+pub async fn listen(address: &str) -> Result<tokio::net::TcpListener, std::process::ExitCode> {
+    match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => {
+            match listener.local_addr() {
+                Ok(bound) => println!("listening on http://{bound}"),
+                Err(e) => eprintln!("warning: the bound address is unknown: {e}"),
+            }
+            Ok(listener)
+        }
+        Err(e) => {
+            eprintln!("error: cannot listen on {address}: {e}");
+            Err(std::process::ExitCode::FAILURE)
+        }
+    }
+}
+
 /// Flags given, by the `S2S_*` name they stand for; repeated flags are joined with commas.
 #[derive(Default)]
 struct Flags {

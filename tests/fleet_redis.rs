@@ -374,6 +374,70 @@ async fn a_redis_that_never_answers_costs_a_timeout_not_a_failure() {
     hung.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_write_stays_off_the_callers_path() {
+    let Some(redis) = redis_url().await else {
+        return;
+    };
+    let prefix = test_prefix("slow-write");
+    // Redis behind a forwarder that holds every plain `SET` (the publication of a fetched
+    // token; reads and the lease are scripts) for `HOLD` before passing it on.
+    const HOLD: Duration = Duration::from_secs(3);
+    let slow = hold_writes(&redis, b"\r\n$3\r\nSET\r\n", HOLD).await;
+    let tokens = TokenServer::start().await;
+    // A deadline longer than the hold: the write waits it out and lands.
+    let cache = replica(&slow, &prefix).timeout(Duration::from_secs(10));
+    let started = Instant::now();
+    let token = managed(grant(&tokens), &cache).token().await.unwrap();
+    let waited = started.elapsed();
+    assert!(
+        waited < HOLD / 2,
+        "the caller waited {waited:?} for its token while its publication was held {HOLD:?}"
+    );
+    // The write was held, not lost: the entry appears once the hold is over.
+    key_of(&redis, &prefix, token.as_str()).await;
+    assert!(
+        started.elapsed() >= HOLD,
+        "the forwarder did not hold the write"
+    );
+    assert_eq!(tokens.requests(), 1);
+    clean(&redis, &prefix).await;
+}
+
+/// A TCP forwarder to the Redis at `redis` (`redis://HOST:PORT`) that holds each chunk a
+/// client sends that contains `pattern` for `hold` before passing it (and what follows) on;
+/// its own `redis://` URL.
+async fn hold_writes(redis: &str, pattern: &'static [u8], hold: Duration) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let upstream = redis
+        .strip_prefix("redis://")
+        .expect("a redis:// URL")
+        .trim_end_matches('/')
+        .to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut server_read, &mut client_write).await });
+            tokio::spawn(async move {
+                let mut chunk = vec![0; 64 * 1024];
+                while let Ok(n @ 1..) = client_read.read(&mut chunk).await {
+                    if chunk[..n].windows(pattern.len()).any(|w| w == pattern) {
+                        tokio::time::sleep(hold).await;
+                    }
+                    if server_write.write_all(&chunk[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
 /// What a test leaves in a grant's entry (or lease) before a replica that has no token yet
 /// asks for one.
 #[derive(Clone, Copy, Debug)]
