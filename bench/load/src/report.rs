@@ -552,9 +552,15 @@ impl Report {
                 row.config.id, row.rounds, row.config.about
             );
         }
+        // Figures of other suites, written by hand: kept across regenerations.
+        out.push('\n');
+        out.push_str(OTHER_SUITES);
         out
     }
 }
+
+/// The hand-written section "Figures from other suites", appended verbatim to BENCHMARKS.md.
+const OTHER_SUITES: &str = include_str!("../other-suites.md");
 
 /// CPU time (user + system) of this process so far, every thread's (exited ones too), in µs.
 pub fn process_cpu_us() -> f64 {
@@ -661,7 +667,26 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::{civil_from_days, median};
+    use super::{OTHER_SUITES, Report, Setup, civil_from_days, median};
+
+    #[test]
+    fn regeneration_keeps_the_figures_of_other_suites() {
+        let setup = Setup {
+            command: String::new(),
+            duration_secs: 5.0,
+            warmup_secs: 1.0,
+            rounds: 4,
+            connections: 64,
+            token_bytes: Default::default(),
+            pool: 1,
+            rsa_pool: 1,
+            skipped: Vec::new(),
+            smoke: false,
+        };
+        let markdown = Report::new(&[], &[], setup, None).markdown();
+        assert!(OTHER_SUITES.starts_with("## Figures from other suites"));
+        assert!(markdown.ends_with(&format!("\n\n{OTHER_SUITES}")));
+    }
 
     #[test]
     fn dates() {
