@@ -99,7 +99,7 @@ pub const NO_AUTH: &str = "no-auth";
 
 /// Every configuration, in run order.
 pub fn all() -> Vec<Config> {
-    use Algorithm::{ES256, RS256};
+    use Algorithm::{ES256, EdDSA, RS256};
     let c = |id, auth, alg, tokens, about| Config {
         id,
         auth,
@@ -187,6 +187,34 @@ pub fn all() -> Vec<Config> {
             Some(RS256),
             Tokens::Pool,
             "jwt-authorizer, JWKS mode, RS256 token pool",
+        ),
+        c(
+            "verify-hot-eddsa",
+            Auth::Verify { cache: true },
+            Some(EdDSA),
+            Tokens::Hot,
+            "VerifyLayer, one EdDSA (Ed25519) token repeated: every request a cache hit",
+        ),
+        c(
+            "verify-cold-nocache-eddsa",
+            Auth::Verify { cache: false },
+            Some(EdDSA),
+            Tokens::Pool,
+            "VerifyLayer with `.token_cache(0)`, EdDSA (Ed25519) token pool",
+        ),
+        c(
+            "handwritten-cold-eddsa",
+            Auth::HandWritten,
+            Some(EdDSA),
+            Tokens::Pool,
+            "hand-written `jsonwebtoken::decode` (11, aws-lc-rs), EdDSA (Ed25519) token pool",
+        ),
+        c(
+            "jwt-authorizer-cold-eddsa",
+            Auth::JwtAuthorizer,
+            Some(EdDSA),
+            Tokens::Pool,
+            "jwt-authorizer, JWKS mode (an OKP key), EdDSA (Ed25519) token pool",
         ),
         c(
             "gateway-hot-es256",

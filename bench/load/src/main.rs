@@ -374,6 +374,16 @@ fn skipped(targets: &[Target]) -> Vec<String> {
          need ~1 ms of signing each before the run; RS256 is compared with `.token_cache(0)`."
             .to_owned(),
     ];
+    if targets
+        .iter()
+        .any(|t| t.config.alg == Some(Algorithm::EdDSA))
+    {
+        out.push(
+            "VerifyLayer cold with the cache on for EdDSA: its miss + insert path is that of \
+             `verify-cold-es256`; EdDSA's cold rows compare the verification itself, cache off."
+                .to_owned(),
+        );
+    }
     let ran = |auth: Auth| targets.iter().any(|t| t.config.auth == auth);
     if !ran(Auth::JwtAuthorizer) {
         out.push("jwt-authorizer: not selected in this run (--configs).".into());
