@@ -50,9 +50,16 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// Whether the server runs in this process (its CPU time is this process's).
+    /// Whether the server runs in this process (its CPU time is this process's; else its
+    /// process tree's).
     pub fn in_process(self) -> bool {
         !matches!(self, Auth::Nginx | Auth::OidcProvider)
+    }
+
+    /// Whether it proxies to the hello upstream in this process (whose CPU time is then this
+    /// process's during the run).
+    pub fn upstream_in_process(self) -> bool {
+        matches!(self, Auth::Nginx | Auth::Gateway)
     }
 
     /// Whether the load is token requests (`POST /token`) rather than `GET /`.
@@ -291,6 +298,13 @@ pub struct Server {
     pub issuer: Option<services::IssuerService>,
     /// The server's process, when it is not this one.
     pub _child: Option<ChildGuard>,
+}
+
+impl Server {
+    /// The id of the server's process, when it is not this one.
+    pub fn pid(&self) -> Option<u32> {
+        self._child.as_ref().and_then(ChildGuard::pid)
+    }
 }
 
 impl Server {

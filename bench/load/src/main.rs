@@ -12,6 +12,7 @@
 //! child process.
 
 mod configs;
+mod cpu;
 mod loadgen;
 mod memory;
 mod report;
@@ -249,7 +250,9 @@ async fn run(args: RunArgs) {
                 tokens::write_header_file(path, &headers).expect("write the clients file");
             }
             let before = target.server.verifier.as_ref().map(|v| v.metrics());
-            let cpu_before = report::process_cpu_us();
+            let own_before = cpu::process_cpu_us();
+            let pid = target.server.pid();
+            let tree_before = pid.and_then(cpu::tree_cpu_us);
             let result = loadgen::spawn(
                 &target.server.url,
                 target.config.connections.unwrap_or(args.connections),
@@ -267,9 +270,21 @@ async fn run(args: RunArgs) {
                     .then_some(services::TOKEN_BODY),
             )
             .await;
-            // This process's CPU time per answered request (the generator is another process).
-            let cpu_us_per_request = (target.config.auth.in_process() && result.requests_all > 0)
-                .then(|| (report::process_cpu_us() - cpu_before) / result.requests_all as f64);
+            // CPU time per answered request (the generator is another process): this
+            // process's, or the external server's processes'.
+            let per_request =
+                |us: f64| (result.requests_all > 0).then(|| us / result.requests_all as f64);
+            let own = per_request(cpu::process_cpu_us() - own_before);
+            let auth = target.config.auth;
+            let (cpu_us_per_request, upstream_cpu_us_per_request) = if auth.in_process() {
+                (own, None)
+            } else {
+                let tree = pid.and_then(cpu::tree_cpu_us).zip(tree_before);
+                (
+                    tree.and_then(|(after, before)| per_request(after - before)),
+                    own.filter(|_| auth.upstream_in_process()),
+                )
+            };
             let cache = target.server.verifier.as_ref().zip(before).map(|(v, b)| {
                 let a = v.metrics();
                 CacheDelta {
@@ -278,7 +293,7 @@ async fn run(args: RunArgs) {
                 }
             });
             eprintln!(
-                "round {}/{} {:<28} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs{}{}{}",
+                "round {}/{} {:<28} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs{}{}{}{}",
                 round + 1,
                 args.rounds,
                 target.config.id,
@@ -286,6 +301,8 @@ async fn run(args: RunArgs) {
                 result.p50_us,
                 result.p99_us,
                 cpu_us_per_request.map_or(String::new(), |c| format!("  cpu {c:.1} µs/req")),
+                upstream_cpu_us_per_request
+                    .map_or(String::new(), |c| format!(" + upstream {c:.1}")),
                 cache.map_or(String::new(), |c| format!(
                     "  cache {} hits / {} misses",
                     c.hits, c.misses
@@ -310,6 +327,7 @@ async fn run(args: RunArgs) {
                 result,
                 cache,
                 cpu_us_per_request,
+                upstream_cpu_us_per_request,
             });
         }
     }

@@ -21,8 +21,12 @@ pub struct Sample {
     pub config: &'static str,
     pub result: LoadResult,
     pub cache: Option<CacheDelta>,
-    /// The server's CPU time per request (servers in this process only).
+    /// The server's CPU time per request: this process's, or the external server's process
+    /// tree's (nginx, oidc-provider).
     pub cpu_us_per_request: Option<f64>,
+    /// For nginx: this process's CPU time per request during its run, which is the hello
+    /// upstream it proxies to (the gateway serves it in its own process, so its figure holds it).
+    pub upstream_cpu_us_per_request: Option<f64>,
 }
 
 /// How the run was set up, for the document.
@@ -63,6 +67,16 @@ struct Row {
     hit_rate: Option<f64>,
     wrapped: bool,
     cpu_us: Option<f64>,
+    /// nginx: the hello upstream's CPU time per request in the same runs.
+    upstream_cpu_us: Option<f64>,
+}
+
+impl Row {
+    /// CPU time per request with the upstream's (nginx's plus the hello service's; the
+    /// gateway's figure already holds its upstream, served in the same process).
+    fn cpu_with_upstream_us(&self) -> Option<f64> {
+        Some(self.cpu_us? + self.upstream_cpu_us.unwrap_or(0.0))
+    }
 }
 
 /// The comparisons reported besides "× no-auth": (subject, reference).
@@ -238,11 +252,8 @@ impl Report {
                     errors: runs.iter().map(|s| s.result.errors).sum(),
                     hit_rate: cache.map(|c| c.hits as f64 / (c.hits + c.misses).max(1) as f64),
                     wrapped: runs.iter().any(|s| s.result.tokens_wrapped()),
-                    cpu_us: runs
-                        .iter()
-                        .map(|s| s.cpu_us_per_request)
-                        .collect::<Option<Vec<f64>>>()
-                        .map(median),
+                    cpu_us: median_of(runs.iter().map(|s| s.cpu_us_per_request)),
+                    upstream_cpu_us: median_of(runs.iter().map(|s| s.upstream_cpu_us_per_request)),
                 })
             })
             .collect();
@@ -311,7 +322,11 @@ impl Report {
                 row.p99_us,
                 rps_ratio,
                 p99_ratio,
-                row.cpu_us.map_or("–".into(), |c| format!("{c:.2}")),
+                match (row.cpu_us, row.upstream_cpu_us) {
+                    (Some(c), Some(u)) => format!("{c:.2} (+ {u:.2} upstream)"),
+                    (Some(c), None) => format!("{c:.2}"),
+                    (None, _) => "–".into(),
+                },
                 row.hit_rate
                     .map_or("–".into(), |h| format!("{:.1} %", h * 100.0)),
                 row.non_200.values().sum::<u64>() + row.errors,
@@ -323,11 +338,18 @@ impl Report {
             .filter_map(|(a, b)| Some((self.row(a)?, self.row(b)?)))
             .collect();
         if !comparisons.is_empty() {
-            out.push_str("\n| comparison | req/s ratio | p99 ratio |\n|---|--:|--:|\n");
+            out.push_str(
+                "\n| comparison | req/s ratio | p99 ratio | server CPU/req ratio |\n\
+                 |---|--:|--:|--:|\n",
+            );
             for (a, b) in comparisons {
+                let cpu = a
+                    .cpu_with_upstream_us()
+                    .zip(b.cpu_with_upstream_us())
+                    .map_or("–".into(), |(a, b)| format!("{:.2}", a / b));
                 let _ = writeln!(
                     out,
-                    "| {} ÷ {} | {:.2} | {:.2} |",
+                    "| {} ÷ {} | {:.2} | {:.2} | {cpu} |",
                     a.config.id,
                     b.config.id,
                     a.rps / b.rps,
@@ -400,6 +422,21 @@ impl Report {
                 n.p50_us - b.p50_us,
                 n.p99_us - b.p99_us,
             );
+            if let (Some(gc), Some(nc), Some(uc), Some(bc)) =
+                (g.cpu_us, n.cpu_us, n.upstream_cpu_us, b.cpu_us)
+            {
+                let _ = writeln!(
+                    out,
+                    "\nServer CPU per request, the hello upstream included: gateway {gc:.2} µs (one \
+                     process: gateway and upstream), nginx {:.2} µs ({nc:.2} µs its processes, \
+                     {uc:.2} µs the upstream during its runs): {:.2}×. Less the upstream's own \
+                     cost (the no-auth row, {bc:.2} µs), proxying alone: gateway ≈ {:.2} µs, \
+                     nginx {nc:.2} µs.",
+                    nc + uc,
+                    gc / (nc + uc),
+                    gc - bc,
+                );
+            }
         }
         out
     }
@@ -539,7 +576,12 @@ impl Report {
              as a protected service does. **server CPU µs/req** is the user + system time of \
              the harness process (every server but nginx and oidc-provider runs in it; the load \
              generator is a separate process) over the run, warm-up included, divided by the \
-             requests answered in it.\n\
+             requests answered in it. For nginx and oidc-provider it is that of their processes \
+             instead (`/proc/<pid>/stat` of nginx's master and workers, of the node process, \
+             with their reaped children; 10 ms ticks). The gateway's figure includes the hello \
+             upstream (it runs in the same process); nginx's does not, and the `(+ … upstream)` \
+             beside it is the harness process's CPU during nginx's runs, i.e. the same \
+             upstream: the CPU ratio of gateway ÷ nginx in the comparisons adds it to nginx's.\n\
              - Gateway and nginx forward to the `no-auth` service of the same run (its own row is \
              the direct baseline); nginx (Debian's `/usr/sbin/nginx`, `worker_processes auto`, \
              upstream keep-alive, no access log) checks nothing, the gateway verifies the token \
@@ -571,19 +613,12 @@ impl Report {
 /// The hand-written section "Figures from other suites", appended verbatim to BENCHMARKS.md.
 const OTHER_SUITES: &str = include_str!("../other-suites.md");
 
-/// CPU time (user + system) of this process so far, every thread's (exited ones too), in µs.
-pub fn process_cpu_us() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-    us(usage.ru_utime) + us(usage.ru_stime)
+/// The median of figures every run has, or `None`.
+fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    values.collect::<Option<Vec<f64>>>().map(median)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {

@@ -119,7 +119,14 @@ pub fn basic(client_id: &str, secret: &str) -> String {
 }
 
 /// A child process killed when dropped.
-pub struct ChildGuard(#[allow(dead_code)] Child);
+pub struct ChildGuard(Child);
+
+impl ChildGuard {
+    /// Its process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.0.id()
+    }
+}
 
 /// The client of the `oidc-provider` instance.
 const OIDC_CLIENT_ID: &str = "load-client";
