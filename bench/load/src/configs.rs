@@ -281,10 +281,13 @@ pub const OIDC_PROVIDER: &str = "oidc-provider-repeat-client";
 pub fn select(filters: &[String]) -> Vec<Config> {
     all()
         .into_iter()
-        .filter(|c| {
-            c.id == NO_AUTH || filters.is_empty() || filters.iter().any(|f| c.id.contains(f))
-        })
+        .filter(|c| c.id == NO_AUTH || selected(filters, c.id))
         .collect()
+}
+
+/// Whether `--configs` selects `id` (it contains one of `filters`, or there are none).
+pub fn selected(filters: &[String], id: &str) -> bool {
+    filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()))
 }
 
 /// A running hello service.

@@ -15,6 +15,17 @@ pub fn process_cpu_us() -> f64 {
     us(usage.ru_utime) + us(usage.ru_stime)
 }
 
+/// CPU time of the calling thread so far, in ns (`CLOCK_THREAD_CPUTIME_ID`).
+pub fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
 /// CPU time so far of `root` and all its descendants, in µs, from `/proc/<pid>/stat`: each
 /// one's utime + stime (all its threads) plus cutime + cstime (its children already reaped,
 /// so that a worker that exits mid-run still counts). `None` when `root` is gone.

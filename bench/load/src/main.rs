@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --manifest-path bench/load/Cargo.toml -- \
 //!     [--duration-secs 5] [--rounds 4] [--connections 64] [--configs verify,handwritten] [--smoke]
+//!     (`--only` is another name of `--configs`)
 //! cargo run --release --manifest-path bench/load/Cargo.toml -- memory
 //! ```
 //!
@@ -15,6 +16,7 @@ mod configs;
 mod cpu;
 mod loadgen;
 mod memory;
+mod outbound;
 mod report;
 mod services;
 mod tokens;
@@ -71,14 +73,16 @@ struct RunArgs {
     connections: usize,
     /// Only the configurations whose id contains one of these (comma-separated); no-auth always
     /// runs. Ids: no-auth, verify-hot-es256, verify-cold-es256, verify-cold-nocache-es256,
-    /// handwritten-{hot,cold}-es256, jwt-authorizer-{hot,cold}-es256, *-rs256.
-    #[arg(long, value_delimiter = ',')]
+    /// handwritten-{hot,cold}-es256, jwt-authorizer-{hot,cold}-es256, *-rs256, *-eddsa,
+    /// gateway-hot-es256, nginx-proxy, issuer-*, oidc-provider-repeat-client,
+    /// outbound-authorize-warm.
+    #[arg(long, visible_alias = "only", value_delimiter = ',')]
     configs: Vec<String>,
     /// Upper bound of the cold request rate, to size the fresh-token list of each cold run
     /// (rate × (warm-up + duration) tokens are signed before the run).
     #[arg(long, default_value_t = 25_000)]
     cold_tokens_per_sec: usize,
-    /// Distinct ES256 tokens in the pool cycled for verifiers without a cache.
+    /// Distinct ES256 (and EdDSA) tokens in the pool cycled for verifiers without a cache.
     #[arg(long, default_value_t = 10_000)]
     pool: usize,
     /// Distinct RS256 tokens in the pool (RS256 signing is slow).
@@ -96,6 +100,10 @@ struct RunArgs {
     /// Skip the memory measurement.
     #[arg(long)]
     no_memory: bool,
+    /// Calls of each service per round of the outbound warm-path timing (goal 6); it runs
+    /// 2 × rounds + 1 rounds.
+    #[arg(long, default_value_t = 1_000_000)]
+    outbound_calls: usize,
     /// A few seconds per configuration, one round, small pools, nothing written: keeps the
     /// harness building and working (`.ci/run`). Fails on any answer other than 200.
     #[arg(long)]
@@ -114,6 +122,7 @@ impl RunArgs {
         self.pool = self.pool.min(1_000);
         self.rsa_pool = self.rsa_pool.min(200);
         self.cold_tokens_per_sec = self.cold_tokens_per_sec.min(10_000);
+        self.outbound_calls = self.outbound_calls.min(100_000);
         self.no_write = true;
         self
     }
@@ -333,6 +342,13 @@ async fn run(args: RunArgs) {
     }
     let _ = std::fs::remove_dir_all(&dir);
 
+    // After the load runs: nothing else keeps the cores of this process busy meanwhile.
+    let outbound = if configs::selected(&args.configs, outbound::ID) {
+        Some(outbound::measure(args.outbound_calls, 2 * args.rounds + 1).await)
+    } else {
+        None
+    };
+
     let memory = if args.no_memory {
         None
     } else {
@@ -352,7 +368,7 @@ async fn run(args: RunArgs) {
         skipped: skipped(&targets),
     };
     let configs: Vec<Config> = targets.into_iter().map(|t| t.config).collect();
-    let report = Report::new(&configs, &samples, setup, memory);
+    let report = Report::new(&configs, &samples, setup, memory, outbound);
     println!("\n{}", report.tables());
     let problems = report.problems();
     for problem in &problems {
