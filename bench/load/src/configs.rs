@@ -50,9 +50,16 @@ pub enum Auth {
 }
 
 impl Auth {
-    /// Whether the server runs in this process (its CPU time is this process's).
+    /// Whether the server runs in this process (its CPU time is this process's; else its
+    /// process tree's).
     pub fn in_process(self) -> bool {
         !matches!(self, Auth::Nginx | Auth::OidcProvider)
+    }
+
+    /// Whether it proxies to the hello upstream in this process (whose CPU time is then this
+    /// process's during the run).
+    pub fn upstream_in_process(self) -> bool {
+        matches!(self, Auth::Nginx | Auth::Gateway)
     }
 
     /// Whether the load is token requests (`POST /token`) rather than `GET /`.
@@ -99,7 +106,7 @@ pub const NO_AUTH: &str = "no-auth";
 
 /// Every configuration, in run order.
 pub fn all() -> Vec<Config> {
-    use Algorithm::{ES256, RS256};
+    use Algorithm::{ES256, EdDSA, RS256};
     let c = |id, auth, alg, tokens, about| Config {
         id,
         auth,
@@ -189,6 +196,34 @@ pub fn all() -> Vec<Config> {
             "jwt-authorizer, JWKS mode, RS256 token pool",
         ),
         c(
+            "verify-hot-eddsa",
+            Auth::Verify { cache: true },
+            Some(EdDSA),
+            Tokens::Hot,
+            "VerifyLayer, one EdDSA (Ed25519) token repeated: every request a cache hit",
+        ),
+        c(
+            "verify-cold-nocache-eddsa",
+            Auth::Verify { cache: false },
+            Some(EdDSA),
+            Tokens::Pool,
+            "VerifyLayer with `.token_cache(0)`, EdDSA (Ed25519) token pool",
+        ),
+        c(
+            "handwritten-cold-eddsa",
+            Auth::HandWritten,
+            Some(EdDSA),
+            Tokens::Pool,
+            "hand-written `jsonwebtoken::decode` (11, aws-lc-rs), EdDSA (Ed25519) token pool",
+        ),
+        c(
+            "jwt-authorizer-cold-eddsa",
+            Auth::JwtAuthorizer,
+            Some(EdDSA),
+            Tokens::Pool,
+            "jwt-authorizer, JWKS mode (an OKP key), EdDSA (Ed25519) token pool",
+        ),
+        c(
             "gateway-hot-es256",
             Auth::Gateway,
             Some(ES256),
@@ -246,10 +281,13 @@ pub const OIDC_PROVIDER: &str = "oidc-provider-repeat-client";
 pub fn select(filters: &[String]) -> Vec<Config> {
     all()
         .into_iter()
-        .filter(|c| {
-            c.id == NO_AUTH || filters.is_empty() || filters.iter().any(|f| c.id.contains(f))
-        })
+        .filter(|c| c.id == NO_AUTH || selected(filters, c.id))
         .collect()
+}
+
+/// Whether `--configs` selects `id` (it contains one of `filters`, or there are none).
+pub fn selected(filters: &[String], id: &str) -> bool {
+    filters.is_empty() || filters.iter().any(|f| id.contains(f.as_str()))
 }
 
 /// A running hello service.
@@ -263,6 +301,13 @@ pub struct Server {
     pub issuer: Option<services::IssuerService>,
     /// The server's process, when it is not this one.
     pub _child: Option<ChildGuard>,
+}
+
+impl Server {
+    /// The id of the server's process, when it is not this one.
+    pub fn pid(&self) -> Option<u32> {
+        self._child.as_ref().and_then(ChildGuard::pid)
+    }
 }
 
 impl Server {

@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --release --manifest-path bench/load/Cargo.toml -- \
 //!     [--duration-secs 5] [--rounds 4] [--connections 64] [--configs verify,handwritten] [--smoke]
+//!     (`--only` is another name of `--configs`)
 //! cargo run --release --manifest-path bench/load/Cargo.toml -- memory
 //! ```
 //!
@@ -12,8 +13,10 @@
 //! child process.
 
 mod configs;
+mod cpu;
 mod loadgen;
 mod memory;
+mod outbound;
 mod report;
 mod services;
 mod tokens;
@@ -70,14 +73,16 @@ struct RunArgs {
     connections: usize,
     /// Only the configurations whose id contains one of these (comma-separated); no-auth always
     /// runs. Ids: no-auth, verify-hot-es256, verify-cold-es256, verify-cold-nocache-es256,
-    /// handwritten-{hot,cold}-es256, jwt-authorizer-{hot,cold}-es256, *-rs256.
-    #[arg(long, value_delimiter = ',')]
+    /// handwritten-{hot,cold}-es256, jwt-authorizer-{hot,cold}-es256, *-rs256, *-eddsa,
+    /// gateway-hot-es256, nginx-proxy, issuer-*, oidc-provider-repeat-client,
+    /// outbound-authorize-warm.
+    #[arg(long, visible_alias = "only", value_delimiter = ',')]
     configs: Vec<String>,
     /// Upper bound of the cold request rate, to size the fresh-token list of each cold run
     /// (rate × (warm-up + duration) tokens are signed before the run).
     #[arg(long, default_value_t = 25_000)]
     cold_tokens_per_sec: usize,
-    /// Distinct ES256 tokens in the pool cycled for verifiers without a cache.
+    /// Distinct ES256 (and EdDSA) tokens in the pool cycled for verifiers without a cache.
     #[arg(long, default_value_t = 10_000)]
     pool: usize,
     /// Distinct RS256 tokens in the pool (RS256 signing is slow).
@@ -95,6 +100,10 @@ struct RunArgs {
     /// Skip the memory measurement.
     #[arg(long)]
     no_memory: bool,
+    /// Calls of each service per round of the outbound warm-path timing (goal 6); it runs
+    /// 2 × rounds + 1 rounds.
+    #[arg(long, default_value_t = 1_000_000)]
+    outbound_calls: usize,
     /// A few seconds per configuration, one round, small pools, nothing written: keeps the
     /// harness building and working (`.ci/run`). Fails on any answer other than 200.
     #[arg(long)]
@@ -113,6 +122,7 @@ impl RunArgs {
         self.pool = self.pool.min(1_000);
         self.rsa_pool = self.rsa_pool.min(200);
         self.cold_tokens_per_sec = self.cold_tokens_per_sec.min(10_000);
+        self.outbound_calls = self.outbound_calls.min(100_000);
         self.no_write = true;
         self
     }
@@ -249,7 +259,9 @@ async fn run(args: RunArgs) {
                 tokens::write_header_file(path, &headers).expect("write the clients file");
             }
             let before = target.server.verifier.as_ref().map(|v| v.metrics());
-            let cpu_before = report::process_cpu_us();
+            let own_before = cpu::process_cpu_us();
+            let pid = target.server.pid();
+            let tree_before = pid.and_then(cpu::tree_cpu_us);
             let result = loadgen::spawn(
                 &target.server.url,
                 target.config.connections.unwrap_or(args.connections),
@@ -267,9 +279,21 @@ async fn run(args: RunArgs) {
                     .then_some(services::TOKEN_BODY),
             )
             .await;
-            // This process's CPU time per answered request (the generator is another process).
-            let cpu_us_per_request = (target.config.auth.in_process() && result.requests_all > 0)
-                .then(|| (report::process_cpu_us() - cpu_before) / result.requests_all as f64);
+            // CPU time per answered request (the generator is another process): this
+            // process's, or the external server's processes'.
+            let per_request =
+                |us: f64| (result.requests_all > 0).then(|| us / result.requests_all as f64);
+            let own = per_request(cpu::process_cpu_us() - own_before);
+            let auth = target.config.auth;
+            let (cpu_us_per_request, upstream_cpu_us_per_request) = if auth.in_process() {
+                (own, None)
+            } else {
+                let tree = pid.and_then(cpu::tree_cpu_us).zip(tree_before);
+                (
+                    tree.and_then(|(after, before)| per_request(after - before)),
+                    own.filter(|_| auth.upstream_in_process()),
+                )
+            };
             let cache = target.server.verifier.as_ref().zip(before).map(|(v, b)| {
                 let a = v.metrics();
                 CacheDelta {
@@ -278,7 +302,7 @@ async fn run(args: RunArgs) {
                 }
             });
             eprintln!(
-                "round {}/{} {:<28} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs{}{}{}",
+                "round {}/{} {:<28} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>6.0} µs{}{}{}{}",
                 round + 1,
                 args.rounds,
                 target.config.id,
@@ -286,6 +310,8 @@ async fn run(args: RunArgs) {
                 result.p50_us,
                 result.p99_us,
                 cpu_us_per_request.map_or(String::new(), |c| format!("  cpu {c:.1} µs/req")),
+                upstream_cpu_us_per_request
+                    .map_or(String::new(), |c| format!(" + upstream {c:.1}")),
                 cache.map_or(String::new(), |c| format!(
                     "  cache {} hits / {} misses",
                     c.hits, c.misses
@@ -310,10 +336,18 @@ async fn run(args: RunArgs) {
                 result,
                 cache,
                 cpu_us_per_request,
+                upstream_cpu_us_per_request,
             });
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
+
+    // After the load runs: nothing else keeps the cores of this process busy meanwhile.
+    let outbound = if configs::selected(&args.configs, outbound::ID) {
+        Some(outbound::measure(args.outbound_calls, 2 * args.rounds + 1).await)
+    } else {
+        None
+    };
 
     let memory = if args.no_memory {
         None
@@ -334,7 +368,7 @@ async fn run(args: RunArgs) {
         skipped: skipped(&targets),
     };
     let configs: Vec<Config> = targets.into_iter().map(|t| t.config).collect();
-    let report = Report::new(&configs, &samples, setup, memory);
+    let report = Report::new(&configs, &samples, setup, memory, outbound);
     println!("\n{}", report.tables());
     let problems = report.problems();
     for problem in &problems {
@@ -374,6 +408,16 @@ fn skipped(targets: &[Target]) -> Vec<String> {
          need ~1 ms of signing each before the run; RS256 is compared with `.token_cache(0)`."
             .to_owned(),
     ];
+    if targets
+        .iter()
+        .any(|t| t.config.alg == Some(Algorithm::EdDSA))
+    {
+        out.push(
+            "VerifyLayer cold with the cache on for EdDSA: its miss + insert path is that of \
+             `verify-cold-es256`; EdDSA's cold rows compare the verification itself, cache off."
+                .to_owned(),
+        );
+    }
     let ran = |auth: Auth| targets.iter().any(|t| t.config.auth == auth);
     if !ran(Auth::JwtAuthorizer) {
         out.push("jwt-authorizer: not selected in this run (--configs).".into());

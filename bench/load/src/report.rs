@@ -6,6 +6,7 @@ use crate::{
     configs::{Config, ISSUER_REPEAT, NGINX, NO_AUTH, OIDC_PROVIDER, Tokens},
     loadgen::LoadResult,
     memory::MemoryResult,
+    outbound::OutboundResult,
 };
 
 /// The validated-token cache counters of one run (VerifyLayer configurations only).
@@ -21,8 +22,12 @@ pub struct Sample {
     pub config: &'static str,
     pub result: LoadResult,
     pub cache: Option<CacheDelta>,
-    /// The server's CPU time per request (servers in this process only).
+    /// The server's CPU time per request: this process's, or the external server's process
+    /// tree's (nginx, oidc-provider).
     pub cpu_us_per_request: Option<f64>,
+    /// For nginx: this process's CPU time per request during its run, which is the hello
+    /// upstream it proxies to (the gateway serves it in its own process, so its figure holds it).
+    pub upstream_cpu_us_per_request: Option<f64>,
 }
 
 /// How the run was set up, for the document.
@@ -40,7 +45,7 @@ pub struct Setup {
     pub connections: usize,
     /// Token length in bytes, per algorithm name.
     pub token_bytes: BTreeMap<String, usize>,
-    /// Distinct ES256 tokens in the pool cycled for verifiers without a cache.
+    /// Distinct ES256 (and EdDSA) tokens in the pool cycled for verifiers without a cache.
     pub pool: usize,
     /// Distinct RS256 tokens in that pool.
     pub rsa_pool: usize,
@@ -63,6 +68,16 @@ struct Row {
     hit_rate: Option<f64>,
     wrapped: bool,
     cpu_us: Option<f64>,
+    /// nginx: the hello upstream's CPU time per request in the same runs.
+    upstream_cpu_us: Option<f64>,
+}
+
+impl Row {
+    /// CPU time per request with the upstream's (nginx's plus the hello service's; the
+    /// gateway's figure already holds its upstream, served in the same process).
+    fn cpu_with_upstream_us(&self) -> Option<f64> {
+        Some(self.cpu_us? + self.upstream_cpu_us.unwrap_or(0.0))
+    }
 }
 
 /// The comparisons reported besides "× no-auth": (subject, reference).
@@ -75,6 +90,8 @@ const COMPARISONS: &[(&str, &str)] = &[
     ("verify-cold-nocache-es256", "jwt-authorizer-cold-es256"),
     ("verify-cold-nocache-rs256", "handwritten-cold-rs256"),
     ("verify-cold-nocache-rs256", "jwt-authorizer-cold-rs256"),
+    ("verify-cold-nocache-eddsa", "handwritten-cold-eddsa"),
+    ("verify-cold-nocache-eddsa", "jwt-authorizer-cold-eddsa"),
     ("gateway-hot-es256", NGINX),
     (ISSUER_REPEAT, OIDC_PROVIDER),
     ("issuer-first-time", ISSUER_REPEAT),
@@ -149,6 +166,13 @@ const GOALS: &[Goal] = &[
         bound: 0.97,
     },
     Goal {
+        what: "2. cold ≥ 0.97× hand-written, EdDSA (Ed25519)",
+        subject: "verify-cold-nocache-eddsa",
+        reference: "handwritten-cold-eddsa",
+        measure: Measure::Throughput,
+        bound: 0.97,
+    },
+    Goal {
         what: "3. issuer, repeat client, tokens/s ≥ 5× oidc-provider 8",
         subject: ISSUER_REPEAT,
         reference: OIDC_PROVIDER,
@@ -181,10 +205,14 @@ const GOALS: &[Goal] = &[
 /// Memory goal: at most 1.5 KiB per entry of the validated-token cache at its default bound.
 const MEMORY_GOAL_BYTES_PER_ENTRY: f64 = 1536.0;
 
+/// Outbound goal: `AuthorizeLayer`'s warm path adds less than this per request.
+const OUTBOUND_GOAL_NS: f64 = 100.0;
+
 pub struct Report {
     rows: Vec<Row>,
     setup: Setup,
     memory: Option<MemoryResult>,
+    outbound: Option<OutboundResult>,
 }
 
 impl Report {
@@ -193,6 +221,7 @@ impl Report {
         samples: &[Sample],
         setup: Setup,
         memory: Option<MemoryResult>,
+        outbound: Option<OutboundResult>,
     ) -> Report {
         let rows = configs
             .iter()
@@ -229,11 +258,8 @@ impl Report {
                     errors: runs.iter().map(|s| s.result.errors).sum(),
                     hit_rate: cache.map(|c| c.hits as f64 / (c.hits + c.misses).max(1) as f64),
                     wrapped: runs.iter().any(|s| s.result.tokens_wrapped()),
-                    cpu_us: runs
-                        .iter()
-                        .map(|s| s.cpu_us_per_request)
-                        .collect::<Option<Vec<f64>>>()
-                        .map(median),
+                    cpu_us: median_of(runs.iter().map(|s| s.cpu_us_per_request)),
+                    upstream_cpu_us: median_of(runs.iter().map(|s| s.upstream_cpu_us_per_request)),
                 })
             })
             .collect();
@@ -241,6 +267,7 @@ impl Report {
             rows,
             setup,
             memory,
+            outbound,
         }
     }
 
@@ -302,7 +329,11 @@ impl Report {
                 row.p99_us,
                 rps_ratio,
                 p99_ratio,
-                row.cpu_us.map_or("–".into(), |c| format!("{c:.2}")),
+                match (row.cpu_us, row.upstream_cpu_us) {
+                    (Some(c), Some(u)) => format!("{c:.2} (+ {u:.2} upstream)"),
+                    (Some(c), None) => format!("{c:.2}"),
+                    (None, _) => "–".into(),
+                },
                 row.hit_rate
                     .map_or("–".into(), |h| format!("{:.1} %", h * 100.0)),
                 row.non_200.values().sum::<u64>() + row.errors,
@@ -314,11 +345,18 @@ impl Report {
             .filter_map(|(a, b)| Some((self.row(a)?, self.row(b)?)))
             .collect();
         if !comparisons.is_empty() {
-            out.push_str("\n| comparison | req/s ratio | p99 ratio |\n|---|--:|--:|\n");
+            out.push_str(
+                "\n| comparison | req/s ratio | p99 ratio | server CPU/req ratio |\n\
+                 |---|--:|--:|--:|\n",
+            );
             for (a, b) in comparisons {
+                let cpu = a
+                    .cpu_with_upstream_us()
+                    .zip(b.cpu_with_upstream_us())
+                    .map_or("–".into(), |(a, b)| format!("{:.2}", a / b));
                 let _ = writeln!(
                     out,
-                    "| {} ÷ {} | {:.2} | {:.2} |",
+                    "| {} ÷ {} | {:.2} | {:.2} | {cpu} |",
                     a.config.id,
                     b.config.id,
                     a.rps / b.rps,
@@ -365,6 +403,19 @@ impl Report {
                 }
             );
         }
+        if let Some(o) = &self.outbound {
+            let _ = writeln!(
+                out,
+                "| 6. outbound warm path < 100 ns added (AuthorizeLayer over a ready service) | \
+                 {:.1} ns | < {OUTBOUND_GOAL_NS:.0} ns | {} |",
+                o.added_ns,
+                if o.added_ns < OUTBOUND_GOAL_NS {
+                    "met"
+                } else {
+                    "not met"
+                }
+            );
+        }
         if let (Some(first), Some(repeat)) =
             (self.row("issuer-first-time"), self.row(ISSUER_REPEAT))
         {
@@ -391,6 +442,21 @@ impl Report {
                 n.p50_us - b.p50_us,
                 n.p99_us - b.p99_us,
             );
+            if let (Some(gc), Some(nc), Some(uc), Some(bc)) =
+                (g.cpu_us, n.cpu_us, n.upstream_cpu_us, b.cpu_us)
+            {
+                let _ = writeln!(
+                    out,
+                    "\nServer CPU per request, the hello upstream included: gateway {gc:.2} µs (one \
+                     process: gateway and upstream), nginx {:.2} µs ({nc:.2} µs its processes, \
+                     {uc:.2} µs the upstream during its runs): {:.2}×. Less the upstream's own \
+                     cost (the no-auth row, {bc:.2} µs), proxying alone: gateway ≈ {:.2} µs, \
+                     nginx {nc:.2} µs.",
+                    nc + uc,
+                    gc / (nc + uc),
+                    gc - bc,
+                );
+            }
         }
         out
     }
@@ -497,6 +563,21 @@ impl Report {
                 m.entries
             );
         }
+        if let Some(o) = &self.outbound {
+            let _ = writeln!(
+                out,
+                "\n## Outbound warm path\n\n`AuthorizeLayer` with a warm `TokenManager` (a \
+                 token of an s2s-issuer started for it, `client_secret_basic`) over a ready \
+                 `service_fn` answering 200, against that service alone, in this process, timed in \
+                 the thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`): {} calls of each per round (`poll_ready`, a GET with three headers built as a \
+                 client does, `call`, the future polled once and ready), {} rounds alternating \
+                 which goes first. Medians: bare {:.1} ns, through `AuthorizeLayer` {:.1} ns per \
+                 call; **{:.1} ns added per request** (median of the rounds' differences). \
+                 Compare with `cargo bench -p s2s-auth --bench authorize` (criterion, same \
+                 request).",
+                o.calls, o.rounds, o.bare_ns, o.authorize_ns, o.added_ns
+            );
+        }
         out.push_str("\n## How to read\n\n");
         out.push_str(
             "- **req/s** is answered requests per second in the measured window; **p50/p99** \
@@ -516,7 +597,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "- Pools: {} ES256 tokens, {} RS256 tokens (RS256 signing is too slow to sign a \
+            "- Pools: {} ES256 tokens (as many EdDSA), {} RS256 tokens (RS256 signing is too slow to sign a \
              fresh token per request, so RS256 is compared with the cache off).\n\
              - jwt-authorizer 0.15 (its latest release) depends on axum 0.7 and jsonwebtoken 9 \
              (ring); its tower `AuthorizationLayer` is mounted on the axum 0.8 router through \
@@ -530,7 +611,12 @@ impl Report {
              as a protected service does. **server CPU µs/req** is the user + system time of \
              the harness process (every server but nginx and oidc-provider runs in it; the load \
              generator is a separate process) over the run, warm-up included, divided by the \
-             requests answered in it.\n\
+             requests answered in it. For nginx and oidc-provider it is that of their processes \
+             instead (`/proc/<pid>/stat` of nginx's master and workers, of the node process, \
+             with their reaped children; 10 ms ticks). The gateway's figure includes the hello \
+             upstream (it runs in the same process); nginx's does not, and the `(+ … upstream)` \
+             beside it is the harness process's CPU during nginx's runs, i.e. the same \
+             upstream: the CPU ratio of gateway ÷ nginx in the comparisons adds it to nginx's.\n\
              - Gateway and nginx forward to the `no-auth` service of the same run (its own row is \
              the direct baseline); nginx (Debian's `/usr/sbin/nginx`, `worker_processes auto`, \
              upstream keep-alive, no access log) checks nothing, the gateway verifies the token \
@@ -552,23 +638,22 @@ impl Report {
                 row.config.id, row.rounds, row.config.about
             );
         }
+        // Figures of other suites, written by hand: kept across regenerations.
+        out.push('\n');
+        out.push_str(OTHER_SUITES);
         out
     }
 }
 
-/// CPU time (user + system) of this process so far, every thread's (exited ones too), in µs.
-pub fn process_cpu_us() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
-    let usage = unsafe {
-        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
-        usage.assume_init()
-    };
-    let us = |t: libc::timeval| t.tv_sec as f64 * 1e6 + t.tv_usec as f64;
-    us(usage.ru_utime) + us(usage.ru_stime)
+/// The hand-written section "Figures from other suites", appended verbatim to BENCHMARKS.md.
+const OTHER_SUITES: &str = include_str!("../other-suites.md");
+
+/// The median of figures every run has, or `None`.
+fn median_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    values.collect::<Option<Vec<f64>>>().map(median)
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let n = values.len();
     match n {
@@ -661,7 +746,26 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 #[cfg(test)]
 mod tests {
-    use super::{civil_from_days, median};
+    use super::{OTHER_SUITES, Report, Setup, civil_from_days, median};
+
+    #[test]
+    fn regeneration_keeps_the_figures_of_other_suites() {
+        let setup = Setup {
+            command: String::new(),
+            duration_secs: 5.0,
+            warmup_secs: 1.0,
+            rounds: 4,
+            connections: 64,
+            token_bytes: Default::default(),
+            pool: 1,
+            rsa_pool: 1,
+            skipped: Vec::new(),
+            smoke: false,
+        };
+        let markdown = Report::new(&[], &[], setup, None, None).markdown();
+        assert!(OTHER_SUITES.starts_with("## Figures from other suites"));
+        assert!(markdown.ends_with(&format!("\n\n{OTHER_SUITES}")));
+    }
 
     #[test]
     fn dates() {

@@ -9,7 +9,10 @@ use std::{
 };
 
 use base64::{Engine as _, engine::general_purpose::STANDARD};
-use s2s_issuer::{IssuerConfig, accounts::NewAccount};
+use s2s_issuer::{
+    IssuerConfig,
+    accounts::{CreatedAccount, NewAccount},
+};
 use secrecy::ExposeSecret as _;
 use tokio::{
     io::{AsyncBufReadExt as _, BufReader},
@@ -60,7 +63,6 @@ impl IssuerService {
         let mut out = Vec::with_capacity(n);
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..n {
-            let i = ACCOUNTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if tasks.len() >= parallel.max(1) {
                 out.push(
                     tasks
@@ -72,12 +74,7 @@ impl IssuerService {
             }
             let issuer = self.running.issuer.clone();
             tasks.spawn(async move {
-                let name = format!("load-{}-{i}", std::process::id());
-                let created = issuer
-                    .accounts()
-                    .create(NewAccount::new(name).scope(SCOPE))
-                    .await
-                    .expect("create an account");
+                let created = create_account(&issuer).await;
                 basic(
                     &created.account.client_id,
                     created.client_secret.expose_secret(),
@@ -89,6 +86,21 @@ impl IssuerService {
         }
         out
     }
+
+    /// A new account (granted [`SCOPE`]) and its secret.
+    pub async fn account(&self) -> CreatedAccount {
+        create_account(&self.running.issuer).await
+    }
+}
+
+async fn create_account(issuer: &s2s_issuer::Issuer) -> CreatedAccount {
+    let i = ACCOUNTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!("load-{}-{i}", std::process::id());
+    issuer
+        .accounts()
+        .create(NewAccount::new(name).scope(SCOPE))
+        .await
+        .expect("create an account")
 }
 
 /// One token request with `basic`, answered 200: a repeat client's first secret check
@@ -119,7 +131,14 @@ pub fn basic(client_id: &str, secret: &str) -> String {
 }
 
 /// A child process killed when dropped.
-pub struct ChildGuard(#[allow(dead_code)] Child);
+pub struct ChildGuard(Child);
+
+impl ChildGuard {
+    /// Its process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.0.id()
+    }
+}
 
 /// The client of the `oidc-provider` instance.
 const OIDC_CLIENT_ID: &str = "load-client";

@@ -13,9 +13,12 @@ use aws_lc_rs::{
     encoding::{AsDer, Pkcs8V1Der},
     rand::SystemRandom,
     rsa::KeySize,
-    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair},
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD};
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use jsonwebtoken::{Algorithm, EncodingKey, Header, jwk::Jwk};
 use serde_json::{Value, json};
 
@@ -33,8 +36,12 @@ pub struct SigningKey {
 }
 
 impl SigningKey {
-    /// A fresh ES256 (P-256) or RS256 (RSA 2048) key.
+    /// A fresh ES256 (P-256), RS256 (RSA 2048) or EdDSA (Ed25519) key.
     pub fn generate(alg: Algorithm) -> SigningKey {
+        let kid = format!("load-{alg:?}-2024-rotation-7f3c9a1e").to_lowercase();
+        if alg == Algorithm::EdDSA {
+            return SigningKey::ed25519(kid);
+        }
         let encoding = match alg {
             Algorithm::ES256 => {
                 let pkcs8 = EcdsaKeyPair::generate_pkcs8(
@@ -56,7 +63,6 @@ impl SigningKey {
             }
             other => panic!("no load-test key for {other:?}"),
         };
-        let kid = format!("load-{alg:?}-2024-rotation-7f3c9a1e").to_lowercase();
         let mut jwk = Jwk::from_encoding_key(&encoding, alg).expect("public JWK");
         jwk.common.key_id = Some(kid.clone());
         SigningKey {
@@ -64,6 +70,27 @@ impl SigningKey {
             kid,
             encoding,
             jwk: serde_json::to_value(jwk).expect("JWK as JSON"),
+        }
+    }
+
+    /// An Ed25519 key. Its JWK is built here: jsonwebtoken's `Jwk::from_encoding_key` only
+    /// takes a 48-byte PKCS#8 v1 document, and aws-lc-rs generates v2 (with the public key).
+    fn ed25519(kid: String) -> SigningKey {
+        let pkcs8 =
+            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("generate Ed25519 key");
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("Ed25519 PKCS#8");
+        let jwk = json!({
+            "kty": "OKP",
+            "crv": "Ed25519",
+            "x": URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            "alg": "EdDSA",
+            "kid": kid,
+        });
+        SigningKey {
+            alg: Algorithm::EdDSA,
+            kid,
+            encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            jwk,
         }
     }
 
