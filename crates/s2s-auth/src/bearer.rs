@@ -61,6 +61,30 @@ fn b64token_prefix(bytes: &[u8]) -> usize {
             .unwrap_or(bytes.len() - checked)
 }
 
+/// Where the token starts in a value of the Bearer scheme: after `Bearer` (in any case) and
+/// one space or more.
+fn token_start(value: &[u8]) -> Option<usize> {
+    if value.len() < 7 || !value[..6].eq_ignore_ascii_case(b"bearer") || value[6] != b' ' {
+        return None;
+    }
+    Some(7 + value[7..].iter().take_while(|b| **b == b' ').count())
+}
+
+/// The request's `Authorization` header, if it has one; refused when it has several.
+fn lone_authorization(headers: &HeaderMap) -> Result<Option<&HeaderValue>, Rejection> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::new(
+            Reason::MalformedHeader,
+            "the request has several Authorization headers: send exactly one",
+        ));
+    }
+    Ok(Some(value))
+}
+
 /// A bearer token, held as its `Authorization` header value (marked sensitive).
 ///
 /// Inbound, `VerifyLayer` stores the token a request carried in the request extensions, next to
@@ -92,20 +116,35 @@ impl BearerToken {
     /// Returns `None` when the value is not a Bearer credential with a non-empty token made of
     /// the RFC 6750 `b64token` characters.
     pub fn from_header(header: &HeaderValue) -> Option<Self> {
-        let bytes = header.as_bytes();
-        if bytes.len() < 7 || !bytes[..6].eq_ignore_ascii_case(b"bearer") || bytes[6] != b' ' {
-            return None;
-        }
-        let start = 7 + bytes[7..].iter().take_while(|b| **b == b' ').count();
-        let token = &bytes[start..];
-        // This runs on every request, over tokens of about 1 KB.
+        let start = token_start(header.as_bytes())?;
+        let token = &header.as_bytes()[start..];
+        // This runs on every request but cache hits, over tokens of about 1 KB.
         let body_len = b64token_prefix(token);
         if body_len == 0 || !token[body_len..].iter().all(|b| *b == b'=') {
             return None;
         }
+        Some(Self::checked(header, start))
+    }
+
+    /// The token of `header` from `start`, whose characters were checked already.
+    fn checked(header: &HeaderValue, start: usize) -> Self {
         let mut header = header.clone();
         header.set_sensitive(true);
-        Some(BearerToken { header, start })
+        BearerToken { header, start }
+    }
+
+    /// The token of the request's lone `Authorization: Bearer` header when `known` says it
+    /// is a token that passed [`BearerToken::from_header`] before, byte for byte (the cache of
+    /// recent tokens): then its characters are not scanned again. `None` otherwise, when
+    /// [`BearerToken::from_headers`] decides (and answers a malformed header as always).
+    pub(crate) fn known<T>(
+        headers: &HeaderMap,
+        known: impl FnOnce(&[u8]) -> Option<T>,
+    ) -> Option<(Self, T)> {
+        let value = lone_authorization(headers).ok()??;
+        let start = token_start(value.as_bytes())?;
+        let found = known(&value.as_bytes()[start..])?;
+        Some((Self::checked(value, start), found))
     }
 
     /// The bearer token of a request.
@@ -114,16 +153,9 @@ impl BearerToken {
     /// `Basic`); an error when there are several `Authorization` headers, or a `Bearer` one that
     /// is not `Bearer <token>` (an empty token, a tab, a space inside the token).
     pub fn from_headers(headers: &HeaderMap) -> Result<Option<Self>, Rejection> {
-        let mut values = headers.get_all(AUTHORIZATION).iter();
-        let Some(value) = values.next() else {
+        let Some(value) = lone_authorization(headers)? else {
             return Ok(None);
         };
-        if values.next().is_some() {
-            return Err(Rejection::new(
-                Reason::MalformedHeader,
-                "the request has several Authorization headers: send exactly one",
-            ));
-        }
         let bytes = value.as_bytes();
         let scheme_end = bytes
             .iter()

@@ -195,6 +195,17 @@ where
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         let config = &self.config;
+        // The hot path: a token this thread verified lately, found by its bytes alone.
+        if let Some((token, result)) = BearerToken::known(request.headers(), |token| {
+            config.verifier.verify_recent(token)
+        }) {
+            return match result {
+                Ok(verified) => self.pass(request, verified, token),
+                Err(rejection) => ResponseFuture::ready_rejected(
+                    config.responder.respond_to(&rejection, request.headers()),
+                ),
+            };
+        }
         let token = match BearerToken::from_headers(request.headers()) {
             Ok(Some(token)) => token,
             Ok(None) if config.optional => {
@@ -212,11 +223,7 @@ where
             }
         };
         match config.verifier.verify_now(token.as_str()) {
-            Ok(verified) => {
-                insert_responder(&mut request, config);
-                insert(&mut request, verified, token);
-                ResponseFuture::ready(self.inner.call(request))
-            }
+            Ok(verified) => self.pass(request, verified, token),
             Err(Pending::Rejected(rejection)) => ResponseFuture::ready_rejected(
                 config.responder.respond_to(&rejection, request.headers()),
             ),
@@ -250,6 +257,21 @@ impl<S> Verify<S> {
     }
 
     define_inner_service_accessors!();
+
+    /// Calls the inner service with the verified token in the request's extensions.
+    fn pass<ReqBody>(
+        &mut self,
+        mut request: Request<ReqBody>,
+        verified: Verified,
+        token: BearerToken,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>>,
+    {
+        insert_responder(&mut request, &self.config);
+        insert(&mut request, verified, token);
+        ResponseFuture::ready(self.inner.call(request))
+    }
 
     fn reject<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<Bytes> {
         self.config.verifier.record(rejection, None);
@@ -356,5 +378,91 @@ where
             };
             this.state.set(State::Ready { future: next });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        convert::Infallible,
+        sync::{Arc, Mutex},
+    };
+
+    use futures_util::FutureExt as _;
+    use http::{HeaderValue, StatusCode, header::AUTHORIZATION};
+    use jsonwebtoken::Algorithm;
+    use s2s_auth_testkit::TestKey;
+    use tower::{ServiceExt as _, service_fn};
+
+    use super::*;
+    use crate::{Issuer, KeySet};
+
+    /// The status of a request with these `Authorization` values, and the token the service
+    /// behind the layer was handed.
+    fn answer(layer: &VerifyLayer, authorization: &[&str]) -> (StatusCode, Option<BearerToken>) {
+        let handed = Arc::new(Mutex::new(None));
+        let seen = handed.clone();
+        let inner = service_fn(move |request: Request<()>| {
+            *seen.lock().unwrap() = request.extensions().get::<BearerToken>().cloned();
+            async { Ok::<_, Infallible>(Response::new(())) }
+        });
+        let mut request = Request::new(());
+        for value in authorization {
+            let value = HeaderValue::from_str(value).unwrap();
+            request.headers_mut().append(AUTHORIZATION, value);
+        }
+        let response = layer
+            .layer(inner)
+            .oneshot(request)
+            .now_or_never()
+            .expect("keys held: ready at once")
+            .unwrap();
+        let token = handed.lock().unwrap().take();
+        (response.status(), token)
+    }
+
+    /// A token this thread verified lately skips the scan of its characters, not the other
+    /// checks of the header: the same answers as for any token.
+    #[test]
+    fn a_recent_token_still_needs_a_well_formed_header() {
+        let key = TestKey::generate(Algorithm::ES256, "k1");
+        let jwks = serde_json::to_vec(&key.jwks()).unwrap();
+        let verifier = Verifier::builder()
+            .issuer(Issuer::keys(
+                "https://issuer",
+                KeySet::from_jwks(&jwks).unwrap(),
+            ))
+            .audience("api")
+            .build()
+            .unwrap();
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = key.sign(&serde_json::json!({
+            "iss": "https://issuer", "aud": "api", "exp": now + 300, "scope": "a",
+        }));
+        let layer = VerifyLayer::new(verifier.clone());
+        let bearer = format!("Bearer {token}");
+        for _ in 0..3 {
+            assert_eq!(answer(&layer, &[&bearer]).0, StatusCode::OK);
+        }
+        assert_eq!(verifier.metrics().cache_hits, 1, "a recent token now");
+
+        let (status, handed) = answer(&layer, &[&format!("bEaReR   {token}")]);
+        assert_eq!(status, StatusCode::OK);
+        let handed = handed.expect("the token in the extensions");
+        assert_eq!(handed.as_str(), token);
+        assert!(handed.header_value().is_sensitive());
+        assert_eq!(verifier.metrics().cache_hits, 2);
+
+        for refused in [
+            [bearer.as_str(), bearer.as_str()].as_slice(),
+            &[&format!("Bearer\t{token}")],
+            &[&format!("Bearer {token} ")],
+            &[&format!("Bearer {token}=x")],
+        ] {
+            assert_eq!(answer(&layer, refused).0, StatusCode::UNAUTHORIZED);
+        }
+        let metrics = verifier.metrics();
+        assert_eq!(metrics.cache_hits, 2);
+        assert_eq!(metrics.rejected(Reason::MalformedHeader), 4);
     }
 }

@@ -202,6 +202,18 @@ impl Verifier {
         result
     }
 
+    /// Verifies `token` when it is one this thread verified lately, by its bytes: the hot
+    /// path of [`VerifyLayer`](crate::VerifyLayer), before the header is parsed any further.
+    /// `None` when it is not (or its keys need a look), and [`Verifier::verify_now`] decides.
+    pub(crate) fn verify_recent(&self, token: &[u8]) -> Option<Result<Verified, Rejection>> {
+        let result = self.check_recent(token)?;
+        if let Err(r) = &result {
+            // A recent token is of the base64url alphabet (see `TokenCache::remember`).
+            self.record(r, std::str::from_utf8(token).ok());
+        }
+        Some(result)
+    }
+
     pub(crate) async fn fetch_keys(
         &self,
         issuer: usize,
@@ -305,16 +317,8 @@ impl Verifier {
             return self.check_uncached(token);
         }
         let metrics = &self.inner.metrics;
-        // A hit only while its issuer's keys are still usable (not too stale), and only
-        // within `exp` and `nbf`, checked on every hit as on a full verification.
-        if let Some(hit) = cache
-            .recent(token)
-            .filter(|hit| self.keys_usable(hit.issuer))
-        {
-            self.check_times(self.now(), hit.exp, hit.verified.standard().nbf)?;
-            // The one counter of a hit (`verified` adds the hits in its snapshot).
-            metrics.cache_hits.increment();
-            return Ok(hit.verified);
+        if let Some(result) = self.check_recent(token.as_bytes()) {
+            return result.map_err(Pending::Rejected);
         }
         let digest = TokenDigest::of(token);
         if let Some(hit) = cache
@@ -344,6 +348,26 @@ impl Verifier {
             Duration::from_secs(ttl.max(1)),
         );
         Ok(verified)
+    }
+
+    /// A hit of this thread's recent tokens (see [`TokenCache::recent`]), or `None`.
+    fn check_recent(&self, token: &[u8]) -> Option<Result<Verified, Rejection>> {
+        // A hit only while its issuer's keys are still usable (not too stale), and only
+        // within `exp` and `nbf`, checked on every hit as on a full verification.
+        let hit = self
+            .inner
+            .token_cache
+            .as_ref()?
+            .recent(token)
+            .filter(|hit| self.keys_usable(hit.issuer))?;
+        Some(
+            self.check_times(self.now(), hit.exp, hit.verified.standard().nbf)
+                .map(|()| {
+                    // The one counter of a hit (`verified` adds the hits in its snapshot).
+                    self.inner.metrics.cache_hits.increment();
+                    hit.verified
+                }),
+        )
     }
 
     fn check_uncached(&self, token: &str) -> Result<Verified, Pending> {
@@ -534,23 +558,23 @@ impl Verifier {
 
     /// `exp` and `nbf` against `now`, with the leeway: the same rules for a cache hit as for a
     /// full verification.
-    fn check_times(&self, now: u64, exp: u64, nbf: Option<u64>) -> Result<(), Pending> {
+    fn check_times(&self, now: u64, exp: u64, nbf: Option<u64>) -> Result<(), Rejection> {
         let leeway = self.inner.leeway;
         if now >= exp.saturating_add(leeway) {
-            return Err(reject(
+            return Err(Rejection::summarized(
                 Reason::Expired,
                 format!("the token expired {} s ago", now.saturating_sub(exp)),
             ));
         }
         if let Some(nbf) = nbf {
             if nbf > exp {
-                return Err(reject(
+                return Err(Rejection::summarized(
                     Reason::Malformed,
                     "the token's `nbf` is after its `exp`",
                 ));
             }
             if nbf > now.saturating_add(leeway) {
-                return Err(reject(
+                return Err(Rejection::summarized(
                     Reason::NotYetValid,
                     format!("the token is not valid for another {} s", nbf - now),
                 ));
