@@ -461,6 +461,11 @@ const NOT_CONNECTION_OPTIONS: &[&str] = &["host", "content-length", "content-typ
 
 /// Removes hop-by-hop headers: the fixed ones and those the `Connection` header names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (and without `Connection`, no other name is listed): one scan
+    // of the names is cheaper than hashing each hop-by-hop name to remove it.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
