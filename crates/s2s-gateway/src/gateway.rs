@@ -418,6 +418,9 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When the last request ended, in nanoseconds since `opened`.
     idle_since: AtomicU64,
+    /// Wakes the driver at the first request (only then can the deadline move earlier: from
+    /// the first head's to the idle one).
+    first_request: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -427,12 +430,15 @@ impl Activity {
             seen: false.into(),
             in_flight: 0.into(),
             idle_since: 0.into(),
+            first_request: tokio::sync::Notify::new(),
         }
     }
 
     fn begin(self: &Arc<Self>) -> RequestGuard {
-        self.seen.store(true, SeqCst);
         self.in_flight.fetch_add(1, SeqCst);
+        if !self.seen.swap(true, SeqCst) {
+            self.first_request.notify_one();
+        }
         RequestGuard(self.clone())
     }
 
@@ -498,7 +504,8 @@ impl http_body::Body for InFlight {
 ///
 /// One timer, set to the earliest time the connection could have to close and checked when
 /// it fires: requests come and go without re-arming it (a timer per request costs more than
-/// the forwarding itself does on a kept-alive connection).
+/// the forwarding itself does on a kept-alive connection). Once the first request is in,
+/// the deadline only moves later, so the timer is never late.
 async fn drive<C>(
     connection: C,
     activity: Arc<Activity>,
@@ -518,6 +525,7 @@ async fn drive<C>(
     };
     let timer = tokio::time::sleep_until(next_check(&activity));
     let mut timer = pin!(timer);
+    let mut first_request = true;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -531,6 +539,12 @@ async fn drive<C>(
                 let cut = Instant::now() + limits.header_read;
                 closing = Some(cut);
                 timer.as_mut().reset(cut);
+            }
+            () = activity.first_request.notified(), if first_request => {
+                first_request = false;
+                if closing.is_none() {
+                    timer.as_mut().reset(next_check(&activity));
+                }
             }
             () = timer.as_mut() => {
                 if closing.is_some() {
