@@ -680,14 +680,13 @@ fn with_subject(mut response: Response<Body>, subject: Option<Arc<str>>) -> Resp
 /// (control characters) refuses the token rather than drop the header silently.
 fn identity(verified: &Verified) -> Result<Identity, Rejection> {
     let claims = verified.standard();
-    let value = |name: &str, v: &str| {
-        HeaderValue::from_str(v).map_err(|_| {
-            Rejection::new(
-                Reason::Malformed,
-                format!("the token's `{name}` claim holds characters a header cannot carry"),
-            )
-        })
+    let refused = |name: &str| {
+        Rejection::new(
+            Reason::Malformed,
+            format!("the token's `{name}` claim holds characters a header cannot carry"),
+        )
     };
+    let value = |name: &str, v: &str| HeaderValue::from_str(v).map_err(|_| refused(name));
     let subject = claims.sub.as_deref().map(|s| value("sub", s)).transpose()?;
     let client_id = match &claims.client_id {
         Some(c) => Some(value("client_id", c)?),
@@ -699,8 +698,16 @@ fn identity(verified: &Verified) -> Result<Identity, Rejection> {
     let scopes = if claims.scopes.is_empty() {
         None
     } else {
-        let joined = claims.scopes.iter().collect::<Vec<_>>().join(" ");
-        Some(value("scope", &joined)?)
+        // Joined straight into the buffer the header value keeps (no list, no copy).
+        let mut joined = String::with_capacity(64);
+        for (i, scope) in claims.scopes.iter().enumerate() {
+            if i > 0 {
+                joined.push(' ');
+            }
+            joined.push_str(scope);
+        }
+        let joined = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined));
+        Some(joined.map_err(|_| refused("scope"))?)
     };
     Ok(Identity {
         subject,
