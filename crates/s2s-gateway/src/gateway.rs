@@ -38,7 +38,16 @@
 //! (no query), route, status, subject, latency to the response head in µs. Never the token.
 
 use std::{
-    convert::Infallible, future::Future, io, net::SocketAddr, pin::pin, sync::Arc, time::Duration,
+    convert::Infallible,
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst},
+    },
+    time::Duration,
 };
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -400,44 +409,47 @@ impl Gateway {
     }
 }
 
-/// Whether a client connection has requests in flight, and since when it has none.
+/// Whether a client connection has requests in flight, and since when it has none. Updated by
+/// every request without waking the connection's driver: the driver's one timer checks it
+/// when it fires (see [`drive`]).
 struct Activity {
     opened: Instant,
-    seen: std::sync::atomic::AtomicBool,
-    in_flight: std::sync::atomic::AtomicUsize,
-    idle_since: std::sync::Mutex<Instant>,
-    /// Wakes the connection's driver when its last request ends.
-    changed: tokio::sync::Notify,
+    seen: AtomicBool,
+    in_flight: AtomicUsize,
+    /// When the last request ended, in nanoseconds since `opened`.
+    idle_since: AtomicU64,
+    /// Wakes the driver at the first request (only then can the deadline move earlier: from
+    /// the first head's to the idle one).
+    first_request: tokio::sync::Notify,
 }
 
 impl Activity {
     fn new() -> Activity {
-        let now = Instant::now();
         Activity {
-            opened: now,
+            opened: Instant::now(),
             seen: false.into(),
             in_flight: 0.into(),
-            idle_since: std::sync::Mutex::new(now),
-            changed: tokio::sync::Notify::new(),
+            idle_since: 0.into(),
+            first_request: tokio::sync::Notify::new(),
         }
     }
 
     fn begin(self: &Arc<Self>) -> RequestGuard {
-        use std::sync::atomic::Ordering::SeqCst;
-        self.seen.store(true, SeqCst);
         self.in_flight.fetch_add(1, SeqCst);
+        if !self.seen.swap(true, SeqCst) {
+            self.first_request.notify_one();
+        }
         RequestGuard(self.clone())
     }
 
     /// When the connection is to be closed if nothing happens meanwhile; none while a request
     /// is in flight.
     fn deadline(&self, limits: ConnectionLimits) -> Option<Instant> {
-        use std::sync::atomic::Ordering::SeqCst;
         if !self.seen.load(SeqCst) {
             Some(self.opened + limits.header_read)
         } else if self.in_flight.load(SeqCst) == 0 {
-            let since = *self.idle_since.lock().unwrap_or_else(|e| e.into_inner());
-            Some(since + limits.idle)
+            let since = Duration::from_nanos(self.idle_since.load(SeqCst));
+            Some(self.opened + since + limits.idle)
         } else {
             None
         }
@@ -449,10 +461,11 @@ struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.0.in_flight.fetch_sub(1, SeqCst) == 1 {
-            *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-            self.0.changed.notify_one();
+        let activity = &self.0;
+        if activity.in_flight.fetch_sub(1, SeqCst) == 1 {
+            // Centuries of nanoseconds fit in a u64.
+            let since = activity.opened.elapsed().as_nanos() as u64;
+            activity.idle_since.store(since, SeqCst);
         }
     }
 }
@@ -488,6 +501,11 @@ impl http_body::Body for InFlight {
 /// head is not in within `header_read`, shuts it down gracefully after `idle` without a
 /// request in flight or when the gateway stops, and cuts it if a graceful shutdown takes
 /// longer than `header_read`.
+///
+/// One timer, set to the earliest time the connection could have to close and checked when
+/// it fires: requests come and go without re-arming it (a timer per request costs more than
+/// the forwarding itself does on a kept-alive connection). Once the first request is in,
+/// the deadline only moves later, so the timer is never late.
 async fn drive<C>(
     connection: C,
     activity: Arc<Activity>,
@@ -499,17 +517,16 @@ async fn drive<C>(
 {
     let mut connection = pin!(connection);
     let mut closing: Option<Instant> = None;
+    // A request in flight cannot end the connection: look again `idle` later at the earliest.
+    let next_check = |activity: &Activity| {
+        activity
+            .deadline(limits)
+            .unwrap_or_else(|| Instant::now() + limits.idle)
+    };
+    let timer = tokio::time::sleep_until(next_check(&activity));
+    let mut timer = pin!(timer);
+    let mut first_request = true;
     loop {
-        let deadline = match closing {
-            Some(cut) => Some(cut),
-            None => activity.deadline(limits),
-        };
-        let timer = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(e) = result {
@@ -519,22 +536,34 @@ async fn drive<C>(
             }
             _ = stopped.wait_for(|stop| *stop), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = Some(Instant::now() + limits.header_read);
+                let cut = Instant::now() + limits.header_read;
+                closing = Some(cut);
+                timer.as_mut().reset(cut);
             }
-            () = activity.changed.notified() => {}
-            () = timer => {
+            () = activity.first_request.notified(), if first_request => {
+                first_request = false;
+                if closing.is_none() {
+                    timer.as_mut().reset(next_check(&activity));
+                }
+            }
+            () = timer.as_mut() => {
                 if closing.is_some() {
                     tracing::debug!(target: "s2s_gateway", %peer, "connection cut: graceful close took too long");
                     return;
                 }
-                if !activity.seen.load(std::sync::atomic::Ordering::SeqCst) {
+                if !activity.seen.load(SeqCst) {
                     tracing::debug!(target: "s2s_gateway", %peer, "connection closed: no request head in time");
                     return;
                 }
-                if activity.deadline(limits).is_some_and(|at| at <= Instant::now()) {
+                let now = Instant::now();
+                if activity.deadline(limits).is_some_and(|at| at <= now) {
                     tracing::debug!(target: "s2s_gateway", %peer, "idle connection closed");
                     connection.as_mut().graceful_shutdown();
-                    closing = Some(Instant::now() + limits.header_read);
+                    let cut = now + limits.header_read;
+                    closing = Some(cut);
+                    timer.as_mut().reset(cut);
+                } else {
+                    timer.as_mut().reset(next_check(&activity));
                 }
             }
         }
@@ -651,14 +680,13 @@ fn with_subject(mut response: Response<Body>, subject: Option<Arc<str>>) -> Resp
 /// (control characters) refuses the token rather than drop the header silently.
 fn identity(verified: &Verified) -> Result<Identity, Rejection> {
     let claims = verified.standard();
-    let value = |name: &str, v: &str| {
-        HeaderValue::from_str(v).map_err(|_| {
-            Rejection::new(
-                Reason::Malformed,
-                format!("the token's `{name}` claim holds characters a header cannot carry"),
-            )
-        })
+    let refused = |name: &str| {
+        Rejection::new(
+            Reason::Malformed,
+            format!("the token's `{name}` claim holds characters a header cannot carry"),
+        )
     };
+    let value = |name: &str, v: &str| HeaderValue::from_str(v).map_err(|_| refused(name));
     let subject = claims.sub.as_deref().map(|s| value("sub", s)).transpose()?;
     let client_id = match &claims.client_id {
         Some(c) => Some(value("client_id", c)?),
@@ -670,8 +698,16 @@ fn identity(verified: &Verified) -> Result<Identity, Rejection> {
     let scopes = if claims.scopes.is_empty() {
         None
     } else {
-        let joined = claims.scopes.iter().collect::<Vec<_>>().join(" ");
-        Some(value("scope", &joined)?)
+        // Joined straight into the buffer the header value keeps (no list, no copy).
+        let mut joined = String::with_capacity(64);
+        for (i, scope) in claims.scopes.iter().enumerate() {
+            if i > 0 {
+                joined.push(' ');
+            }
+            joined.push_str(scope);
+        }
+        let joined = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined));
+        Some(joined.map_err(|_| refused("scope"))?)
     };
     Ok(Identity {
         subject,

@@ -299,13 +299,14 @@ impl Target {
         }
         if let Some(ip) = client {
             // Lists get this hop appended; single values are the first proxy's, so a trusted
-            // proxy's stay and otherwise they are the gateway's view.
+            // proxy's stay and otherwise they are the gateway's view. The address is written
+            // once for all three.
             let address = ip.to_string();
             append_list(headers, X_FORWARDED_FOR, address.as_bytes());
             append_list(
                 headers,
                 header::FORWARDED,
-                forwarded_element(ip, original_host.as_ref()).as_bytes(),
+                forwarded_element(ip.is_ipv6(), &address, original_host.as_ref()).as_bytes(),
             );
             for (name, value) in [
                 (X_REAL_IP, HeaderValue::from_str(&address).ok()),
@@ -461,6 +462,11 @@ const NOT_CONNECTION_OPTIONS: &[&str] = &["host", "content-length", "content-typ
 
 /// Removes hop-by-hop headers: the fixed ones and those the `Connection` header names.
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none (and without `Connection`, no other name is listed): one scan
+    // of the names is cheaper than hashing each hop-by-hop name to remove it.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -511,12 +517,18 @@ fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
     }
 }
 
-/// One `Forwarded` element (RFC 7239): `for`, `proto` and, when it can be written, `host`.
-fn forwarded_element(client: IpAddr, host: Option<&HeaderValue>) -> String {
-    let mut element = match client {
-        IpAddr::V4(ip) => format!("for={ip}"),
-        IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
-    };
+/// One `Forwarded` element (RFC 7239): `for` (the client's `address`, bracketed and quoted
+/// when IPv6), `proto` and, when it can be written, `host`.
+fn forwarded_element(ipv6: bool, address: &str, host: Option<&HeaderValue>) -> String {
+    let mut element = String::with_capacity(64);
+    if ipv6 {
+        element.push_str("for=\"[");
+        element.push_str(address);
+        element.push_str("]\"");
+    } else {
+        element.push_str("for=");
+        element.push_str(address);
+    }
     element.push_str(";proto=http");
     if let Some(host) = host.and_then(|h| h.to_str().ok()) {
         let is_token = !host.is_empty()
@@ -587,18 +599,24 @@ mod tests {
 
     #[test]
     fn forwarded_elements_quote_what_needs_it() {
-        let v4: IpAddr = "192.0.2.1".parse().unwrap();
-        let v6: IpAddr = "2001:db8::1".parse().unwrap();
         assert_eq!(
-            forwarded_element(v4, Some(&HeaderValue::from_static("example.com"))),
+            forwarded_element(
+                false,
+                "192.0.2.1",
+                Some(&HeaderValue::from_static("example.com"))
+            ),
             "for=192.0.2.1;proto=http;host=example.com"
         );
         assert_eq!(
-            forwarded_element(v6, Some(&HeaderValue::from_static("example.com:8080"))),
+            forwarded_element(
+                true,
+                "2001:db8::1",
+                Some(&HeaderValue::from_static("example.com:8080"))
+            ),
             "for=\"[2001:db8::1]\";proto=http;host=\"example.com:8080\""
         );
         assert_eq!(
-            forwarded_element(v4, Some(&HeaderValue::from_static("a\"b"))),
+            forwarded_element(false, "192.0.2.1", Some(&HeaderValue::from_static("a\"b"))),
             "for=192.0.2.1;proto=http"
         );
     }
