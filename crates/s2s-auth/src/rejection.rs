@@ -54,7 +54,7 @@
 use std::{borrow::Cow, fmt, fmt::Write as _, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, header};
 
 use crate::{
     error::{Code, Error, ErrorKind},
@@ -492,7 +492,7 @@ impl Responder {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(
-            "grpc-status",
+            GRPC_STATUS,
             HeaderValue::from(u16::from(rejection.reason.grpc_status())),
         );
         if let Ok(message) = HeaderValue::from_str(&grpc_message(&rejection.description, 300)) {
@@ -551,7 +551,7 @@ pub fn is_grpc(request: &HeaderMap) -> bool {
 /// (quoted or bare, RFC 7235 §2.1).
 pub(crate) fn refuses_token(status: StatusCode, headers: &HeaderMap) -> bool {
     let refused =
-        status == StatusCode::UNAUTHORIZED || headers.get("grpc-status").is_some_and(|v| v == "16");
+        status == StatusCode::UNAUTHORIZED || headers.get(&GRPC_STATUS).is_some_and(|v| v == "16");
     refused
         && headers
             .get_all(header::WWW_AUTHENTICATE)
@@ -564,6 +564,9 @@ pub(crate) fn refuses_token(status: StatusCode, headers: &HeaderMap) -> bool {
                     && (v.contains("error=\"invalid_token\"") || v.contains("error=invalid_token"))
             })
 }
+
+/// Looked up in every answer an outbound layer reads: a name parsed once, not per response.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 /// `message` as the gRPC spec wants `grpc-message`: UTF-8, every byte outside printable ASCII
 /// and `%` itself percent-encoded; cut at `max` characters.

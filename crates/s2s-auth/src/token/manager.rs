@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 use super::{BearerToken, ClientCredentials, TokenFuture, TokenSource};
 use crate::{
     error::Error,
+    metrics::StripedCounter,
     refresh::{Backoff, Refresh, Refreshing},
     time::later,
 };
@@ -195,7 +196,8 @@ struct Shared {
     last_fetch: Mutex<Option<Instant>>,
     fetches: AtomicU64,
     failures: AtomicU64,
-    warm_hits: AtomicU64,
+    /// Bumped by every request on every core: striped, so that cores do not fight over it.
+    warm_hits: StripedCounter,
     forced_refreshes: AtomicU64,
     /// Feature `redis`: the second level, shared by replicas.
     #[cfg(feature = "redis")]
@@ -244,7 +246,7 @@ impl TokenManager {
                 last_fetch: Mutex::new(None),
                 fetches: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
-                warm_hits: AtomicU64::new(0),
+                warm_hits: StripedCounter::default(),
                 forced_refreshes: AtomicU64::new(0),
                 #[cfg(feature = "redis")]
                 second: std::sync::OnceLock::new(),
@@ -297,7 +299,7 @@ impl TokenManager {
         TokenMetrics {
             fetches: s.fetches.load(Ordering::Relaxed),
             failures: s.failures.load(Ordering::Relaxed),
-            warm_hits: s.warm_hits.load(Ordering::Relaxed),
+            warm_hits: s.warm_hits.get(),
             forced_refreshes: s.forced_refreshes.load(Ordering::Relaxed),
             #[cfg(feature = "redis")]
             shared_hits: cache.map_or(0, |c| c.hits()),
@@ -504,7 +506,7 @@ impl TokenManager {
         if Instant::now() >= held.usable_until {
             return None;
         }
-        self.shared.warm_hits.fetch_add(1, Ordering::Relaxed);
+        self.shared.warm_hits.increment();
         Some(f(held))
     }
 }
