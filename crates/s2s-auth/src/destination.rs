@@ -63,6 +63,28 @@ impl Origin {
     fn matches(&self, https: bool, host: &str, port: u16) -> bool {
         self.https == https && self.port == port && self.host.eq_ignore_ascii_case(host)
     }
+
+    /// Whether `scheme://authority` is this origin written as clients write it: `host` for the
+    /// scheme's default port, or `host:port`. Only ever a shortcut to the answer of parsing the
+    /// authority ([`Origin::matches`]): any other spelling (user info, an empty port) says no
+    /// here and is parsed.
+    fn spelled_as(&self, scheme: &str, authority: &str) -> bool {
+        let https = match scheme {
+            "https" => true,
+            "http" => false,
+            _ => return false,
+        };
+        let host_matches = authority
+            .get(..self.host.len())
+            .is_some_and(|host| host.eq_ignore_ascii_case(&self.host));
+        if https != self.https || !host_matches {
+            return false;
+        }
+        match &authority[self.host.len()..] {
+            "" => self.port == if https { 443 } else { 80 },
+            port => port.strip_prefix(':').and_then(|p| p.parse().ok()) == Some(self.port),
+        }
+    }
 }
 
 /// The allow-list of one layer or middleware. See the [module docs](self).
@@ -184,6 +206,26 @@ impl Destinations {
 
     /// Checks the destination of a tower request.
     pub(crate) fn check_uri(&self, what: &str, uri: &http::Uri) -> Result<(), Error> {
+        // Every outbound request comes here: the usual spelling of an allowed origin is
+        // recognised without parsing the authority.
+        if self.spelled_as_allowed(uri) {
+            return self.validate(what);
+        }
+        self.check_parsed_uri(what, uri)
+    }
+
+    /// Whether `uri`'s scheme and authority are an allowed origin's usual spelling.
+    fn spelled_as_allowed(&self, uri: &http::Uri) -> bool {
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return false;
+        };
+        self.origins
+            .iter()
+            .any(|o| o.spelled_as(scheme, authority.as_str()))
+    }
+
+    /// [`Destinations::check_uri`] the long way: the authority parsed into host and port.
+    fn check_parsed_uri(&self, what: &str, uri: &http::Uri) -> Result<(), Error> {
         let https = match uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("https") => Some(true),
             Some(s) if s.eq_ignore_ascii_case("http") => Some(false),
@@ -239,6 +281,50 @@ mod tests {
         assert!(ok("http://[::2]:9/x").is_err());
         let err = ok("/relative").unwrap_err();
         assert!(err.message().contains("relative_to"), "{err}");
+    }
+
+    #[test]
+    fn the_shortcut_agrees_with_parsing_on_every_spelling() {
+        let d = allowing(&[
+            "https://orders.internal",
+            "http://127.0.0.1:8080",
+            "http://[::1]:9",
+        ]);
+        let spellings = [
+            "https://orders.internal/x",
+            "https://ORDERS.Internal/x",
+            "https://orders.internal:443/x",
+            "https://orders.internal:0443/x",
+            "https://orders.internal:/x",
+            "https://orders.internal:8443/x",
+            "https://orders.internal@evil.example/x",
+            "https://orders.internal:443@evil.example/x",
+            "https://evil.example@orders.internal/x",
+            "https://orders.internal.evil/x",
+            "https://orders.internalx/x",
+            "http://orders.internal/x",
+            "http://127.0.0.1:8080/",
+            "http://127.0.0.1:80800/",
+            "http://127.0.0.1:8080@evil.example/",
+            "http://127.0.0.1/",
+            "http://[::1]:9/",
+            "http://[::1]:9@evil.example/",
+            "http://[::2]:9/",
+        ];
+        for spelling in spellings {
+            let Ok(uri) = spelling.parse::<http::Uri>() else {
+                continue;
+            };
+            let parsed = d.check_parsed_uri("the layer", &uri).is_ok();
+            // The shortcut only ever says yes where parsing does.
+            assert!(!d.spelled_as_allowed(&uri) || parsed, "{spelling}");
+            assert_eq!(d.check_uri("the layer", &uri).is_ok(), parsed, "{spelling}");
+        }
+        let common = "https://orders.internal/x".parse().unwrap();
+        assert!(
+            d.spelled_as_allowed(&common),
+            "the usual spelling takes the shortcut"
+        );
     }
 
     #[test]
