@@ -12,67 +12,20 @@
 //! tracing subscriber is installed, so the access log costs nothing here. Outside `cargo bench`
 //! (e.g. `cargo test --all-targets`) it runs a few hundred rounds as a smoke test.
 
+mod support;
+
 use std::{
-    convert::Infallible,
-    net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::{Request, Response, body::Bytes};
-use hyper_util::{
-    client::legacy::Client,
-    rt::{TokioExecutor, TokioIo},
-};
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, body::Bytes};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use s2s_auth_testkit::Minter;
 use s2s_gateway::{Config, Gateway};
 use serde_json::json;
-use tokio::net::TcpListener;
-
-/// Runs `serve` with a listener on 127.0.0.1:0 on a thread of its own (a current-thread
-/// runtime, as a separate process would have); returns the bound address.
-fn on_own_thread<F, Fut>(serve: F) -> SocketAddr
-where
-    F: FnOnce(TcpListener) -> Fut + Send + 'static,
-    Fut: Future<Output = ()>,
-{
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            serve(listener).await;
-        });
-    });
-    rx.recv().unwrap()
-}
-
-/// Serves `body` for every request on 127.0.0.1:0, on a thread of its own.
-fn serve_static(body: &'static [u8], content_type: &'static str) -> SocketAddr {
-    on_own_thread(move |listener| async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let _ = stream.set_nodelay(true);
-            let service =
-                hyper::service::service_fn(move |_: Request<hyper::body::Incoming>| async move {
-                    let mut response = Response::new(Full::new(Bytes::from_static(body)));
-                    response.headers_mut().insert(
-                        hyper::header::CONTENT_TYPE,
-                        hyper::header::HeaderValue::from_static(content_type),
-                    );
-                    Ok::<_, Infallible>(response)
-                });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    })
-}
+use support::{on_own_thread, serve_static};
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -96,8 +49,8 @@ fn main() {
     let minter = Minter::es256();
     let jwks = minter.jwks().to_string();
     let jwks: &'static [u8] = Box::leak(jwks.into_bytes().into_boxed_slice());
-    let keys = serve_static(jwks, "application/json");
-    let upstream = serve_static(b"ok", "text/plain");
+    let keys = serve_static("keys", jwks, "application/json", Arc::default());
+    let upstream = serve_static("upstream", b"ok", "text/plain", Arc::default());
     let issuer = format!("http://{keys}");
     let token = minter
         .issuer(&issuer)
@@ -108,7 +61,7 @@ fn main() {
         .replace("{issuer}", &issuer)
         .replace("{upstream}", &upstream.to_string());
     let config = Config::from_toml_str(&config).unwrap();
-    let gateway = on_own_thread(move |listener| async move {
+    let gateway = on_own_thread("gateway", 0, move |listener| async move {
         let gateway = Gateway::from_config(config).await.unwrap();
         gateway
             .serve(listener, std::future::pending())
