@@ -289,6 +289,12 @@ pub struct Accounts {
 /// a disable and ends after it cannot put the old row back. A reload that read its rows before
 /// an admin write here ended keeps that write (each write has an epoch; a reload keeps the
 /// writes made after it started).
+///
+/// The poll also vouches for it ([`Known::confirm`]): when the database's state version has
+/// not moved since the copy was loaded, the copy is the database as of that poll. For
+/// [`crate::sync::RELOAD_BOUND`] after such a poll began, the token endpoint answers known
+/// accounts from the copy without a read; a change made elsewhere (another replica, the CLI)
+/// is therefore honoured within that bound, as the poll's reload promises anyway.
 pub(crate) struct Known {
     copy: RwLock<Copy>,
     /// At most this many token requests for an id the copy does not hold read the database at
@@ -298,7 +304,7 @@ pub(crate) struct Known {
 
 #[derive(Default)]
 struct Copy {
-    rows: HashMap<String, AccountRow>,
+    rows: HashMap<String, Arc<KnownAccount>>,
     /// Bumped by every admin write of this issuer.
     epoch: u64,
     /// The admin writes since the last reload: client id, epoch and what was written.
@@ -306,6 +312,29 @@ struct Copy {
     /// The last reload the poll asked for succeeded: the copy holds every account of the
     /// database as of at most [`crate::sync::RELOAD_BOUND`] ago.
     fresh: bool,
+    /// When the last poll that found the copy in step with the database began.
+    confirmed: Option<tokio::time::Instant>,
+}
+
+/// An account as the token endpoint needs it: parsed once, when the copy takes its row.
+pub(crate) struct KnownAccount {
+    account: Account,
+    secret_hash: String,
+    /// The previous secret's hash and the end of its grace period (Unix seconds).
+    previous: Option<(String, i64)>,
+}
+
+impl KnownAccount {
+    fn new(row: &AccountRow) -> Arc<KnownAccount> {
+        Arc::new(KnownAccount {
+            account: account_from_row(row),
+            secret_hash: row.secret_hash.clone(),
+            previous: row
+                .previous_secret_hash
+                .clone()
+                .zip(row.previous_secret_expires_at),
+        })
+    }
 }
 
 /// How many token requests for ids the copy does not hold may read the database at once
@@ -326,6 +355,15 @@ impl std::fmt::Debug for Known {
         let n = self.copy.read().map_or(0, |k| k.rows.len());
         write!(f, "Known({n} accounts)")
     }
+}
+
+/// What the copy knows of one client id.
+struct Remembered {
+    account: Option<Arc<KnownAccount>>,
+    /// See [`Copy::fresh`].
+    fresh: bool,
+    /// The copy is the database as of less than [`crate::sync::RELOAD_BOUND`] ago.
+    confirmed: bool,
 }
 
 impl Known {
@@ -350,7 +388,9 @@ impl Known {
         copy.written
             .insert(client_id.to_owned(), (epoch, row.cloned()));
         match row {
-            Some(row) => copy.rows.insert(client_id.to_owned(), row.clone()),
+            Some(row) => copy
+                .rows
+                .insert(client_id.to_owned(), KnownAccount::new(row)),
             None => copy.rows.remove(client_id),
         };
     }
@@ -367,19 +407,43 @@ impl Known {
                 };
             }
         }
-        copy.rows = rows;
+        copy.rows = rows
+            .into_iter()
+            .map(|(client_id, row)| {
+                let known = KnownAccount::new(&row);
+                (client_id, known)
+            })
+            .collect();
         copy.fresh = true;
     }
 
-    /// The poll could not reload: ids the copy does not hold are looked up in the database
-    /// again until a reload succeeds.
+    /// The poll could not reload after the database changed: the copy is behind. Ids it does
+    /// not hold are looked up in the database again, and so are those it holds, until a reload
+    /// succeeds.
     pub(crate) fn mark_stale(&self) {
-        self.write().fresh = false;
+        let mut copy = self.write();
+        copy.fresh = false;
+        copy.confirmed = None;
     }
 
-    fn get(&self, client_id: &str) -> (Option<AccountRow>, bool) {
+    /// The poll that began at `at` found the copy in step with the database (its state
+    /// version had not moved since the copy was loaded, or the copy was just reloaded).
+    pub(crate) fn confirm(&self, at: tokio::time::Instant) {
+        let mut copy = self.write();
+        if copy.confirmed.is_none_or(|earlier| earlier < at) {
+            copy.confirmed = Some(at);
+        }
+    }
+
+    fn get(&self, client_id: &str) -> Remembered {
         let copy = self.read();
-        (copy.rows.get(client_id).cloned(), copy.fresh)
+        Remembered {
+            account: copy.rows.get(client_id).cloned(),
+            fresh: copy.fresh,
+            confirmed: copy
+                .confirmed
+                .is_some_and(|at| at.elapsed() < crate::sync::RELOAD_BOUND),
+        }
     }
 }
 
@@ -388,10 +452,29 @@ const READ_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the token endpoint needs: the account and the hashes that verify its secret now.
 pub(crate) struct Credentials {
-    pub(crate) account: Account,
-    pub(crate) accepted_hashes: Vec<String>,
-    /// Read from the in-memory copy (the database was unreachable).
+    known: Arc<KnownAccount>,
+    /// The previous secret is in its grace period.
+    previous_accepted: bool,
+    /// Read from the in-memory copy because the database was unreachable.
     pub(crate) from_memory: bool,
+}
+
+impl Credentials {
+    pub(crate) fn account(&self) -> &Account {
+        &self.known.account
+    }
+
+    /// The hashes a presented secret may match: the current one, and the previous one during
+    /// its grace period.
+    pub(crate) fn accepted_hashes(&self) -> impl Iterator<Item = &str> + Clone {
+        let previous = self
+            .known
+            .previous
+            .as_ref()
+            .filter(|_| self.previous_accepted);
+        std::iter::once(self.known.secret_hash.as_str())
+            .chain(previous.map(|(hash, _)| hash.as_str()))
+    }
 }
 
 impl Accounts {
@@ -592,8 +675,9 @@ impl Accounts {
         Ok(())
     }
 
-    /// The account and the secret hashes it accepts now: read from the database, or, while it
-    /// is unreachable, from the in-memory copy (`from_memory`).
+    /// The account and the secret hashes it accepts now: from the in-memory copy while the
+    /// poll vouches for it (see [`Known`]); otherwise read from the database, or, while it is
+    /// unreachable, from the copy (`from_memory`).
     ///
     /// Only the poll ([`crate::sync`]) decides that the database is unreachable: a read that
     /// fails or takes more than [`READ_TIMEOUT`] answers this one request from the copy and
@@ -602,15 +686,18 @@ impl Accounts {
     /// at most [`READ_TIMEOUT`] (an account created on another replica less than
     /// [`crate::sync::RELOAD_BOUND`] ago); otherwise it is unknown without a database read.
     pub(crate) async fn credentials(&self, client_id: &str) -> Result<Option<Credentials>, Error> {
-        let (remembered, fresh) = self.known.get(client_id);
+        let remembered = self.known.get(client_id);
         let mut from_memory = !self.health.is_up();
-        let row = if from_memory {
-            remembered
+        let known = if from_memory {
+            remembered.account
+        } else if remembered.confirmed && remembered.account.is_some() {
+            // The copy is the database of less than RELOAD_BOUND ago: no read.
+            remembered.account
         } else {
             // Waiting for a permit (not refusing at once): callers of an account created a
             // moment ago on another replica queue for a read; a flood of made-up ids holds at
             // most the permits' connections, and its requests give up after READ_TIMEOUT.
-            let _permit = if remembered.is_none() && fresh {
+            let _permit = if remembered.account.is_none() && remembered.fresh {
                 let permit = self.known.unknown_reads.acquire();
                 match tokio::time::timeout(READ_TIMEOUT, permit).await {
                     Ok(Ok(permit)) => Some(permit),
@@ -622,11 +709,11 @@ impl Accounts {
             // By client id only: a `svc_…` id is no credential.
             let read = self.store.account(AccountRef::ClientId(client_id));
             match tokio::time::timeout(READ_TIMEOUT, read).await {
-                Ok(Ok(row)) => row,
+                Ok(Ok(row)) => row.as_ref().map(KnownAccount::new),
                 Ok(Err(e)) if e.is_unavailable() => {
                     tracing::warn!(error = %e, "an account read failed; answering from memory");
                     from_memory = true;
-                    remembered
+                    remembered.account
                 }
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
@@ -635,24 +722,21 @@ impl Accounts {
                         READ_TIMEOUT.as_millis()
                     );
                     from_memory = true;
-                    remembered
+                    remembered.account
                 }
             }
         };
-        let Some(row) = row else {
+        let Some(known) = known else {
             return Ok(None);
         };
         let now = self.now();
-        let mut accepted_hashes = vec![row.secret_hash.clone()];
-        if let (Some(previous), Some(until)) =
-            (&row.previous_secret_hash, row.previous_secret_expires_at)
-            && now < until
-        {
-            accepted_hashes.push(previous.clone());
-        }
+        let previous_accepted = known
+            .previous
+            .as_ref()
+            .is_some_and(|(_, until)| now < *until);
         Ok(Some(Credentials {
-            account: account_from_row(&row),
-            accepted_hashes,
+            known,
+            previous_accepted,
             from_memory,
         }))
     }
@@ -877,10 +961,14 @@ fn validate_audiences(field: &str, audiences: &[String]) -> Result<Vec<String>, 
 mod tests {
     use super::*;
 
+    /// An issuer whose poll is stopped before it first ran (these tests are single-threaded):
+    /// nothing reloads or vouches for the copy behind the test's back.
     async fn issuer_with(name: &str) -> (crate::Issuer, String) {
         let mut config = crate::IssuerConfig::new("http://127.0.0.1:1");
         config.db = ":memory:".into();
         let issuer = crate::Issuer::open(config).await.unwrap();
+        let poll = issuer.inner.sync_task.lock().unwrap().take();
+        poll.expect("the poll task").abort();
         let created = issuer
             .accounts()
             .create(NewAccount::new(name))
@@ -890,7 +978,11 @@ mod tests {
     }
 
     fn copy_status(accounts: &Accounts, client_id: &str) -> Option<String> {
-        accounts.known.get(client_id).0.map(|row| row.status)
+        accounts
+            .known
+            .get(client_id)
+            .account
+            .map(|known| known.account.status.as_str().to_owned())
     }
 
     /// L6: a token request's read whose row is older than the copy's (it read the active row,
@@ -914,12 +1006,48 @@ mod tests {
             .unwrap();
         let credentials = accounts.credentials(&id).await.unwrap().unwrap();
         assert_eq!(
-            credentials.account.status,
+            credentials.account().status,
             Status::Active,
             "read the stale row"
         );
         assert!(!credentials.from_memory);
         assert_eq!(copy_status(accounts, &id).as_deref(), Some("DISABLED"));
+    }
+
+    /// A copy the poll vouched for less than RELOAD_BOUND ago answers without a read; an older
+    /// vouching, or a copy marked stale, does not. The database is changed behind the copy's
+    /// back (as another replica would), so which one answered shows.
+    #[tokio::test]
+    async fn only_a_copy_vouched_for_lately_answers_without_a_read() {
+        let (issuer, id) = issuer_with("vouched").await;
+        let accounts = issuer.accounts();
+        let disable = AccountChanges {
+            status: Some("DISABLED"),
+            ..AccountChanges::default()
+        };
+        accounts
+            .store
+            .update_account(AccountRef::ClientId(&id), disable, 0)
+            .await
+            .unwrap()
+            .unwrap();
+        let status = async || {
+            let credentials = accounts.credentials(&id).await.unwrap().unwrap();
+            assert!(!credentials.from_memory);
+            credentials.account().status
+        };
+        // Never vouched for (no poll runs here): every request reads.
+        assert_eq!(status().await, Status::Disabled);
+        let now = tokio::time::Instant::now();
+        let too_old = now
+            .checked_sub(crate::sync::RELOAD_BOUND)
+            .expect("the clock has run for a second");
+        accounts.known.confirm(too_old);
+        assert_eq!(status().await, Status::Disabled, "an old vouching reads");
+        accounts.known.confirm(now);
+        assert_eq!(status().await, Status::Active, "the copy answered");
+        accounts.known.mark_stale();
+        assert_eq!(status().await, Status::Disabled, "a stale copy reads");
     }
 
     /// L6: a reload whose rows were read before an admin disable, applied after it, keeps the

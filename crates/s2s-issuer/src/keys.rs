@@ -46,9 +46,12 @@ use aws_lc_rs::{
     encoding::AsDer as _,
     rand::SystemRandom,
     rsa::KeySize,
-    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair},
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, RSA_PKCS1_SHA256, RsaKeyPair},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD};
+use base64::{
+    Engine as _,
+    engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD},
+};
 use jsonwebtoken::{
     Algorithm, EncodingKey, Header,
     jwk::{Jwk, PublicKeyUse, ThumbprintHash},
@@ -112,9 +115,66 @@ pub struct KeyRotation {
 /// A key that signs from `from` on (until the next signer's `from`).
 struct Signer {
     kid: String,
-    alg: Algorithm,
-    key: EncodingKey,
+    key: KeyPair,
+    /// The token header, `{"typ":"at+jwt","alg","kid"}` in base64url: the same for every token
+    /// this key signs.
+    header: String,
     from: u64,
+}
+
+impl Signer {
+    /// A token of `claims`: the JWS compact serialization (RFC 7515 §7.1),
+    /// `header.payload.signature`, each in base64url.
+    fn sign(&self, claims: &impl Serialize) -> Result<String, Error> {
+        let payload = serde_json::to_vec(claims).map_err(|e| key_error("a token's claims", e))?;
+        let mut token = String::with_capacity(self.header.len() + payload.len() * 4 / 3 + 350);
+        token.push_str(&self.header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let mut signature = String::with_capacity(344);
+        self.key.sign_into(token.as_bytes(), &mut signature)?;
+        token.push('.');
+        token.push_str(&signature);
+        Ok(token)
+    }
+}
+
+/// A private key, parsed once. (jsonwebtoken's `encode` parses its key on every call, which
+/// cost as much CPU as the ES256 signature itself.)
+enum KeyPair {
+    Ec(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+}
+
+impl KeyPair {
+    fn from_pkcs8(alg: SigningAlg, pkcs8: &[u8]) -> Result<KeyPair, aws_lc_rs::error::KeyRejected> {
+        Ok(match alg {
+            SigningAlg::ES256 => KeyPair::Ec(EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                pkcs8,
+            )?),
+            SigningAlg::RS256 => KeyPair::Rsa(RsaKeyPair::from_pkcs8(pkcs8)?),
+        })
+    }
+
+    /// The JWS signature (RFC 7518 §3.3 and §3.4) of `message`, appended in base64url.
+    fn sign_into(&self, message: &[u8], out: &mut String) -> Result<(), Error> {
+        let failed = |_| Error::Key("signing a token failed".into());
+        let rng = SystemRandom::new();
+        match self {
+            KeyPair::Ec(key) => {
+                let signature = key.sign(&rng, message).map_err(failed)?;
+                URL_SAFE_NO_PAD.encode_string(signature.as_ref(), out);
+            }
+            KeyPair::Rsa(key) => {
+                let mut signature = vec![0; key.public_modulus_len()];
+                key.sign(&RSA_PKCS1_SHA256, &rng, message, &mut signature)
+                    .map_err(failed)?;
+                URL_SAFE_NO_PAD.encode_string(&signature, out);
+            }
+        }
+        Ok(())
+    }
 }
 
 struct PublishedKey {
@@ -338,14 +398,19 @@ fn state_from_rows(rows: &[KeyRow]) -> Result<Option<KeyState>, Error> {
             )));
         };
         if let Some(pkcs8) = row.private_key.as_deref() {
-            let key = encoding_key(alg, pkcs8)?;
             // Fails on a damaged key, here rather than at the first token.
-            Jwk::from_encoding_key(&key, algorithm(alg))
+            Jwk::from_encoding_key(&encoding_key(alg, pkcs8)?, algorithm(alg))
                 .map_err(|e| key_error(&format!("stored key `{}`", row.kid), e))?;
+            let key = KeyPair::from_pkcs8(alg, pkcs8)
+                .map_err(|e| key_error(&format!("stored key `{}`", row.kid), e))?;
+            let mut header = Header::new(algorithm(alg));
+            header.typ = Some("at+jwt".into());
+            header.kid = Some(row.kid.clone());
+            let header = serde_json::to_vec(&header).map_err(|e| key_error("a token header", e))?;
             signers.push(Arc::new(Signer {
                 kid: row.kid.clone(),
-                alg: algorithm(alg),
                 key,
+                header: URL_SAFE_NO_PAD.encode(header),
                 from: unix(row.activate_at.unwrap_or(row.created_at)),
             }));
             if let Some(until) = row.retired_at {
@@ -434,12 +499,7 @@ impl KeyRing {
     pub(crate) fn sign(&self, claims: &impl Serialize) -> Result<(String, String), Error> {
         let state = self.state.load();
         let signer = state.signer(self.clock.unix_now());
-        let mut header = Header::new(signer.alg);
-        header.typ = Some("at+jwt".into());
-        header.kid = Some(signer.kid.clone());
-        let token = jsonwebtoken::encode(&header, claims, &signer.key)
-            .map_err(|e| key_error("signing a token", e))?;
-        Ok((token, signer.kid.clone()))
+        Ok((signer.sign(claims)?, signer.kid.clone()))
     }
 
     /// The published keys at `now`, the active one first, each with its `active` flag.
@@ -613,14 +673,35 @@ mod tests {
             let state = state_from_rows(std::slice::from_ref(&row))
                 .unwrap()
                 .unwrap();
-            let key = &state.signers[0].key;
-            let token = jsonwebtoken::encode(
-                &Header::new(algorithm(alg)),
-                &serde_json::json!({"a": 1}),
-                key,
+            // What the issuer signs, checked by jsonwebtoken with the published key.
+            let token = state.signers[0].sign(&serde_json::json!({"a": 1})).unwrap();
+            let jwk: Jwk = serde_json::from_value(jwk).unwrap();
+            let mut validation = jsonwebtoken::Validation::new(algorithm(alg));
+            validation.required_spec_claims.clear();
+            validation.validate_exp = false;
+            validation.validate_aud = false;
+            let decoded = jsonwebtoken::decode::<serde_json::Value>(
+                &token,
+                &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+                &validation,
             )
             .unwrap();
-            assert_eq!(token.split('.').count(), 3);
+            assert_eq!(decoded.claims, serde_json::json!({"a": 1}));
+            assert_eq!(decoded.header.alg, algorithm(alg));
+            assert_eq!(decoded.header.typ.as_deref(), Some("at+jwt"));
+            assert_eq!(decoded.header.kid.as_deref(), Some(row.kid.as_str()));
+            // One bit of the payload changed: refused.
+            let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
+            parts[1] = URL_SAFE_NO_PAD.encode(br#"{"a":2}"#);
+            let forged = parts.join(".");
+            assert!(
+                jsonwebtoken::decode::<serde_json::Value>(
+                    &forged,
+                    &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+                    &validation,
+                )
+                .is_err()
+            );
         }
     }
 }

@@ -2,11 +2,17 @@
 //! change to accounts or keys bumps, by trigger, in the writing transaction) every
 //! [`POLL_INTERVAL`]; when it moved, the issuer reloads its signing keys and its in-memory copy
 //! of the accounts. A change made on another replica is therefore in this one's JWKS and
-//! account copy within [`RELOAD_BOUND`] (1 s). The token endpoint still reads each account from
-//! the database while it answers, so disabling, re-scoping, rotating the secret of or deleting
-//! an account takes effect on every replica at its next token request; the copy serves while
-//! the database is unreachable, and answers "unknown" for ids it does not hold while it is fresh
-//! (see [`crate::accounts::Accounts::credentials`]: a flood of made-up ids costs few reads).
+//! account copy within [`RELOAD_BOUND`] (1 s).
+//!
+//! A poll that finds the version unmoved (or reloads after it moved) vouches for the copy: for
+//! [`RELOAD_BOUND`] from that poll's start, the token endpoint answers accounts the copy holds
+//! without reading the database. Disabling, re-scoping, rotating the secret of or deleting an
+//! account therefore takes effect at once on the replica that made the change and within
+//! [`RELOAD_BOUND`] on every other one (and for a change made by the CLI). When no poll has
+//! vouched for the copy lately (a reload failed, or the poll fell behind), each token request
+//! reads its account from the database again. The copy serves while the database is
+//! unreachable, and answers "unknown" for ids it does not hold while it is fresh (see
+//! [`crate::accounts::Accounts::credentials`]: a flood of made-up ids costs few reads).
 //!
 //! The same poll is the database health check, and the only one: it has its own connection
 //! (see [`crate::store`]), so no traffic can starve it, and a slow token-path read falls back to
@@ -110,6 +116,7 @@ pub(crate) fn spawn(issuer: Weak<Inner>, last_version: Option<i64>) -> tokio::ta
 /// One poll: the version, a reload when it moved (or the database came back), the clean-up
 /// and the scheduled rotation. The version the issuer is now in step with.
 async fn poll(inner: &Inner, last: Option<i64>) -> Option<i64> {
+    let began = tokio::time::Instant::now();
     let version = match tokio::time::timeout(POLL_TIMEOUT, inner.store.version()).await {
         Ok(Ok(version)) => version,
         Ok(Err(e)) => {
@@ -125,17 +132,26 @@ async fn poll(inner: &Inner, last: Option<i64>) -> Option<i64> {
         }
     };
     let mut in_step = last;
-    if last != Some(version) || !inner.health.is_up() {
+    let mut confirmed = last == Some(version) && inner.health.is_up();
+    if !confirmed {
         let keys = inner.keys.reload().await;
         let accounts = inner.accounts.reload_all().await;
         match keys.and(accounts) {
             // The discovery document's scopes keep their own bound (60 s, see `MetadataCache`).
-            Ok(()) => in_step = Some(version),
+            Ok(()) => {
+                in_step = Some(version);
+                confirmed = true;
+            }
             Err(e) => {
                 inner.accounts.known.mark_stale();
                 tracing::warn!(error = %e, "could not reload keys and accounts");
             }
         }
+    }
+    if confirmed {
+        // Unmoved, or reloaded after the version was read: the copy is the database as of
+        // `began` at least.
+        inner.accounts.known.confirm(began);
     }
     inner.health.mark_up();
     inner.keys.prune().await;

@@ -364,7 +364,7 @@ async fn issue(
         .map_err(server_error)?;
     let accepted: Vec<&str> = credentials
         .as_ref()
-        .map(|c| c.accepted_hashes.iter().map(String::as_str).collect())
+        .map(|c| c.accepted_hashes().collect())
         .unwrap_or_default();
     let hasher = &inner.accounts.hasher;
     let verified = hasher.remembered(&client_id, presented, &accepted) || {
@@ -394,10 +394,10 @@ async fn issue(
         }
     };
     drop(secret);
-    let (account, from_memory) = match credentials {
-        Some(c) if verified => (c.account, c.from_memory),
-        _ => return Err(TokenError::invalid_client("invalid client credentials")),
+    let Some(credentials) = credentials.as_ref().filter(|_| verified) else {
+        return Err(TokenError::invalid_client("invalid client credentials"));
     };
+    let (account, from_memory) = (credentials.account(), credentials.from_memory);
     // Charged only now: only a caller holding the secret spends the client's budget.
     inner
         .limits

@@ -14,6 +14,11 @@ use tokio::{
     process::{Child, Command},
 };
 
+#[path = "support/eventually.rs"]
+mod eventually;
+
+use eventually::{CHANGE_BOUND, eventually};
+
 const BIN: &str = env!("CARGO_BIN_EXE_s2s-issuer");
 const ADMIN: &str = "cli-test-admin-token-0123456789";
 
@@ -259,7 +264,7 @@ async fn accounts_commands_work_on_the_database_and_serve_uses_it() {
     let http = reqwest::Client::new();
     assert_eq!(token(&http, &url, &id, &secret).await, 200);
 
-    // Disabled from the CLI while the server runs: refused at once.
+    // Disabled from the CLI while the server runs: refused within the bound.
     let disabled = run(&["accounts", "--db", db_arg, "disable", &id]).await;
     assert!(disabled.status.success(), "{}", text(&disabled.stderr));
     let list = text(&run(&["accounts", "--db", db_arg, "list"]).await.stdout);
@@ -267,10 +272,20 @@ async fn accounts_commands_work_on_the_database_and_serve_uses_it() {
         list.lines()
             .any(|l| l.starts_with(&id) && l.contains("DISABLED"))
     );
-    assert_eq!(token(&http, &url, &id, &secret).await, 401);
+    eventually(
+        CHANGE_BOUND,
+        "the server refuses the disabled account",
+        || async { token(&http, &url, &id, &secret).await == 401 },
+    )
+    .await;
     let enabled = run(&["accounts", "--db", db_arg, "enable", &id]).await;
     assert!(enabled.status.success());
-    assert_eq!(token(&http, &url, &id, &secret).await, 200);
+    eventually(
+        CHANGE_BOUND,
+        "the server serves the enabled account",
+        || async { token(&http, &url, &id, &secret).await == 200 },
+    )
+    .await;
     let unknown = run(&["accounts", "--db", db_arg, "disable", "nobody"]).await;
     assert!(!unknown.status.success());
     server.kill().await.unwrap();
