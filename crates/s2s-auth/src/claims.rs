@@ -86,14 +86,9 @@ struct WireClaims {
 
 impl From<WireClaims> for StandardClaims {
     fn from(w: WireClaims) -> Self {
-        let mut scopes: Vec<Box<str>> = Vec::new();
-        let from_scope = w.scope.iter().flat_map(|s| s.split(' '));
-        let from_scp = w.scp.iter().flat_map(|s| s.split(' '));
-        for s in from_scope.chain(from_scp).filter(|s| !s.is_empty()) {
-            if !scopes.iter().any(|x| &**x == s) {
-                scopes.push(s.into());
-            }
-        }
+        let from_scope = w.scope.iter().map(String::as_str);
+        let from_scp = w.scp.iter().map(String::as_str);
+        let scopes = Scopes::new(from_scope.chain(from_scp));
         StandardClaims {
             iss: w.iss,
             sub: w.sub,
@@ -103,28 +98,47 @@ impl From<WireClaims> for StandardClaims {
             iat: w.iat,
             jti: w.jti,
             client_id: w.client_id,
-            scopes: Scopes(scopes.into()),
+            scopes,
         }
     }
 }
 
 /// The scopes granted to a token.
+///
+/// Kept as one text, the scopes in order, once each, separated by single spaces (a scope token
+/// has no space, RFC 6749 §3.3): one allocation however many scopes a token has.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Scopes(Arc<[Box<str>]>);
+pub struct Scopes(Arc<str>);
 
 impl Scopes {
-    /// Scopes from a list of names.
+    /// Scopes from a list of names. A name with spaces counts as the scopes it separates, as
+    /// in a token's `scope` claim; empty names and repeats are dropped.
     pub fn new<I, S>(scopes: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<Box<str>>,
+        S: AsRef<str>,
     {
-        Scopes(scopes.into_iter().map(Into::into).collect())
+        let mut joined = String::new();
+        for scope in scopes {
+            for scope in scope.as_ref().split(' ').filter(|s| !s.is_empty()) {
+                if !Scopes::listed(&joined, scope) {
+                    if !joined.is_empty() {
+                        joined.push(' ');
+                    }
+                    joined.push_str(scope);
+                }
+            }
+        }
+        Scopes(joined.into())
+    }
+
+    fn listed(joined: &str, scope: &str) -> bool {
+        joined.split(' ').any(|s| s == scope)
     }
 
     /// Whether `scope` was granted.
     pub fn contains(&self, scope: &str) -> bool {
-        self.0.iter().any(|s| &**s == scope)
+        !scope.is_empty() && Scopes::listed(&self.0, scope)
     }
 
     /// Whether every scope of `required` was granted.
@@ -139,12 +153,12 @@ impl Scopes {
 
     /// The granted scopes, in the order the token lists them.
     pub fn iter(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|s| &**s)
+        self.0.split(' ').filter(|s| !s.is_empty())
     }
 
     /// How many scopes were granted.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.iter().count()
     }
 
     /// Whether no scope was granted.
@@ -268,10 +282,7 @@ impl fmt::Debug for Scopes {
 
 impl Serialize for Scopes {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(&format_args!(
-            "{}",
-            self.iter().collect::<Vec<_>>().join(" ")
-        ))
+        serializer.serialize_str(&self.0)
     }
 }
 
@@ -439,6 +450,20 @@ mod tests {
         assert!(granted.require_any(&["x", "orders:write"]).is_ok());
         assert!(granted.require_all(&["orders:read", "x"]).is_err());
         assert!(granted.require_any(&["x", "y"]).is_err());
+    }
+
+    #[test]
+    fn scopes_are_tokens_once_each_in_order() {
+        let scopes = Scopes::new(["b a", "", "a", "c  d ", "b"]);
+        assert_eq!(scopes.iter().collect::<Vec<_>>(), ["b", "a", "c", "d"]);
+        assert_eq!(scopes.len(), 4);
+        assert!(scopes.contains("c") && !scopes.contains("") && !scopes.contains("a b"));
+        assert!(!scopes.contains("b a") && !scopes.contains(" "));
+        assert_eq!(scopes, Scopes::new(["b", "a", "c", "d"]));
+        let none = Scopes::new([" ", ""]);
+        assert_eq!(none.len(), 0);
+        assert!(none.is_empty() && none.iter().next().is_none());
+        assert_eq!(none, Scopes::default());
     }
 
     #[test]

@@ -325,7 +325,12 @@ impl Verifier {
             .get(&digest)
             .filter(|hit| self.keys_usable(hit.issuer))
         {
-            self.check_times(self.now(), hit.exp, hit.verified.standard().nbf)?;
+            let times = self.check_times(self.now(), hit.exp, hit.verified.standard().nbf);
+            if times.is_err() {
+                // Expired (or not yet valid): no use keeping it, the cache has no expiry.
+                cache.remove(&digest);
+            }
+            times?;
             metrics.cache_hits.increment();
             cache.remember(token, &hit);
             return Ok(hit.verified.clone());
@@ -336,17 +341,7 @@ impl Verifier {
             metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let (verified, key, issuer) = result?;
-        let exp = verified.standard().exp.unwrap_or_default();
-        let ttl = exp
-            .saturating_add(self.inner.leeway)
-            .saturating_sub(self.now());
-        cache.insert(
-            digest,
-            &verified,
-            &key,
-            issuer,
-            Duration::from_secs(ttl.max(1)),
-        );
+        cache.insert(digest, &verified, &key, issuer);
         Ok(verified)
     }
 

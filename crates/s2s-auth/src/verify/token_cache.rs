@@ -17,7 +17,6 @@ use std::{
         Arc, Weak,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
 };
 
 use crate::{claims::Verified, keys::Key};
@@ -53,26 +52,22 @@ pub(super) struct CachedToken {
     /// The index of its issuer, whose keys must still be usable (not too stale) on a hit.
     pub(super) issuer: usize,
     pub(super) exp: u64,
-    /// How long moka keeps the entry: until `exp` plus the leeway.
-    ttl: Duration,
-}
-
-struct UntilExpiry;
-
-impl moka::Expiry<TokenDigest, Arc<CachedToken>> for UntilExpiry {
-    fn expire_after_create(
-        &self,
-        _: &TokenDigest,
-        value: &Arc<CachedToken>,
-        _: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
 }
 
 /// The validated-token cache, with its admission filter.
+///
+/// The map is quick_cache's: a bounded concurrent map whose entries cost about a hundred bytes
+/// beside the key and value (moka's cost about four hundred), read under a sharded lock (a
+/// reader locks its own thread's shard, so hits on different cores do not write one cache
+/// line). It has no expiry of its own, and needs none: `exp` and `nbf` are checked on every hit,
+/// a hit past `exp` removes its entry, and an entry nobody asks for is the first to be evicted.
 pub(super) struct TokenCache {
-    entries: moka::sync::Cache<TokenDigest, Arc<CachedToken>, DigestHash>,
+    entries: quick_cache::sync::Cache<
+        TokenDigest,
+        Arc<CachedToken>,
+        quick_cache::UnitWeighter,
+        DigestHash,
+    >,
     /// Tells this cache's slots in `RECENT` from other caches' (never reused).
     id: u64,
     /// Digests of tokens verified once. A token enters the cache the second time it is
@@ -93,10 +88,13 @@ impl TokenCache {
     /// A cache of at most `max_entries` tokens; `None` when 0 turns it off.
     pub(super) fn new(max_entries: u64) -> Option<TokenCache> {
         (max_entries > 0).then(|| TokenCache {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(UntilExpiry)
-                .build_with_hasher(DigestHash),
+            entries: quick_cache::sync::Cache::with(
+                usize::try_from(max_entries).unwrap_or(usize::MAX),
+                max_entries,
+                quick_cache::UnitWeighter,
+                DigestHash,
+                quick_cache::sync::DefaultLifecycle::default(),
+            ),
             seen_once: (0..doorkeeper_slots(max_entries))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -159,15 +157,19 @@ impl TokenCache {
         (hit.key.strong_count() > 0).then_some(hit)
     }
 
-    /// Keeps the token of `digest`, verified by `key`, for `ttl`, if the admission filter has
-    /// seen it before.
+    /// Drops the entry of `digest`.
+    pub(super) fn remove(&self, digest: &TokenDigest) {
+        self.entries.remove(digest);
+    }
+
+    /// Keeps the token of `digest`, verified by `key`, if the admission filter has seen it
+    /// before.
     pub(super) fn insert(
         &self,
         digest: TokenDigest,
         verified: &Verified,
         key: &Arc<Key>,
         issuer: usize,
-        ttl: Duration,
     ) {
         if !self.admit(&digest) {
             return;
@@ -179,7 +181,6 @@ impl TokenCache {
                 key: Arc::downgrade(key),
                 issuer,
                 exp: verified.standard().exp.unwrap_or_default(),
-                ttl,
             }),
         );
     }
