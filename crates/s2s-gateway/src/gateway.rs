@@ -51,30 +51,24 @@ use std::{
 };
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulConnection},
 };
-use s2s_auth::{Reason, Rejection, RequireScopeLayer, Responder, Verified, Verifier, VerifyLayer};
+use s2s_auth::{RequireScopeLayer, Responder, Verifier, VerifyLayer};
 use tokio::{net::TcpListener, task::JoinSet, time::Instant};
-use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
+use tower::Layer;
 
 use crate::{
     Body, Error,
-    config::{self, Access, Config, IssuerConfig, Scopes},
-    metrics::{self, FromUpstream, Metrics, Refused},
+    config::{self, Access, Config, Scopes},
+    metrics::{self, Metrics, Refused},
     path::{self, PathOptions},
-    proxy::{ClientAddr, Identity, Proxy, Target},
+    proxy::{ClientAddr, Forward, Proxy, Target},
     response::{json, json_error},
+    stack::{AfterVerify, AuthContext, RouteService, ScopeCheck, Subject},
 };
-
-type RouteService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
-
-/// The subject of the verified token, carried on the response for the access log.
-#[derive(Clone, Debug)]
-struct Subject(Arc<str>);
 
 /// A verifying reverse proxy, built from a [`Config`]. See the [module docs](self).
 pub struct Gateway {
@@ -173,31 +167,14 @@ impl Gateway {
                 } else {
                     0
                 },
+                metrics: metrics.clone(),
             });
-            let metrics = metrics.clone();
-            let forward = tower::service_fn(move |request: Request<Incoming>| {
-                let target = target.clone();
-                let metrics = metrics.clone();
-                async move {
-                    let started = Instant::now();
-                    let mut response = target.forward(request).await;
-                    // The gateway's own answers (502, 504, 413) are JSON errors, not upstream's.
-                    if response
-                        .extensions()
-                        .get::<crate::response::GatewayAnswer>()
-                        .is_none()
-                    {
-                        metrics.upstream(response.status(), started.elapsed());
-                        response.extensions_mut().insert(FromUpstream);
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            });
+            let forward = Forward(target);
             let service = match (&route.access, &verifier) {
-                (Access::Public, _) => RouteService::new(forward),
+                (Access::Public, _) => RouteService::Public(forward),
                 (Access::Token(scopes), Some(verifier)) => {
-                    let scoped = match scopes {
-                        None => RouteService::new(forward),
+                    let inner = match scopes {
+                        None => ScopeCheck::Open(forward),
                         Some(scopes) => {
                             let layer = match scopes {
                                 Scopes::AllOf(s) => {
@@ -207,30 +184,18 @@ impl Gateway {
                                     RequireScopeLayer::any(s.iter().map(String::as_str))
                                 }
                             };
-                            RouteService::new(
-                                layer
-                                    .layer(forward)
-                                    .map_response(|r| r.map(|b| b.boxed_unsync())),
-                            )
+                            ScopeCheck::Checked(layer.layer(forward))
                         }
                     };
-                    let auth = auth.clone();
-                    let audiences: Option<Arc<[String]>> =
-                        route.audiences.as_deref().map(Arc::from);
-                    let after_verify = tower::service_fn(move |request: Request<Incoming>| {
-                        let auth = auth.clone();
-                        let inner = scoped.clone();
-                        let audiences = audiences.clone();
-                        async move {
-                            let response = auth.after_verify(request, audiences.as_deref(), inner);
-                            Ok::<_, Infallible>(response.await)
-                        }
-                    });
-                    RouteService::new(
+                    let after_verify = AfterVerify {
+                        auth: auth.clone(),
+                        audiences: route.audiences.as_deref().map(Arc::from),
+                        inner,
+                    };
+                    RouteService::Token(
                         VerifyLayer::new(verifier.clone())
                             .responder(responder.clone())
-                            .layer(after_verify)
-                            .map_response(|r| r.map(|b| b.boxed_unsync())),
+                            .layer(after_verify),
                     )
                 }
                 (Access::Token(_), None) => {
@@ -599,123 +564,6 @@ async fn load_keys(verifier: Verifier) {
     }
 }
 
-/// What happens between `VerifyLayer` and `RequireScopeLayer`: the audiences (the issuer's own,
-/// narrowed by the route's), and the identity headers of the verified token.
-struct AuthContext {
-    issuers: Vec<IssuerConfig>,
-    responder: Responder,
-}
-
-#[derive(serde::Deserialize)]
-struct AuthorizedParty {
-    azp: Option<String>,
-}
-
-impl AuthContext {
-    async fn after_verify(
-        &self,
-        mut request: Request<Incoming>,
-        route_audiences: Option<&[String]>,
-        inner: RouteService,
-    ) -> Response<Body> {
-        let Some(verified) = request.extensions().get::<Verified>().cloned() else {
-            let rejection =
-                Rejection::new(Reason::MissingLayer, "the gateway lost the verified claims");
-            return self.reject(&rejection, &request);
-        };
-        let claims = verified.standard();
-        let subject = claims.sub.as_deref().map(Arc::<str>::from);
-        // The verifier held the token to its issuer's audiences; the route narrows them: one
-        // `aud` must be both the issuer's and the route's. The caller learns the reason, the
-        // log the audiences.
-        let issuer = self.issuers.iter().find(|i| i.id == claims.iss);
-        let accepted = |a: &String| {
-            issuer.is_some_and(|i| i.audiences.contains(a))
-                && route_audiences.is_none_or(|r| r.contains(a))
-        };
-        if !claims.aud.iter().any(accepted) {
-            // The caller is shown the reason's fixed summary, as for the verifier's own
-            // audience refusal; the audiences go to the log only.
-            let rejection = Rejection::summarized(
-                Reason::WrongAudience,
-                format!(
-                    "aud {:?} names none of the audiences of issuer `{}` ({:?}) and route ({:?})",
-                    claims.aud,
-                    claims.iss,
-                    issuer.map(|i| &i.audiences),
-                    route_audiences
-                ),
-            );
-            tracing::debug!(target: "s2s_gateway", detail = rejection.detail(), "token refused");
-            return with_subject(self.reject(&rejection, &request), subject);
-        }
-        let identity = match identity(&verified) {
-            Ok(identity) => identity,
-            Err(rejection) => return with_subject(self.reject(&rejection, &request), subject),
-        };
-        request.extensions_mut().insert(identity);
-        let response = match inner.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        with_subject(response, subject)
-    }
-
-    /// The layers' answer: gRPC-shaped for a gRPC request.
-    fn reject<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<Body> {
-        self.responder
-            .respond_to(rejection, request.headers())
-            .map(crate::proxy::full)
-    }
-}
-
-fn with_subject(mut response: Response<Body>, subject: Option<Arc<str>>) -> Response<Body> {
-    if let Some(s) = subject {
-        response.extensions_mut().insert(Subject(s));
-    }
-    response
-}
-
-/// The identity header values of a verified token. A claim that cannot be a header value
-/// (control characters) refuses the token rather than drop the header silently.
-fn identity(verified: &Verified) -> Result<Identity, Rejection> {
-    let claims = verified.standard();
-    let refused = |name: &str| {
-        Rejection::new(
-            Reason::Malformed,
-            format!("the token's `{name}` claim holds characters a header cannot carry"),
-        )
-    };
-    let value = |name: &str, v: &str| HeaderValue::from_str(v).map_err(|_| refused(name));
-    let subject = claims.sub.as_deref().map(|s| value("sub", s)).transpose()?;
-    let client_id = match &claims.client_id {
-        Some(c) => Some(value("client_id", c)?),
-        None => match verified.claims::<AuthorizedParty>() {
-            Ok(AuthorizedParty { azp: Some(azp) }) => Some(value("azp", &azp)?),
-            _ => None,
-        },
-    };
-    let scopes = if claims.scopes.is_empty() {
-        None
-    } else {
-        // Joined straight into the buffer the header value keeps (no list, no copy).
-        let mut joined = String::with_capacity(64);
-        for (i, scope) in claims.scopes.iter().enumerate() {
-            if i > 0 {
-                joined.push(' ');
-            }
-            joined.push_str(scope);
-        }
-        let joined = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined));
-        Some(joined.map_err(|_| refused("scope"))?)
-    };
-    Ok(Identity {
-        subject,
-        client_id,
-        scopes,
-    })
-}
-
 impl Shared {
     async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         let start = Instant::now();
@@ -768,11 +616,7 @@ impl Shared {
             Selected::Answer(response, route) => return (response, route),
         };
         request.extensions_mut().insert(ClientAddr(peer));
-        let response = match route.service.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        (response, Some(&route.prefix))
+        (route.service.answer(request).await, Some(&route.prefix))
     }
 
     /// The route of a request, or the gateway's own answer.

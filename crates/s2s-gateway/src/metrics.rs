@@ -31,7 +31,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use s2s_auth::Reason;
 
-use crate::{Body, proxy::full};
+use crate::{Body, body::Plain};
 
 /// Buckets of the duration histograms, in seconds: 1 ms to 30 s.
 const BUCKETS: &[f64] = &[
@@ -147,7 +147,7 @@ impl Metrics {
 
     /// The answer of the metrics path.
     pub(crate) fn response(&self) -> Response<Body> {
-        let mut response = Response::new(full(self.render()));
+        let mut response = Response::new(Body::from(Plain::full(self.render().into())));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,

@@ -1,10 +1,14 @@
 //! Forwarding one request to its upstream and its answer back, bodies streamed both ways.
 
 use std::{
+    convert::Infallible,
     error::Error as StdError,
+    future::Future,
     io,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -13,18 +17,21 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
     uri::PathAndQuery,
 };
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::{Client, Error as LegacyError, ResponseFuture, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-
 use ipnet::IpNet;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Timeout, error::Elapsed};
+use tower::Service;
 
 use crate::{
-    Body,
+    body::Plain,
     config::{Config, IdentityHeaders, UpstreamConfig},
+    metrics::{FromUpstream, Metrics},
     path::{self, PathOptions},
     response::json_error,
 };
@@ -102,7 +109,13 @@ pub(crate) struct Target {
     pub(crate) upstream: UpstreamConfig,
     /// How many leading path segments (the route prefix's) to remove; 0 for none.
     pub(crate) strip_segments: usize,
+    /// Where the upstream's answers are counted.
+    pub(crate) metrics: Arc<Metrics>,
 }
+
+/// How many headers [`Target::forward`] may add: three identity headers, five forwarding
+/// headers, and `Host` (the client's).
+const ADDED_HEADERS: usize = 9;
 
 impl Proxy {
     pub(crate) fn new(config: &Config) -> Proxy {
@@ -227,25 +240,96 @@ enum Failure {
     Unreachable(String),
 }
 
+/// One route's forwarding: the innermost service of its stack.
+#[derive(Clone)]
+pub(crate) struct Forward(pub(crate) Arc<Target>);
+
+impl Service<Request<Incoming>> for Forward {
+    type Response = Response<Plain>;
+    type Error = Infallible;
+    type Future = Forwarding;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Forwarding {
+        Target::forward(&self.0, request)
+    }
+}
+
+pin_project! {
+    /// The future of [`Forward`]: the gateway's own answer at once, or the upstream exchange.
+    pub(crate) struct Forwarding {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        Answered { response: Option<Response<Plain>> },
+        Exchange {
+            #[pin]
+            exchange: Timeout<ResponseFuture>,
+            target: Arc<Target>,
+            started: Instant,
+        },
+    }
+}
+
+impl Forwarding {
+    fn answered(response: Response<Plain>) -> Forwarding {
+        Forwarding {
+            state: State::Answered {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl Future for Forwarding {
+    type Output = Result<Response<Plain>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = match self.project().state.project() {
+            StateProj::Answered { response } => {
+                response.take().expect("Forwarding polled after completion")
+            }
+            StateProj::Exchange {
+                exchange,
+                target,
+                started,
+            } => {
+                let result = std::task::ready!(exchange.poll(cx));
+                target.answer(result, *started)
+            }
+        };
+        Poll::Ready(Ok(response))
+    }
+}
+
 impl Target {
-    /// Forwards `request` and returns the upstream's answer, or the gateway's JSON answer when
-    /// the upstream cannot be reached in time. Never fails.
-    pub(crate) async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
-        let proxy = &*self.proxy;
+    /// Forwards `request`: the upstream's answer, or the gateway's JSON answer when the
+    /// upstream cannot be reached in time. Never fails.
+    fn forward(this: &Arc<Target>, request: Request<Incoming>) -> Forwarding {
+        let started = Instant::now();
+        let proxy = &*this.proxy;
         if let Some(length) = content_length(request.headers())
             && length > proxy.max_body_bytes
         {
-            return too_large(proxy.max_body_bytes);
+            return Forwarding::answered(too_large(proxy.max_body_bytes));
         }
         let (mut parts, body) = request.into_parts();
-        let uri = match self.upstream_uri(&parts.uri) {
+        let uri = match this.upstream_uri(&parts.uri) {
             Some(uri) => uri,
             None => {
-                return json_error(
+                return Forwarding::answered(json_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "the request path cannot be forwarded",
-                );
+                ));
             }
         };
         // An IPv4 client of a dual-stack listener is an IPv4 address, not `::ffff:a.b.c.d`.
@@ -288,6 +372,9 @@ impl Target {
             // The client sets it from the upstream URI.
             headers.remove(header::HOST);
         }
+        // Room for every header added below at once (the map grows once, if at all): the
+        // identity, forwarding and host headers.
+        headers.reserve(ADDED_HEADERS);
         if let Some(v) = identity.subject {
             headers.insert(names.subject.clone(), v);
         }
@@ -302,14 +389,12 @@ impl Target {
             // proxy's stay and otherwise they are the gateway's view. The address is written
             // once for all three.
             let address = ip.to_string();
-            append_list(headers, X_FORWARDED_FOR, address.as_bytes());
-            append_list(
-                headers,
-                header::FORWARDED,
-                forwarded_element(ip.is_ipv6(), &address, original_host.as_ref()).as_bytes(),
-            );
+            let forwarded = forwarded_element(ip.is_ipv6(), &address, original_host.as_ref());
+            let address = Bytes::from(address);
+            append_list(headers, X_FORWARDED_FOR, address.clone());
+            append_list(headers, header::FORWARDED, Bytes::from(forwarded));
             for (name, value) in [
-                (X_REAL_IP, HeaderValue::from_str(&address).ok()),
+                (X_REAL_IP, HeaderValue::from_maybe_shared(address).ok()),
                 (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
                 (X_FORWARDED_HOST, original_host),
             ] {
@@ -321,7 +406,7 @@ impl Target {
             }
         }
         parts.uri = uri;
-        let client = if self.upstream.http2 {
+        let client = if this.upstream.http2 {
             if te_trailers {
                 parts
                     .headers
@@ -335,18 +420,34 @@ impl Target {
         };
         let limit = usize::try_from(proxy.max_body_bytes).unwrap_or(usize::MAX);
         let request = Request::from_parts(parts, NoTrailers(Limited::new(body, limit)));
+        Forwarding {
+            state: State::Exchange {
+                exchange: tokio::time::timeout(proxy.request_timeout, client.request(request)),
+                target: this.clone(),
+                started,
+            },
+        }
+    }
 
-        let exchange = client.request(request);
-        let failure = match tokio::time::timeout(proxy.request_timeout, exchange).await {
+    /// The answer to the client once the exchange is over: the upstream's (counted for the
+    /// metrics), or the gateway's 502, 504 or 413.
+    fn answer(
+        &self,
+        result: Result<Result<Response<Incoming>, LegacyError>, Elapsed>,
+        started: Instant,
+    ) -> Response<Plain> {
+        let failure = match result {
             Ok(Ok(response)) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
-                let body = body.map_err(Into::into).boxed_unsync();
-                return Response::from_parts(parts, body);
+                self.metrics.upstream(parts.status, started.elapsed());
+                parts.extensions.insert(FromUpstream);
+                return Response::from_parts(parts, Plain::Upstream(body));
             }
             Ok(Err(e)) => classify(&e),
             Err(_) => Failure::Timeout,
         };
+        let proxy = &*self.proxy;
         let name = &self.upstream.name;
         match failure {
             Failure::Timeout => {
@@ -400,7 +501,7 @@ impl Target {
     }
 }
 
-fn too_large(max: u64) -> Response<Body> {
+fn too_large(max: u64) -> Response<Plain> {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -505,14 +606,19 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends `value` to the comma-separated list `name` (several fields are joined into one).
-fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
-    let mut joined = BytesMut::new();
-    for existing in headers.get_all(&name) {
-        joined.put_slice(existing.as_bytes());
-        joined.put_slice(b", ");
-    }
-    joined.put_slice(value);
-    if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: Bytes) {
+    let value = if headers.contains_key(&name) {
+        let mut joined = BytesMut::new();
+        for existing in headers.get_all(&name) {
+            joined.put_slice(existing.as_bytes());
+            joined.put_slice(b", ");
+        }
+        joined.put_slice(&value);
+        joined.freeze()
+    } else {
+        value
+    };
+    if let Ok(v) = HeaderValue::from_maybe_shared(value) {
         headers.insert(name, v);
     }
 }
@@ -550,13 +656,6 @@ fn forwarded_element(ipv6: bool, address: &str, host: Option<&HeaderValue>) -> S
     element
 }
 
-/// A response with a fixed body.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,7 +691,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
-        append_list(&mut h, X_FORWARDED_FOR, b"127.0.0.1");
+        append_list(&mut h, X_FORWARDED_FOR, Bytes::from_static(b"127.0.0.1"));
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
     }
