@@ -13,7 +13,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use s2s_auth::layer::ResponseBody;
 
-use crate::BoxError;
+use crate::{BoxError, pool::Pooled};
 
 /// The body of every response the gateway sends: an upstream's, streamed, or its own.
 pub struct Body(Kind);
@@ -76,7 +76,7 @@ impl HttpBody for Body {
 pub(crate) enum Plain {
     /// `None` once sent (or when empty: the message ends with its head).
     Own(Option<Bytes>),
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
 }
 
 impl Plain {
@@ -112,6 +112,56 @@ impl HttpBody for Plain {
             Plain::Own(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Plain::Upstream(body) => body.size_hint(),
         }
+    }
+}
+
+/// An upstream's body and, over HTTP/1.1, the connection it comes on: back to its pool once
+/// the body has been read to its end, closed if the body is dropped before.
+pub(crate) struct UpstreamBody {
+    body: Incoming,
+    connection: Option<Pooled>,
+    ended: bool,
+}
+
+impl UpstreamBody {
+    pub(crate) fn new(body: Incoming, connection: Option<Pooled>) -> UpstreamBody {
+        UpstreamBody {
+            body,
+            connection,
+            ended: false,
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.release(self.ended || self.body.is_end_stream());
+        }
+    }
+}
+
+impl HttpBody for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -99,7 +99,8 @@ struct Shared {
     readiness: String,
     metrics_path: String,
     metrics: Arc<Metrics>,
-    /// Folds the histograms' samples every `metrics::UPKEEP_INTERVAL`.
+    /// Folds the histograms' samples and closes idle upstream connections every
+    /// `metrics::UPKEEP_INTERVAL`.
     upkeep: tokio::task::JoinHandle<()>,
     paths: PathOptions,
     verifier: Option<Verifier>,
@@ -168,6 +169,7 @@ impl Gateway {
                     0
                 },
                 metrics: metrics.clone(),
+                pool: proxy.pool(route.upstream),
             });
             let forward = Forward(target);
             let service = match (&route.access, &verifier) {
@@ -222,6 +224,7 @@ impl Gateway {
                 loop {
                     every.tick().await;
                     metrics.upkeep();
+                    proxy.close_idle();
                 }
             }
         });
@@ -613,7 +616,7 @@ impl Shared {
         }
         let route = match self.select(request.method(), request.uri().path()) {
             Selected::Route(route) => route,
-            Selected::Answer(response, route) => return (response, route),
+            Selected::Answer(response, route) => return (*response, route),
         };
         request.extensions_mut().insert(ClientAddr(peer));
         (route.service.answer(request).await, Some(&route.prefix))
@@ -623,10 +626,10 @@ impl Shared {
     fn select(&self, method: &Method, raw_path: &str) -> Selected<'_> {
         if raw_path == self.liveness || raw_path == self.readiness || raw_path == self.metrics_path
         {
-            return Selected::Answer(self.health(method, raw_path), None);
+            return Selected::answer(self.health(method, raw_path), None);
         }
         if method == Method::CONNECT {
-            return Selected::Answer(
+            return Selected::answer(
                 json_error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
@@ -638,7 +641,7 @@ impl Shared {
         let path = match path::parse(raw_path, self.paths) {
             Ok(path) => path,
             Err(e) if raw_path.starts_with('/') => {
-                return Selected::Answer(
+                return Selected::answer(
                     json_error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
@@ -647,7 +650,7 @@ impl Shared {
                     None,
                 );
             }
-            Err(_) => return Selected::Answer(not_found(), None),
+            Err(_) => return Selected::answer(not_found(), None),
         };
         let case_insensitive = self.paths.case_insensitive;
         let Some(longest) = self
@@ -655,7 +658,7 @@ impl Shared {
             .iter()
             .find(|r| path::matches_prefix(path.routed(), &r.prefix, case_insensitive))
         else {
-            return Selected::Answer(not_found(), None);
+            return Selected::answer(not_found(), None);
         };
         let candidates = self
             .routes
@@ -682,7 +685,7 @@ impl Shared {
         if let Ok(v) = HeaderValue::from_str(&allow) {
             response.headers_mut().insert(header::ALLOW, v);
         }
-        Selected::Answer(response, Some(&longest.prefix))
+        Selected::answer(response, Some(&longest.prefix))
     }
 
     fn health(&self, method: &Method, path: &str) -> Response<Body> {
@@ -728,8 +731,14 @@ impl Shared {
 /// What routing decided.
 enum Selected<'a> {
     Route(&'a Route),
-    /// The gateway's own answer, and the route prefix it concerns.
-    Answer(Response<Body>, Option<&'a str>),
+    /// The gateway's own answer, and the route prefix it concerns (boxed: the rare case).
+    Answer(Box<Response<Body>>, Option<&'a str>),
+}
+
+impl<'a> Selected<'a> {
+    fn answer(response: Response<Body>, route: Option<&'a str>) -> Selected<'a> {
+        Selected::Answer(Box::new(response), route)
+    }
 }
 
 fn not_found() -> Response<Body> {

@@ -114,6 +114,7 @@ pub mod config;
 pub mod gateway;
 pub mod metrics;
 mod path;
+mod pool;
 mod proxy;
 mod response;
 mod stack;

@@ -20,7 +20,7 @@ use http::{
 use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::{Client, Error as LegacyError, ResponseFuture, connect::HttpConnector},
+    client::legacy::{Client, ResponseFuture, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
 use ipnet::IpNet;
@@ -29,10 +29,11 @@ use tokio::time::{Instant, Timeout, error::Elapsed};
 use tower::Service;
 
 use crate::{
-    body::Plain,
+    body::{Plain, UpstreamBody},
     config::{Config, IdentityHeaders, UpstreamConfig},
     metrics::{FromUpstream, Metrics},
     path::{self, PathOptions},
+    pool::{ExchangeError, Pool, Pooled},
     response::json_error,
 };
 
@@ -48,7 +49,10 @@ pub(crate) struct Identity {
     pub(crate) scopes: Option<HeaderValue>,
 }
 
-type UpstreamClient = Client<HttpConnector, NoTrailers<Limited<Incoming>>>;
+/// What is sent upstream as a request body.
+pub(crate) type RequestBody = NoTrailers<Limited<Incoming>>;
+
+type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// A request body without its trailers. The identity and forwarding rules apply to the header
 /// section; trailers (HTTP/2, or chunked HTTP/1.1) could carry `X-Auth-Subject` or another
@@ -85,13 +89,17 @@ where
     }
 }
 
+/// How long an upstream connection is kept without a request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The h2c upstream client's flow-control windows (see [`Proxy::new`]).
 const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
 /// What every route's forwarding shares: the clients (and their connection pools) and the rules.
 pub(crate) struct Proxy {
-    client: UpstreamClient,
+    /// The HTTP/1.1 connections of each upstream, in the configuration's order.
+    pools: Vec<Arc<Pool>>,
     /// For `http2 = true` upstreams: HTTP/2 with prior knowledge (h2c).
     h2_client: UpstreamClient,
     request_timeout: Duration,
@@ -111,6 +119,8 @@ pub(crate) struct Target {
     pub(crate) strip_segments: usize,
     /// Where the upstream's answers are counted.
     pub(crate) metrics: Arc<Metrics>,
+    /// The upstream's HTTP/1.1 connections (unused for an HTTP/2 upstream).
+    pub(crate) pool: Arc<Pool>,
 }
 
 /// How many headers [`Target::forward`] may add: three identity headers, five forwarding
@@ -123,11 +133,22 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeouts.connect));
         connector.enforce_http(true);
+        let pools = config
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(upstream.scheme.clone());
+                parts.authority = Some(upstream.authority.clone());
+                parts.path_and_query = Some(PathAndQuery::from_static("/"));
+                let uri = Uri::from_parts(parts).expect("a scheme and an authority make a URI");
+                Arc::new(Pool::new(connector.clone(), uri, POOL_IDLE_TIMEOUT))
+            })
+            .collect();
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60));
-        let client = builder.build(connector.clone());
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         // One h2c connection carries many clients' streams and shares one connection-level
         // flow-control window: a client that stops reading leaves its stream's data unread
         // there. A stream may hold at most its own window (1 MiB), so with a 32 MiB
@@ -142,7 +163,7 @@ impl Proxy {
             .http2_keep_alive_timeout(Duration::from_secs(20))
             .build(connector);
         Proxy {
-            client,
+            pools,
             h2_client,
             request_timeout: config.timeouts.request,
             max_body_bytes: config.max_body_bytes,
@@ -151,6 +172,18 @@ impl Proxy {
             preserve_host: config.preserve_host,
             trusted_proxies: config.trusted_proxies.clone(),
             paths: config.paths,
+        }
+    }
+
+    /// The HTTP/1.1 connections of the `index`th upstream of the configuration.
+    pub(crate) fn pool(&self, index: usize) -> Arc<Pool> {
+        self.pools[index].clone()
+    }
+
+    /// Closes the upstream connections idle for longer than [`POOL_IDLE_TIMEOUT`].
+    pub(crate) fn close_idle(&self) {
+        for pool in &self.pools {
+            pool.close_expired();
         }
     }
 
@@ -272,10 +305,40 @@ pin_project! {
         Answered { response: Option<Response<Plain>> },
         Exchange {
             #[pin]
-            exchange: Timeout<ResponseFuture>,
+            exchange: Timeout<Exchange>,
             target: Arc<Target>,
             started: Instant,
         },
+    }
+}
+
+/// An exchange on a pooled HTTP/1.1 connection.
+type Http1Exchange =
+    Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Pooled), ExchangeError>> + Send>>;
+
+/// The upstream's answer and the connection it came on (HTTP/1.1), or why there is none.
+type Exchanged = Result<(Response<Incoming>, Option<Pooled>), Failure>;
+
+/// One exchange with the upstream: on a pooled HTTP/1.1 connection, or by the h2c client.
+enum Exchange {
+    Http1(Http1Exchange),
+    Http2(ResponseFuture),
+}
+
+impl Future for Exchange {
+    type Output = Exchanged;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match self.get_mut() {
+            Exchange::Http1(exchange) => match std::task::ready!(exchange.as_mut().poll(cx)) {
+                Ok((response, pooled)) => Ok((response, Some(pooled))),
+                Err(e) => Err(classify(&*e.error, e.connect)),
+            },
+            Exchange::Http2(exchange) => match std::task::ready!(Pin::new(exchange).poll(cx)) {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err(classify(&e, e.is_connect())),
+            },
+        })
     }
 }
 
@@ -322,7 +385,7 @@ impl Target {
             return Forwarding::answered(too_large(proxy.max_body_bytes));
         }
         let (mut parts, body) = request.into_parts();
-        let uri = match this.upstream_uri(&parts.uri) {
+        let uri = match this.upstream_uri(&parts.uri, this.upstream.http2) {
             Some(uri) => uri,
             None => {
                 return Forwarding::answered(json_error(
@@ -406,23 +469,28 @@ impl Target {
             }
         }
         parts.uri = uri;
-        let client = if this.upstream.http2 {
+        if this.upstream.http2 {
             if te_trailers {
-                parts
-                    .headers
-                    .insert(header::TE, HeaderValue::from_static("trailers"));
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
             }
             parts.version = Version::HTTP_2;
-            &proxy.h2_client
         } else {
+            // As a client sets it from the URI: the upstream's authority.
+            headers
+                .entry(header::HOST)
+                .or_insert_with(|| this.pool.host().clone());
             parts.version = Version::HTTP_11;
-            &proxy.client
-        };
+        }
         let limit = usize::try_from(proxy.max_body_bytes).unwrap_or(usize::MAX);
         let request = Request::from_parts(parts, NoTrailers(Limited::new(body, limit)));
+        let exchange = if this.upstream.http2 {
+            Exchange::Http2(proxy.h2_client.request(request))
+        } else {
+            Exchange::Http1(Box::pin(this.pool.clone().send(request)))
+        };
         Forwarding {
             state: State::Exchange {
-                exchange: tokio::time::timeout(proxy.request_timeout, client.request(request)),
+                exchange: tokio::time::timeout(proxy.request_timeout, exchange),
                 target: this.clone(),
                 started,
             },
@@ -431,20 +499,17 @@ impl Target {
 
     /// The answer to the client once the exchange is over: the upstream's (counted for the
     /// metrics), or the gateway's 502, 504 or 413.
-    fn answer(
-        &self,
-        result: Result<Result<Response<Incoming>, LegacyError>, Elapsed>,
-        started: Instant,
-    ) -> Response<Plain> {
+    fn answer(&self, result: Result<Exchanged, Elapsed>, started: Instant) -> Response<Plain> {
         let failure = match result {
-            Ok(Ok(response)) => {
+            Ok(Ok((response, connection))) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 self.metrics.upstream(parts.status, started.elapsed());
                 parts.extensions.insert(FromUpstream);
-                return Response::from_parts(parts, Plain::Upstream(body));
+                let body = Plain::Upstream(UpstreamBody::new(body, connection));
+                return Response::from_parts(parts, body);
             }
-            Ok(Err(e)) => classify(&e),
+            Ok(Err(failure)) => failure,
             Err(_) => Failure::Timeout,
         };
         let proxy = &*self.proxy;
@@ -473,9 +538,10 @@ impl Target {
         }
     }
 
-    /// The upstream URI: its scheme and authority, its base path, the request's normalized
-    /// path (less the route prefix when stripped) and query.
-    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+    /// The upstream URI: its base path, the request's normalized path (less the route prefix
+    /// when stripped) and query; with the upstream's scheme and authority when `absolute`
+    /// (HTTP/2: `:scheme` and `:authority`), else in origin form (HTTP/1.1).
+    fn upstream_uri(&self, uri: &Uri, absolute: bool) -> Option<Uri> {
         // The same parse routing did: the path forwarded is the one routed (with segment
         // parameters where they are accepted).
         let parsed = path::parse(uri.path(), self.proxy.paths).ok()?;
@@ -493,10 +559,14 @@ impl Target {
             pq.put_u8(b'?');
             pq.put_slice(q.as_bytes());
         }
+        let path_and_query = PathAndQuery::from_maybe_shared(pq.freeze()).ok()?;
+        if !absolute {
+            return Some(Uri::from(path_and_query));
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.upstream.scheme.clone());
         parts.authority = Some(self.upstream.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(pq.freeze()).ok()?);
+        parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).ok()
     }
 }
@@ -519,7 +589,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
+/// Why an exchange failed, from its error's chain; `connect` when it failed connecting.
+fn classify(error: &(dyn StdError + 'static), connect: bool) -> Failure {
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     let mut io_kind = None;
     while let Some(e) = source {
@@ -537,8 +608,8 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
     let cause = match io_kind {
         Some(io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
         Some(io::ErrorKind::ConnectionReset) => "connection reset".to_owned(),
-        Some(kind) if error.is_connect() => format!("connect failed: {kind}"),
-        _ if error.is_connect() => "connect failed".to_owned(),
+        Some(kind) if connect => format!("connect failed: {kind}"),
+        _ if connect => "connect failed".to_owned(),
         _ => "the connection failed before a complete answer".to_owned(),
     };
     Failure::Unreachable(cause)
