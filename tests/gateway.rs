@@ -1086,6 +1086,55 @@ async fn a_slow_upstream_is_504() {
     world.upstream.state.release.notify_one();
 }
 
+/// An upstream answering `ok` that counts the connections it accepts; without `keep_alive`
+/// it closes each after one answer (`Connection: close`).
+async fn counting_upstream(
+    keep_alive: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let service = hyper::service::service_fn(|_: Request<hyper::body::Incoming>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_once_closed() {
+    let keys = KeyServer::start().await;
+    let route = "[[route]]\nprefix = \"/public\"\nupstream = \"app\"\npublic = true\n";
+    // One connection for requests one after the other; a new one for each when the upstream
+    // closes them.
+    for (keep_alive, connections) in [(true, 1), (false, 5)] {
+        let (upstream, accepted, task) = counting_upstream(keep_alive).await;
+        let gateway = start(&issuer_config(&keys, upstream, "", route)).await;
+        for request in 0..5 {
+            let got = gateway.get("/public/x").await;
+            assert_eq!(got.status, StatusCode::OK, "request {request}");
+            assert_eq!(got.body, "ok");
+        }
+        let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(accepted, connections, "keep-alive {keep_alive}");
+        task.abort();
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Health and shutdown
 // ---------------------------------------------------------------------------------------------
