@@ -67,7 +67,7 @@ use crate::{
     path::{self, PathOptions},
     proxy::{ClientAddr, Forward, Proxy, Target},
     response::{json, json_error},
-    stack::{AfterVerify, AuthContext, RouteService, ScopeCheck, Subject},
+    stack::{AfterVerify, AuthContext, RouteService, ScopeCheck, Subject, access_log_enabled},
 };
 
 /// A verifying reverse proxy, built from a [`Config`]. See the [module docs](self).
@@ -335,13 +335,15 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(Activity::new());
             let shared = self.shared.clone();
+            let client = ClientAddr::new(peer);
             let service = hyper::service::service_fn({
                 let activity = activity.clone();
                 move |request| {
                     let shared = shared.clone();
+                    let client = client.clone();
                     let guard = activity.begin();
                     async move {
-                        let response = shared.handle(request, peer).await;
+                        let response = shared.handle(request, client).await;
                         Ok::<_, Infallible>(response.map(|body| InFlight { body, guard }))
                     }
                 }
@@ -568,16 +570,23 @@ async fn load_keys(verifier: Verifier) {
 }
 
 impl Shared {
-    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let start = Instant::now();
-        // Both clones are reference counts: nothing is formatted unless the event is enabled.
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        let (response, route) = self.dispatch(request, peer).await;
+    async fn handle(&self, request: Request<Incoming>, client: ClientAddr) -> Response<Body> {
+        // Both clones are reference counts, taken only when the access log is on.
+        let logged = access_log_enabled().then(|| {
+            (
+                Instant::now(),
+                request.method().clone(),
+                request.uri().clone(),
+            )
+        });
+        let (response, route) = self.dispatch(request, client).await;
         if response.extensions().get::<Refused>().is_none() {
             self.metrics
                 .request(metrics::outcome(&response, route.is_some()));
         }
+        let Some((start, method, uri)) = logged else {
+            return response;
+        };
         let subject = response.extensions().get::<Subject>();
         tracing::info!(
             target: "s2s_gateway::access",
@@ -596,7 +605,7 @@ impl Shared {
     async fn dispatch(
         &self,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        client: ClientAddr,
     ) -> (Response<Body>, Option<&str>) {
         // RFC 9112 §3.2: more than one Host is 400. Upstreams differ on which one they take,
         // and the gateway's own view (`Forwarded`, `X-Forwarded-Host`) is the first.
@@ -618,7 +627,7 @@ impl Shared {
             Selected::Route(route) => route,
             Selected::Answer(response, route) => return (*response, route),
         };
-        request.extensions_mut().insert(ClientAddr(peer));
+        request.extensions_mut().insert(client);
         (route.service.answer(request).await, Some(&route.prefix))
     }
 

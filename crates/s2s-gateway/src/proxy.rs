@@ -37,9 +37,23 @@ use crate::{
     response::json_error,
 };
 
-/// The peer address of the connection a request came on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+/// The peer address of the connection a request came on, written out once per connection
+/// for the forwarding headers of all its requests.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientAddr {
+    /// An IPv4 client of a dual-stack listener is an IPv4 address, not `::ffff:a.b.c.d`.
+    ip: IpAddr,
+    address: HeaderValue,
+}
+
+impl ClientAddr {
+    pub(crate) fn new(peer: SocketAddr) -> ClientAddr {
+        let ip = peer.ip().to_canonical();
+        let address = HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+            .expect("an IP address is a header value");
+        ClientAddr { ip, address }
+    }
+}
 
 /// The identity headers to send, built from the verified token.
 #[derive(Clone, Debug, Default)]
@@ -395,12 +409,8 @@ impl Target {
                 ));
             }
         };
-        // An IPv4 client of a dual-stack listener is an IPv4 address, not `::ffff:a.b.c.d`.
-        let client = parts
-            .extensions
-            .get::<ClientAddr>()
-            .map(|c| c.0.ip().to_canonical());
-        let trusted = client.is_some_and(|ip| proxy.is_trusted(ip));
+        let client = parts.extensions.remove::<ClientAddr>();
+        let trusted = client.as_ref().is_some_and(|c| proxy.is_trusted(c.ip));
         let identity = parts.extensions.remove::<Identity>().unwrap_or_default();
         let original_host = parts
             .headers
@@ -447,17 +457,18 @@ impl Target {
         if let Some(v) = identity.scopes {
             headers.insert(names.scopes.clone(), v);
         }
-        if let Some(ip) = client {
+        if let Some(ClientAddr { ip, address }) = client {
             // Lists get this hop appended; single values are the first proxy's, so a trusted
-            // proxy's stay and otherwise they are the gateway's view. The address is written
-            // once for all three.
-            let address = ip.to_string();
-            let forwarded = forwarded_element(ip.is_ipv6(), &address, original_host.as_ref());
-            let address = Bytes::from(address);
+            // proxy's stay and otherwise they are the gateway's view. The address was written
+            // once for the connection.
+            let written = address.to_str().unwrap_or_default();
+            let forwarded = forwarded_element(ip.is_ipv6(), written, original_host.as_ref());
+            if let Ok(forwarded) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
+                append_list(headers, header::FORWARDED, forwarded);
+            }
             append_list(headers, X_FORWARDED_FOR, address.clone());
-            append_list(headers, header::FORWARDED, Bytes::from(forwarded));
             for (name, value) in [
-                (X_REAL_IP, HeaderValue::from_maybe_shared(address).ok()),
+                (X_REAL_IP, Some(address)),
                 (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
                 (X_FORWARDED_HOST, original_host),
             ] {
@@ -677,19 +688,18 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends `value` to the comma-separated list `name` (several fields are joined into one).
-fn append_list(headers: &mut HeaderMap, name: HeaderName, value: Bytes) {
-    let value = if headers.contains_key(&name) {
-        let mut joined = BytesMut::new();
-        for existing in headers.get_all(&name) {
-            joined.put_slice(existing.as_bytes());
-            joined.put_slice(b", ");
-        }
-        joined.put_slice(&value);
-        joined.freeze()
-    } else {
-        value
-    };
-    if let Ok(v) = HeaderValue::from_maybe_shared(value) {
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    if !headers.contains_key(&name) {
+        headers.insert(name, value);
+        return;
+    }
+    let mut joined = BytesMut::new();
+    for existing in headers.get_all(&name) {
+        joined.put_slice(existing.as_bytes());
+        joined.put_slice(b", ");
+    }
+    joined.put_slice(value.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
         headers.insert(name, v);
     }
 }
@@ -762,7 +772,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
-        append_list(&mut h, X_FORWARDED_FOR, Bytes::from_static(b"127.0.0.1"));
+        append_list(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("127.0.0.1"),
+        );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
     }
