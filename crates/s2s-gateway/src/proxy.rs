@@ -122,6 +122,9 @@ pub(crate) struct Proxy {
     strip_authorization: bool,
     preserve_host: bool,
     trusted_proxies: Vec<IpNet>,
+    /// The lengths of every name [`Proxy::is_refused`] compares with (a CGI spelling has the
+    /// length of its name): most headers are told apart by their length alone.
+    refused_lengths: NameLengths,
     paths: PathOptions,
 }
 
@@ -186,6 +189,17 @@ impl Proxy {
             preserve_host: config.preserve_host,
             trusted_proxies: config.trusted_proxies.clone(),
             paths: config.paths,
+            refused_lengths: NameLengths::of(
+                [
+                    &config.identity.subject,
+                    &config.identity.client_id,
+                    &config.identity.scopes,
+                ]
+                .iter()
+                .map(|h| h.as_str())
+                .chain(OVERRIDE_HEADERS.iter().copied())
+                .chain(FORWARDING_HEADERS.iter().copied()),
+            ),
         }
     }
 
@@ -212,6 +226,9 @@ impl Proxy {
     /// are kept in their own spelling only.
     fn is_refused(&self, name: &HeaderName, trusted: bool) -> bool {
         let n = name.as_str();
+        if !self.refused_lengths.may_contain(n.len()) {
+            return false;
+        }
         let names = &self.identity;
         [&names.subject, &names.client_id, &names.scopes]
             .iter()
@@ -220,6 +237,25 @@ impl Proxy {
             || FORWARDING_HEADERS
                 .iter()
                 .any(|h| same_cgi_name(h, n) && !(trusted && *h == n))
+    }
+}
+
+/// A set of name lengths: one bit per length below 128, and one for every longer length.
+#[derive(Clone, Copy, Debug)]
+struct NameLengths(u128);
+
+impl NameLengths {
+    fn bit(len: usize) -> u128 {
+        1 << len.min(127)
+    }
+
+    fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> NameLengths {
+        NameLengths(names.into_iter().fold(0, |set, n| set | Self::bit(n.len())))
+    }
+
+    /// False when no name of the set has this length.
+    fn may_contain(self, len: usize) -> bool {
+        self.0 & Self::bit(len) != 0
     }
 }
 
@@ -765,6 +801,18 @@ mod tests {
         let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         left.sort();
         assert_eq!(left, vec!["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn name_lengths_never_rule_out_a_name_of_the_set() {
+        let long = "x".repeat(300);
+        let set = NameLengths::of(["x-auth-subject", "te", long.as_str()]);
+        for len in ["x-auth-subject".len(), 2, 300, 127, 1000] {
+            assert!(set.may_contain(len), "{len}");
+        }
+        for len in [0, 1, 3, 13, 126] {
+            assert!(!set.may_contain(len), "{len}");
+        }
     }
 
     #[test]
