@@ -508,10 +508,8 @@ impl Target {
                 (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
                 (X_FORWARDED_HOST, original_host),
             ] {
-                if let Some(value) = value
-                    && !headers.contains_key(&name)
-                {
-                    headers.insert(name, value);
+                if let Some(value) = value {
+                    headers.entry(name).or_insert(value);
                 }
             }
         }
@@ -725,25 +723,52 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Appends `value` to the comma-separated list `name` (several fields are joined into one).
 fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
-    if !headers.contains_key(&name) {
-        headers.insert(name, value);
-        return;
-    }
+    let mut existing = match headers.entry(name) {
+        http::header::Entry::Vacant(vacant) => {
+            vacant.insert(value);
+            return;
+        }
+        http::header::Entry::Occupied(occupied) => occupied,
+    };
     let mut joined = BytesMut::new();
-    for existing in headers.get_all(&name) {
-        joined.put_slice(existing.as_bytes());
+    for field in existing.iter() {
+        joined.put_slice(field.as_bytes());
         joined.put_slice(b", ");
     }
     joined.put_slice(value.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
-        headers.insert(name, v);
+        // Replaces every field of the name.
+        existing.insert(v);
     }
 }
 
 /// One `Forwarded` element (RFC 7239): `for` (the client's `address`, bracketed and quoted
 /// when IPv6), `proto` and, when it can be written, `host`.
 fn forwarded_element(ipv6: bool, address: &str, host: Option<&HeaderValue>) -> String {
-    let mut element = String::with_capacity(64);
+    // The host as a token, quoted, or not at all (it cannot be written).
+    let host = host.and_then(|h| h.to_str().ok()).and_then(|host| {
+        let is_token = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if is_token {
+            Some((host, false))
+        } else {
+            let quotable = host
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            quotable.then_some((host, true))
+        }
+    });
+    // Exactly the length written, so that the header value keeps this buffer as it is.
+    let length = "for=".len()
+        + if ipv6 { 4 } else { 0 }
+        + address.len()
+        + ";proto=http".len()
+        + host.map_or(0, |(h, quoted)| {
+            ";host=".len() + h.len() + if quoted { 2 } else { 0 }
+        });
+    let mut element = String::with_capacity(length);
     if ipv6 {
         element.push_str("for=\"[");
         element.push_str(address);
@@ -753,23 +778,19 @@ fn forwarded_element(ipv6: bool, address: &str, host: Option<&HeaderValue>) -> S
         element.push_str(address);
     }
     element.push_str(";proto=http");
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        let is_token = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if is_token {
+    match host {
+        Some((host, false)) => {
             element.push_str(";host=");
             element.push_str(host);
-        } else if host
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
+        }
+        Some((host, true)) => {
             element.push_str(";host=\"");
             element.push_str(host);
             element.push('"');
         }
+        None => {}
     }
+    debug_assert_eq!(element.len(), length);
     element
 }
 

@@ -313,8 +313,10 @@ fn identity(verified: &Verified) -> Result<Identity, Rejection> {
     let scopes = if claims.scopes.is_empty() {
         None
     } else {
-        // Joined straight into the buffer the header value keeps (no list, no copy).
-        let mut joined = String::with_capacity(64);
+        // Joined straight into the buffer the header value keeps (no list, no copy), of
+        // exactly the length written so that it is kept as it is.
+        let length = claims.scopes.iter().map(|s| s.len() + 1).sum::<usize>() - 1;
+        let mut joined = String::with_capacity(length);
         for (i, scope) in claims.scopes.iter().enumerate() {
             if i > 0 {
                 joined.push(' ');
