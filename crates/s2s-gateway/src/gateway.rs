@@ -63,7 +63,7 @@ use tower::Layer;
 use crate::{
     Body, Error,
     config::{self, Access, Config, Scopes},
-    metrics::{self, Metrics, Refused},
+    metrics::{self, Metrics, Outcome},
     path::{self, PathOptions},
     proxy::{ClientAddr, Forward, Proxy, Target},
     response::{json, json_error},
@@ -145,12 +145,11 @@ impl Gateway {
         let responder = {
             let metrics = metrics.clone();
             let plain = plain.clone();
-            // Given the request's headers, so that gRPC calls get gRPC answers.
+            // Given the request's headers, so that gRPC calls get gRPC answers. Each refusal
+            // is counted here, once.
             Responder::default().request_handler(move |rejection, request| {
                 metrics.refused(rejection.reason());
-                let mut response = plain.respond_to(rejection, request);
-                response.extensions_mut().insert(Refused);
-                response
+                plain.respond_to(rejection, request)
             })
         };
         let proxy = Arc::new(Proxy::new(&config));
@@ -580,10 +579,6 @@ impl Shared {
             )
         });
         let (response, route) = self.dispatch(request, client).await;
-        if response.extensions().get::<Refused>().is_none() {
-            self.metrics
-                .request(metrics::outcome(&response, route.is_some()));
-        }
         let Some((start, method, uri)) = logged else {
             return response;
         };
@@ -601,7 +596,9 @@ impl Shared {
         response
     }
 
-    /// The answer, and the prefix of the route that gave it.
+    /// The answer, and the prefix of the route that gave it. Counted for the metrics where it
+    /// is decided: here the gateway's own answers, in the route's stack the others (the
+    /// forwarding its own, the responder the refusals).
     async fn dispatch(
         &self,
         mut request: Request<Incoming>,
@@ -621,11 +618,16 @@ impl Shared {
                 "invalid_request",
                 "the request carries more than one Host header: send exactly one",
             );
+            self.metrics.request(Outcome::Invalid);
             return (refused, None);
         }
         let route = match self.select(request.method(), request.uri().path()) {
             Selected::Route(route) => route,
-            Selected::Answer(response, route) => return (*response, route),
+            Selected::Answer(response, route) => {
+                self.metrics
+                    .request(metrics::outcome(&response, route.is_some()));
+                return (*response, route);
+            }
         };
         request.extensions_mut().insert(client);
         (route.service.answer(request).await, Some(&route.prefix))

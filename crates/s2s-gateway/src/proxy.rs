@@ -31,7 +31,7 @@ use tower::Service;
 use crate::{
     body::{Plain, UpstreamBody},
     config::{Config, IdentityHeaders, UpstreamConfig},
-    metrics::{FromUpstream, Metrics},
+    metrics::{Metrics, Outcome},
     path::{self, PathOptions},
     pool::{ExchangeError, Pool, Pooled},
     response::json_error,
@@ -432,12 +432,14 @@ impl Target {
         if let Some(length) = content_length(request.headers())
             && length > proxy.max_body_bytes
         {
+            this.metrics.request(Outcome::Invalid);
             return Forwarding::answered(too_large(proxy.max_body_bytes));
         }
         let (mut parts, body) = request.into_parts();
         let uri = match this.upstream_uri(&parts.uri, this.upstream.http2) {
             Some(uri) => uri,
             None => {
+                this.metrics.request(Outcome::Invalid);
                 return Forwarding::answered(json_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
@@ -542,15 +544,20 @@ impl Target {
         }
     }
 
-    /// The answer to the client once the exchange is over: the upstream's (counted for the
-    /// metrics), or the gateway's 502, 504 or 413.
+    /// The answer to the client once the exchange is over: the upstream's, or the gateway's
+    /// 502, 504 or 413; counted for the metrics.
     fn answer(&self, result: Result<Exchanged, Elapsed>, started: Instant) -> Response<Plain> {
         let failure = match result {
             Ok(Ok((response, connection))) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
                 self.metrics.upstream(parts.status, started.elapsed());
-                parts.extensions.insert(FromUpstream);
+                self.metrics
+                    .request(if parts.status == StatusCode::TOO_MANY_REQUESTS {
+                        Outcome::RateLimited
+                    } else {
+                        Outcome::Forwarded
+                    });
                 let body = Plain::Upstream(UpstreamBody::new(body, connection));
                 return Response::from_parts(parts, body);
             }
@@ -559,6 +566,10 @@ impl Target {
         };
         let proxy = &*self.proxy;
         let name = &self.upstream.name;
+        self.metrics.request(match failure {
+            Failure::TooLarge => Outcome::Invalid,
+            Failure::Timeout | Failure::Unreachable(_) => Outcome::GatewayError,
+        });
         match failure {
             Failure::Timeout => {
                 tracing::warn!(upstream = %name, "upstream timed out");

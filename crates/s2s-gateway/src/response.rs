@@ -9,22 +9,16 @@ use s2s_auth::oauth::{self, ErrorBody};
 
 use crate::body::Plain;
 
-/// Marks an answer of the gateway itself, told apart from the upstream's by the metrics.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct GatewayAnswer;
-
 /// A JSON answer of the gateway itself (not of an upstream, not an RFC 6750 rejection).
 pub(crate) fn json_error<B: From<Plain>>(
     status: StatusCode,
     error: &'static str,
     description: impl Display,
 ) -> Response<B> {
-    let mut response = ErrorBody::new(error)
+    ErrorBody::new(error)
         .with_description(description.to_string())
         .to_response(status)
-        .map(|b| Plain::full(b).into());
-    response.extensions_mut().insert(GatewayAnswer);
-    response
+        .map(|b| Plain::full(b).into())
 }
 
 /// A JSON answer with `body`.
