@@ -306,6 +306,56 @@ async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
 }
 
 #[tokio::test]
+async fn each_token_on_one_connection_gets_its_own_identity() {
+    let (world, gateway) = World::with_gateway("", "").await;
+    let token = |sub: &str, scope: &str| {
+        let mut claims = keys::claims(&world.keys.issuer(), AUD);
+        claims["sub"] = sub.into();
+        claims["client_id"] = format!("{sub}-client").into();
+        claims["scope"] = scope.into();
+        bearer(&world.key.sign(&claims))
+    };
+    let (alice, bob) = (token("alice", "orders:read"), token("bob", "orders:write"));
+    let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // One connection throughout: a token, another, the first again, and none.
+    for (authorization, identity) in [
+        (Some(&alice), Some(("alice", "alice-client", "orders:read"))),
+        (Some(&bob), Some(("bob", "bob-client", "orders:write"))),
+        (Some(&alice), Some(("alice", "alice-client", "orders:read"))),
+        (None, None),
+    ] {
+        let mut request = Request::get("/any").header(header::HOST, "gateway");
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization.as_str());
+        }
+        sender.ready().await.unwrap();
+        let response = within(
+            "the gateway's answer",
+            sender.send_request(request.body(empty()).unwrap()),
+        )
+        .await
+        .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let Some((sub, client_id, scopes)) = identity else {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            continue;
+        };
+        assert_eq!(status, StatusCode::OK);
+        let echo: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(header(&echo, "x-auth-subject"), Some(sub));
+        assert_eq!(header(&echo, "x-auth-client-id"), Some(client_id));
+        assert_eq!(header(&echo, "x-auth-scopes"), Some(scopes));
+    }
+    world.assert_forwarded(3, "requests forwarded");
+}
+
+#[tokio::test]
 async fn a_public_route_needs_no_token() {
     let (world, gateway) = World::with_gateway("", "").await;
     let answer = gateway.call(Method::POST, "/public/form?a=1", &[]).await;
