@@ -306,6 +306,56 @@ async fn identity_comes_from_sub_client_id_or_azp_and_the_scopes() {
 }
 
 #[tokio::test]
+async fn each_token_on_one_connection_gets_its_own_identity() {
+    let (world, gateway) = World::with_gateway("", "").await;
+    let token = |sub: &str, scope: &str| {
+        let mut claims = keys::claims(&world.keys.issuer(), AUD);
+        claims["sub"] = sub.into();
+        claims["client_id"] = format!("{sub}-client").into();
+        claims["scope"] = scope.into();
+        bearer(&world.key.sign(&claims))
+    };
+    let (alice, bob) = (token("alice", "orders:read"), token("bob", "orders:write"));
+    let stream = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    // One connection throughout: a token, another, the first again, and none.
+    for (authorization, identity) in [
+        (Some(&alice), Some(("alice", "alice-client", "orders:read"))),
+        (Some(&bob), Some(("bob", "bob-client", "orders:write"))),
+        (Some(&alice), Some(("alice", "alice-client", "orders:read"))),
+        (None, None),
+    ] {
+        let mut request = Request::get("/any").header(header::HOST, "gateway");
+        if let Some(authorization) = authorization {
+            request = request.header(header::AUTHORIZATION, authorization.as_str());
+        }
+        sender.ready().await.unwrap();
+        let response = within(
+            "the gateway's answer",
+            sender.send_request(request.body(empty()).unwrap()),
+        )
+        .await
+        .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let Some((sub, client_id, scopes)) = identity else {
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            continue;
+        };
+        assert_eq!(status, StatusCode::OK);
+        let echo: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(header(&echo, "x-auth-subject"), Some(sub));
+        assert_eq!(header(&echo, "x-auth-client-id"), Some(client_id));
+        assert_eq!(header(&echo, "x-auth-scopes"), Some(scopes));
+    }
+    world.assert_forwarded(3, "requests forwarded");
+}
+
+#[tokio::test]
 async fn a_public_route_needs_no_token() {
     let (world, gateway) = World::with_gateway("", "").await;
     let answer = gateway.call(Method::POST, "/public/form?a=1", &[]).await;
@@ -1084,6 +1134,55 @@ async fn a_slow_upstream_is_504() {
     )
     .await;
     world.upstream.state.release.notify_one();
+}
+
+/// An upstream answering `ok` that counts the connections it accepts; without `keep_alive`
+/// it closes each after one answer (`Connection: close`).
+async fn counting_upstream(
+    keep_alive: bool,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let service = hyper::service::service_fn(|_: Request<hyper::body::Incoming>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .keep_alive(keep_alive)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, accepted, task)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_and_replaced_once_closed() {
+    let keys = KeyServer::start().await;
+    let route = "[[route]]\nprefix = \"/public\"\nupstream = \"app\"\npublic = true\n";
+    // One connection for requests one after the other; a new one for each when the upstream
+    // closes them.
+    for (keep_alive, connections) in [(true, 1), (false, 5)] {
+        let (upstream, accepted, task) = counting_upstream(keep_alive).await;
+        let gateway = start(&issuer_config(&keys, upstream, "", route)).await;
+        for request in 0..5 {
+            let got = gateway.get("/public/x").await;
+            assert_eq!(got.status, StatusCode::OK, "request {request}");
+            assert_eq!(got.body, "ok");
+        }
+        let accepted = accepted.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(accepted, connections, "keep-alive {keep_alive}");
+        task.abort();
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -51,30 +51,24 @@ use std::{
 };
 
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulConnection},
 };
-use s2s_auth::{Reason, Rejection, RequireScopeLayer, Responder, Verified, Verifier, VerifyLayer};
+use s2s_auth::{RequireScopeLayer, Responder, Verifier, VerifyLayer};
 use tokio::{net::TcpListener, task::JoinSet, time::Instant};
-use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
+use tower::Layer;
 
 use crate::{
     Body, Error,
-    config::{self, Access, Config, IssuerConfig, Scopes},
-    metrics::{self, FromUpstream, Metrics, Refused},
+    config::{self, Access, Config, Scopes},
+    metrics::{self, Metrics, Outcome},
     path::{self, PathOptions},
-    proxy::{ClientAddr, Identity, Proxy, Target},
+    proxy::{ClientAddr, Forward, Proxy, Target},
     response::{json, json_error},
+    stack::{AfterVerify, AuthContext, RouteService, ScopeCheck, Subject, access_log_enabled},
 };
-
-type RouteService = BoxCloneSyncService<Request<Incoming>, Response<Body>, Infallible>;
-
-/// The subject of the verified token, carried on the response for the access log.
-#[derive(Clone, Debug)]
-struct Subject(Arc<str>);
 
 /// A verifying reverse proxy, built from a [`Config`]. See the [module docs](self).
 pub struct Gateway {
@@ -105,7 +99,8 @@ struct Shared {
     readiness: String,
     metrics_path: String,
     metrics: Arc<Metrics>,
-    /// Folds the histograms' samples every `metrics::UPKEEP_INTERVAL`.
+    /// Folds the histograms' samples and closes idle upstream connections every
+    /// `metrics::UPKEEP_INTERVAL`.
     upkeep: tokio::task::JoinHandle<()>,
     paths: PathOptions,
     verifier: Option<Verifier>,
@@ -150,12 +145,11 @@ impl Gateway {
         let responder = {
             let metrics = metrics.clone();
             let plain = plain.clone();
-            // Given the request's headers, so that gRPC calls get gRPC answers.
+            // Given the request's headers, so that gRPC calls get gRPC answers. Each refusal
+            // is counted here, once.
             Responder::default().request_handler(move |rejection, request| {
                 metrics.refused(rejection.reason());
-                let mut response = plain.respond_to(rejection, request);
-                response.extensions_mut().insert(Refused);
-                response
+                plain.respond_to(rejection, request)
             })
         };
         let proxy = Arc::new(Proxy::new(&config));
@@ -173,31 +167,15 @@ impl Gateway {
                 } else {
                     0
                 },
+                metrics: metrics.clone(),
+                pool: proxy.pool(route.upstream),
             });
-            let metrics = metrics.clone();
-            let forward = tower::service_fn(move |request: Request<Incoming>| {
-                let target = target.clone();
-                let metrics = metrics.clone();
-                async move {
-                    let started = Instant::now();
-                    let mut response = target.forward(request).await;
-                    // The gateway's own answers (502, 504, 413) are JSON errors, not upstream's.
-                    if response
-                        .extensions()
-                        .get::<crate::response::GatewayAnswer>()
-                        .is_none()
-                    {
-                        metrics.upstream(response.status(), started.elapsed());
-                        response.extensions_mut().insert(FromUpstream);
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            });
+            let forward = Forward(target);
             let service = match (&route.access, &verifier) {
-                (Access::Public, _) => RouteService::new(forward),
+                (Access::Public, _) => RouteService::Public(forward),
                 (Access::Token(scopes), Some(verifier)) => {
-                    let scoped = match scopes {
-                        None => RouteService::new(forward),
+                    let inner = match scopes {
+                        None => ScopeCheck::Open(forward),
                         Some(scopes) => {
                             let layer = match scopes {
                                 Scopes::AllOf(s) => {
@@ -207,30 +185,18 @@ impl Gateway {
                                     RequireScopeLayer::any(s.iter().map(String::as_str))
                                 }
                             };
-                            RouteService::new(
-                                layer
-                                    .layer(forward)
-                                    .map_response(|r| r.map(|b| b.boxed_unsync())),
-                            )
+                            ScopeCheck::Checked(layer.layer(forward))
                         }
                     };
-                    let auth = auth.clone();
-                    let audiences: Option<Arc<[String]>> =
-                        route.audiences.as_deref().map(Arc::from);
-                    let after_verify = tower::service_fn(move |request: Request<Incoming>| {
-                        let auth = auth.clone();
-                        let inner = scoped.clone();
-                        let audiences = audiences.clone();
-                        async move {
-                            let response = auth.after_verify(request, audiences.as_deref(), inner);
-                            Ok::<_, Infallible>(response.await)
-                        }
-                    });
-                    RouteService::new(
+                    let after_verify = AfterVerify {
+                        auth: auth.clone(),
+                        audiences: route.audiences.as_deref().map(Arc::from),
+                        inner,
+                    };
+                    RouteService::Token(
                         VerifyLayer::new(verifier.clone())
                             .responder(responder.clone())
-                            .layer(after_verify)
-                            .map_response(|r| r.map(|b| b.boxed_unsync())),
+                            .layer(after_verify),
                     )
                 }
                 (Access::Token(_), None) => {
@@ -257,6 +223,7 @@ impl Gateway {
                 loop {
                     every.tick().await;
                     metrics.upkeep();
+                    proxy.close_idle();
                 }
             }
         });
@@ -367,13 +334,15 @@ impl Gateway {
             let _ = stream.set_nodelay(true);
             let activity = Arc::new(Activity::new());
             let shared = self.shared.clone();
+            let client = ClientAddr::new(peer);
             let service = hyper::service::service_fn({
                 let activity = activity.clone();
                 move |request| {
                     let shared = shared.clone();
+                    let client = client.clone();
                     let guard = activity.begin();
                     async move {
-                        let response = shared.handle(request, peer).await;
+                        let response = shared.handle(request, client).await;
                         Ok::<_, Infallible>(response.map(|body| InFlight { body, guard }))
                     }
                 }
@@ -599,134 +568,20 @@ async fn load_keys(verifier: Verifier) {
     }
 }
 
-/// What happens between `VerifyLayer` and `RequireScopeLayer`: the audiences (the issuer's own,
-/// narrowed by the route's), and the identity headers of the verified token.
-struct AuthContext {
-    issuers: Vec<IssuerConfig>,
-    responder: Responder,
-}
-
-#[derive(serde::Deserialize)]
-struct AuthorizedParty {
-    azp: Option<String>,
-}
-
-impl AuthContext {
-    async fn after_verify(
-        &self,
-        mut request: Request<Incoming>,
-        route_audiences: Option<&[String]>,
-        inner: RouteService,
-    ) -> Response<Body> {
-        let Some(verified) = request.extensions().get::<Verified>().cloned() else {
-            let rejection =
-                Rejection::new(Reason::MissingLayer, "the gateway lost the verified claims");
-            return self.reject(&rejection, &request);
-        };
-        let claims = verified.standard();
-        let subject = claims.sub.as_deref().map(Arc::<str>::from);
-        // The verifier held the token to its issuer's audiences; the route narrows them: one
-        // `aud` must be both the issuer's and the route's. The caller learns the reason, the
-        // log the audiences.
-        let issuer = self.issuers.iter().find(|i| i.id == claims.iss);
-        let accepted = |a: &String| {
-            issuer.is_some_and(|i| i.audiences.contains(a))
-                && route_audiences.is_none_or(|r| r.contains(a))
-        };
-        if !claims.aud.iter().any(accepted) {
-            // The caller is shown the reason's fixed summary, as for the verifier's own
-            // audience refusal; the audiences go to the log only.
-            let rejection = Rejection::summarized(
-                Reason::WrongAudience,
-                format!(
-                    "aud {:?} names none of the audiences of issuer `{}` ({:?}) and route ({:?})",
-                    claims.aud,
-                    claims.iss,
-                    issuer.map(|i| &i.audiences),
-                    route_audiences
-                ),
-            );
-            tracing::debug!(target: "s2s_gateway", detail = rejection.detail(), "token refused");
-            return with_subject(self.reject(&rejection, &request), subject);
-        }
-        let identity = match identity(&verified) {
-            Ok(identity) => identity,
-            Err(rejection) => return with_subject(self.reject(&rejection, &request), subject),
-        };
-        request.extensions_mut().insert(identity);
-        let response = match inner.oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        with_subject(response, subject)
-    }
-
-    /// The layers' answer: gRPC-shaped for a gRPC request.
-    fn reject<B>(&self, rejection: &Rejection, request: &Request<B>) -> Response<Body> {
-        self.responder
-            .respond_to(rejection, request.headers())
-            .map(crate::proxy::full)
-    }
-}
-
-fn with_subject(mut response: Response<Body>, subject: Option<Arc<str>>) -> Response<Body> {
-    if let Some(s) = subject {
-        response.extensions_mut().insert(Subject(s));
-    }
-    response
-}
-
-/// The identity header values of a verified token. A claim that cannot be a header value
-/// (control characters) refuses the token rather than drop the header silently.
-fn identity(verified: &Verified) -> Result<Identity, Rejection> {
-    let claims = verified.standard();
-    let refused = |name: &str| {
-        Rejection::new(
-            Reason::Malformed,
-            format!("the token's `{name}` claim holds characters a header cannot carry"),
-        )
-    };
-    let value = |name: &str, v: &str| HeaderValue::from_str(v).map_err(|_| refused(name));
-    let subject = claims.sub.as_deref().map(|s| value("sub", s)).transpose()?;
-    let client_id = match &claims.client_id {
-        Some(c) => Some(value("client_id", c)?),
-        None => match verified.claims::<AuthorizedParty>() {
-            Ok(AuthorizedParty { azp: Some(azp) }) => Some(value("azp", &azp)?),
-            _ => None,
-        },
-    };
-    let scopes = if claims.scopes.is_empty() {
-        None
-    } else {
-        // Joined straight into the buffer the header value keeps (no list, no copy).
-        let mut joined = String::with_capacity(64);
-        for (i, scope) in claims.scopes.iter().enumerate() {
-            if i > 0 {
-                joined.push(' ');
-            }
-            joined.push_str(scope);
-        }
-        let joined = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined));
-        Some(joined.map_err(|_| refused("scope"))?)
-    };
-    Ok(Identity {
-        subject,
-        client_id,
-        scopes,
-    })
-}
-
 impl Shared {
-    async fn handle(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let start = Instant::now();
-        // Both clones are reference counts: nothing is formatted unless the event is enabled.
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        let (response, route) = self.dispatch(request, peer).await;
-        if response.extensions().get::<Refused>().is_none() {
-            self.metrics
-                .request(metrics::outcome(&response, route.is_some()));
-        }
+    async fn handle(&self, request: Request<Incoming>, client: ClientAddr) -> Response<Body> {
+        // Both clones are reference counts, taken only when the access log is on.
+        let logged = access_log_enabled().then(|| {
+            (
+                Instant::now(),
+                request.method().clone(),
+                request.uri().clone(),
+            )
+        });
+        let (response, route) = self.dispatch(request, client).await;
+        let Some((start, method, uri)) = logged else {
+            return response;
+        };
         let subject = response.extensions().get::<Subject>();
         tracing::info!(
             target: "s2s_gateway::access",
@@ -741,11 +596,13 @@ impl Shared {
         response
     }
 
-    /// The answer, and the prefix of the route that gave it.
+    /// The answer, and the prefix of the route that gave it. Counted for the metrics where it
+    /// is decided: here the gateway's own answers, in the route's stack the others (the
+    /// forwarding its own, the responder the refusals).
     async fn dispatch(
         &self,
         mut request: Request<Incoming>,
-        peer: SocketAddr,
+        client: ClientAddr,
     ) -> (Response<Body>, Option<&str>) {
         // RFC 9112 §3.2: more than one Host is 400. Upstreams differ on which one they take,
         // and the gateway's own view (`Forwarded`, `X-Forwarded-Host`) is the first.
@@ -761,28 +618,29 @@ impl Shared {
                 "invalid_request",
                 "the request carries more than one Host header: send exactly one",
             );
+            self.metrics.request(Outcome::Invalid);
             return (refused, None);
         }
         let route = match self.select(request.method(), request.uri().path()) {
             Selected::Route(route) => route,
-            Selected::Answer(response, route) => return (response, route),
+            Selected::Answer(response, route) => {
+                self.metrics
+                    .request(metrics::outcome(&response, route.is_some()));
+                return (*response, route);
+            }
         };
-        request.extensions_mut().insert(ClientAddr(peer));
-        let response = match route.service.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        };
-        (response, Some(&route.prefix))
+        request.extensions_mut().insert(client);
+        (route.service.answer(request).await, Some(&route.prefix))
     }
 
     /// The route of a request, or the gateway's own answer.
     fn select(&self, method: &Method, raw_path: &str) -> Selected<'_> {
         if raw_path == self.liveness || raw_path == self.readiness || raw_path == self.metrics_path
         {
-            return Selected::Answer(self.health(method, raw_path), None);
+            return Selected::answer(self.health(method, raw_path), None);
         }
         if method == Method::CONNECT {
-            return Selected::Answer(
+            return Selected::answer(
                 json_error(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "method_not_allowed",
@@ -794,7 +652,7 @@ impl Shared {
         let path = match path::parse(raw_path, self.paths) {
             Ok(path) => path,
             Err(e) if raw_path.starts_with('/') => {
-                return Selected::Answer(
+                return Selected::answer(
                     json_error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
@@ -803,7 +661,7 @@ impl Shared {
                     None,
                 );
             }
-            Err(_) => return Selected::Answer(not_found(), None),
+            Err(_) => return Selected::answer(not_found(), None),
         };
         let case_insensitive = self.paths.case_insensitive;
         let Some(longest) = self
@@ -811,7 +669,7 @@ impl Shared {
             .iter()
             .find(|r| path::matches_prefix(path.routed(), &r.prefix, case_insensitive))
         else {
-            return Selected::Answer(not_found(), None);
+            return Selected::answer(not_found(), None);
         };
         let candidates = self
             .routes
@@ -838,7 +696,7 @@ impl Shared {
         if let Ok(v) = HeaderValue::from_str(&allow) {
             response.headers_mut().insert(header::ALLOW, v);
         }
-        Selected::Answer(response, Some(&longest.prefix))
+        Selected::answer(response, Some(&longest.prefix))
     }
 
     fn health(&self, method: &Method, path: &str) -> Response<Body> {
@@ -884,8 +742,14 @@ impl Shared {
 /// What routing decided.
 enum Selected<'a> {
     Route(&'a Route),
-    /// The gateway's own answer, and the route prefix it concerns.
-    Answer(Response<Body>, Option<&'a str>),
+    /// The gateway's own answer, and the route prefix it concerns (boxed: the rare case).
+    Answer(Box<Response<Body>>, Option<&'a str>),
+}
+
+impl<'a> Selected<'a> {
+    fn answer(response: Response<Body>, route: Option<&'a str>) -> Selected<'a> {
+        Selected::Answer(Box::new(response), route)
+    }
 }
 
 fn not_found() -> Response<Body> {

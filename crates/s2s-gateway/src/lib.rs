@@ -109,21 +109,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 
+mod body;
 pub mod config;
 pub mod gateway;
 pub mod metrics;
 mod path;
+mod pool;
 mod proxy;
 mod response;
+mod stack;
 
+pub use body::Body;
 #[doc(inline)]
 pub use config::Config;
 pub use config::{ConfigError, ConfigErrors, Location};
 #[doc(inline)]
 pub use gateway::Gateway;
-
-/// The body of every response the gateway sends: an upstream's, streamed, or its own.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
 
 /// A boxed error, as bodies carry them.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -31,7 +31,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use s2s_auth::Reason;
 
-use crate::{Body, proxy::full};
+use crate::{Body, body::Plain};
 
 /// Buckets of the duration histograms, in seconds: 1 ms to 30 s.
 const BUCKETS: &[f64] = &[
@@ -59,14 +59,6 @@ const OUTCOMES: [(Outcome, &str); 5] = [
     (Outcome::Invalid, "invalid"),
     (Outcome::Own, "own"),
 ];
-
-/// Marks a response refused by the token checks, for the request counter.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Refused;
-
-/// Marks a response the upstream gave.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct FromUpstream;
 
 /// The gateway's recorder and every handle it records with (taken once: recording is an
 /// atomic add).
@@ -147,7 +139,7 @@ impl Metrics {
 
     /// The answer of the metrics path.
     pub(crate) fn response(&self) -> Response<Body> {
-        let mut response = Response::new(full(self.render()));
+        let mut response = Response::new(Body::from(Plain::full(self.render().into())));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -158,16 +150,10 @@ impl Metrics {
     }
 }
 
-/// How a response that was not refused ended: by the marks the gateway put on it.
+/// How an answer of the gateway itself ended (`routed`: for a route's prefix), by its status.
 pub(crate) fn outcome<B>(response: &Response<B>, routed: bool) -> Outcome {
     let status = response.status();
-    if response.extensions().get::<FromUpstream>().is_some() {
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            Outcome::RateLimited
-        } else {
-            Outcome::Forwarded
-        }
-    } else if status.is_server_error() && routed {
+    if status.is_server_error() && routed {
         Outcome::GatewayError
     } else if status.is_client_error() {
         Outcome::Invalid

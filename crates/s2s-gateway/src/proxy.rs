@@ -1,10 +1,14 @@
 //! Forwarding one request to its upstream and its answer back, bodies streamed both ways.
 
 use std::{
+    convert::Infallible,
     error::Error as StdError,
+    future::Future,
     io,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::Arc,
+    task::{Context, Poll},
     time::Duration,
 };
 
@@ -13,25 +17,43 @@ use http::{
     HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, Version, header,
     uri::PathAndQuery,
 };
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
+    client::legacy::{Client, ResponseFuture, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
-
 use ipnet::IpNet;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Timeout, error::Elapsed};
+use tower::Service;
 
 use crate::{
-    Body,
+    body::{Plain, UpstreamBody},
     config::{Config, IdentityHeaders, UpstreamConfig},
+    metrics::{Metrics, Outcome},
     path::{self, PathOptions},
+    pool::{ExchangeError, Pool, Pooled},
     response::json_error,
 };
 
-/// The peer address of the connection a request came on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientAddr(pub(crate) SocketAddr);
+/// The peer address of the connection a request came on, written out once per connection
+/// for the forwarding headers of all its requests.
+#[derive(Clone, Debug)]
+pub(crate) struct ClientAddr {
+    /// An IPv4 client of a dual-stack listener is an IPv4 address, not `::ffff:a.b.c.d`.
+    ip: IpAddr,
+    address: HeaderValue,
+}
+
+impl ClientAddr {
+    pub(crate) fn new(peer: SocketAddr) -> ClientAddr {
+        let ip = peer.ip().to_canonical();
+        let address = HeaderValue::from_maybe_shared(Bytes::from(ip.to_string()))
+            .expect("an IP address is a header value");
+        ClientAddr { ip, address }
+    }
+}
 
 /// The identity headers to send, built from the verified token.
 #[derive(Clone, Debug, Default)]
@@ -41,7 +63,10 @@ pub(crate) struct Identity {
     pub(crate) scopes: Option<HeaderValue>,
 }
 
-type UpstreamClient = Client<HttpConnector, NoTrailers<Limited<Incoming>>>;
+/// What is sent upstream as a request body.
+pub(crate) type RequestBody = NoTrailers<Limited<Incoming>>;
+
+type UpstreamClient = Client<HttpConnector, RequestBody>;
 
 /// A request body without its trailers. The identity and forwarding rules apply to the header
 /// section; trailers (HTTP/2, or chunked HTTP/1.1) could carry `X-Auth-Subject` or another
@@ -78,13 +103,17 @@ where
     }
 }
 
+/// How long an upstream connection is kept without a request.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The h2c upstream client's flow-control windows (see [`Proxy::new`]).
 const H2_STREAM_WINDOW: u32 = 1024 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 32 * 1024 * 1024;
 
 /// What every route's forwarding shares: the clients (and their connection pools) and the rules.
 pub(crate) struct Proxy {
-    client: UpstreamClient,
+    /// The HTTP/1.1 connections of each upstream, in the configuration's order.
+    pools: Vec<Arc<Pool>>,
     /// For `http2 = true` upstreams: HTTP/2 with prior knowledge (h2c).
     h2_client: UpstreamClient,
     request_timeout: Duration,
@@ -93,6 +122,9 @@ pub(crate) struct Proxy {
     strip_authorization: bool,
     preserve_host: bool,
     trusted_proxies: Vec<IpNet>,
+    /// The lengths of every name [`Proxy::is_refused`] compares with (a CGI spelling has the
+    /// length of its name): most headers are told apart by their length alone.
+    refused_lengths: NameLengths,
     paths: PathOptions,
 }
 
@@ -102,7 +134,15 @@ pub(crate) struct Target {
     pub(crate) upstream: UpstreamConfig,
     /// How many leading path segments (the route prefix's) to remove; 0 for none.
     pub(crate) strip_segments: usize,
+    /// Where the upstream's answers are counted.
+    pub(crate) metrics: Arc<Metrics>,
+    /// The upstream's HTTP/1.1 connections (unused for an HTTP/2 upstream).
+    pub(crate) pool: Arc<Pool>,
 }
+
+/// How many headers [`Target::forward`] may add: three identity headers, five forwarding
+/// headers, and `Host` (the client's).
+const ADDED_HEADERS: usize = 9;
 
 impl Proxy {
     pub(crate) fn new(config: &Config) -> Proxy {
@@ -110,11 +150,22 @@ impl Proxy {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeouts.connect));
         connector.enforce_http(true);
+        let pools = config
+            .upstreams
+            .iter()
+            .map(|upstream| {
+                let mut parts = http::uri::Parts::default();
+                parts.scheme = Some(upstream.scheme.clone());
+                parts.authority = Some(upstream.authority.clone());
+                parts.path_and_query = Some(PathAndQuery::from_static("/"));
+                let uri = Uri::from_parts(parts).expect("a scheme and an authority make a URI");
+                Arc::new(Pool::new(connector.clone(), uri, POOL_IDLE_TIMEOUT))
+            })
+            .collect();
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60));
-        let client = builder.build(connector.clone());
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
         // One h2c connection carries many clients' streams and shares one connection-level
         // flow-control window: a client that stops reading leaves its stream's data unread
         // there. A stream may hold at most its own window (1 MiB), so with a 32 MiB
@@ -129,7 +180,7 @@ impl Proxy {
             .http2_keep_alive_timeout(Duration::from_secs(20))
             .build(connector);
         Proxy {
-            client,
+            pools,
             h2_client,
             request_timeout: config.timeouts.request,
             max_body_bytes: config.max_body_bytes,
@@ -138,6 +189,29 @@ impl Proxy {
             preserve_host: config.preserve_host,
             trusted_proxies: config.trusted_proxies.clone(),
             paths: config.paths,
+            refused_lengths: NameLengths::of(
+                [
+                    &config.identity.subject,
+                    &config.identity.client_id,
+                    &config.identity.scopes,
+                ]
+                .iter()
+                .map(|h| h.as_str())
+                .chain(OVERRIDE_HEADERS.iter().copied())
+                .chain(FORWARDING_HEADERS.iter().copied()),
+            ),
+        }
+    }
+
+    /// The HTTP/1.1 connections of the `index`th upstream of the configuration.
+    pub(crate) fn pool(&self, index: usize) -> Arc<Pool> {
+        self.pools[index].clone()
+    }
+
+    /// Closes the upstream connections idle for longer than [`POOL_IDLE_TIMEOUT`].
+    pub(crate) fn close_idle(&self) {
+        for pool in &self.pools {
+            pool.close_expired();
         }
     }
 
@@ -152,6 +226,9 @@ impl Proxy {
     /// are kept in their own spelling only.
     fn is_refused(&self, name: &HeaderName, trusted: bool) -> bool {
         let n = name.as_str();
+        if !self.refused_lengths.may_contain(n.len()) {
+            return false;
+        }
         let names = &self.identity;
         [&names.subject, &names.client_id, &names.scopes]
             .iter()
@@ -160,6 +237,25 @@ impl Proxy {
             || FORWARDING_HEADERS
                 .iter()
                 .any(|h| same_cgi_name(h, n) && !(trusted && *h == n))
+    }
+}
+
+/// A set of name lengths: one bit per length below 128, and one for every longer length.
+#[derive(Clone, Copy, Debug)]
+struct NameLengths(u128);
+
+impl NameLengths {
+    fn bit(len: usize) -> u128 {
+        1 << len.min(127)
+    }
+
+    fn of<'a>(names: impl IntoIterator<Item = &'a str>) -> NameLengths {
+        NameLengths(names.into_iter().fold(0, |set, n| set | Self::bit(n.len())))
+    }
+
+    /// False when no name of the set has this length.
+    fn may_contain(self, len: usize) -> bool {
+        self.0 & Self::bit(len) != 0
     }
 }
 
@@ -227,33 +323,132 @@ enum Failure {
     Unreachable(String),
 }
 
+/// One route's forwarding: the innermost service of its stack.
+#[derive(Clone)]
+pub(crate) struct Forward(pub(crate) Arc<Target>);
+
+impl Service<Request<Incoming>> for Forward {
+    type Response = Response<Plain>;
+    type Error = Infallible;
+    type Future = Forwarding;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Forwarding {
+        Target::forward(&self.0, request)
+    }
+}
+
+pin_project! {
+    /// The future of [`Forward`]: the gateway's own answer at once, or the upstream exchange.
+    pub(crate) struct Forwarding {
+        #[pin]
+        state: State,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State {
+        Answered { response: Option<Response<Plain>> },
+        Exchange {
+            #[pin]
+            exchange: Timeout<Exchange>,
+            target: Arc<Target>,
+            started: Instant,
+        },
+    }
+}
+
+/// An exchange on a pooled HTTP/1.1 connection.
+type Http1Exchange =
+    Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Pooled), ExchangeError>> + Send>>;
+
+/// The upstream's answer and the connection it came on (HTTP/1.1), or why there is none.
+type Exchanged = Result<(Response<Incoming>, Option<Pooled>), Failure>;
+
+/// One exchange with the upstream: on a pooled HTTP/1.1 connection, or by the h2c client.
+enum Exchange {
+    Http1(Http1Exchange),
+    Http2(ResponseFuture),
+}
+
+impl Future for Exchange {
+    type Output = Exchanged;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Poll::Ready(match self.get_mut() {
+            Exchange::Http1(exchange) => match std::task::ready!(exchange.as_mut().poll(cx)) {
+                Ok((response, pooled)) => Ok((response, Some(pooled))),
+                Err(e) => Err(classify(&*e.error, e.connect)),
+            },
+            Exchange::Http2(exchange) => match std::task::ready!(Pin::new(exchange).poll(cx)) {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err(classify(&e, e.is_connect())),
+            },
+        })
+    }
+}
+
+impl Forwarding {
+    fn answered(response: Response<Plain>) -> Forwarding {
+        Forwarding {
+            state: State::Answered {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl Future for Forwarding {
+    type Output = Result<Response<Plain>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let response = match self.project().state.project() {
+            StateProj::Answered { response } => {
+                response.take().expect("Forwarding polled after completion")
+            }
+            StateProj::Exchange {
+                exchange,
+                target,
+                started,
+            } => {
+                let result = std::task::ready!(exchange.poll(cx));
+                target.answer(result, *started)
+            }
+        };
+        Poll::Ready(Ok(response))
+    }
+}
+
 impl Target {
-    /// Forwards `request` and returns the upstream's answer, or the gateway's JSON answer when
-    /// the upstream cannot be reached in time. Never fails.
-    pub(crate) async fn forward(&self, request: Request<Incoming>) -> Response<Body> {
-        let proxy = &*self.proxy;
+    /// Forwards `request`: the upstream's answer, or the gateway's JSON answer when the
+    /// upstream cannot be reached in time. Never fails.
+    fn forward(this: &Arc<Target>, request: Request<Incoming>) -> Forwarding {
+        let started = Instant::now();
+        let proxy = &*this.proxy;
         if let Some(length) = content_length(request.headers())
             && length > proxy.max_body_bytes
         {
-            return too_large(proxy.max_body_bytes);
+            this.metrics.request(Outcome::Invalid);
+            return Forwarding::answered(too_large(proxy.max_body_bytes));
         }
         let (mut parts, body) = request.into_parts();
-        let uri = match self.upstream_uri(&parts.uri) {
+        let uri = match this.upstream_uri(&parts.uri, this.upstream.http2) {
             Some(uri) => uri,
             None => {
-                return json_error(
+                this.metrics.request(Outcome::Invalid);
+                return Forwarding::answered(json_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_request",
                     "the request path cannot be forwarded",
-                );
+                ));
             }
         };
-        // An IPv4 client of a dual-stack listener is an IPv4 address, not `::ffff:a.b.c.d`.
-        let client = parts
-            .extensions
-            .get::<ClientAddr>()
-            .map(|c| c.0.ip().to_canonical());
-        let trusted = client.is_some_and(|ip| proxy.is_trusted(ip));
+        let client = parts.extensions.remove::<ClientAddr>();
+        let trusted = client.as_ref().is_some_and(|c| proxy.is_trusted(c.ip));
         let identity = parts.extensions.remove::<Identity>().unwrap_or_default();
         let original_host = parts
             .headers
@@ -288,6 +483,9 @@ impl Target {
             // The client sets it from the upstream URI.
             headers.remove(header::HOST);
         }
+        // Room for every header added below at once (the map grows once, if at all): the
+        // identity, forwarding and host headers.
+        headers.reserve(ADDED_HEADERS);
         if let Some(v) = identity.subject {
             headers.insert(names.subject.clone(), v);
         }
@@ -297,57 +495,81 @@ impl Target {
         if let Some(v) = identity.scopes {
             headers.insert(names.scopes.clone(), v);
         }
-        if let Some(ip) = client {
+        if let Some(ClientAddr { ip, address }) = client {
             // Lists get this hop appended; single values are the first proxy's, so a trusted
-            // proxy's stay and otherwise they are the gateway's view. The address is written
-            // once for all three.
-            let address = ip.to_string();
-            append_list(headers, X_FORWARDED_FOR, address.as_bytes());
-            append_list(
-                headers,
-                header::FORWARDED,
-                forwarded_element(ip.is_ipv6(), &address, original_host.as_ref()).as_bytes(),
-            );
+            // proxy's stay and otherwise they are the gateway's view. The address was written
+            // once for the connection.
+            let written = address.to_str().unwrap_or_default();
+            let forwarded = forwarded_element(ip.is_ipv6(), written, original_host.as_ref());
+            if let Ok(forwarded) = HeaderValue::from_maybe_shared(Bytes::from(forwarded)) {
+                append_list(headers, header::FORWARDED, forwarded);
+            }
+            append_list(headers, X_FORWARDED_FOR, address.clone());
             for (name, value) in [
-                (X_REAL_IP, HeaderValue::from_str(&address).ok()),
+                (X_REAL_IP, Some(address)),
                 (X_FORWARDED_PROTO, Some(HeaderValue::from_static("http"))),
                 (X_FORWARDED_HOST, original_host),
             ] {
-                if let Some(value) = value
-                    && !headers.contains_key(&name)
-                {
-                    headers.insert(name, value);
+                if let Some(value) = value {
+                    headers.entry(name).or_insert(value);
                 }
             }
         }
         parts.uri = uri;
-        let client = if self.upstream.http2 {
+        if this.upstream.http2 {
             if te_trailers {
-                parts
-                    .headers
-                    .insert(header::TE, HeaderValue::from_static("trailers"));
+                headers.insert(header::TE, HeaderValue::from_static("trailers"));
             }
             parts.version = Version::HTTP_2;
-            &proxy.h2_client
         } else {
+            // As a client sets it from the URI: the upstream's authority.
+            headers
+                .entry(header::HOST)
+                .or_insert_with(|| this.pool.host().clone());
             parts.version = Version::HTTP_11;
-            &proxy.client
-        };
+        }
         let limit = usize::try_from(proxy.max_body_bytes).unwrap_or(usize::MAX);
         let request = Request::from_parts(parts, NoTrailers(Limited::new(body, limit)));
+        let exchange = if this.upstream.http2 {
+            Exchange::Http2(proxy.h2_client.request(request))
+        } else {
+            Exchange::Http1(Box::pin(this.pool.clone().send(request)))
+        };
+        Forwarding {
+            state: State::Exchange {
+                exchange: tokio::time::timeout(proxy.request_timeout, exchange),
+                target: this.clone(),
+                started,
+            },
+        }
+    }
 
-        let exchange = client.request(request);
-        let failure = match tokio::time::timeout(proxy.request_timeout, exchange).await {
-            Ok(Ok(response)) => {
+    /// The answer to the client once the exchange is over: the upstream's, or the gateway's
+    /// 502, 504 or 413; counted for the metrics.
+    fn answer(&self, result: Result<Exchanged, Elapsed>, started: Instant) -> Response<Plain> {
+        let failure = match result {
+            Ok(Ok((response, connection))) => {
                 let (mut parts, body) = response.into_parts();
                 remove_hop_by_hop(&mut parts.headers);
-                let body = body.map_err(Into::into).boxed_unsync();
+                self.metrics.upstream(parts.status, started.elapsed());
+                self.metrics
+                    .request(if parts.status == StatusCode::TOO_MANY_REQUESTS {
+                        Outcome::RateLimited
+                    } else {
+                        Outcome::Forwarded
+                    });
+                let body = Plain::Upstream(UpstreamBody::new(body, connection));
                 return Response::from_parts(parts, body);
             }
-            Ok(Err(e)) => classify(&e),
+            Ok(Err(failure)) => failure,
             Err(_) => Failure::Timeout,
         };
+        let proxy = &*self.proxy;
         let name = &self.upstream.name;
+        self.metrics.request(match failure {
+            Failure::TooLarge => Outcome::Invalid,
+            Failure::Timeout | Failure::Unreachable(_) => Outcome::GatewayError,
+        });
         match failure {
             Failure::Timeout => {
                 tracing::warn!(upstream = %name, "upstream timed out");
@@ -372,9 +594,10 @@ impl Target {
         }
     }
 
-    /// The upstream URI: its scheme and authority, its base path, the request's normalized
-    /// path (less the route prefix when stripped) and query.
-    fn upstream_uri(&self, uri: &Uri) -> Option<Uri> {
+    /// The upstream URI: its base path, the request's normalized path (less the route prefix
+    /// when stripped) and query; with the upstream's scheme and authority when `absolute`
+    /// (HTTP/2: `:scheme` and `:authority`), else in origin form (HTTP/1.1).
+    fn upstream_uri(&self, uri: &Uri, absolute: bool) -> Option<Uri> {
         // The same parse routing did: the path forwarded is the one routed (with segment
         // parameters where they are accepted).
         let parsed = path::parse(uri.path(), self.proxy.paths).ok()?;
@@ -392,15 +615,19 @@ impl Target {
             pq.put_u8(b'?');
             pq.put_slice(q.as_bytes());
         }
+        let path_and_query = PathAndQuery::from_maybe_shared(pq.freeze()).ok()?;
+        if !absolute {
+            return Some(Uri::from(path_and_query));
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(self.upstream.scheme.clone());
         parts.authority = Some(self.upstream.authority.clone());
-        parts.path_and_query = Some(PathAndQuery::from_maybe_shared(pq.freeze()).ok()?);
+        parts.path_and_query = Some(path_and_query);
         Uri::from_parts(parts).ok()
     }
 }
 
-fn too_large(max: u64) -> Response<Body> {
+fn too_large(max: u64) -> Response<Plain> {
     json_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         "payload_too_large",
@@ -418,7 +645,8 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
+/// Why an exchange failed, from its error's chain; `connect` when it failed connecting.
+fn classify(error: &(dyn StdError + 'static), connect: bool) -> Failure {
     let mut source: Option<&(dyn StdError + 'static)> = Some(error);
     let mut io_kind = None;
     while let Some(e) = source {
@@ -436,8 +664,8 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Failure {
     let cause = match io_kind {
         Some(io::ErrorKind::ConnectionRefused) => "connection refused".to_owned(),
         Some(io::ErrorKind::ConnectionReset) => "connection reset".to_owned(),
-        Some(kind) if error.is_connect() => format!("connect failed: {kind}"),
-        _ if error.is_connect() => "connect failed".to_owned(),
+        Some(kind) if connect => format!("connect failed: {kind}"),
+        _ if connect => "connect failed".to_owned(),
         _ => "the connection failed before a complete answer".to_owned(),
     };
     Failure::Unreachable(cause)
@@ -505,22 +733,53 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Appends `value` to the comma-separated list `name` (several fields are joined into one).
-fn append_list(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
+fn append_list(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    let mut existing = match headers.entry(name) {
+        http::header::Entry::Vacant(vacant) => {
+            vacant.insert(value);
+            return;
+        }
+        http::header::Entry::Occupied(occupied) => occupied,
+    };
     let mut joined = BytesMut::new();
-    for existing in headers.get_all(&name) {
-        joined.put_slice(existing.as_bytes());
+    for field in existing.iter() {
+        joined.put_slice(field.as_bytes());
         joined.put_slice(b", ");
     }
-    joined.put_slice(value);
+    joined.put_slice(value.as_bytes());
     if let Ok(v) = HeaderValue::from_maybe_shared(joined.freeze()) {
-        headers.insert(name, v);
+        // Replaces every field of the name.
+        existing.insert(v);
     }
 }
 
 /// One `Forwarded` element (RFC 7239): `for` (the client's `address`, bracketed and quoted
 /// when IPv6), `proto` and, when it can be written, `host`.
 fn forwarded_element(ipv6: bool, address: &str, host: Option<&HeaderValue>) -> String {
-    let mut element = String::with_capacity(64);
+    // The host as a token, quoted, or not at all (it cannot be written).
+    let host = host.and_then(|h| h.to_str().ok()).and_then(|host| {
+        let is_token = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if is_token {
+            Some((host, false))
+        } else {
+            let quotable = host
+                .bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\');
+            quotable.then_some((host, true))
+        }
+    });
+    // Exactly the length written, so that the header value keeps this buffer as it is.
+    let length = "for=".len()
+        + if ipv6 { 4 } else { 0 }
+        + address.len()
+        + ";proto=http".len()
+        + host.map_or(0, |(h, quoted)| {
+            ";host=".len() + h.len() + if quoted { 2 } else { 0 }
+        });
+    let mut element = String::with_capacity(length);
     if ipv6 {
         element.push_str("for=\"[");
         element.push_str(address);
@@ -530,31 +789,20 @@ fn forwarded_element(ipv6: bool, address: &str, host: Option<&HeaderValue>) -> S
         element.push_str(address);
     }
     element.push_str(";proto=http");
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        let is_token = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-        if is_token {
+    match host {
+        Some((host, false)) => {
             element.push_str(";host=");
             element.push_str(host);
-        } else if host
-            .bytes()
-            .all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
-        {
+        }
+        Some((host, true)) => {
             element.push_str(";host=\"");
             element.push_str(host);
             element.push('"');
         }
+        None => {}
     }
+    debug_assert_eq!(element.len(), length);
     element
-}
-
-/// A response with a fixed body.
-pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
 }
 
 #[cfg(test)]
@@ -588,11 +836,27 @@ mod tests {
     }
 
     #[test]
+    fn name_lengths_never_rule_out_a_name_of_the_set() {
+        let long = "x".repeat(300);
+        let set = NameLengths::of(["x-auth-subject", "te", long.as_str()]);
+        for len in ["x-auth-subject".len(), 2, 300, 127, 1000] {
+            assert!(set.may_contain(len), "{len}");
+        }
+        for len in [0, 1, 3, 13, 126] {
+            assert!(!set.may_contain(len), "{len}");
+        }
+    }
+
+    #[test]
     fn forwarded_lists_are_appended() {
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.2"));
-        append_list(&mut h, X_FORWARDED_FOR, b"127.0.0.1");
+        append_list(
+            &mut h,
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("127.0.0.1"),
+        );
         assert_eq!(h[X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
     }

@@ -7,27 +7,21 @@ use http::{Response, StatusCode};
 
 use s2s_auth::oauth::{self, ErrorBody};
 
-use crate::{Body, proxy::full};
-
-/// Marks an answer of the gateway itself, told apart from the upstream's by the metrics.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct GatewayAnswer;
+use crate::body::Plain;
 
 /// A JSON answer of the gateway itself (not of an upstream, not an RFC 6750 rejection).
-pub(crate) fn json_error(
+pub(crate) fn json_error<B: From<Plain>>(
     status: StatusCode,
     error: &'static str,
     description: impl Display,
-) -> Response<Body> {
-    let mut response = ErrorBody::new(error)
+) -> Response<B> {
+    ErrorBody::new(error)
         .with_description(description.to_string())
         .to_response(status)
-        .map(full);
-    response.extensions_mut().insert(GatewayAnswer);
-    response
+        .map(|b| Plain::full(b).into())
 }
 
 /// A JSON answer with `body`.
-pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    oauth::json_response(status, body.to_string()).map(full)
+pub(crate) fn json<B: From<Plain>>(status: StatusCode, body: &serde_json::Value) -> Response<B> {
+    oauth::json_response(status, body.to_string()).map(|b| Plain::full(b).into())
 }
