@@ -372,11 +372,19 @@ mod tests {
         let since = |i: usize| fetches[i] - fetches[i - 1];
         // Due after the time to live (plus the 10 ms the first fetch took).
         assert_eq!(fetches[1] - start, Duration::from_millis(100_010));
-        // Then 1 s doubling, each in the upper half of its ceiling (plus the fetch's 10 ms).
+        // Then 1 s doubling, each in the upper half of its ceiling (plus the fetch's 10 ms). The
+        // ceiling itself is in reach: tokio's timer rounds a deadline up to its millisecond, so
+        // a delay of 999.6 ms wakes at 1,000 ms.
         let first = since(2) - Duration::from_millis(10);
-        assert!((Duration::from_millis(500)..Duration::from_secs(1)).contains(&first));
+        assert!(
+            (Duration::from_millis(500)..=Duration::from_secs(1)).contains(&first),
+            "{first:?}"
+        );
         let second = since(3) - Duration::from_millis(10);
-        assert!((Duration::from_secs(1)..Duration::from_secs(2)).contains(&second));
+        assert!(
+            (Duration::from_secs(1)..=Duration::from_secs(2)).contains(&second),
+            "{second:?}"
+        );
         // Recovered: the value is that of fetch 4, and the next refresh is due a ttl later.
         assert_eq!(**counter.value.load(), 4);
         if let Some(next) = fetches.get(4) {
