@@ -74,9 +74,10 @@ impl Origin {
             "http" => false,
             _ => return false,
         };
+        // Allowed hosts are kept in lower case, as clients mostly write them: bytes first.
         let host_matches = authority
             .get(..self.host.len())
-            .is_some_and(|host| host.eq_ignore_ascii_case(&self.host));
+            .is_some_and(|host| host == self.host || host.eq_ignore_ascii_case(&self.host));
         if https != self.https || !host_matches {
             return false;
         }

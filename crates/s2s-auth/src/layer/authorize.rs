@@ -99,7 +99,10 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http::{HeaderValue, Request, Response, header::AUTHORIZATION};
+use http::{
+    HeaderValue, Request, Response,
+    header::{AUTHORIZATION, Entry},
+};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -202,16 +205,20 @@ fn authorize_now<B>(
     request: &mut Request<B>,
     source: &impl TokenSource,
 ) -> Option<Option<HeaderValue>> {
-    if request.headers().contains_key(AUTHORIZATION) {
+    let forwarded = request
+        .extensions()
+        .get::<BearerToken>()
+        .map(|token| token.header_value().clone());
+    // One lookup of the header, whether it is there or not.
+    let Entry::Vacant(slot) = request.headers_mut().entry(AUTHORIZATION) else {
         return Some(None);
-    }
-    if let Some(forwarded) = request.extensions().get::<BearerToken>() {
-        let value = forwarded.header_value().clone();
-        request.headers_mut().insert(AUTHORIZATION, value);
+    };
+    if let Some(forwarded) = forwarded {
+        slot.insert(forwarded);
         return Some(None);
     }
     let value = source.current_header()?;
-    request.headers_mut().insert(AUTHORIZATION, value.clone());
+    slot.insert(value.clone());
     Some(Some(value))
 }
 
