@@ -131,12 +131,41 @@ pub fn basic(client_id: &str, secret: &str) -> String {
 }
 
 /// A child process killed when dropped.
-pub struct ChildGuard(Child);
+pub struct ChildGuard {
+    child: Child,
+    /// Asked to stop with SIGTERM first, and waited for: nginx's master then ends its workers,
+    /// which outlive a killed master (and would keep running after the harness).
+    terminate_first: bool,
+}
 
 impl ChildGuard {
+    fn new(child: Child) -> ChildGuard {
+        ChildGuard {
+            child,
+            terminate_first: false,
+        }
+    }
+
     /// Its process id (while it runs).
     pub fn pid(&self) -> Option<u32> {
-        self.0.id()
+        self.child.id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.terminate_first
+            && let Some(pid) = self.pid().and_then(|pid| libc::pid_t::try_from(pid).ok())
+        {
+            // SAFETY: kill(2) on our own child's pid, which it keeps until it is waited for.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // `kill_on_drop` ends the child itself if it is still there.
     }
 }
 
@@ -193,7 +222,7 @@ pub async fn start_oidc_provider(dir: &Path) -> (String, ChildGuard) {
         .strip_prefix("listening ")
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("oidc-provider said {line:?}"));
-    (format!("http://127.0.0.1:{port}"), ChildGuard(child))
+    (format!("http://127.0.0.1:{port}"), ChildGuard::new(child))
 }
 
 fn oidc_provider_script() -> String {
@@ -355,7 +384,9 @@ http {{
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (format!("http://{address}"), ChildGuard(child))
+    let mut guard = ChildGuard::new(child);
+    guard.terminate_first = true;
+    (format!("http://{address}"), guard)
 }
 
 fn which(name: &str) -> bool {
